@@ -1,1 +1,72 @@
-def main(): print("hi")
+"""The `skyge` command: one entry point, a group per subsystem.
+
+Every command takes `--output json`; exit status is 0 done, 1 failed, 2 bad usage or input, with a
+one-line error on stderr naming what was wrong. `--root` (or $SKYGE_ROOT) picks the node, since the
+daemons' sockets live under the node root; `--socket` points one command at a socket directly.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from skyge import __version__
+from skyge.clients.cli import (bus_commands, demo_commands, emon_commands, ha_commands,
+                               heartbeat_commands, lab_commands, lock_commands, node_commands)
+from skyge.clients.cli.output import EXIT_USAGE, CliError, Output
+from skyge.clients.connect import default_root
+
+GROUPS = (node_commands, heartbeat_commands, bus_commands, lock_commands, ha_commands,
+          emon_commands, lab_commands, demo_commands)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as one line and exit status 2 (its default is 2 too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be seconds from 0 to 3600, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="skyge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"skyge {__version__}")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="text for people (default) or json for programs")
+    parser.add_argument("--root", default=default_root(),
+                        help="root folder of the node to address (default: / or $SKYGE_ROOT)")
+    parser.add_argument("--socket", help="Unix socket path or HOST:PORT of the daemon to call, "
+                                         "instead of the one under --root")
+    parser.add_argument("--timeout", type=positive_seconds, default=10.0,
+                        help="seconds to wait for a daemon's answer (default: 10)")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=_Parser)
+    groups.required = True
+    for module in GROUPS:
+        module.register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(args.output)
+    try:
+        return args.handler(args, out)
+    except CliError as error:
+        sys.stderr.write(f"skyge: {error}\n")
+        return error.exit_status
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

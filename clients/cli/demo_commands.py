@@ -1,0 +1,27 @@
+"""`skyge demo`: the README's main job, a virtual 3-node cluster on this machine."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from skyge.clients.cli.arguments import ranged_int
+from skyge.clients.cli.output import CommandFailed, Output
+from skyge.clients.lab import LabError
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    parser = groups.add_parser("demo", help="run the virtual-cluster demo (needs root)")
+    parser.add_argument("--nodes", type=ranged_int(2, 8), default=3, help="nodes (2-8, default 3)")
+    parser.set_defaults(handler=run, daemon_target=None)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from skyge.clients.lab.demo import run_demo
+
+    narrate = (lambda line: sys.stderr.write(line + "\n")) if out.json else print
+    try:
+        report = run_demo(narrate, nodes=args.nodes)
+    except LabError as error:
+        raise CommandFailed(f"demo: {error}") from None
+    out.result(report, "")
+    return 0

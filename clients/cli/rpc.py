@@ -1,0 +1,70 @@
+"""Calling a daemon from a CLI command: one place that maps gRPC outcomes to exit statuses."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Iterator
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from skyge.clients.cli.output import CommandFailed, Output, UsageError, render_text
+from skyge.clients.connect import NodeClient, describe_rpc_error
+
+# Codes that mean "your input was wrong" (exit 2) rather than "it could not be done" (exit 1).
+_INPUT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
+
+
+def node_client(args: argparse.Namespace) -> NodeClient:
+    """The node the user addressed with --root / --socket."""
+    targets = {args.daemon_target: args.socket} if getattr(args, "socket", None) else {}
+    return NodeClient(root=args.root, targets=targets)
+
+
+def _raise_for(error: grpc.RpcError, client: NodeClient, daemon: str, rpc: str) -> None:
+    message = describe_rpc_error(error, daemon, client.target(daemon), rpc)
+    if error.code() in _INPUT_CODES:
+        raise UsageError(message) from None
+    raise CommandFailed(message) from None
+
+
+def call(args: argparse.Namespace, daemon: str, rpc: str, request: Message) -> Any:
+    """A unary call to `daemon`'s `rpc` on the addressed node; errors become CLI errors."""
+    with node_client(args) as client:
+        try:
+            return getattr(client.stub(daemon), rpc)(request, timeout=args.timeout)
+        except grpc.RpcError as error:
+            _raise_for(error, client, daemon, rpc)
+
+
+def stream(args: argparse.Namespace, daemon: str, rpc: str, request: Message) -> Iterator[Any]:
+    """A server-streaming call; yields replies until the stream ends or the user interrupts."""
+    with node_client(args) as client:
+        try:
+            yield from getattr(client.stub(daemon), rpc)(request)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.CANCELLED:
+                return
+            _raise_for(error, client, daemon, rpc)
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """A reply as JSON-ready data, field names as in the .proto, defaults included."""
+    return MessageToDict(message, preserving_proto_field_name=True,
+                         always_print_fields_with_no_presence=True)
+
+
+def show(args: argparse.Namespace, out: Output, daemon: str, rpc: str, request: Message,
+         text: Callable[[dict[str, Any]], str] | None = None) -> int:
+    """Run a unary RPC and print its reply (text renderer optional). Exit status 0."""
+    out.result(to_dict(call(args, daemon, rpc, request)), text)
+    return 0
+
+
+def follow(args: argparse.Namespace, out: Output, daemon: str, rpc: str, request: Message,
+           text: Callable[[dict[str, Any]], str] | None = None) -> int:
+    """Print each message of a server stream as it comes (one JSON object per line in json)."""
+    for reply in stream(args, daemon, rpc, request):
+        data = to_dict(reply)
+        out.event(data, text(data) if text else render_text(data))
+    return 0

@@ -1,0 +1,84 @@
+"""Python client library: reach a node's daemons over their local Unix sockets.
+
+A node is addressed by its root folder (default `/`, or `$SKYGE_ROOT`; the lab gives each node its
+own) or, for one daemon, by an explicit socket path or `host:port`. `NodeClient` hands out the
+generated stubs; `describe_rpc_error` turns gRPC failures into one line a user can act on.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from skyge.services.common.paths import DAEMONS, NodePaths
+
+_STUBS = {
+    "heartbeat": ("skyge.v1.heartbeat_pb2_grpc", "HeartbeatStub"),
+    "bus": ("skyge.v1.bus_pb2_grpc", "BusStub"),
+    "lock": ("skyge.v1.lock_pb2_grpc", "LockStub"),
+    "ha": ("skyge.v1.ha_pb2_grpc", "HaStub"),
+    "emon": ("skyge.v1.emon_pb2_grpc", "EmonStub"),
+}
+
+
+def default_root() -> str:
+    return os.environ.get("SKYGE_ROOT", "/")
+
+
+@dataclass
+class NodeClient:
+    """gRPC channels to one node's daemons; close it (or use `with`) when done."""
+
+    root: str | Path = field(default_factory=default_root)
+    #: per-daemon override: a Unix socket path or a `host:port` TCP address
+    targets: dict[str, str] = field(default_factory=dict)
+    _channels: dict[str, grpc.Channel] = field(default_factory=dict, init=False, repr=False)
+
+    def target(self, daemon: str) -> str:
+        """The gRPC target of a daemon: `unix:/ROOT/run/skyge/NAME.sock` unless overridden."""
+        if daemon not in DAEMONS:
+            raise ValueError(f"unknown daemon {daemon!r} (one of {', '.join(DAEMONS)})")
+        explicit = self.targets.get(daemon)
+        if explicit:
+            return explicit if ":" in explicit and not explicit.startswith("/") \
+                else f"unix:{os.path.abspath(explicit)}"
+        return f"unix:{NodePaths.at(self.root).socket(daemon)}"
+
+    def channel(self, daemon: str) -> grpc.Channel:
+        if daemon not in self._channels:
+            self._channels[daemon] = grpc.insecure_channel(self.target(daemon))
+        return self._channels[daemon]
+
+    def stub(self, daemon: str) -> Any:
+        """The generated stub of a daemon's main service (e.g. HeartbeatStub)."""
+        module_name, class_name = _STUBS[daemon]
+        module = __import__(module_name, fromlist=[class_name])
+        return getattr(module, class_name)(self.channel(daemon))
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+    def __enter__(self) -> "NodeClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def describe_rpc_error(error: grpc.RpcError, daemon: str, target: str, rpc: str) -> str:
+    """One line saying what went wrong with a call, in the user's terms."""
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"cannot reach skyge-{daemon} at {target.removeprefix('unix:')}: is it running?"
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return f"skyge-{daemon} does not implement {rpc} yet"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"skyge-{daemon} did not answer {rpc} in time"
+    name = code.name if code is not None else "ERROR"
+    return f"{rpc}: {details} ({name})"

@@ -1,0 +1,74 @@
+"""Run skyge's own daemons on lab nodes: start them, wait until they serve, stop them.
+
+Tests, benchmarks and the demo all start daemons the same way: `python -m skyge.services.NAME`
+inside the node (its namespaces, `-r` its root), logs in the node's var/log, readiness judged by
+the daemon's grpc.health.v1 answer on its Unix socket (reachable from the host, since the node
+root is a host folder).
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from typing import Iterable, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from skyge.clients.lab.cluster import LabNode
+from skyge.clients.lab.errors import LabError
+from skyge.services.common.paths import DAEMONS, NodePaths
+
+START_TIMEOUT_S = 20.0
+POLL_INTERVAL_S = 0.02
+STOP_TIMEOUT_S = 10.0
+
+
+def is_serving(node: LabNode, daemon: str, timeout_s: float = 1.0) -> bool:
+    """True when the node's daemon answers SERVING on its Unix socket."""
+    socket = NodePaths.at(node.root).socket(daemon)
+    if not socket.exists():
+        return False
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                              timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def wait_serving(node: LabNode, daemons: Iterable[str], timeout_s: float = START_TIMEOUT_S) -> None:
+    """Wait until every named daemon serves; LabError naming the laggards (and their log) if not."""
+    waiting = list(daemons)
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        waiting = [d for d in waiting if not is_serving(node, d)]
+        if waiting:
+            time.sleep(POLL_INTERVAL_S)
+    if waiting:
+        logs = ", ".join(str(node.root / "var" / "log" / f"skyge-{d}.log") for d in waiting)
+        raise LabError(f"{node.key}: {', '.join(waiting)} not serving after {timeout_s:g} s "
+                       f"(see {logs})")
+
+
+def start_daemons(node: LabNode, daemons: Sequence[str] = DAEMONS, *,
+                  extra_args: Sequence[str] = ("-l", "LOG_DEBUG"), wait: bool = True) -> dict[str, int]:
+    """Start skyge daemons on a node (each named `skyge-NAME` for `node.kill`); returns their PIDs."""
+    pids = {}
+    for daemon in daemons:
+        if daemon not in DAEMONS:
+            raise LabError(f"unknown daemon {daemon!r} (one of {', '.join(DAEMONS)})")
+        proc = node.spawn([sys.executable, "-m", f"skyge.services.{daemon}", "-r", str(node.root),
+                           *extra_args], name=f"skyge-{daemon}")
+        pids[daemon] = proc.pid
+    if wait:
+        wait_serving(node, daemons)
+    return pids
+
+
+def stop_daemons(node: LabNode, daemons: Sequence[str] = DAEMONS) -> None:
+    """SIGTERM the node's skyge daemons (clean stop: a heartbeat daemon announces its leave)."""
+    for daemon in daemons:
+        if node.find(f"skyge-{daemon}"):
+            node.kill(f"skyge-{daemon}", signal.SIGTERM, wait=STOP_TIMEOUT_S)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what skyge needs on a Debian 12 machine, as root: the Debian packages the daemons, the lab
+# and the tests call (iproute2, iptables, ping, mount tools), and a virtualenv in .venv holding
+# skyge itself (editable) with its Python dependencies and test tools. Safe to run again: it only
+# installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "deploy/install.sh: run as root (the lab creates network namespaces; daemons add IPs)" >&2
+  exit 2
+fi
+
+python=${PYTHON:-python3}
+packages=(iproute2 iptables nftables iputils-ping arping procps psmisc util-linux mount e2fsprogs kmod)
+if ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+  packages+=(python3 python3-venv)
+  python=/usr/bin/python3
+elif ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+  packages+=(python3-venv)
+fi
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The venv is rebuilt only when the project's packaging files change.
+stamp=.venv/.skyge-installed
+want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+fi

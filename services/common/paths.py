@@ -1,0 +1,56 @@
+"""Where a node keeps its files: everything hangs under one node root.
+
+The default root is `/`, as on a real machine. A different root lets many nodes share one machine
+(the lab gives each namespace node its own root), so no daemon may build a path by hand: it asks
+`NodePaths`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DAEMONS = ("heartbeat", "bus", "lock", "ha", "emon")
+#: TCP port each daemon serves its gRPC API on for peers (the Unix socket serves local clients)
+TCP_PORTS = {"heartbeat": 7410, "bus": 7411, "lock": 7412, "ha": 7413, "emon": 7414}
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """The folders and files of one node under its root."""
+
+    root: Path = Path("/")
+
+    @classmethod
+    def at(cls, root: str | Path) -> "NodePaths":
+        return cls(Path(root).resolve())
+
+    def under(self, absolute: str) -> Path:
+        """Map an absolute path of a real machine (e.g. /etc/skyge) into this node's root."""
+        return self.root / absolute.lstrip("/")
+
+    @property
+    def etc(self) -> Path:
+        return self.under("/etc/skyge")
+
+    @property
+    def run(self) -> Path:
+        """Sockets and pid files; root-only (0700)."""
+        return self.under("/run/skyge")
+
+    @property
+    def lib(self) -> Path:
+        """State that must survive restarts (fencing-token floor, bus state...)."""
+        return self.under("/var/lib/skyge")
+
+    @property
+    def log(self) -> Path:
+        return self.under("/var/log/skyge")
+
+    def config_file(self, daemon: str) -> Path:
+        return self.etc / f"{daemon}.cfg"
+
+    def socket(self, daemon: str) -> Path:
+        return self.run / f"{daemon}.sock"
+
+    def pid_file(self, daemon: str) -> Path:
+        return self.run / f"{daemon}.pid"

@@ -1,0 +1,352 @@
+"""The one daemon runner behind all five skyge daemons.
+
+A daemon is a `DaemonSpec`: its name, default TCP port, config keys, extra command-line options and
+a `build` function that turns a `DaemonContext` into a `DaemonApp` (the daemon's core plus its thin
+gRPC servicers). Everything else is here, identical for every daemon:
+
+- command line in the seed's style: `-d` background, `-t console|syslog|bus|all`, `-l LOG_*`, plus
+  `-r ROOT` (node root), `-c FILE` (config) and `--listen HOST:PORT|none` (TCP for peers);
+- config in libconfig syntax at ROOT/etc/skyge/NAME.cfg, errors naming file, line, key, allowed values;
+- one copy per node: an exclusive lock on ROOT/run/skyge/NAME.pid, taken before the Unix socket is
+  touched (gRPC would otherwise silently take the socket path over from a running daemon);
+- gRPC on the Unix socket ROOT/run/skyge/NAME.sock (mode 0600, root only) and on TCP, with the
+  standard health service (grpc.health.v1) reporting SERVING once the daemon is ready;
+- clean shutdown on SIGTERM/SIGINT; systemd READY/WATCHDOG/STOPPING notifications; with `-d` the
+  foreground process exits 0 only once the background daemon is serving (or 1 with its error).
+
+Exit status: 0 clean stop, 1 runtime failure (e.g. already running), 2 bad command line or config.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import fcntl
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from skyge import __version__
+from skyge.services.common import sdnotify
+from skyge.services.common.config import ConfigError, Field, Schema, load_config, string
+from skyge.services.common.logsetup import LOG_TYPES, SYSLOG_LEVELS, setup_logging
+from skyge.services.common.paths import TCP_PORTS, NodePaths
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+READY_TIMEOUT_S = 60.0  # how long `-d` waits for the background daemon to be serving
+SHUTDOWN_GRACE_S = 1.0  # in-flight RPCs get this long to finish on SIGTERM
+
+
+@dataclass
+class DaemonContext:
+    """What a daemon's `build` gets: who it is, where its files are, its config and logger."""
+
+    name: str
+    paths: NodePaths
+    config: dict[str, Any]
+    args: argparse.Namespace
+    logger: logging.Logger
+    started_unix_ns: int
+
+
+class DaemonApp:
+    """A daemon's core and servicers as the runner sees them; subclasses override what they need."""
+
+    #: full gRPC service names (e.g. "skyge.v1.Heartbeat") reported by the health service
+    service_names: tuple[str, ...] = ()
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """Add the daemon's servicers to the server (before it starts)."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Start background work (sockets, timers); the daemon is ready when this returns."""
+
+    async def stop(self) -> None:
+        """Stop background work; called once on shutdown, before the gRPC server stops."""
+
+    def healthy(self) -> bool:
+        """False makes the runner withhold the systemd watchdog ping and report NOT_SERVING."""
+        return True
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    """Everything that differs between daemons, as far as the runner is concerned."""
+
+    name: str
+    description: str
+    tcp_port: int
+    build: Callable[[DaemonContext], DaemonApp]
+    config_fields: tuple[Field, ...] = ()
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why (shown to the user, exit status 1)."""
+
+
+def parse_listen(value: str) -> str | None:
+    """Validate a TCP listen address `HOST:PORT` (or `[v6]:PORT`); "none" turns TCP off."""
+    if value == "none":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f'must be HOST:PORT with PORT from 1 to 65535, or "none"; got {value!r}')
+    return value
+
+
+def _build_parser(spec: DaemonSpec) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"skyge-{spec.name}", description=spec.description)
+    parser.add_argument("-d", "--background", action="store_true",
+                        help="run in the background (daemonize); returns once serving")
+    parser.add_argument("-t", "--log-type", choices=LOG_TYPES, default="console",
+                        help="where log records go (default: console)")
+    parser.add_argument("-l", "--log-level", choices=list(SYSLOG_LEVELS), default="LOG_INFO",
+                        metavar="LEVEL",
+                        help="LOG_EMERG, LOG_ALERT, LOG_CRIT, LOG_ERR, LOG_WARNING, LOG_NOTICE, "
+                             "LOG_INFO or LOG_DEBUG (default: LOG_INFO)")
+    parser.add_argument("-r", "--root", default=os.environ.get("SKYGE_ROOT", "/"),
+                        help="node root folder; all paths live under it (default: / or $SKYGE_ROOT)")
+    parser.add_argument("-c", "--config", help="config file (default: ROOT/etc/skyge/NAME.cfg)")
+    parser.add_argument("--listen", help=f"TCP address for peers, HOST:PORT or none "
+                                         f"(default: config 'listen' or 0.0.0.0:{spec.tcp_port})")
+    if spec.add_arguments:
+        spec.add_arguments(parser)
+    return parser
+
+
+def config_schema(spec: DaemonSpec) -> Schema:
+    """The keys of a daemon's config file: `listen` plus the spec's own (also used by config CLIs)."""
+    listen = Field("listen", string(r"none|.+:\d{1,5}", 'HOST:PORT or "none"'),
+                   default=f"0.0.0.0:{spec.tcp_port}", help="TCP address served to peers")
+    return Schema([listen, *spec.config_fields])
+
+
+class _PidLock:
+    """The one-copy-per-node guard: an flock on the pid file, held for the daemon's life."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise StartupError(f"already running on this node (pid {holder}, lock "
+                                   f"{self.path}); stop it first") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
+                 on_ready: Callable[[str | None], None]) -> int:
+    """Serve until SIGTERM/SIGINT. `on_ready(None)` once serving, `on_ready(error)` on failure."""
+    logger = ctx.logger
+    socket_path = ctx.paths.socket(spec.name)
+    app = spec.build(ctx)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    app.register(server)
+    if socket_path.exists() or socket_path.is_symlink():
+        socket_path.unlink()  # safe: we hold the pid lock, so no live daemon owns it
+    server.add_insecure_port(f"unix:{socket_path}")
+    if listen is not None:
+        try:
+            server.add_insecure_port(listen)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on TCP {listen}: {exc}") from None
+    await server.start()
+    os.chmod(socket_path, 0o600)
+    await app.start()
+    for service in ("", *app.service_names):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(_watchdog(app, health_servicer, stop))
+    logger.log(25, "serving on %s%s (skyge %s)", socket_path,
+               f" and tcp {listen}" if listen else "", __version__)
+    sdnotify.notify(f"READY=1\nSTATUS=serving on {socket_path}")
+    on_ready(None)
+
+    await stop.wait()
+    logger.log(25, "stopping")
+    sdnotify.notify("STOPPING=1")
+    watchdog.cancel()
+    await health_servicer.enter_graceful_shutdown()
+    await app.stop()
+    await server.stop(SHUTDOWN_GRACE_S)
+    try:
+        socket_path.unlink()
+    except FileNotFoundError:
+        pass
+    logger.log(25, "stopped")
+    return EXIT_OK
+
+
+async def _watchdog(app: DaemonApp, health_servicer: Any, stop: asyncio.Event) -> None:
+    """Ping systemd's watchdog while the app says it is healthy; mirror that in grpc health."""
+    interval = sdnotify.watchdog_interval_s() or 1.0
+    serving = True
+    while not stop.is_set():
+        ok = app.healthy()
+        if ok:
+            sdnotify.notify("WATCHDOG=1")
+        if ok != serving:
+            serving = ok
+            status = (health_pb2.HealthCheckResponse.SERVING if ok
+                      else health_pb2.HealthCheckResponse.NOT_SERVING)
+            for service in ("", *app.service_names):
+                await health_servicer.set(service, status)
+        await asyncio.sleep(interval)
+
+
+def _daemonize() -> tuple[int, Callable[[str | None], None]]:
+    """Fork into the background. Returns (0, report) in the daemon; the parent never returns.
+
+    The parent waits on a pipe for the daemon's first word: it exits 0 once the daemon serves, or
+    prints the daemon's startup error and exits 1, so `skyge-heartbeat -d` in a script fails loudly.
+    """
+    read_fd, write_fd = os.pipe()
+    if os.fork() > 0:
+        os.close(write_fd)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        message = b""
+        with os.fdopen(read_fd, "rb") as pipe:
+            while time.monotonic() < deadline:
+                chunk = pipe.read1(4096)
+                if not chunk:
+                    break
+                message += chunk
+        text = message.decode(errors="replace").strip()
+        if text == "ready":
+            os._exit(EXIT_OK)
+        sys.stderr.write((text or "daemon exited before it was ready") + "\n")
+        os._exit(EXIT_FAILED)
+    os.close(read_fd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(EXIT_OK)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    os.chdir("/")
+
+    def report(error: str | None) -> None:
+        nonlocal write_fd
+        if write_fd < 0:
+            return
+        try:
+            os.write(write_fd, b"ready" if error is None else error.encode())
+        finally:
+            os.close(write_fd)
+            write_fd = -1
+
+    return 0, report
+
+
+def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
+    """Entry point shared by all daemons: parse, validate, (daemonize), serve. Returns exit status."""
+    parser = _build_parser(spec)
+    args = parser.parse_args(argv)
+    paths = NodePaths.at(args.root)
+    config_path = Path(args.config) if args.config else paths.config_file(spec.name)
+    try:
+        config = load_config(config_path, config_schema(spec), missing_ok=args.config is None)
+        listen = parse_listen(args.listen or config["listen"])
+    except ConfigError as exc:
+        sys.stderr.write(f"skyge-{spec.name}: {exc}\n")
+        return EXIT_USAGE
+    except ValueError as exc:
+        sys.stderr.write(f"skyge-{spec.name}: --listen: {exc}\n")
+        return EXIT_USAGE
+
+    report: Callable[[str | None], None] = lambda error: None
+    if args.background:
+        _, report = _daemonize()
+    os.umask(0o077)
+    console_file = paths.log / f"{spec.name}.log" if args.background else None
+    logger = setup_logging(spec.name, args.log_type, args.log_level, console_file=console_file)
+    lock = _PidLock(paths.pid_file(spec.name))
+    try:
+        lock.acquire()
+        ctx = DaemonContext(spec.name, paths, config, args, logger, time.time_ns())
+        return asyncio.run(_serve(spec, ctx, listen, report))
+    except ConfigError as exc:
+        message = f"skyge-{spec.name}: {exc}"
+        status = EXIT_USAGE
+    except StartupError as exc:
+        message = f"skyge-{spec.name}: {exc}"
+        status = EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - last resort: say what went wrong, don't trace
+        logger.exception("daemon failed")
+        message = f"skyge-{spec.name}: failed: {exc}"
+        status = EXIT_FAILED
+    finally:
+        lock.release()
+    logger.error("%s", message)
+    if not args.background and args.log_type == "syslog":
+        sys.stderr.write(message + "\n")  # console logging already showed it otherwise
+    report(message)
+    return status
+
+
+class ContractOnlyApp(DaemonApp):
+    """A daemon whose core is not built yet: it serves its contract, every RPC UNIMPLEMENTED.
+
+    This keeps the daemon's process, socket, health and deployment real while its subsystem is
+    being built, so clients get a clear UNIMPLEMENTED instead of "connection refused".
+    """
+
+    def __init__(self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any,
+                 service_name: str) -> None:
+        self._add, self._servicer = add_to_server, servicer
+        self.service_names = (service_name,)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        self._add(self._servicer, server)
+
+
+def contract_only_spec(name: str, service: str, description: str) -> DaemonSpec:
+    """The spec of a daemon that serves its contract only (module skyge.v1.<name>_pb2_grpc)."""
+    grpc_module = importlib.import_module(f"skyge.v1.{name}_pb2_grpc")
+
+    return DaemonSpec(
+        name=name,
+        description=f"skyge {name} daemon: {description}",
+        tcp_port=TCP_PORTS[name],
+        build=lambda ctx: ContractOnlyApp(getattr(grpc_module, f"add_{service}Servicer_to_server"),
+                                          getattr(grpc_module, f"{service}Servicer")(),
+                                          f"skyge.v1.{service}"),
+    )

@@ -1,0 +1,17 @@
+"""skyge-ha: user services run where their lock is held, with floating IPs and shared disks.
+
+Run as `skyge-ha` or `python -m skyge.services.ha`."""
+import sys
+
+from skyge.services.common.runner import contract_only_spec, run_daemon
+
+SPEC = contract_only_spec(
+    "ha", "Ha", "user services run where their lock is held, with floating IPs and shared disks")
+
+
+def main() -> None:
+    sys.exit(run_daemon(SPEC))
+
+
+if __name__ == "__main__":
+    main()

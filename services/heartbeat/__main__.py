@@ -1,0 +1,17 @@
+"""skyge-heartbeat: membership over UDP on every heartbeat NIC, link state, the cluster name table.
+
+Run as `skyge-heartbeat` or `python -m skyge.services.heartbeat`."""
+import sys
+
+from skyge.services.common.runner import contract_only_spec, run_daemon
+
+SPEC = contract_only_spec(
+    "heartbeat", "Heartbeat", "membership over UDP on every heartbeat NIC, link state, the cluster name table")
+
+
+def main() -> None:
+    sys.exit(run_daemon(SPEC))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The shared daemon runner, on a real daemon process (skyge-emon) under a temporary node root."""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from skyge.services.common.paths import NodePaths
+from skyge.v1 import emon_pb2, emon_pb2_grpc
+
+DAEMON = [sys.executable, "-m", "skyge.services.emon"]
+START_TIMEOUT_S = 20
+
+
+def wait_serving(socket_path, timeout=START_TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if socket_path.exists():
+            with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service="skyge.v1.Emon"), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+        time.sleep(0.05)
+    raise AssertionError(f"daemon not serving on {socket_path} within {timeout}s")
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "node"
+
+
+@pytest.fixture
+def daemon(root):
+    """A foreground skyge-emon under `root`; stopped (by PID) after the test."""
+    procs = []
+
+    def start(*extra):
+        proc = subprocess.Popen([*DAEMON, "-r", str(root), "--listen", "none", *extra],
+                                stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_serves_health_and_unimplemented_on_a_root_only_socket(root, daemon):
+    daemon()
+    sock = NodePaths.at(root).socket("emon")
+    wait_serving(sock)
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    with grpc.insecure_channel(f"unix:{sock}") as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            emon_pb2_grpc.EmonStub(channel).ListProbes(emon_pb2.ListProbesRequest(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_second_copy_refuses_and_first_keeps_serving(root, daemon):
+    first = daemon()
+    sock = NodePaths.at(root).socket("emon")
+    wait_serving(sock)
+    second = daemon()
+    _, err = second.communicate(timeout=START_TIMEOUT_S)
+    assert second.returncode == 1
+    assert "already running" in err and str(first.pid) in err
+    wait_serving(sock, timeout=2)  # the first still owns its socket
+
+
+def test_sigterm_stops_cleanly_and_removes_socket(root, daemon):
+    proc = daemon()
+    sock = NodePaths.at(root).socket("emon")
+    wait_serving(sock)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert not sock.exists()
+    assert not NodePaths.at(root).pid_file("emon").exists()
+
+
+def test_background_returns_once_serving(root):
+    result = subprocess.run([*DAEMON, "-d", "-r", str(root), "--listen", "none"],
+                            capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    pid_file = NodePaths.at(root).pid_file("emon")
+    pid = int(pid_file.read_text())
+    try:
+        wait_serving(NodePaths.at(root).socket("emon"), timeout=2)
+        assert (NodePaths.at(root).log / "emon.log").exists()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_file.exists()
+
+
+def test_tcp_listen(root, daemon):
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([*DAEMON, "-r", str(root), "--listen", f"127.0.0.1:{port}"],
+                            stderr=subprocess.PIPE)
+    try:
+        wait_serving(NodePaths.at(root).socket("emon"))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                              timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.mark.parametrize("config,expected", [
+    ('listen = "nowhere";\n', "listen"),
+    ('listen = "0.0.0.0:7414";\ncolour = 1;\n', ":2: colour: unknown option"),
+])
+def test_bad_config_exits_2_naming_line_and_key(root, config, expected):
+    paths = NodePaths.at(root)
+    paths.etc.mkdir(parents=True)
+    paths.config_file("emon").write_text(config)
+    result = subprocess.run([*DAEMON, "-r", str(root)], capture_output=True, text=True,
+                            timeout=START_TIMEOUT_S)
+    assert result.returncode == 2
+    assert expected in result.stderr and str(paths.config_file("emon")) in result.stderr
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--listen", "1.2.3.4:99999"], "--listen"),
+    (["-l", "LOG_LOUD"], "-l/--log-level"),
+    (["-t", "printer"], "-t/--log-type"),
+])
+def test_bad_arguments_exit_2(root, args, expected):
+    result = subprocess.run([*DAEMON, "-r", str(root), *args], capture_output=True, text=True,
+                            timeout=START_TIMEOUT_S)
+    assert result.returncode == 2 and expected in result.stderr
