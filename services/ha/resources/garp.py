@@ -1,0 +1,112 @@
+"""Gratuitous ARP: tell the LAN that a floating IP now lives at this NIC's MAC.
+
+pyroute2 sends no ARP, so this uses a raw AF_PACKET socket (no subprocess on the failover path).
+Each copy is two broadcast frames, both recognised as gratuitous by Linux (`arp_is_garp`, which
+lets them override a neighbour entry at once, whatever its lock time):
+
+- an ARP request ("announcement", RFC 5227): sender IP = target IP = the floating IP, target MAC 0;
+- an ARP reply: same, with target MAC = sender MAC (what the kernel requires of a reply GARP).
+
+Neighbours that already have an entry for the IP switch it to our MAC (state STALE, then they
+verify it with a unicast probe); neighbours without one ignore it (unless arp_accept), which is
+fine: they will ask. Several copies a few ms apart survive a lost frame. Acts in the calling
+process's network namespace.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import struct
+import time
+
+__all__ = ["GarpError", "arp_frames", "nic_mac", "send_garp", "announce",
+           "DEFAULT_COUNT", "DEFAULT_INTERVAL_S"]
+
+ETH_P_ARP = 0x0806
+BROADCAST = b"\xff" * 6
+DEFAULT_COUNT = 3
+DEFAULT_INTERVAL_S = 0.005
+MIN_FRAME = 60  # Ethernet minimum without the FCS
+
+
+class GarpError(Exception):
+    """The gratuitous ARP could not be sent (no such NIC, not permitted...)."""
+
+
+def arp_frames(mac: bytes, ip: str) -> tuple[bytes, bytes]:
+    """The (request, reply) gratuitous ARP frames for `ip` at `mac`, padded to 60 bytes."""
+    addr = ipaddress.IPv4Address(ip).packed
+    header = BROADCAST + mac + struct.pack("!H", ETH_P_ARP)
+
+    def arp(op: int, target_mac: bytes) -> bytes:
+        body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, mac, addr, target_mac, addr)
+        return (header + body).ljust(MIN_FRAME, b"\0")
+
+    return arp(1, b"\0" * 6), arp(2, mac)
+
+
+def _open(nic: str) -> tuple[socket.socket, bytes]:
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    except OSError as error:
+        raise GarpError(f"cannot open a raw socket for ARP on {nic}: {error.strerror}") from None
+    try:
+        sock.bind((nic, ETH_P_ARP))
+    except OSError as error:
+        sock.close()
+        raise GarpError(f"cannot send ARP on {nic}: {error.strerror}") from None
+    mac = sock.getsockname()[4]
+    if len(mac) != 6:
+        sock.close()
+        raise GarpError(f"{nic} has no Ethernet address")
+    return sock, mac
+
+
+def nic_mac(nic: str) -> str:
+    """The MAC of `nic` in this network namespace, as aa:bb:cc:dd:ee:ff."""
+    sock, mac = _open(nic)
+    sock.close()
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def _send(sock: socket.socket, frames: tuple[bytes, bytes]) -> int:
+    sent = 0
+    for frame in frames:
+        try:
+            sock.send(frame)
+            sent += 1
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as error:  # e.g. ENETDOWN: the NIC is down
+            raise GarpError(f"gratuitous ARP failed: {error.strerror}") from None
+    return sent
+
+
+def send_garp(nic: str, ip: str, *, count: int = DEFAULT_COUNT,
+              interval: float = DEFAULT_INTERVAL_S) -> int:
+    """Send `count` copies (request + reply each), `interval` s apart; return frames sent."""
+    sock, mac = _open(nic)
+    frames = arp_frames(mac, ip)
+    sent = 0
+    with sock:
+        for copy in range(count):
+            if copy:
+                time.sleep(interval)
+            sent += _send(sock, frames)
+    return sent
+
+
+async def announce(nic: str, ip: str, *, count: int = DEFAULT_COUNT,
+                   interval: float = DEFAULT_INTERVAL_S) -> int:
+    """`send_garp` for the event loop: the first copy goes out at once, no blocking waits."""
+    sock, mac = _open(nic)
+    sock.setblocking(False)
+    frames = arp_frames(mac, ip)
+    sent = 0
+    with sock:
+        for copy in range(count):
+            if copy:
+                await asyncio.sleep(interval)
+            sent += _send(sock, frames)
+    return sent
