@@ -1,12 +1,8 @@
-"""skyge-heartbeat: membership over UDP on every heartbeat NIC, link state, the cluster name table.
-
-Run as `skyge-heartbeat` or `python -m skyge.services.heartbeat`."""
+"""skyge-heartbeat: membership over UDP on every heartbeat NIC, link state, the cluster name table. Run as `skyge-heartbeat` or `python -m skyge.services.heartbeat`."""
 import sys
 
-from skyge.services.common.runner import contract_only_spec, run_daemon
-
-SPEC = contract_only_spec(
-    "heartbeat", "Heartbeat", "membership over UDP on every heartbeat NIC, link state, the cluster name table")
+from skyge.services.common.runner import run_daemon
+from skyge.services.heartbeat.daemon import SPEC
 
 
 def main() -> None:

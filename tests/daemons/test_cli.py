@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from skyge.services.common.paths import NodePaths
-from tests.daemons.test_runner import wait_serving
+from tests.daemons.test_runner import DAEMON, wait_serving
 
 SKYGE = [sys.executable, "-m", "skyge.clients.cli.main"]
 
@@ -19,8 +19,8 @@ def skyge(*args, root):
 @pytest.fixture
 def emon_root(tmp_path):
     root = tmp_path / "node"
-    proc = subprocess.Popen([sys.executable, "-m", "skyge.services.emon", "-r", str(root),
-                             "--listen", "none"], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*DAEMON, "-r", str(root), "--listen", "none"],
+                            stderr=subprocess.DEVNULL)
     try:
         wait_serving(NodePaths.at(root).socket("emon"))
         yield root

@@ -1,4 +1,4 @@
-"""The shared daemon runner, on a real daemon process (skyge-emon) under a temporary node root."""
+"""The shared daemon runner, on a real daemon process under a temporary node root."""
 import os
 import signal
 import stat
@@ -13,7 +13,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skyge.services.common.paths import NodePaths
 from skyge.v1 import emon_pb2, emon_pb2_grpc
 
-DAEMON = [sys.executable, "-m", "skyge.services.emon"]
+# The runner under test serves the emon contract with every RPC unimplemented, so these tests
+# exercise the runner alone, not the emon daemon's core.
+CONTRACT_ONLY = ("import sys; from skyge.services.common.runner import contract_only_spec, run_daemon; "
+                 "sys.exit(run_daemon(contract_only_spec('emon', 'Emon', 'runner test'), sys.argv[1:]))")
+DAEMON = [sys.executable, "-c", CONTRACT_ONLY]
 START_TIMEOUT_S = 20
 
 

@@ -1,0 +1,142 @@
+"""Scale of skyge-heartbeat: 64 heartbeat-only nodes find each other, then idle.
+
+    python -m bench.heartbeat_scale --nodes 64 [--idle-seconds 20] [--detector ...]
+
+How it is measured: the lab comes up, the lab's switch drops every heartbeat datagram
+(`block_heartbeats`), every daemon is started and serving (each sees only itself), and every
+node's WatchMembership stream is open. t0 is the wall clock right before the switch stops dropping
+them (one nftables transaction: every node "plugged in" at the same instant). `converge_ms`: the
+latest, over all nodes, of the `time_unix_ns` of the joined event that completed that node's view
+to all N nodes, minus t0 (so it includes the switch reconfiguration). Then, after a settling pause
+(the send interval grows to its steady value), `cpu_percent_per_daemon` is the mean CPU time
+(user + system, psutil) of the daemons over `--idle-seconds`, in percent of one core.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+
+from skyge.clients.lab import Lab
+from skyge.services.heartbeat.config import DEFAULT_DETECTOR
+from skyge.services.heartbeat.detector import DETECTORS
+from tests.cluster import heartbeat_support as hs
+
+from bench._common import CpuMeter, lab_name, note, result, rounded
+
+SETTLE_S = 5.0
+BLOCK_TABLE = "skyge_bench_block"
+BLOCK_PORT = 7400  # the heartbeat port (config default)
+
+
+def completed_at(watch: hs.Watch, size: int) -> int | None:
+    """When this node's view first held `size` members (a joined event's stamp)."""
+    members: set[int] = set()
+    for event in watch.snapshot():
+        if event.kind == "snapshot":
+            members = {m.node.domain for m in event.message.members}
+        elif event.kind == "joined":
+            members.add(event.domain)
+        elif event.kind == "left":
+            members.discard(event.domain)
+        if len(members) == size:
+            return event.time_unix_ns
+    return None
+
+
+def block_heartbeats(lab: Lab, blocked: bool) -> None:
+    """Drop (or stop dropping) every heartbeat datagram in the lab's switch, atomically.
+
+    One nftables table of our own in the switch namespace (bridge family, forward hook): adding
+    or deleting it is a single transaction, so every node "plugs in" at the same instant. Cutting
+    the cables instead (`LabNode.cut`/`restore`, or one `ip -batch` of link ups) brings 128 ports
+    up one by one, over seconds when the CPU is busy, which would be measured as convergence."""
+    script = (f"table bridge {BLOCK_TABLE} {{\n chain forward {{\n  type filter hook forward "
+              f"priority -10; policy accept;\n  udp dport {BLOCK_PORT} drop\n }}\n}}\n"
+              if blocked else f"delete table bridge {BLOCK_TABLE}\n")
+    subprocess.run(["ip", "netns", "exec", f"{lab.name}-sw", "nft", "-f", "-"], input=script,
+                   text=True, check=True, capture_output=True, timeout=60)
+
+
+def run(nodes: int, idle_seconds: float, detector: str, timeout: float = 120.0) -> dict:
+    with Lab.up(nodes=nodes, name=lab_name("sc")) as lab:
+        t = time.monotonic()
+        block_heartbeats(lab, True)
+        hs.configure_lab(lab, detector=detector)
+        procs = [(n, hs.start(n, wait=False)) for n in lab.nodes]
+        for node, proc in procs:
+            hs.wait_serving(node, proc, timeout=120)
+        note(f"{nodes} daemons serving after {time.monotonic() - t:.1f} s (each alone)")
+        watches = hs.watches(lab.nodes)
+        try:
+            t0 = time.time_ns()
+            block_heartbeats(lab, False)
+            healed_ms = (time.time_ns() - t0) / 1e6
+            end = time.monotonic() + timeout
+            done: dict[int, int | None] = {}
+            while time.monotonic() < end:
+                done = {i: completed_at(w, nodes) for i, w in watches.items()}
+                if all(done.values()) or any(w.error for w in watches.values()):
+                    break
+                time.sleep(0.1)  # events may arrive late (a starved loop): their stamps count
+            errors = {i: w.error for i, w in watches.items() if w.error}
+            if errors:
+                note(f"watch streams failed: {errors}")
+            missing = [i for i, at in done.items() if not at]
+            converge_ms = None if missing else (max(done.values()) - t0) / 1e6  # type: ignore[type-var]
+            note(f"unblocking took {healed_ms:.0f} ms; converged in "
+                 f"{'-' if converge_ms is None else f'{converge_ms:.0f}'} ms"
+                 + (f"; nodes without a full view: {missing}" if missing else ""))
+            views = {n.key: len(hs.members(n)) for n in lab.nodes}
+            for i in missing:
+                events = watches[i].snapshot()
+                replayed: set[int] = set()
+                for e in events:
+                    if e.kind == "snapshot":
+                        replayed = {m.node.domain for m in e.message.members}
+                    elif e.kind == "joined":
+                        replayed.add(e.domain)
+                    elif e.kind == "left":
+                        replayed.discard(e.domain)
+                kinds = {k: sum(e.kind == k for e in events) for k in ("joined", "left", "link")}
+                note(f"n{i}: stream says {len(replayed)} members ({kinds}), ListMembers "
+                     f"{views[f'n{i}']}, missing {sorted(set(range(1, nodes + 1)) - replayed)}")
+        finally:
+            hs.close_all(watches)
+        time.sleep(SETTLE_S)
+        meter = CpuMeter(hs.pid(n) for n in lab.nodes)
+        meter.start()
+        time.sleep(idle_seconds)
+        cpu = meter.stop()
+        false_down = 0
+        final = {n.key: len(hs.members(n)) for n in lab.nodes}
+        false_down = sum(1 for size in final.values() if size != nodes)
+    return {
+        "converge_ms": rounded(converge_ms, 1),
+        "unblock_command_ms": rounded(healed_ms, 1),
+        "cpu_percent_per_daemon": rounded(sum(cpu) / len(cpu)),
+        "cpu_percent_max": rounded(max(cpu)),
+        "nodes": nodes,
+        "full_views_after_converge": sum(size == nodes for size in views.values()),
+        "incomplete_views_after_idle": false_down,
+        "idle_seconds": idle_seconds,
+        "detector": detector,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=64, help="lab size, 2-64 (default 64)")
+    parser.add_argument("--idle-seconds", type=float, default=20.0,
+                        help="CPU measuring window after convergence (default 20)")
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR)
+    args = parser.parse_args()
+    if not 2 <= args.nodes <= 64:
+        parser.error("--nodes: must be from 2 to 64")
+    if not 1 <= args.idle_seconds <= 3600:
+        parser.error("--idle-seconds: must be from 1 to 3600")
+    result(run(args.nodes, args.idle_seconds, args.detector))
+
+
+if __name__ == "__main__":
+    main()
