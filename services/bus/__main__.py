@@ -3,10 +3,8 @@
 Run as `skyge-bus` or `python -m skyge.services.bus`."""
 import sys
 
-from skyge.services.common.runner import contract_only_spec, run_daemon
-
-SPEC = contract_only_spec(
-    "bus", "Bus", "named message buses across the cluster")
+from skyge.services.bus.daemon import SPEC
+from skyge.services.common.runner import run_daemon
 
 
 def main() -> None:

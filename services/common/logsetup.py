@@ -5,11 +5,16 @@ one to one, and the syslog handler sends the matching priority.
 """
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import logging.handlers
 import os
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 # Syslog level name -> Python logging level (ordered like syslog: EMERG is the most severe).
 SYSLOG_LEVELS = {
@@ -41,12 +46,158 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
         return self._PRIORITIES.get(levelName, "warning")
 
 
+#: the log bus of each daemon, on its own node (created by the bus daemon at start)
+LOG_BUSES = {"heartbeat": "log.jiluos.skyge.com", "bus": "log.messagebus.skyge.com",
+             "lock": "log.buluos.skyge.com", "ha": "log.ha.skyge.com", "emon": "log.emon.skyge.com"}
+
+
+class BusLogHandler(logging.Handler):
+    """Ships log records to the daemon's log bus on the local bus daemon (`-t bus|all`).
+
+    Never blocks and never raises into the caller: `emit` only appends a JSON record to a bounded
+    queue; a worker thread publishes batches over the bus daemon's Unix socket. When the queue is
+    full the record is dropped and counted (`dropped`); while the bus daemon is unreachable the
+    queued records wait (up to `QUEUE_LIMIT`) and are shipped once it is back. Records the bus
+    refuses are dropped and counted. After drops, the next batch that gets through carries a
+    WARNING record saying how many were lost. Records of the worker thread itself and of gRPC's
+    loggers are not shipped (no feedback loops).
+    """
+
+    QUEUE_LIMIT = 1000
+    BATCH = 256
+    RETRY_S = 1.0
+    TIMEOUT_S = 2.0
+    MAX_MESSAGE = 16 << 10  # characters of a record's text shipped (the rest is cut)
+
+    def __init__(self, daemon: str, socket_path: Path, bus: str | None = None) -> None:
+        super().__init__()
+        self.daemon, self.socket_path = daemon, socket_path
+        self.bus = bus or LOG_BUSES.get(daemon, f"log.{daemon}.skyge.com")
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.dropped = 0
+        self.sent = 0
+        self._reported = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    def record_data(self, record: logging.LogRecord) -> bytes:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        if len(text) > self.MAX_MESSAGE:
+            text = text[:self.MAX_MESSAGE] + " [cut]"
+        return json.dumps({"time_unix_ns": int(record.created * 1e9), "daemon": self.daemon,
+                           "level": record.levelname, "logger": record.name,
+                           "pid": record.process, "message": text}).encode()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if threading.current_thread() is self._thread or record.name.startswith("grpc"):
+            return
+        try:
+            data = self.record_data(record)
+        except Exception:  # noqa: BLE001 - a bad record must not hurt the daemon
+            self._drop(1)
+            return
+        with self._cond:
+            if self._closing or len(self.queue) >= self.QUEUE_LIMIT:
+                self.dropped += 1
+                return
+            self.queue.append(data)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="log-bus", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _drop(self, count: int) -> None:
+        with self._cond:
+            self.dropped += count
+
+    def _take(self) -> list[bytes] | None:
+        with self._cond:
+            while not self.queue and not self._closing:
+                self._cond.wait()
+            if not self.queue:
+                return None
+            return [self.queue.popleft() for _ in range(min(self.BATCH, len(self.queue)))]
+
+    def _requeue(self, batch: list[bytes]) -> None:
+        """Put a batch that could not be sent back in front; past the limit the newest go."""
+        with self._cond:
+            self.queue.extendleft(reversed(batch))
+            while len(self.queue) > self.QUEUE_LIMIT:
+                self.queue.pop()
+                self.dropped += 1
+
+    def _run(self) -> None:
+        try:
+            import grpc
+
+            from skyge.v1 import bus_pb2 as pb, bus_pb2_grpc
+        except Exception:  # noqa: BLE001
+            with self._cond:
+                self.dropped += len(self.queue)
+                self.queue.clear()
+            return
+        channel: Any = None
+        while True:
+            batch = self._take()
+            if batch is None:
+                break
+            lost = self.dropped - self._reported
+            notice = []
+            if lost > 0:
+                notice = [json.dumps({"time_unix_ns": time.time_ns(), "daemon": self.daemon,
+                                      "level": "WARNING", "logger": "skyge.logsetup",
+                                      "pid": os.getpid(),
+                                      "message": f"{lost} log records were dropped (bus "
+                                                 f"unreachable, queue full or refused)"}).encode()]
+            try:
+                if channel is None:
+                    channel = grpc.insecure_channel(f"unix:{self.socket_path}")
+                    stub = bus_pb2_grpc.BusStub(channel)
+                stub.Publish(pb.PublishRequest(domain=0, name=self.bus, messages=[
+                    pb.Payload(data=d, content_type="application/json") for d in notice + batch]),
+                    timeout=self.TIMEOUT_S)
+                self.sent += len(batch)
+                self._reported += lost if lost > 0 else 0
+            except grpc.RpcError as error:
+                if error.code() in (grpc.StatusCode.UNAVAILABLE,
+                                    grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self._requeue(batch)  # the bus daemon is (re)starting: try again later
+                    channel.close()  # a fresh channel reconnects at once (no backoff)
+                    channel = None
+                else:
+                    self._drop(len(batch))
+                with self._cond:
+                    if not self._closing:
+                        self._cond.wait(self.RETRY_S)
+                    else:
+                        self.dropped += len(self.queue)
+                        self.queue.clear()
+            except Exception:  # noqa: BLE001 - the worker must survive anything
+                self._drop(len(batch))
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        """Ship what is queued (bounded by TIMEOUT_S), then stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.TIMEOUT_S + 0.5)
+        super().close()
+
+
 def setup_logging(daemon: str, log_type: str, level_name: str, *,
-                  console_file: Path | None = None) -> logging.Logger:
+                  console_file: Path | None = None, node_root: Path | str | None = None
+                  ) -> logging.Logger:
     """Configure the root logger for a daemon and return its logger.
 
     `console_file` replaces the terminal when the daemon runs in the background (`-d`), so console
-    records are not lost to /dev/null.
+    records are not lost to /dev/null. `node_root` is the node root (default: $SKYGE_ROOT, else
+    /): log type `bus` ships records to the bus daemon's socket under it.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -73,8 +224,9 @@ def setup_logging(daemon: str, log_type: str, level_name: str, *,
         else:
             notes.append(f"no syslog socket at {SYSLOG_SOCKET}: syslog records are not written")
     if log_type in ("bus", "all"):
-        notes.append("log type 'bus': the bus daemon does not collect logs yet; "
-                     "records go to the console only")
+        from skyge.services.common.paths import NodePaths
+        where = node_root if node_root is not None else os.environ.get("SKYGE_ROOT", "/")
+        root.addHandler(BusLogHandler(daemon, NodePaths.at(where).socket("bus")))
     logger = logging.getLogger(program)
     for note in notes:
         logger.warning(note)

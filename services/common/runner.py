@@ -297,7 +297,8 @@ def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
         _, report = _daemonize()
     os.umask(0o077)
     console_file = paths.log / f"{spec.name}.log" if args.background else None
-    logger = setup_logging(spec.name, args.log_type, args.log_level, console_file=console_file)
+    logger = setup_logging(spec.name, args.log_type, args.log_level, console_file=console_file,
+                           node_root=paths.root)
     lock = _PidLock(paths.pid_file(spec.name))
     try:
         lock.acquire()

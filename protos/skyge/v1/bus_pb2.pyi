@@ -21,7 +21,7 @@ class CreateBusRequest(_message.Message):
     def __init__(self, domain: _Optional[int] = ..., name: _Optional[str] = ..., slot: _Optional[int] = ..., retain_messages: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ...) -> None: ...
 
 class BusInfo(_message.Message):
-    __slots__ = ("domain", "name", "slot", "retain_messages", "max_payload_bytes", "last_sequence", "subscribers", "type", "oldest_sequence")
+    __slots__ = ("domain", "name", "slot", "retain_messages", "max_payload_bytes", "last_sequence", "subscribers", "type", "oldest_sequence", "magic")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class BusInfo(_message.Message):
     SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OLDEST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MAGIC_FIELD_NUMBER: _ClassVar[int]
     domain: int
     name: str
     slot: int
@@ -40,7 +41,8 @@ class BusInfo(_message.Message):
     subscribers: int
     type: str
     oldest_sequence: int
-    def __init__(self, domain: _Optional[int] = ..., name: _Optional[str] = ..., slot: _Optional[int] = ..., retain_messages: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., last_sequence: _Optional[int] = ..., subscribers: _Optional[int] = ..., type: _Optional[str] = ..., oldest_sequence: _Optional[int] = ...) -> None: ...
+    magic: int
+    def __init__(self, domain: _Optional[int] = ..., name: _Optional[str] = ..., slot: _Optional[int] = ..., retain_messages: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., last_sequence: _Optional[int] = ..., subscribers: _Optional[int] = ..., type: _Optional[str] = ..., oldest_sequence: _Optional[int] = ..., magic: _Optional[int] = ...) -> None: ...
 
 class ListBusesRequest(_message.Message):
     __slots__ = ("domain",)
@@ -109,6 +111,16 @@ class PublishAck(_message.Message):
     first_sequence: int
     count: int
     def __init__(self, first_sequence: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class RelayAck(_message.Message):
+    __slots__ = ("ack", "status_code", "status_message")
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ack: PublishAck
+    status_code: int
+    status_message: str
+    def __init__(self, ack: _Optional[_Union[PublishAck, _Mapping]] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("domain", "name", "from_sequence", "max_batch")

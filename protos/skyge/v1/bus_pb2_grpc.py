@@ -37,8 +37,19 @@ class BusStub:
     other than those counted in Delivery.missed. Numbers are never reused for a bus: they restart
     at 1 only when the bus is deleted and created again.
 
-    Availability: when the owner is not in the membership, RPCs on its buses fail with
-    UNAVAILABLE, and open Subscribe streams end with UNAVAILABLE when it leaves.
+    Availability: a request naming a domain that is not in the membership fails with NOT_FOUND
+    ("domain N is not in the membership"); one whose owner cannot be reached fails with
+    UNAVAILABLE. Open Subscribe streams end with UNAVAILABLE when the owner leaves the membership
+    or its bus daemon stops; the owner drops the subscriptions of a node that leaves.
+
+    Errors: every refusal names the field and its allowed range, e.g. INVALID_ARGUMENT
+    "name: must be 1-64 characters of A-Z a-z 0-9 . _ -". Errors raised by a bus daemon (as opposed
+    to the transport) carry the trailing metadata `skyge-origin: bus`.
+
+    Relaying (between bus daemons; clients need not care): a daemon forwarding a request to the
+    owner adds the metadata `skyge-bus-relayed: 1` (the owner never forwards it again) and
+    `skyge-bus-origin: N`, the domain of the node the client is on (the sender_domain of published
+    messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
     """
@@ -79,6 +90,11 @@ class BusStub:
                 request_serializer=skyge_dot_v1_dot_bus__pb2.PublishRequest.SerializeToString,
                 response_deserializer=skyge_dot_v1_dot_bus__pb2.PublishAck.FromString,
                 _registered_method=True)
+        self.RelayPublish = channel.stream_stream(
+                '/skyge.v1.Bus/RelayPublish',
+                request_serializer=skyge_dot_v1_dot_bus__pb2.PublishRequest.SerializeToString,
+                response_deserializer=skyge_dot_v1_dot_bus__pb2.RelayAck.FromString,
+                _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/skyge.v1.Bus/Subscribe',
                 request_serializer=skyge_dot_v1_dot_bus__pb2.SubscribeRequest.SerializeToString,
@@ -98,8 +114,19 @@ class BusServicer:
     other than those counted in Delivery.missed. Numbers are never reused for a bus: they restart
     at 1 only when the bus is deleted and created again.
 
-    Availability: when the owner is not in the membership, RPCs on its buses fail with
-    UNAVAILABLE, and open Subscribe streams end with UNAVAILABLE when it leaves.
+    Availability: a request naming a domain that is not in the membership fails with NOT_FOUND
+    ("domain N is not in the membership"); one whose owner cannot be reached fails with
+    UNAVAILABLE. Open Subscribe streams end with UNAVAILABLE when the owner leaves the membership
+    or its bus daemon stops; the owner drops the subscriptions of a node that leaves.
+
+    Errors: every refusal names the field and its allowed range, e.g. INVALID_ARGUMENT
+    "name: must be 1-64 characters of A-Z a-z 0-9 . _ -". Errors raised by a bus daemon (as opposed
+    to the transport) carry the trailing metadata `skyge-origin: bus`.
+
+    Relaying (between bus daemons; clients need not care): a daemon forwarding a request to the
+    owner adds the metadata `skyge-bus-relayed: 1` (the owner never forwards it again) and
+    `skyge-bus-origin: N`, the domain of the node the client is on (the sender_domain of published
+    messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
     """
@@ -129,7 +156,8 @@ class BusServicer:
 
     def InitBuses(self, request, context):
         """Create the standard buses of the skyge daemons on an owner (the seed's bl_init.sh,
-        ha_init.sh and em_init.sh). Idempotent: buses that exist are kept as they are.
+        ha_init.sh and em_init.sh). Idempotent: buses that exist are kept as they are. Every bus
+        daemon also does this for its own node when it starts.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,8 +176,25 @@ class BusServicer:
     def PublishStream(self, request_iterator, context):
         """Publish for throughput: a stream of PublishRequests, answered by one PublishAck per request,
         in request order. Each request may name a different bus. The stream ends with the status of
-        the first request that fails (the requests acked before it are published; later ones are
-        not), or OK when the client half-closes and every request has been acked.
+        the first request that fails (the requests acked before it are published; later ones on the
+        same owner are not, later ones on other owners may be), or OK when the client half-closes
+        and every request has been acked. Clients may send many requests before reading their acks
+        (the server reads ahead at most 256 requests). A client still writing when the stream ends
+        may see its write fail before it reads the status (a gRPC limitation); clients that need
+        each refusal's status while pipelining can use RelayPublish instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RelayPublish(self, request_iterator, context):
+        """Between bus daemons (clients use PublishStream): how a daemon forwards a client's
+        PublishStream to the owner. One RelayAck per request, in request order. Unlike
+        PublishStream, a refused request does not end the stream (the relay, already writing its
+        next requests, would race with the end and could lose the status): its RelayAck carries the
+        status, and every later request of the stream is answered ABORTED without being published.
+        The stream ends OK when the relay half-closes. Requests must name this daemon's own domain
+        (or 0): FAILED_PRECONDITION otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,6 +245,11 @@ def add_BusServicer_to_server(servicer, server):
                     request_deserializer=skyge_dot_v1_dot_bus__pb2.PublishRequest.FromString,
                     response_serializer=skyge_dot_v1_dot_bus__pb2.PublishAck.SerializeToString,
             ),
+            'RelayPublish': grpc.stream_stream_rpc_method_handler(
+                    servicer.RelayPublish,
+                    request_deserializer=skyge_dot_v1_dot_bus__pb2.PublishRequest.FromString,
+                    response_serializer=skyge_dot_v1_dot_bus__pb2.RelayAck.SerializeToString,
+            ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=skyge_dot_v1_dot_bus__pb2.SubscribeRequest.FromString,
@@ -225,8 +275,19 @@ class Bus:
     other than those counted in Delivery.missed. Numbers are never reused for a bus: they restart
     at 1 only when the bus is deleted and created again.
 
-    Availability: when the owner is not in the membership, RPCs on its buses fail with
-    UNAVAILABLE, and open Subscribe streams end with UNAVAILABLE when it leaves.
+    Availability: a request naming a domain that is not in the membership fails with NOT_FOUND
+    ("domain N is not in the membership"); one whose owner cannot be reached fails with
+    UNAVAILABLE. Open Subscribe streams end with UNAVAILABLE when the owner leaves the membership
+    or its bus daemon stops; the owner drops the subscriptions of a node that leaves.
+
+    Errors: every refusal names the field and its allowed range, e.g. INVALID_ARGUMENT
+    "name: must be 1-64 characters of A-Z a-z 0-9 . _ -". Errors raised by a bus daemon (as opposed
+    to the transport) carry the trailing metadata `skyge-origin: bus`.
+
+    Relaying (between bus daemons; clients need not care): a daemon forwarding a request to the
+    owner adds the metadata `skyge-bus-relayed: 1` (the owner never forwards it again) and
+    `skyge-bus-origin: N`, the domain of the node the client is on (the sender_domain of published
+    messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
     """
@@ -383,6 +444,33 @@ class Bus:
             '/skyge.v1.Bus/PublishStream',
             skyge_dot_v1_dot_bus__pb2.PublishRequest.SerializeToString,
             skyge_dot_v1_dot_bus__pb2.PublishAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RelayPublish(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/skyge.v1.Bus/RelayPublish',
+            skyge_dot_v1_dot_bus__pb2.PublishRequest.SerializeToString,
+            skyge_dot_v1_dot_bus__pb2.RelayAck.FromString,
             options,
             channel_credentials,
             insecure,

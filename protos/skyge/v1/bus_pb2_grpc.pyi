@@ -38,8 +38,19 @@ class BusStub:
     other than those counted in Delivery.missed. Numbers are never reused for a bus: they restart
     at 1 only when the bus is deleted and created again.
 
-    Availability: when the owner is not in the membership, RPCs on its buses fail with
-    UNAVAILABLE, and open Subscribe streams end with UNAVAILABLE when it leaves.
+    Availability: a request naming a domain that is not in the membership fails with NOT_FOUND
+    ("domain N is not in the membership"); one whose owner cannot be reached fails with
+    UNAVAILABLE. Open Subscribe streams end with UNAVAILABLE when the owner leaves the membership
+    or its bus daemon stops; the owner drops the subscriptions of a node that leaves.
+
+    Errors: every refusal names the field and its allowed range, e.g. INVALID_ARGUMENT
+    "name: must be 1-64 characters of A-Z a-z 0-9 . _ -". Errors raised by a bus daemon (as opposed
+    to the transport) carry the trailing metadata `skyge-origin: bus`.
+
+    Relaying (between bus daemons; clients need not care): a daemon forwarding a request to the
+    owner adds the metadata `skyge-bus-relayed: 1` (the owner never forwards it again) and
+    `skyge-bus-origin: N`, the domain of the node the client is on (the sender_domain of published
+    messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
     """
@@ -60,7 +71,8 @@ class BusStub:
     """
     InitBuses: _grpc.UnaryUnaryMultiCallable[_bus_pb2.InitBusesRequest, _bus_pb2.InitBusesResponse]
     """Create the standard buses of the skyge daemons on an owner (the seed's bl_init.sh,
-    ha_init.sh and em_init.sh). Idempotent: buses that exist are kept as they are.
+    ha_init.sh and em_init.sh). Idempotent: buses that exist are kept as they are. Every bus
+    daemon also does this for its own node when it starts.
     """
     Publish: _grpc.UnaryUnaryMultiCallable[_bus_pb2.PublishRequest, _bus_pb2.PublishAck]
     """Publish messages on a bus (the seed's `mb_general_provider`). Returns once the owner has
@@ -71,8 +83,21 @@ class BusStub:
     PublishStream: _grpc.StreamStreamMultiCallable[_bus_pb2.PublishRequest, _bus_pb2.PublishAck]
     """Publish for throughput: a stream of PublishRequests, answered by one PublishAck per request,
     in request order. Each request may name a different bus. The stream ends with the status of
-    the first request that fails (the requests acked before it are published; later ones are
-    not), or OK when the client half-closes and every request has been acked.
+    the first request that fails (the requests acked before it are published; later ones on the
+    same owner are not, later ones on other owners may be), or OK when the client half-closes
+    and every request has been acked. Clients may send many requests before reading their acks
+    (the server reads ahead at most 256 requests). A client still writing when the stream ends
+    may see its write fail before it reads the status (a gRPC limitation); clients that need
+    each refusal's status while pipelining can use RelayPublish instead.
+    """
+    RelayPublish: _grpc.StreamStreamMultiCallable[_bus_pb2.PublishRequest, _bus_pb2.RelayAck]
+    """Between bus daemons (clients use PublishStream): how a daemon forwards a client's
+    PublishStream to the owner. One RelayAck per request, in request order. Unlike
+    PublishStream, a refused request does not end the stream (the relay, already writing its
+    next requests, would race with the end and could lose the status): its RelayAck carries the
+    status, and every later request of the stream is answered ABORTED without being published.
+    The stream ends OK when the relay half-closes. Requests must name this daemon's own domain
+    (or 0): FAILED_PRECONDITION otherwise.
     """
     Subscribe: _grpc.UnaryStreamMultiCallable[_bus_pb2.SubscribeRequest, _bus_pb2.Delivery]
     """Receive the messages of a bus (the seed's `yc_msg_spy`). The first Delivery is sent as soon
@@ -96,8 +121,19 @@ class BusAsyncStub(BusStub):
     other than those counted in Delivery.missed. Numbers are never reused for a bus: they restart
     at 1 only when the bus is deleted and created again.
 
-    Availability: when the owner is not in the membership, RPCs on its buses fail with
-    UNAVAILABLE, and open Subscribe streams end with UNAVAILABLE when it leaves.
+    Availability: a request naming a domain that is not in the membership fails with NOT_FOUND
+    ("domain N is not in the membership"); one whose owner cannot be reached fails with
+    UNAVAILABLE. Open Subscribe streams end with UNAVAILABLE when the owner leaves the membership
+    or its bus daemon stops; the owner drops the subscriptions of a node that leaves.
+
+    Errors: every refusal names the field and its allowed range, e.g. INVALID_ARGUMENT
+    "name: must be 1-64 characters of A-Z a-z 0-9 . _ -". Errors raised by a bus daemon (as opposed
+    to the transport) carry the trailing metadata `skyge-origin: bus`.
+
+    Relaying (between bus daemons; clients need not care): a daemon forwarding a request to the
+    owner adds the metadata `skyge-bus-relayed: 1` (the owner never forwards it again) and
+    `skyge-bus-origin: N`, the domain of the node the client is on (the sender_domain of published
+    messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
     """
@@ -115,7 +151,8 @@ class BusAsyncStub(BusStub):
     """
     InitBuses: _aio.UnaryUnaryMultiCallable[_bus_pb2.InitBusesRequest, _bus_pb2.InitBusesResponse]  # type: ignore[assignment]
     """Create the standard buses of the skyge daemons on an owner (the seed's bl_init.sh,
-    ha_init.sh and em_init.sh). Idempotent: buses that exist are kept as they are.
+    ha_init.sh and em_init.sh). Idempotent: buses that exist are kept as they are. Every bus
+    daemon also does this for its own node when it starts.
     """
     Publish: _aio.UnaryUnaryMultiCallable[_bus_pb2.PublishRequest, _bus_pb2.PublishAck]  # type: ignore[assignment]
     """Publish messages on a bus (the seed's `mb_general_provider`). Returns once the owner has
@@ -126,8 +163,21 @@ class BusAsyncStub(BusStub):
     PublishStream: _aio.StreamStreamMultiCallable[_bus_pb2.PublishRequest, _bus_pb2.PublishAck]  # type: ignore[assignment]
     """Publish for throughput: a stream of PublishRequests, answered by one PublishAck per request,
     in request order. Each request may name a different bus. The stream ends with the status of
-    the first request that fails (the requests acked before it are published; later ones are
-    not), or OK when the client half-closes and every request has been acked.
+    the first request that fails (the requests acked before it are published; later ones on the
+    same owner are not, later ones on other owners may be), or OK when the client half-closes
+    and every request has been acked. Clients may send many requests before reading their acks
+    (the server reads ahead at most 256 requests). A client still writing when the stream ends
+    may see its write fail before it reads the status (a gRPC limitation); clients that need
+    each refusal's status while pipelining can use RelayPublish instead.
+    """
+    RelayPublish: _aio.StreamStreamMultiCallable[_bus_pb2.PublishRequest, _bus_pb2.RelayAck]  # type: ignore[assignment]
+    """Between bus daemons (clients use PublishStream): how a daemon forwards a client's
+    PublishStream to the owner. One RelayAck per request, in request order. Unlike
+    PublishStream, a refused request does not end the stream (the relay, already writing its
+    next requests, would race with the end and could lose the status): its RelayAck carries the
+    status, and every later request of the stream is answered ABORTED without being published.
+    The stream ends OK when the relay half-closes. Requests must name this daemon's own domain
+    (or 0): FAILED_PRECONDITION otherwise.
     """
     Subscribe: _aio.UnaryStreamMultiCallable[_bus_pb2.SubscribeRequest, _bus_pb2.Delivery]  # type: ignore[assignment]
     """Receive the messages of a bus (the seed's `yc_msg_spy`). The first Delivery is sent as soon
@@ -150,8 +200,19 @@ class BusServicer(metaclass=_abc_1.ABCMeta):
     other than those counted in Delivery.missed. Numbers are never reused for a bus: they restart
     at 1 only when the bus is deleted and created again.
 
-    Availability: when the owner is not in the membership, RPCs on its buses fail with
-    UNAVAILABLE, and open Subscribe streams end with UNAVAILABLE when it leaves.
+    Availability: a request naming a domain that is not in the membership fails with NOT_FOUND
+    ("domain N is not in the membership"); one whose owner cannot be reached fails with
+    UNAVAILABLE. Open Subscribe streams end with UNAVAILABLE when the owner leaves the membership
+    or its bus daemon stops; the owner drops the subscriptions of a node that leaves.
+
+    Errors: every refusal names the field and its allowed range, e.g. INVALID_ARGUMENT
+    "name: must be 1-64 characters of A-Z a-z 0-9 . _ -". Errors raised by a bus daemon (as opposed
+    to the transport) carry the trailing metadata `skyge-origin: bus`.
+
+    Relaying (between bus daemons; clients need not care): a daemon forwarding a request to the
+    owner adds the metadata `skyge-bus-relayed: 1` (the owner never forwards it again) and
+    `skyge-bus-origin: N`, the domain of the node the client is on (the sender_domain of published
+    messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
     """
@@ -191,7 +252,8 @@ class BusServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_bus_pb2.InitBusesResponse, _abc.Awaitable[_bus_pb2.InitBusesResponse]]:
         """Create the standard buses of the skyge daemons on an owner (the seed's bl_init.sh,
-        ha_init.sh and em_init.sh). Idempotent: buses that exist are kept as they are.
+        ha_init.sh and em_init.sh). Idempotent: buses that exist are kept as they are. Every bus
+        daemon also does this for its own node when it starts.
         """
 
     @_abc_1.abstractmethod
@@ -214,8 +276,27 @@ class BusServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_bus_pb2.PublishAck], _abc.AsyncIterator[_bus_pb2.PublishAck]]:
         """Publish for throughput: a stream of PublishRequests, answered by one PublishAck per request,
         in request order. Each request may name a different bus. The stream ends with the status of
-        the first request that fails (the requests acked before it are published; later ones are
-        not), or OK when the client half-closes and every request has been acked.
+        the first request that fails (the requests acked before it are published; later ones on the
+        same owner are not, later ones on other owners may be), or OK when the client half-closes
+        and every request has been acked. Clients may send many requests before reading their acks
+        (the server reads ahead at most 256 requests). A client still writing when the stream ends
+        may see its write fail before it reads the status (a gRPC limitation); clients that need
+        each refusal's status while pipelining can use RelayPublish instead.
+        """
+
+    @_abc_1.abstractmethod
+    def RelayPublish(
+        self,
+        request_iterator: _MaybeAsyncIterator[_bus_pb2.PublishRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_bus_pb2.RelayAck], _abc.AsyncIterator[_bus_pb2.RelayAck]]:
+        """Between bus daemons (clients use PublishStream): how a daemon forwards a client's
+        PublishStream to the owner. One RelayAck per request, in request order. Unlike
+        PublishStream, a refused request does not end the stream (the relay, already writing its
+        next requests, would race with the end and could lose the status): its RelayAck carries the
+        status, and every later request of the stream is answered ABORTED without being published.
+        The stream ends OK when the relay half-closes. Requests must name this daemon's own domain
+        (or 0): FAILED_PRECONDITION otherwise.
         """
 
     @_abc_1.abstractmethod
