@@ -1,14 +1,257 @@
-"""`skyge lock ...`: cluster locks and elections (the seed's buluos and test_d_lock)."""
+"""`skyge lock ...`: cluster locks and elections (the seed's buluos and test_d_lock).
+
+    skyge lock test -s 600 -l 100       hold a lock until Ctrl+C (the seed's test_d_lock)
+    skyge lock inspect -s 600 -l 100    holder and waiters of one lock
+    skyge lock list                     locks in use
+    skyge lock authority                which node grants, and the quorum rule in force
+    skyge lock campaign -g GROUP -c ME  run for leader until Ctrl+C
+    skyge lock observe -g GROUP         follow a group's leader
+    skyge lock expected N               set the number of nodes the quorum is computed over
+    skyge lock peers                    the daemon's election, lease and link state
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from typing import Any, Iterator
+
+import grpc
 
 from skyge.clients.cli.arguments import ranged_int
-from skyge.clients.cli.rpc import show
+from skyge.clients.cli.output import CommandFailed, Output, UsageError
+from skyge.clients.cli.rpc import node_client, show, to_dict
+from skyge.clients.connect import describe_rpc_error
 from skyge.v1 import lock_pb2 as pb
+from skyge.v1 import lock_peer_pb2, lock_peer_pb2_grpc
 
 DAEMON = "lock"
 SLOT_COUNT, LOCKS_PER_SLOT = 2048, 8192
+RELEASE_WAIT_S = 3.0
+_FAIL_NAMES = {pb.FAIL_TIMEOUT: "timed out", pb.FAIL_BUSY: "the lock is held",
+               pb.FAIL_NO_QUORUM: "no quorum", pb.FAIL_INVALID: "invalid request"}
+_LOST_NAMES = {pb.LOST_NO_QUORUM: "this node lost quorum", pb.LOST_NODE_LEFT: "node left",
+               pb.LOST_AUTHORITY_CHANGE: "authority change"}
+
+
+def _authority_text(data: dict[str, Any]) -> str:
+    authority = data.get("authority") or {}
+    who = f"node {authority.get('netid')}.{authority.get('domain')}" if authority else "none"
+    return (f"authority: {who} (term {data.get('term')})\n"
+            f"quorum: {'yes' if data.get('has_quorum') else 'NO'} - {data.get('quorum_rule')}\n"
+            f"expected votes: {data.get('expected_votes')}, members: "
+            f"{' '.join(str(d) for d in data.get('member_domains', [])) or '-'}")
+
+
+def _lock_text(data: dict[str, Any]) -> str:
+    holder = data.get("holder")
+    lines = [f"lock {data['slot']}/{data['lock']} ({data['order'].removeprefix('WAIT_').lower()})"]
+    if holder:
+        lines.append(f"  holder: session {holder['session_id']} on node "
+                     f"{holder['node']['domain']} ({holder['label'] or '-'}, pid "
+                     f"{holder['client_pid']}), token {holder['fencing_token']}")
+    else:
+        lines.append("  holder: -")
+    for index, waiter in enumerate(data.get("waiters", []), 1):
+        extra = f", priority {waiter['priority']}" if waiter.get("priority") else ""
+        lines.append(f"  waiter {index}: session {waiter['session_id']} on node "
+                     f"{waiter['node']['domain']} ({waiter['label'] or '-'}{extra})")
+    return "\n".join(lines)
+
+
+def _list_text(data: dict[str, Any]) -> str:
+    locks = data.get("locks", [])
+    return "\n".join(_lock_text(lock) for lock in locks) if locks else "no lock in use"
+
+
+# -- the test tool ---------------------------------------------------------------------------------
+
+
+class _Session:
+    """A Session stream driven from this thread: requests through a queue, events read by a
+    background thread."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.client = node_client(args)
+        self.requests: queue.Queue[pb.SessionRequest | None] = queue.Queue()
+        self.events: queue.Queue[Any] = queue.Queue()
+        stub = self.client.stub(DAEMON)
+        self.call = stub.Session(self._requests())
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _requests(self) -> Iterator[pb.SessionRequest]:
+        while True:
+            request = self.requests.get()
+            if request is None:
+                return
+            yield request
+
+    def _read(self) -> None:
+        try:
+            for event in self.call:
+                self.events.put(event)
+        except grpc.RpcError as error:
+            self.events.put(error)
+        finally:
+            self.events.put(None)
+
+    def send(self, **kwargs: Any) -> None:
+        self.requests.put(pb.SessionRequest(**kwargs))
+
+    def next(self, timeout: float | None) -> Any:
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return False
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.call.cancel()
+        self.client.close()
+
+
+def lock_test(args: argparse.Namespace, out: Output) -> int:
+    """Hold a lock until interrupted, as the seed's test_d_lock (`-s SLOT -l LOCK`)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    pid = os.getpid()
+    label = (args.label or f"skyge lock test on {socket.gethostname()}")[:64]
+    session = _Session(args)
+    target = {"slot": args.slot, "lock": args.lock}
+    started = time.monotonic()
+    holding = False
+    status = 0
+    try:
+        session.send(open=pb.Open(label=label, client_pid=pid))
+        session.send(acquire=pb.Acquire(slot=args.slot, lock=args.lock, timeout_ms=args.timeout_ms,
+                                        try_only=args.try_only, priority=args.priority))
+        hold_until = None
+        while True:
+            if stop.is_set() or (hold_until is not None and time.monotonic() >= hold_until):
+                break
+            event = session.next(0.1)
+            if event is False:
+                continue
+            if event is None:
+                raise CommandFailed("the lock daemon ended the session")
+            if isinstance(event, grpc.RpcError):
+                raise CommandFailed(describe_rpc_error(event, DAEMON,
+                                                       session.client.target(DAEMON), "Session"))
+            kind = event.WhichOneof("event")
+            data = {"event": kind, "pid": pid, **to_dict(getattr(event, kind))}
+            if kind == "opened":
+                out.event(data, None)
+            elif kind == "queued":
+                out.event(data, f"{pid} process waiting for lock {args.slot}/{args.lock}" +
+                          (f" (place {event.queued.position})" if event.queued.position else ""))
+            elif kind == "granted":
+                holding = True
+                data["waited_ms"] = round((time.monotonic() - started) * 1000, 3)
+                out.event(data, f"{pid} process get lock (slot {args.slot}, lock {args.lock}, "
+                                f"fencing token {event.granted.fencing_token})")
+                if args.hold is not None:
+                    hold_until = time.monotonic() + args.hold
+            elif kind == "failed":
+                out.event(data, f"{pid} process did not get the lock: "
+                                f"{_FAIL_NAMES.get(event.failed.reason, 'failed')}"
+                                f"{': ' + event.failed.detail if event.failed.detail else ''}")
+                status = 1
+                return status
+            elif kind == "lost":
+                holding = False
+                out.event(data, f"{pid} process lost the lock: "
+                                f"{_LOST_NAMES.get(event.lost.reason, 'lost')}"
+                                f"{': ' + event.lost.detail if event.lost.detail else ''}")
+                status = 1
+                return status
+        # interrupted (Ctrl+C / SIGTERM) or hold time over: give the lock back, hand it on
+        session.send(release=pb.Release(**target))
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while time.monotonic() < deadline:
+            event = session.next(0.1)
+            if event is None or isinstance(event, grpc.RpcError):
+                break
+            if event is not False and event.WhichOneof("event") == "released":
+                out.event({"event": "released", "pid": pid, **target},
+                          f"{pid} process released lock {args.slot}/{args.lock}"
+                          if holding else f"{pid} process stopped waiting")
+                break
+        return status
+    finally:
+        session.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- elections ----------------------------------------------------------------------------------
+
+
+def _leader_text(data: dict[str, Any]) -> str:
+    if not data.get("leader"):
+        return f"group {data['group']}: no leader"
+    node = data.get("leader_node") or {}
+    mine = " (this candidate)" if data.get("elected") else ""
+    return (f"group {data['group']}: leader {data['leader']}{mine} on node "
+            f"{node.get('netid')}.{node.get('domain')}, term {data['term']}")
+
+
+def _leader_stream(args: argparse.Namespace, out: Output, rpc: str, request: Any) -> int:
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    with node_client(args) as client:
+        call = getattr(client.stub(DAEMON), rpc)(request)
+        events: queue.Queue[Any] = queue.Queue()
+
+        def read() -> None:
+            try:
+                for event in call:
+                    events.put(event)
+            except grpc.RpcError as error:
+                events.put(error)
+            events.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            while not stop.is_set():
+                try:
+                    event = events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if event is None:
+                    return 0
+                if isinstance(event, grpc.RpcError):
+                    if event.code() == grpc.StatusCode.CANCELLED:
+                        return 0
+                    message = describe_rpc_error(event, DAEMON, client.target(DAEMON), rpc)
+                    if event.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                        raise UsageError(message)
+                    raise CommandFailed(message)
+                data = to_dict(event)
+                out.event(data, _leader_text(data))
+            return 0
+        finally:
+            call.cancel()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _peers(args: argparse.Namespace, out: Output) -> int:
+    with node_client(args) as client:
+        stub = lock_peer_pb2_grpc.LockPeerStub(client.channel(DAEMON))
+        try:
+            reply = stub.GetPeerState(lock_peer_pb2.GetPeerStateRequest(), timeout=args.timeout)
+        except grpc.RpcError as error:
+            raise CommandFailed(describe_rpc_error(error, DAEMON, client.target(DAEMON),
+                                                   "GetPeerState")) from None
+    out.result(to_dict(reply))
+    return 0
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -16,12 +259,58 @@ def register(groups: argparse._SubParsersAction) -> None:
     group = groups.add_parser("lock", help="cluster-wide locks (buluos)")
     group.set_defaults(daemon_target=DAEMON)
     commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    test = commands.add_parser(
+        "test", help="hold a lock until Ctrl+C, as the seed's test_d_lock",
+        description="Ask for a lock and wait; print '<pid> process get lock' when granted; "
+                    "Ctrl+C (or SIGTERM) releases it and hands it to the next waiter.")
+    test.add_argument("-s", "--slot", type=slot, required=True,
+                      help="slot 0-2047 (0-511 random, 512-1023 fifo, 1024-1535 stack, "
+                           "1536-2047 priority)")
+    test.add_argument("-l", "--lock", type=lock, required=True, help="lock 0-8191")
+    test.add_argument("-p", "--priority", type=ranged_int(-2**31, 2**31 - 1), default=0,
+                      help="waiter priority (slots 1536-2047 only; higher first)")
+    test.add_argument("-t", "--timeout-ms", type=ranged_int(0, 2**32 - 1), default=0,
+                      help="give up after waiting this long, ms (default 0: wait forever)")
+    test.add_argument("--try", dest="try_only", action="store_true",
+                      help="do not wait: fail at once if the lock is held")
+    test.add_argument("--hold", type=float, default=None, metavar="SECONDS",
+                      help="release after holding this long (default: until Ctrl+C)")
+    test.add_argument("--label", default=None, help="label shown by inspect (max 64 chars)")
+    test.set_defaults(handler=lock_test)
+
     inspect = commands.add_parser("inspect", help="holder and waiters of one lock")
     inspect.add_argument("-s", "--slot", type=slot, required=True, help="slot 0-2047")
     inspect.add_argument("-l", "--lock", type=lock, required=True, help="lock 0-8191")
     inspect.set_defaults(handler=lambda args, out: show(args, out, DAEMON, "Inspect",
-                         pb.InspectRequest(slot=args.slot, lock=args.lock)))
-    commands.add_parser("list", help="locks in use").set_defaults(
-        handler=lambda args, out: show(args, out, DAEMON, "ListLocks", pb.ListLocksRequest()))
+                         pb.InspectRequest(slot=args.slot, lock=args.lock), _lock_text))
+    listing = commands.add_parser("list", help="locks in use")
+    listing.add_argument("-s", "--slot", type=slot, default=None, help="only this slot")
+    listing.set_defaults(handler=lambda args, out: show(
+        args, out, DAEMON, "ListLocks",
+        pb.ListLocksRequest(slot=args.slot) if args.slot is not None else pb.ListLocksRequest(),
+        _list_text))
     commands.add_parser("authority", help="which node grants locks, and quorum").set_defaults(
-        handler=lambda args, out: show(args, out, DAEMON, "GetAuthority", pb.GetAuthorityRequest()))
+        handler=lambda args, out: show(args, out, DAEMON, "GetAuthority",
+                                       pb.GetAuthorityRequest(), _authority_text))
+    expected = commands.add_parser(
+        "expected", help="set the number of nodes the quorum is computed over",
+        description="Like corosync-quorumtool -e: after nodes were removed for good, lower the "
+                    "expected number of nodes so the survivors keep a majority.")
+    expected.add_argument("votes", type=ranged_int(1, 64), help="expected nodes, 1-64")
+    expected.set_defaults(handler=lambda args, out: show(
+        args, out, DAEMON, "SetExpectedVotes",
+        pb.SetExpectedVotesRequest(expected_votes=args.votes), _authority_text))
+    campaign = commands.add_parser("campaign", help="run for leader of a group until Ctrl+C")
+    campaign.add_argument("-g", "--group", required=True, help="election group")
+    campaign.add_argument("-c", "--candidate", default=None,
+                          help="who runs (default: hostname and pid)")
+    campaign.set_defaults(handler=lambda args, out: _leader_stream(
+        args, out, "Campaign", pb.CampaignRequest(
+            group=args.group, candidate=args.candidate or f"{socket.gethostname()}:{os.getpid()}")))
+    observe = commands.add_parser("observe", help="follow a group's leader")
+    observe.add_argument("-g", "--group", required=True, help="election group")
+    observe.set_defaults(handler=lambda args, out: _leader_stream(
+        args, out, "Observe", pb.ObserveRequest(group=args.group)))
+    commands.add_parser("peers", help="election, lease and link state of the daemon").set_defaults(
+        handler=_peers)

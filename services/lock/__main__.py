@@ -1,12 +1,23 @@
-"""skyge-lock: cluster-wide locks with ordered takeover and fencing tokens.
+"""skyge-lock: cluster-wide locks with ordered takeover, quorum and fencing tokens (the seed's
+buluos). Run as `skyge-lock` or `python -m skyge.services.lock`.
 
-Run as `skyge-lock` or `python -m skyge.services.lock`."""
+    skyge-lock -d -t all -l LOG_DEBUG -i "192.168.1.1:192.168.1.254"
+"""
 import sys
 
-from skyge.services.common.runner import contract_only_spec, run_daemon
+from skyge.services.common.paths import TCP_PORTS
+from skyge.services.common.runner import DaemonSpec, run_daemon
+from skyge.services.lock.server import FIELDS, _add_arguments, build
 
-SPEC = contract_only_spec(
-    "lock", "Lock", "cluster-wide locks with ordered takeover and fencing tokens")
+SPEC = DaemonSpec(
+    name="lock",
+    description="skyge lock daemon: cluster-wide locks with ordered takeover, quorum and fencing "
+                "tokens (the seed's buluos)",
+    tcp_port=TCP_PORTS["lock"],
+    build=build,
+    config_fields=FIELDS,
+    add_arguments=_add_arguments,
+)
 
 
 def main() -> None:

@@ -235,6 +235,12 @@ class AuthorityInfo(_message.Message):
     quorum_rule: str
     def __init__(self, authority: _Optional[_Union[_common_pb2.NodeId, _Mapping]] = ..., term: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., expected_votes: _Optional[int] = ..., member_domains: _Optional[_Iterable[int]] = ..., quorum_rule: _Optional[str] = ...) -> None: ...
 
+class SetExpectedVotesRequest(_message.Message):
+    __slots__ = ("expected_votes",)
+    EXPECTED_VOTES_FIELD_NUMBER: _ClassVar[int]
+    expected_votes: int
+    def __init__(self, expected_votes: _Optional[int] = ...) -> None: ...
+
 class CampaignRequest(_message.Message):
     __slots__ = ("group", "candidate")
     GROUP_FIELD_NUMBER: _ClassVar[int]

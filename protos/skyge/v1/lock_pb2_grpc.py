@@ -70,6 +70,11 @@ class LockStub:
                 request_serializer=skyge_dot_v1_dot_lock__pb2.GetAuthorityRequest.SerializeToString,
                 response_deserializer=skyge_dot_v1_dot_lock__pb2.AuthorityInfo.FromString,
                 _registered_method=True)
+        self.SetExpectedVotes = channel.unary_unary(
+                '/skyge.v1.Lock/SetExpectedVotes',
+                request_serializer=skyge_dot_v1_dot_lock__pb2.SetExpectedVotesRequest.SerializeToString,
+                response_deserializer=skyge_dot_v1_dot_lock__pb2.AuthorityInfo.FromString,
+                _registered_method=True)
         self.Campaign = channel.unary_stream(
                 '/skyge.v1.Lock/Campaign',
                 request_serializer=skyge_dot_v1_dot_lock__pb2.CampaignRequest.SerializeToString,
@@ -134,6 +139,17 @@ class LockServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetExpectedVotes(self, request, context):
+        """Lower (or raise) the number of nodes the quorum is computed over, like corosync's
+        `corosync-quorumtool -e`: after nodes were removed for good, so that the survivors keep a
+        majority. The serving node applies it and passes it to every peer; a value below the number
+        of current members is refused with FAILED_PRECONDITION; outside 1–64 INVALID_ARGUMENT.
+        Answers the AuthorityInfo after the change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Campaign(self, request, context):
         """Run for leader of a group as `candidate`; the stream is the candidacy. The first event
         shows the group's current leader (maybe none), then one event per leader change. This
@@ -174,6 +190,11 @@ def add_LockServicer_to_server(servicer, server):
             'GetAuthority': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAuthority,
                     request_deserializer=skyge_dot_v1_dot_lock__pb2.GetAuthorityRequest.FromString,
+                    response_serializer=skyge_dot_v1_dot_lock__pb2.AuthorityInfo.SerializeToString,
+            ),
+            'SetExpectedVotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetExpectedVotes,
+                    request_deserializer=skyge_dot_v1_dot_lock__pb2.SetExpectedVotesRequest.FromString,
                     response_serializer=skyge_dot_v1_dot_lock__pb2.AuthorityInfo.SerializeToString,
             ),
             'Campaign': grpc.unary_stream_rpc_method_handler(
@@ -310,6 +331,33 @@ class Lock:
             target,
             '/skyge.v1.Lock/GetAuthority',
             skyge_dot_v1_dot_lock__pb2.GetAuthorityRequest.SerializeToString,
+            skyge_dot_v1_dot_lock__pb2.AuthorityInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetExpectedVotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyge.v1.Lock/SetExpectedVotes',
+            skyge_dot_v1_dot_lock__pb2.SetExpectedVotesRequest.SerializeToString,
             skyge_dot_v1_dot_lock__pb2.AuthorityInfo.FromString,
             options,
             channel_credentials,

@@ -64,6 +64,13 @@ class LockStub:
     """Every lock that is held or awaited, sorted by (slot, lock)."""
     GetAuthority: _grpc.UnaryUnaryMultiCallable[_lock_pb2.GetAuthorityRequest, _lock_pb2.AuthorityInfo]
     """Which node decides grants, and whether the serving node's partition has quorum."""
+    SetExpectedVotes: _grpc.UnaryUnaryMultiCallable[_lock_pb2.SetExpectedVotesRequest, _lock_pb2.AuthorityInfo]
+    """Lower (or raise) the number of nodes the quorum is computed over, like corosync's
+    `corosync-quorumtool -e`: after nodes were removed for good, so that the survivors keep a
+    majority. The serving node applies it and passes it to every peer; a value below the number
+    of current members is refused with FAILED_PRECONDITION; outside 1–64 INVALID_ARGUMENT.
+    Answers the AuthorityInfo after the change.
+    """
     Campaign: _grpc.UnaryStreamMultiCallable[_lock_pb2.CampaignRequest, _lock_pb2.LeaderEvent]
     """Run for leader of a group as `candidate`; the stream is the candidacy. The first event
     shows the group's current leader (maybe none), then one event per leader change. This
@@ -112,6 +119,13 @@ class LockAsyncStub(LockStub):
     """Every lock that is held or awaited, sorted by (slot, lock)."""
     GetAuthority: _aio.UnaryUnaryMultiCallable[_lock_pb2.GetAuthorityRequest, _lock_pb2.AuthorityInfo]  # type: ignore[assignment]
     """Which node decides grants, and whether the serving node's partition has quorum."""
+    SetExpectedVotes: _aio.UnaryUnaryMultiCallable[_lock_pb2.SetExpectedVotesRequest, _lock_pb2.AuthorityInfo]  # type: ignore[assignment]
+    """Lower (or raise) the number of nodes the quorum is computed over, like corosync's
+    `corosync-quorumtool -e`: after nodes were removed for good, so that the survivors keep a
+    majority. The serving node applies it and passes it to every peer; a value below the number
+    of current members is refused with FAILED_PRECONDITION; outside 1–64 INVALID_ARGUMENT.
+    Answers the AuthorityInfo after the change.
+    """
     Campaign: _aio.UnaryStreamMultiCallable[_lock_pb2.CampaignRequest, _lock_pb2.LeaderEvent]  # type: ignore[assignment]
     """Run for leader of a group as `candidate`; the stream is the candidacy. The first event
     shows the group's current leader (maybe none), then one event per leader change. This
@@ -181,6 +195,19 @@ class LockServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lock_pb2.AuthorityInfo, _abc.Awaitable[_lock_pb2.AuthorityInfo]]:
         """Which node decides grants, and whether the serving node's partition has quorum."""
+
+    @_abc_1.abstractmethod
+    def SetExpectedVotes(
+        self,
+        request: _lock_pb2.SetExpectedVotesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lock_pb2.AuthorityInfo, _abc.Awaitable[_lock_pb2.AuthorityInfo]]:
+        """Lower (or raise) the number of nodes the quorum is computed over, like corosync's
+        `corosync-quorumtool -e`: after nodes were removed for good, so that the survivors keep a
+        majority. The serving node applies it and passes it to every peer; a value below the number
+        of current members is refused with FAILED_PRECONDITION; outside 1–64 INVALID_ARGUMENT.
+        Answers the AuthorityInfo after the change.
+        """
 
     @_abc_1.abstractmethod
     def Campaign(

@@ -1,0 +1,1418 @@
+"""One lock daemon's logic: votes and leases, the authority, and the member side of its sessions.
+
+Plain Python, no I/O, no clock of its own: every input carries `now_ns` (a monotonic clock), and
+outputs pile up in `Node.out_beats`, `Node.out_data`, `Node.events` and `Node.leader_events` for
+the daemon to send (`server.py`, `peer.py`). So a whole cluster can be simulated in a unit test,
+with delays, losses and asymmetric views, and its history checked.
+
+## The rule (see docs/ARCHITECTURE.md, lock section)
+
+*Votes with leases.* Every node votes for one candidate: the lowest-domain node it sees that is
+eligible (in its membership view and heard from lately), except that it stays with an established
+authority while that one stays eligible. A vote is given in answer to a candidate's *round* (a beat
+sent every `beat_ns`) and is a promise: no vote for anyone else until `vote_lease_ns` after the
+round was received. A candidate whose round got votes from a quorum (majority of the expected
+nodes, its own vote included; one vote for a lone node under the two-node rule) holds the
+authority lease until the round's *send* time plus the vote lease (less a drift margin): every
+promise outlasts it, so two authorities never hold leases at the same time, whatever the views.
+
+*Terms.* A candidate proposes term = highest term seen + 1; a voter votes for a proposal only if
+the term is above every term it voted for (or the same term of the same candidate), and persists
+it first. So each term has at most one authority, and terms grow across restarts of everything.
+
+*Holds.* A member's locks are safe while its *hold lease* runs: the authority confirms the
+member's beats (while holding its own lease and knowing the member's state), and a confirmed beat
+makes the member's locks safe until that beat's send time plus `hold_lease_ns`. The authority
+drops a member's state only after the receipt time of the last beat it confirmed plus the same
+lease, so the member (which stops `early_ns` before) has told its sessions `Lost` before. The
+authority's own sessions are safe until its authority lease + `authority_grace_ns`.
+
+*New authority.* It rebuilds the table from the members' reports (holds with tokens, waits with
+queue keys) and grants nothing until every expected node reported, or the missing one is the
+previous authority and its grace ran out, or a full hold lease passed since the election (any
+unreported member has told its sessions `Lost` by then).
+
+*Tokens.* One counter; a block ahead is persisted by a majority (`token_reserve` in beats) before
+its tokens are used; a new authority starts above every floor its voters report.
+"""
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+from skyge.v1 import lock_pb2 as lp
+from skyge.v1 import lock_peer_pb2 as pp
+
+from .core import Entry, Grant, LockTable, Name, check_name
+
+MS = 1_000_000
+US = 1_000
+
+__all__ = ["Timing", "Store", "MemoryStore", "Node", "name_of", "name_proto", "MS"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every duration of the protocol, ns. Defaults suit a LAN and a ~25 ms heartbeat detector."""
+
+    beat_ns: int = 5 * MS  # candidate rounds (and the authority's confirmations)
+    idle_beat_ns: int = 20 * MS  # beats of nodes that are not candidates
+    vote_lease_ns: int = 20 * MS  # a vote's promise
+    hold_lease_ns: int = 40 * MS  # a member's locks after a confirmed beat
+    authority_grace_ns: int = 15 * MS  # the authority's own locks after its lease
+    early_ns: int = 5 * MS  # sessions are told Lost this long before the lease ends
+    drift_ppm: int = 10_000  # clock rate difference allowed between nodes (1%)
+    switch_ns: int = 60 * MS  # a peer silent this long is not eligible as candidate
+    candidate_silence_ns: int = 15 * MS  # ... a candidate (it beats every beat_ns): this long
+    acquire_grace_ns: int = 1000 * MS  # a new acquire waits this long for an authority
+    token_block: int = 1 << 16  # tokens reserved (persisted) ahead
+
+    def __post_init__(self) -> None:
+        if not 0 < self.beat_ns < self.vote_lease_ns:
+            raise ValueError("beat must be shorter than the vote lease")
+        if self.hold_lease_ns <= self.vote_lease_ns + self.beat_ns:
+            raise ValueError("the hold lease must exceed the vote lease plus one beat")
+        if self.candidate_silence_ns < 2 * self.beat_ns:
+            raise ValueError("candidate_silence_ns must cover at least two beats")
+        if not 0 <= self.early_ns < self.authority_grace_ns:
+            raise ValueError("early_ns must be below the authority grace")
+
+    @property
+    def vote_lease_counted_ns(self) -> int:
+        """What a candidate counts of a vote lease: less the drift margin and 100 µs."""
+        return self.vote_lease_ns - self.vote_lease_ns * self.drift_ppm // 1_000_000 - 100 * US
+
+
+class Store(Protocol):
+    """Where a node keeps what must survive restarts (highest term, token floor, expected)."""
+
+    def load(self) -> dict[str, int]: ...
+
+    def save(self, state: dict[str, int]) -> None: ...
+
+
+class MemoryStore:
+    """A Store in memory (tests; a simulated restart keeps the same object)."""
+
+    def __init__(self, state: dict[str, int] | None = None) -> None:
+        self.state = dict(state or {})
+        self.saves = 0
+
+    def load(self) -> dict[str, int]:
+        return dict(self.state)
+
+    def save(self, state: dict[str, int]) -> None:
+        self.state = dict(state)
+        self.saves += 1
+
+
+def name_of(proto: pp.PeerLockName) -> Name:
+    return proto.group if proto.group else (proto.slot, proto.lock)
+
+
+def name_proto(name: Name) -> pp.PeerLockName:
+    if isinstance(name, str):
+        return pp.PeerLockName(group=name)
+    return pp.PeerLockName(slot=name[0], lock=name[1])
+
+
+def _slot_lock(name: Name) -> tuple[int, int]:
+    return (0, 0) if isinstance(name, str) else name
+
+
+# ---------------------------------------------------------------------------------------------
+# peers and rounds
+
+
+@dataclass
+class PeerInfo:
+    """What a node knows of a peer from its beats."""
+
+    instance: int = 0
+    last_seq: int = 0
+    heard_ns: int = -1
+    candidate_term: int = 0
+    candidate_ns: int = -1  # last beat that said it is a candidate
+    established_ns: int = -1
+    vote_for: int = 0
+    highest_term: int = 0
+    token_floor: int = 0
+    view_bits: int = 0
+
+
+@dataclass
+class VoteInfo:
+    floor: int
+    last_authority: int
+    last_authority_term: int
+    promise_end_ns: int | None
+
+
+@dataclass
+class Round:
+    sent_ns: int
+    term: int
+    votes: dict[int, VoteInfo] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# member side: the node's own sessions
+
+
+@dataclass
+class Held:
+    token: int
+    granted_ns: int
+    delivered: bool
+    req: int = 0
+
+
+@dataclass
+class Wait:
+    priority: int
+    try_only: bool
+    deadline_ns: int | None  # timeout_ms
+    grace_ns: int | None  # waiting for an authority (not connected when asked)
+    key: int = 0
+    queued_ns: int = 0
+    sent: bool = False
+    told_queued: bool = False
+    req: int = 0
+
+
+@dataclass
+class LocalSession:
+    id: int
+    label: str
+    pid: int
+    holds: dict[Name, Held] = field(default_factory=dict)
+    waits: dict[Name, Wait] = field(default_factory=dict)
+    campaign: str | None = None  # election group, for Campaign sessions
+    next_req: int = 0
+
+
+class Member:
+    """The node's sessions and their locks, as seen from the node (the authority may be remote)."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.authority = 0
+        self.term = 0
+        self.reported_epoch = -1
+        self.report_gen = 0
+        self.lease_until = 0
+        self.connected = False
+        self.sessions: dict[int, LocalSession] = {}
+        self.last_authority = (0, 0)
+        #: group -> watcher ids (observers and campaigns)
+        self.watchers: dict[str, set[int]] = {}
+        self.watcher_session: dict[int, int] = {}  # watcher id -> campaign session (0 observer)
+        self.leaders: dict[str, tuple[int, int, str, int]] = {}  # group -> (session, token, cand, dom)
+        self.deadlines: int | None = None
+        #: (deadline, tie-breaker, session, lock, request) of waits with a timeout or grace
+        self.heap: list[tuple[int, int, int, Name, int]] = []
+        self._counter = 0
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _event(self, session: int, **kwargs: Any) -> None:
+        self.node.events.append((session, lp.SessionEvent(**kwargs)))
+
+    def _send(self, message: pp.PeerData) -> None:
+        self.node.route_to_authority(self.authority, message)
+
+    def can_send(self) -> bool:
+        return self.authority != 0 and self.reported_epoch >= 0
+
+    def counts(self) -> tuple[int, int]:
+        holds = sum(len(s.holds) for s in self.sessions.values())
+        waits = sum(len(s.waits) for s in self.sessions.values())
+        return holds, waits
+
+    # -- authority changes and leases -----------------------------------------------------------
+    def adopt(self, authority: int, term: int, epoch: int, now: int) -> None:
+        """Follow a (new) authority: report everything to it."""
+        self.authority, self.term = authority, term
+        self.last_authority = (authority, term)
+        self.reported_epoch = -1
+        self.report(epoch, now)
+
+    def report(self, epoch: int, now: int) -> None:
+        """Send the whole state for (term, epoch); void it first when the lease ran out."""
+        if not self._lease_valid(now):
+            self.drop_all(now, "no authority confirmed this node's locks in time")
+        self.reported_epoch = epoch
+        self.report_gen += 1
+        held, waiting = [], []
+        for session in self.sessions.values():
+            for name, hold in session.holds.items():
+                held.append(pp.PeerHeld(session_id=session.id, name=name_proto(name),
+                                        token=hold.token, granted_unix_ns=hold.granted_ns,
+                                        label=session.label, client_pid=session.pid,
+                                        request_id=hold.req))
+            for name, wait in session.waits.items():
+                waiting.append(pp.PeerWaiting(session_id=session.id, name=name_proto(name),
+                                              key=wait.key, priority=wait.priority,
+                                              queued_unix_ns=wait.queued_ns, label=session.label,
+                                              client_pid=session.pid, try_only=wait.try_only,
+                                              request_id=wait.req))
+                wait.sent = True
+        groups = sorted(self.watchers)
+        per_part = 24
+        parts = max(1, (len(held) + len(waiting) + per_part - 1) // per_part)
+        items: list[Any] = held + waiting
+        for part in range(parts):
+            chunk = items[part * per_part:(part + 1) * per_part]
+            message = pp.PeerReport(term=self.term, epoch=epoch, part=part, last=part == parts - 1,
+                                    generation=self.report_gen,
+                                    held=[c for c in chunk if isinstance(c, pp.PeerHeld)],
+                                    waiting=[c for c in chunk if isinstance(c, pp.PeerWaiting)],
+                                    watched_groups=groups if part == parts - 1 else [])
+            self._send(pp.PeerData(report=message))
+        if self.authority != self.node.domain:
+            self.node.send_info_beat(self.authority, now)
+
+    def _lease_valid(self, now: int) -> bool:
+        return now < self.lease_until
+
+    def extend(self, until: int, now: int) -> None:
+        """A confirmation: the node's locks are safe until `until`."""
+        if until > self.lease_until:
+            self.lease_until = until
+        if not self.connected and now < self.lease_until:
+            self.connected = True
+            for session in self.sessions.values():
+                for wait in session.waits.values():
+                    wait.grace_ns = None
+                for name, hold in session.holds.items():
+                    if not hold.delivered:
+                        hold.delivered = True
+                        self._granted(session, name, hold)
+
+    def drop_all(self, now: int, detail: str) -> None:
+        """The lease ran out: every hold is lost. Waits fail too, unless this node's partition may
+        still have quorum (an authority change, a lone node checking its reference IP): they wait
+        `acquire_grace_ns` for the next authority, to which they are reported with their keys."""
+        self.connected = False
+        keep_waits = self.node.may_have_quorum(now)
+        grace = now + self.node.timing.acquire_grace_ns
+        for session in list(self.sessions.values()):
+            for name, hold in list(session.holds.items()):
+                del session.holds[name]
+                if session.campaign is not None:
+                    continue
+                if hold.delivered:
+                    slot, lock = _slot_lock(name)
+                    self._event(session.id, lost=lp.Lost(slot=slot, lock=lock,
+                                                         reason=lp.LOST_NO_QUORUM, detail=detail))
+                else:  # granted while this node's lease had lapsed: never told; the acquire fails
+                    self._fail(session.id, name, lp.FAIL_NO_QUORUM, detail)
+            for name, wait in list(session.waits.items()):
+                if keep_waits:
+                    if wait.grace_ns is None:
+                        wait.grace_ns = grace
+                        self._deadline(grace, session.id, name, wait.req)
+                    continue
+                del session.waits[name]
+                if session.campaign is None:
+                    self._fail(session.id, name, lp.FAIL_NO_QUORUM, detail)
+        for group in list(self.watchers):
+            self._leader_changed(group, 0, 0, "", 0)
+
+    def tick(self, now: int) -> None:
+        if self.connected and now >= self.lease_until:
+            self.drop_all(now, "this node lost quorum (no confirmation from an authority)")
+            if self.can_send():
+                self.report(self.reported_epoch, now)
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            deadline, _, session_id, name, req = heapq.heappop(heap)
+            session = self.sessions.get(session_id)
+            wait = session.waits.get(name) if session else None
+            if wait is None or wait.req != req:
+                continue  # answered, released or dropped meanwhile
+            if wait.deadline_ns == deadline:
+                reason, detail = lp.FAIL_TIMEOUT, "timed out"
+            elif wait.grace_ns == deadline:
+                reason, detail = lp.FAIL_NO_QUORUM, "no authority reachable"
+            else:
+                continue  # a deadline that was lifted (the node reconnected)
+            del session.waits[name]  # type: ignore[union-attr]
+            if wait.sent and self.can_send():
+                self._send(pp.PeerData(release=pp.PeerRelease(
+                    term=self.term, session_id=session_id, name=name_proto(name),
+                    request_id=wait.req)))
+            self._fail(session_id, name, reason, detail)
+        soonest: int | None = self.lease_until if self.connected else None
+        if heap:
+            soonest = heap[0][0] if soonest is None else min(soonest, heap[0][0])
+        self.deadlines = soonest
+
+    def _deadline(self, at: int, session: int, name: Name, req: int) -> None:
+        self._counter += 1
+        heapq.heappush(self.heap, (at, self._counter, session, name, req))
+        self.node.want_tick(at)
+
+    # -- local sessions -------------------------------------------------------------------------
+    def open(self, session_id: int, label: str, pid: int, campaign: str | None = None) -> None:
+        self.sessions[session_id] = LocalSession(session_id, label, pid, campaign=campaign)
+
+    def _fail(self, session: int, name: Name, reason: int, detail: str) -> None:
+        slot, lock = _slot_lock(name)
+        s = self.sessions.get(session)
+        if s is not None and s.campaign is not None:
+            return
+        self._event(session, failed=lp.AcquireFailed(slot=slot, lock=lock, reason=reason,
+                                                      detail=detail))
+
+    def _granted(self, session: LocalSession, name: Name, hold: Held) -> None:
+        if session.campaign is not None:
+            return  # campaigns learn from leader events
+        slot, lock = _slot_lock(name)
+        self._event(session.id, granted=lp.Granted(slot=slot, lock=lock, fencing_token=hold.token))
+
+    def acquire(self, session_id: int, name: Name, *, priority: int = 0, try_only: bool = False,
+                timeout_ms: int = 0, now: int) -> None:
+        session = self.sessions[session_id]
+        if not isinstance(name, str):
+            problem = check_name(name[0], name[1], priority)
+            if problem:
+                self._fail(session_id, name, lp.FAIL_INVALID, problem)
+                return
+        if name in session.holds or name in session.waits:
+            self._fail(session_id, name, lp.FAIL_INVALID,
+                       "this session already holds or awaits the lock")
+            return
+        connected = self.connected and now < self.lease_until
+        if not connected and not self.node.may_have_quorum(now):
+            self._fail(session_id, name, lp.FAIL_NO_QUORUM,
+                       "this node's partition has no quorum: " + self.node.quorum_rule(now))
+            return
+        deadline = now + timeout_ms * MS if timeout_ms and not try_only else None
+        grace = None if connected else now + self.node.timing.acquire_grace_ns
+        session.next_req += 1
+        wait = Wait(priority, try_only, deadline, grace, req=session.next_req)
+        session.waits[name] = wait
+        for at in (deadline, grace):
+            if at is not None:
+                self._deadline(at, session_id, name, wait.req)
+        if self.can_send():
+            wait.sent = True
+            self._send(pp.PeerData(acquire=pp.PeerAcquire(
+                term=self.term, session_id=session_id, name=name_proto(name), priority=priority,
+                try_only=try_only, label=session.label, client_pid=session.pid,
+                request_id=wait.req)))
+
+    def release(self, session_id: int, name: Name, now: int, *, quiet: bool = False) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None:
+            hold = session.holds.pop(name, None)
+            wait = session.waits.pop(name, None) if hold is None else None
+            if (hold is not None or (wait is not None and wait.sent)) and self.can_send():
+                req = hold.req if hold is not None else wait.req  # type: ignore[union-attr]
+                self._send(pp.PeerData(release=pp.PeerRelease(
+                    term=self.term, session_id=session_id, name=name_proto(name),
+                    request_id=req)))
+        if not quiet:
+            slot, lock = _slot_lock(name)
+            self._event(session_id, released=lp.Released(slot=slot, lock=lock))
+
+    def close(self, session_id: int, now: int) -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return
+        if (session.holds or any(w.sent for w in session.waits.values())) and self.can_send():
+            self._send(pp.PeerData(end_session=pp.PeerEndSession(term=self.term,
+                                                                 session_id=session_id)))
+
+    # -- elections: watchers ---------------------------------------------------------------------
+    def watch(self, watcher: int, group: str, session: int) -> None:
+        first = group not in self.watchers
+        self.watchers.setdefault(group, set()).add(watcher)
+        self.watcher_session[watcher] = session
+        leader = self.leaders.get(group)
+        sid, token, cand, dom = leader if leader else (0, 0, "", 0)
+        self.node.leader_events.append((watcher, lp.LeaderEvent(
+            group=group, leader=cand, term=token, elected=bool(sid and sid == session),
+            leader_node=self.node.node_id(dom) if dom else None)))
+        if first and self.can_send():
+            self._send(pp.PeerData(watch=pp.PeerWatch(term=self.term, group=group, on=True)))
+
+    def unwatch(self, watcher: int) -> None:
+        self.watcher_session.pop(watcher, None)
+        for group, ids in list(self.watchers.items()):
+            if watcher in ids:
+                ids.discard(watcher)
+                if not ids:
+                    del self.watchers[group]
+                    self.leaders.pop(group, None)
+                    if self.can_send():
+                        self._send(pp.PeerData(watch=pp.PeerWatch(term=self.term, group=group,
+                                                                  on=False)))
+
+    def _leader_changed(self, group: str, session: int, token: int, candidate: str,
+                        domain: int) -> None:
+        if self.leaders.get(group, (0, 0, "", 0))[:2] == (session, token) and group in self.leaders:
+            return
+        self.leaders[group] = (session, token, candidate, domain)
+        for watcher in self.watchers.get(group, ()):
+            mine = self.watcher_session.get(watcher, 0)
+            self.node.leader_events.append((watcher, lp.LeaderEvent(
+                group=group, leader=candidate, term=token, elected=bool(session and session == mine),
+                leader_node=self.node.node_id(domain) if domain else None)))
+
+    # -- messages from the authority -------------------------------------------------------------
+    def on_authority(self, frm: int, data: pp.PeerData, now: int) -> None:
+        kind = data.WhichOneof("body")
+        body = getattr(data, kind)
+        if frm != self.authority or body.term != self.term:
+            return
+        if kind == "leader":
+            self._leader_changed(body.group, body.session_id, body.token, body.candidate,
+                                 body.domain)
+            return
+        if body.generation != self.report_gen:
+            return  # answers state that a later report replaced
+        name = name_of(body.name)
+        session = self.sessions.get(body.session_id)
+        req = body.request_id
+        wait = session.waits.get(name) if session else None
+        if wait is not None and wait.req != req:
+            wait = None  # an answer to an earlier acquire of this lock
+        if kind == "grant":
+            if wait is None:  # cancelled meanwhile (or session gone): give it back
+                hold = session.holds.get(name) if session else None
+                if hold is None or hold.req != req:
+                    self._send(pp.PeerData(release=pp.PeerRelease(
+                        term=self.term, session_id=body.session_id, name=body.name,
+                        request_id=req)))
+                return
+            del session.waits[name]  # type: ignore[union-attr]
+            connected = self.connected and now < self.lease_until
+            hold = Held(body.token, body.granted_unix_ns, connected, req)
+            session.holds[name] = hold  # type: ignore[union-attr]
+            if connected:
+                self._granted(session, name, hold)  # type: ignore[arg-type]
+        elif kind == "queued":
+            if wait is not None:
+                wait.key, wait.queued_ns = body.key, body.queued_unix_ns
+                if not wait.told_queued and session.campaign is None:  # type: ignore[union-attr]
+                    wait.told_queued = True
+                    slot, lock = _slot_lock(name)
+                    self._event(body.session_id, queued=lp.Queued(slot=slot, lock=lock,
+                                                                   position=body.position))
+        elif kind == "failed":
+            if wait is not None:
+                del session.waits[name]  # type: ignore[union-attr]
+                self._fail(body.session_id, name, body.reason, body.detail)
+        elif kind == "revoke":
+            hold = session.holds.get(name) if session else None
+            if hold is not None and hold.req == req:
+                del session.holds[name]  # type: ignore[union-attr]
+                if session.campaign is None:
+                    slot, lock = _slot_lock(name)
+                    self._event(body.session_id, lost=lp.Lost(slot=slot, lock=lock,
+                                                              reason=body.reason,
+                                                              detail=body.detail))
+
+
+# ---------------------------------------------------------------------------------------------
+# authority side
+
+
+@dataclass
+class MemberRec:
+    """What the authority knows of one member."""
+
+    epoch: int = 0
+    reported: bool = False
+    parts: list[pp.PeerReport] = field(default_factory=list)
+    last_q: int = 0  # receipt time of the last confirmed beat (or of the report)
+    confirm_seq: int = 0
+    buffered: list[pp.PeerData] = field(default_factory=list)
+    generation: int = 0  # of the last applied report
+
+
+class Authority:
+    """The grants of one term: the table, rebuilt from reports, and the members' leases."""
+
+    def __init__(self, node: "Node", term: int, now: int, next_token: int, prev_authority: int,
+                 prev_bound: int) -> None:
+        self.node, self.term, self.started = node, term, now
+        self.table = LockTable(rng=node.rng, next_token=next_token, token_limit=0)
+        self.members: dict[int, MemberRec] = {}
+        self.active = False
+        self.prev_authority, self.prev_bound = prev_authority, prev_bound
+        self.reserve = 0
+        self.keyless: list[tuple[Name, Entry]] = []
+        self.subscribers: dict[str, set[int]] = {}
+        self.announced: dict[str, tuple[int, int]] = {}
+        self.activated_ns = 0
+        self.suspended = False
+        self.raise_reserve()
+
+    def suspend(self) -> None:
+        self.suspended = True
+        self.table.token_limit = 0  # nothing is granted while suspended
+
+    def resume(self, now: int) -> None:
+        self.suspended = False
+        if not self.active:
+            ready_at = self._ready_at(now)
+            if ready_at is not None and now >= ready_at:
+                self._activate(now)
+            return
+        self.table.token_limit = self.confirmed_floor()
+        self.raise_reserve()
+        self._grants(self.table.serve_all(self.node.wall_ns()))
+        for domain, rec in self.members.items():
+            buffered, rec.buffered = rec.buffered, []
+            for data in buffered:
+                self._handle(domain, data, now)
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def raise_reserve(self) -> None:
+        block = self.node.timing.token_block
+        if self.table.next_token + block // 2 > self.reserve:
+            self.reserve = max(self.reserve, self.table.next_token) + block
+            self.node.persist_floor(self.reserve)
+
+    def confirmed_floor(self) -> int:
+        node = self.node
+        floors = sorted([node.token_floor] + [p.token_floor for d, p in node.peers.items()
+                                              if d != node.domain], reverse=True)
+        quorum = node.quorum_needed(node.last_now)
+        return floors[quorum - 1] if len(floors) >= quorum else 0
+
+    def check_tokens(self, now: int) -> None:
+        if not self.active or self.suspended:
+            return
+        self.raise_reserve()
+        limit = self.confirmed_floor()
+        if limit > self.table.token_limit:
+            self.table.token_limit = limit
+            if self.table.blocked:
+                self._grants(self.table.serve_blocked(self.node.wall_ns()))
+
+    # -- member records ------------------------------------------------------------------------
+    def rec(self, domain: int) -> MemberRec:
+        rec = self.members.get(domain)
+        if rec is None:
+            rec = self.members[domain] = MemberRec()
+        return rec
+
+    def reset_member(self, domain: int, now: int, *, restarted: bool = False) -> None:
+        """Drop everything of a member (its lease ran out, or its daemon restarted); it must
+        report again (new epoch)."""
+        rec = self.rec(domain)
+        self._drop_node(domain, now)
+        rec.epoch += 1
+        rec.reported, rec.parts, rec.confirm_seq, rec.buffered = False, [], 0, []
+        for subscribers in self.subscribers.values():
+            subscribers.discard(domain)
+
+    def on_member_beat(self, frm: int, beat: pp.Beat, now: int) -> None:
+        rec = self.members.get(frm)
+        if rec is None or not rec.reported or now >= self.node.lease_end:
+            return
+        first = rec.confirm_seq == 0
+        rec.confirm_seq = beat.seq
+        rec.last_q = now
+        if first:
+            self.node.send_info_beat(frm, now)
+
+    def tick(self, now: int) -> int | None:
+        """Member leases, activation; returns the next deadline."""
+        lease = self.node.timing.hold_lease_ns
+        soonest: int | None = None
+        for domain, rec in list(self.members.items()):
+            if domain == self.node.domain or not rec.reported:
+                continue
+            expiry = rec.last_q + lease + 100 * US
+            if now >= expiry:
+                self.reset_member(domain, now)
+            else:
+                soonest = expiry if soonest is None else min(soonest, expiry)
+        if not self.active and not self.suspended:
+            ready_at = self._ready_at(now)
+            if ready_at is not None and now >= ready_at:
+                self._activate(now)
+            elif ready_at is not None:
+                soonest = ready_at if soonest is None else min(soonest, ready_at)
+        return soonest
+
+    def _ready_at(self, now: int) -> int | None:
+        """When the table is complete enough to grant (None: not yet known)."""
+        node = self.node
+        reported = {d for d, r in self.members.items() if r.reported}
+        expected = node.expected()
+        latest = self.started + node.timing.hold_lease_ns
+        if len(reported) >= expected:
+            return now
+        prev = self.prev_authority
+        if prev and prev not in reported and len(reported) >= expected - 1:
+            return min(latest, self.prev_bound + node.timing.authority_grace_ns)
+        return latest
+
+    def _activate(self, now: int) -> None:
+        for name, entry in self.keyless:
+            if self.table.restore_waiter(name, entry):
+                self._queued(name, entry)
+        self.keyless = []
+        self.active = True
+        self.activated_ns = now
+        self.table.token_limit = self.confirmed_floor()
+        self.raise_reserve()
+        self._grants(self.table.serve_all(self.node.wall_ns()))
+        for domain, rec in self.members.items():
+            buffered, rec.buffered = rec.buffered, []
+            for data in buffered:
+                self._handle(domain, data, now)
+        for group in list(self.subscribers):
+            self._announce(group, force=True)
+
+    # -- outputs --------------------------------------------------------------------------------
+    def _to(self, domain: int, **kwargs: Any) -> None:
+        data = pp.PeerData(**kwargs)
+        getattr(data, data.WhichOneof("body")).generation = self.rec(domain).generation
+        self.node.route_to_member(domain, data)
+
+    def _grants(self, grants: Iterable[Grant]) -> None:
+        for grant in grants:
+            entry = grant.entry
+            self._to(entry.node, grant=pp.PeerGrant(term=self.term, session_id=entry.session,
+                                                    name=name_proto(grant.name), token=grant.token,
+                                                    granted_unix_ns=entry.granted_ns,
+                                                    request_id=entry.req))
+            if isinstance(grant.name, str):
+                self._announce(grant.name)
+
+    def _queued(self, name: Name, entry: Entry) -> None:
+        position = self.table.position(name, entry)
+        self._to(entry.node, queued=pp.PeerQueued(term=self.term, session_id=entry.session,
+                                                  name=name_proto(name), key=entry.key,
+                                                  position=position,
+                                                  queued_unix_ns=entry.queued_ns,
+                                                  request_id=entry.req))
+
+    def _announce(self, group: str, force: bool = False) -> None:
+        holder = self.table.holder(group)
+        current = (holder.session, holder.token) if holder else (0, 0)
+        if not force and self.announced.get(group, (0, 0)) == current:
+            return
+        self.announced[group] = current
+        leader = pp.PeerLeader(term=self.term, group=group,
+                               session_id=holder.session if holder else 0,
+                               candidate=holder.label if holder else "",
+                               domain=holder.node if holder else 0,
+                               token=holder.token if holder else 0)
+        for domain in self.subscribers.get(group, ()):
+            self.node.route_to_member(domain, pp.PeerData(leader=leader))
+
+    def _drop_node(self, domain: int, now: int) -> None:
+        groups = self._groups_of_node(domain)
+        self._grants(self.table.drop_node(domain, self.node.wall_ns()))
+        for group in groups:
+            self._announce(group)
+
+    def _groups_of_node(self, domain: int) -> list[str]:
+        names: set[str] = set()
+        for session in self.table.nodes.get(domain, ()):
+            names |= {n for n in self.table.sessions.get(session, ()) if isinstance(n, str)}
+        return sorted(names)
+
+    # -- member data -----------------------------------------------------------------------------
+    def on_data(self, frm: int, data: pp.PeerData, now: int) -> None:
+        kind = data.WhichOneof("body")
+        body = getattr(data, kind)
+        if getattr(body, "term", None) != self.term:
+            return
+        rec = self.rec(frm)
+        if kind == "report":
+            if body.epoch != rec.epoch:
+                return
+            rec.parts.append(body)
+            if body.last:
+                parts, rec.parts = rec.parts, []
+                self._apply_report(frm, rec, parts, now)
+            return
+        if not rec.reported:
+            return
+        if not self.active or self.suspended:
+            rec.buffered.append(data)
+            return
+        self._handle(frm, data, now)
+
+    def _apply_report(self, frm: int, rec: MemberRec, parts: list[pp.PeerReport], now: int) -> None:
+        rec.generation = parts[-1].generation  # answers from here on are for this report
+        limit, self.table.token_limit = self.table.token_limit, 0  # no grants until restored
+        self._drop_node(frm, now)
+        self.table.token_limit = limit
+        self.keyless = [(n, e) for n, e in self.keyless if e.node != frm]
+        for part in parts:
+            for held in part.held:
+                name = name_of(held.name)
+                entry = Entry(held.session_id, frm, held.label, held.client_pid,
+                              token=held.token, granted_ns=held.granted_unix_ns,
+                              req=held.request_id)
+                loser = self.table.restore_holder(name, entry)
+                if loser is not None:
+                    self._to(loser.node, revoke=pp.PeerRevoke(
+                        term=self.term, session_id=loser.session, name=held.name,
+                        reason=lp.LOST_AUTHORITY_CHANGE, request_id=loser.req,
+                        detail="another session holds this lock with a newer token"))
+                if isinstance(name, str):
+                    self._announce(name)
+            for waiting in part.waiting:
+                name = name_of(waiting.name)
+                entry = Entry(waiting.session_id, frm, waiting.label, waiting.client_pid,
+                              priority=waiting.priority, key=waiting.key,
+                              queued_ns=waiting.queued_unix_ns, try_only=waiting.try_only,
+                              req=waiting.request_id)
+                if waiting.try_only and self.active and not self.suspended:
+                    self._handle(frm, pp.PeerData(acquire=pp.PeerAcquire(
+                        term=self.term, session_id=entry.session, name=waiting.name,
+                        try_only=True, label=entry.label, client_pid=entry.pid,
+                        request_id=entry.req)), now)
+                elif waiting.key:
+                    self.table.restore_waiter(name, entry)
+                elif self.active:
+                    if self.table.restore_waiter(name, entry):
+                        self._queued(name, entry)
+                else:
+                    self.keyless.append((name, entry))
+            if part.last:
+                for group in part.watched_groups:
+                    self.subscribers.setdefault(group, set()).add(frm)
+        rec.reported = True
+        rec.last_q = now
+        rec.confirm_seq = 0
+        rec.buffered = []
+        self.raise_reserve()
+        if self.suspended:
+            pass  # served when the lease is regained
+        elif self.active:
+            self._grants(self.table.serve_all(self.node.wall_ns()))
+            for part in parts:
+                for group in part.watched_groups:
+                    self._announce_to(group, frm)
+        else:
+            ready_at = self._ready_at(now)
+            if ready_at is not None and now >= ready_at:
+                self._activate(now)
+            else:
+                self.node.want_tick(ready_at or now)
+
+    def _announce_to(self, group: str, domain: int) -> None:
+        holder = self.table.holder(group)
+        self.node.route_to_member(domain, pp.PeerData(leader=pp.PeerLeader(
+            term=self.term, group=group, session_id=holder.session if holder else 0,
+            candidate=holder.label if holder else "", domain=holder.node if holder else 0,
+            token=holder.token if holder else 0)))
+
+    def _handle(self, frm: int, data: pp.PeerData, now: int) -> None:
+        kind = data.WhichOneof("body")
+        body = getattr(data, kind)
+        if kind == "acquire":
+            name = name_of(body.name)
+            entry = Entry(body.session_id, frm, body.label, body.client_pid,
+                          priority=body.priority, try_only=body.try_only, req=body.request_id)
+            result = self.table.acquire(name, entry, self.node.wall_ns(), try_only=body.try_only)
+            if result.outcome == "granted":
+                self._grants([Grant(name, entry, result.token)])
+            elif result.outcome == "queued":
+                self._queued(name, entry)
+            elif result.outcome == "busy":
+                self._to(frm, failed=pp.PeerFailed(term=self.term, session_id=body.session_id,
+                                                   name=body.name, reason=lp.FAIL_BUSY,
+                                                   detail="the lock is held",
+                                                   request_id=body.request_id))
+            else:
+                self._to(frm, failed=pp.PeerFailed(term=self.term, session_id=body.session_id,
+                                                   name=body.name, reason=lp.FAIL_INVALID,
+                                                   detail="this session already holds or awaits "
+                                                          "the lock",
+                                                   request_id=body.request_id))
+            self.raise_reserve()
+        elif kind == "release":
+            name = name_of(body.name)
+            _, grants = self.table.release(name, body.session_id, self.node.wall_ns(),
+                                           body.request_id or None)
+            self._grants(grants)
+            if isinstance(name, str):
+                self._announce(name)
+        elif kind == "end_session":
+            groups = [n for n in self.table.sessions.get(body.session_id, ()) if isinstance(n, str)]
+            self._grants(self.table.drop_session(body.session_id, self.node.wall_ns()))
+            for group in groups:
+                self._announce(group)
+        elif kind == "watch":
+            if body.on:
+                self.subscribers.setdefault(body.group, set()).add(frm)
+                self._announce_to(body.group, frm)
+            else:
+                subscribers = self.subscribers.get(body.group)
+                if subscribers is not None:
+                    subscribers.discard(frm)
+                    if not subscribers:
+                        del self.subscribers[body.group]
+                        self.announced.pop(body.group, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the node
+
+
+class Node:
+    """One lock daemon: election, authority (when established) and member side."""
+
+    def __init__(self, domain: int, instance: int, *, netid: int = 0, timing: Timing | None = None,
+                 store: Store | None = None, expected_nodes: int = 0, now_ns: int = 0,
+                 rng: random.Random | None = None,
+                 wall_ns: Callable[[], int] | None = None) -> None:
+        self.domain, self.instance, self.netid = domain, instance, netid
+        self.timing = timing or Timing()
+        self.store = store or MemoryStore()
+        self.rng = rng or random.Random()
+        self.wall_ns = wall_ns or (lambda: 0)
+        state = self.store.load()
+        self.highest_term = int(state.get("highest_term", 0))
+        self.highest_owner = int(state.get("highest_owner", 0))
+        self.token_floor = int(state.get("token_floor", 0))
+        self.expected_config = expected_nodes
+        self.expected_learned = max(1, int(state.get("expected", 1)))
+        self.expected_version = int(state.get("expected_version", 0))
+        self.view: set[int] | None = None
+        self.peers: dict[int, PeerInfo] = {}
+        # voting
+        self.vote_for = 0
+        self.promise_to = 0
+        self.promise_end = 0
+        self.promise_ends: dict[int, int] = {}
+        # candidacy
+        self.beat_seq = 0
+        self.sent_log: dict[int, int] = {}
+        self._sent_order: deque[int] = deque()
+        self.cand_term = 0
+        self.rounds: dict[int, Round] = {}
+        self.established = False
+        self.lease_end = 0
+        self.next_round_ns = 0
+        self.next_idle_ns = 0
+        self.seen_term = self.highest_term
+        self.auth: Authority | None = None
+        self.member = Member(self)
+        self.lone_until = 0
+        self.lone_possible = False  # reference IPs are configured (the daemon sets it)
+        self.lone_since = 0
+        self.lone_checked = -1
+        self.last_now = now_ns
+        self._wake: int | None = None
+        # outputs
+        self.out_beats: list[tuple[int, pp.Beat, bool]] = []  # (to, beat, on every path)
+        self.out_data: list[tuple[int, pp.PeerData]] = []
+        self.events: list[tuple[int, lp.SessionEvent]] = []
+        self.leader_events: list[tuple[int, lp.LeaderEvent]] = []
+        self.log: list[str] = []  # notable transitions, for the daemon's log
+
+    # -- persistence ----------------------------------------------------------------------------
+    def _save(self) -> None:
+        self.store.save({"highest_term": self.highest_term, "highest_owner": self.highest_owner,
+                         "token_floor": self.token_floor, "expected": self.expected_learned,
+                         "expected_version": self.expected_version})
+
+    def persist_floor(self, floor: int) -> None:
+        if floor > self.token_floor:
+            self.token_floor = floor
+            self._save()
+
+    # -- small helpers ---------------------------------------------------------------------------
+    def node_id(self, domain: int) -> Any:
+        from skyge.v1 import common_pb2
+        return common_pb2.NodeId(netid=self.netid, domain=domain)
+
+    def want_tick(self, at: int) -> None:
+        if self._wake is None or at < self._wake:
+            self._wake = at
+
+    def expected(self) -> int:
+        return self.expected_config or self.expected_learned
+
+    def _peer(self, domain: int) -> PeerInfo:
+        peer = self.peers.get(domain)
+        if peer is None:
+            peer = self.peers[domain] = PeerInfo()
+        return peer
+
+    def _fresh(self, domain: int, now: int) -> bool:
+        """Heard from lately: within switch_ns, or candidate_silence_ns for a candidate (it
+        beats every beat_ns, so a few missed rounds mean it stalled or died)."""
+        peer = self.peers.get(domain)
+        if peer is None or peer.heard_ns < 0 or now - peer.heard_ns >= self.timing.switch_ns:
+            return False
+        if peer.candidate_ns >= 0 and peer.candidate_ns >= peer.heard_ns - self.timing.beat_ns:
+            return now - peer.candidate_ns < self.timing.candidate_silence_ns
+        return True
+
+    def lone(self) -> bool:
+        """Two-node rule applies: two expected nodes and only this one in the view."""
+        return self.expected() == 2 and self.view is not None and self.view == {self.domain}
+
+    def quorum_needed(self, now: int) -> int:
+        expected = self.expected()
+        if expected <= 1:
+            return 1
+        if expected == 2 and self.lone() and now < self.lone_until:
+            return 1
+        return expected // 2 + 1
+
+    def partition_quorum(self, now: int) -> bool:
+        """Does the membership view hold a quorum (view-based; the leases decide grants)?"""
+        if self.view is None:
+            return False
+        return len(self.view) >= self.quorum_needed(now)
+
+    def may_have_quorum(self, now: int) -> bool:
+        """A quorum, or a lone two-node member whose reference-IP check is still under way."""
+        if self.partition_quorum(now):
+            return True
+        return self.lone() and self.lone_possible and self.lone_checked < self.lone_since
+
+    def quorum_rule(self, now: int) -> str:
+        expected = self.expected()
+        seen = len(self.view) if self.view is not None else 0
+        if self.view is None:
+            return "membership unknown (heartbeat daemon unreachable)"
+        if expected <= 1:
+            return "single node"
+        if expected == 2 and self.lone():
+            if now < self.lone_until:
+                return "two-node: lone node, reference IP reachable"
+            return "two-node: lone node, no reference IP reachable (or fence not done)"
+        return f"majority: {expected // 2 + 1} of {expected} (members seen: {seen})"
+
+    def view_bits(self) -> int:
+        bits = 0
+        for domain in self.view or ():
+            if 1 <= domain <= 64:
+                bits |= 1 << (domain - 1)
+        return bits
+
+    # -- routing --------------------------------------------------------------------------------
+    def route_to_authority(self, authority: int, data: pp.PeerData) -> None:
+        if authority == self.domain:
+            if self.auth is not None:
+                self.auth.on_data(self.domain, data, self.last_now)
+        elif authority:
+            self.out_data.append((authority, data))
+
+    def route_to_member(self, domain: int, data: pp.PeerData) -> None:
+        if domain == self.domain:
+            self.member.on_authority(self.domain, data, self.last_now)
+        else:
+            self.out_data.append((domain, data))
+
+    # -- beats ----------------------------------------------------------------------------------
+    def _next_seq(self, now: int) -> int:
+        self.beat_seq += 1
+        self.sent_log[self.beat_seq] = now
+        self._sent_order.append(self.beat_seq)
+        while len(self._sent_order) > 512:
+            self.sent_log.pop(self._sent_order.popleft(), None)
+        return self.beat_seq
+
+    def _beat(self, to: int, seq: int, now: int) -> pp.Beat:
+        beat = pp.Beat(seq=seq, vote_for=self.vote_for, highest_term=self.highest_term,
+                       highest_term_owner=self.highest_owner, token_floor=self.token_floor,
+                       expected=self.expected(), expected_version=self.expected_version,
+                       view_bits=self.view_bits())
+        if self.vote_for == self.domain and self.cand_term:
+            beat.candidate_term = self.cand_term
+            beat.established = self.established and now < self.lease_end
+        last, last_term = self.member.last_authority
+        if last:
+            beat.last_authority, beat.last_authority_term = last, last_term
+            end = self.promise_ends.get(last)
+            if end is not None:
+                beat.has_promise_end = True
+                beat.promise_end_us = (end - now) // US
+        if self.auth is not None and beat.established:
+            rec = self.auth.rec(to)
+            beat.confirm_seq = rec.confirm_seq
+            beat.report_term, beat.report_epoch = self.auth.term, rec.epoch
+            beat.token_reserve = self.auth.reserve
+        return beat
+
+    def send_info_beat(self, to: int, now: int) -> None:
+        """An immediate beat that needs no answer (after a report, a first confirmation)."""
+        self.out_beats.append((to, self._beat(to, self._next_seq(now), now), False))
+
+    def _targets(self, now: int) -> list[int]:
+        targets = set(self.view or ()) | {d for d in self.peers if self._fresh(d, now)}
+        targets.discard(self.domain)
+        return sorted(targets)
+
+    def _send_round(self, now: int) -> None:
+        if self.established and now >= self.lease_end:
+            self._suspend(now)
+        if not self.cand_term:
+            if self.auth is not None:
+                self._lose_authority(now)
+            self._propose(now)
+        seq = self._next_seq(now)
+        self.promise_to = self.domain
+        self.promise_end = max(self.promise_end, now + self.timing.vote_lease_ns)
+        self.promise_ends[self.domain] = self.promise_end
+        round_ = self.rounds[seq] = Round(now, self.cand_term)
+        for old in [s for s, r in self.rounds.items()
+                    if now - r.sent_ns > self.timing.vote_lease_ns]:
+            del self.rounds[old]
+        for to in self._targets(now):
+            beat = self._beat(to, seq, now)
+            beat.round = True
+            self.out_beats.append((to, beat, True))
+        self._evaluate(round_, now)
+        self.next_round_ns = now + self.timing.beat_ns
+
+    def _propose(self, now: int) -> None:
+        self.cand_term = max(self.highest_term, self.seen_term) + 1
+        self.highest_term, self.highest_owner = self.cand_term, self.domain
+        self._save()
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def on_view(self, view: Iterable[int] | None, now: int) -> None:
+        """The membership view (domains, this node included), or None when unknown."""
+        self.last_now = now
+        was_lone = self.lone()
+        self.view = set(view) | {self.domain} if view is not None else None
+        if self.lone() and not was_lone:
+            self.lone_since = now
+        if self.view is not None and not self.expected_config and \
+                len(self.view) > self.expected_learned:
+            self.expected_learned = len(self.view)
+            self._save()
+        if not self.lone():
+            self.lone_until = 0
+        self._reconsider(now)
+
+    def set_lone_ok(self, until: int, now: int) -> None:
+        """Two-node rule: the reference IP answered (and the fence ran); valid until `until`."""
+        self.last_now = now
+        self.lone_checked = now
+        self.lone_until = until if self.lone() else 0
+
+    def set_expected(self, expected: int, now: int) -> None:
+        """An operator sets the expected number of nodes (ValueError when impossible)."""
+        if self.expected_config:
+            raise ValueError(f"expected_nodes = {self.expected_config} is set in lock.cfg; "
+                             "change it there")
+        if not 1 <= expected <= 64:
+            raise ValueError(f"expected votes must be 1 to 64, got {expected}")
+        members = len(self.view or {self.domain})
+        if expected < members:
+            raise ValueError(f"expected votes cannot be below the {members} current members")
+        self.expected_learned = expected
+        self.expected_version += 1
+        self._save()
+        self.next_idle_ns = now
+
+    def _learn_expected(self, expected: int, version: int) -> None:
+        if self.expected_config or not expected:
+            return
+        if version > self.expected_version or (version == self.expected_version and
+                                               expected > self.expected_learned):
+            self.expected_learned, self.expected_version = expected, version
+            self._save()
+
+    def on_peer_instance(self, domain: int, instance: int, now: int) -> bool:
+        """A datagram from `domain` says its daemon instance is `instance`. False when it is an
+        older instance (to be ignored)."""
+        peer = self._peer(domain)
+        if instance == peer.instance:
+            return True
+        if instance < peer.instance:
+            return False
+        known = peer.instance != 0
+        self.peers[domain] = PeerInfo(instance=instance)
+        if known:
+            self.log.append(f"lock daemon of node {domain} restarted (instance {instance})")
+            if self.promise_to == domain:
+                self.promise_end = min(self.promise_end, now)
+            if self.auth is not None:
+                self.auth.reset_member(domain, now, restarted=True)
+        return True
+
+    def on_beat(self, frm: int, beat: pp.Beat, now: int) -> None:
+        self._check_lease(now)
+        peer = self._peer(frm)
+        peer.heard_ns = now
+        if beat.seq <= peer.last_seq:
+            return
+        peer.last_seq = beat.seq
+        peer.candidate_term = beat.candidate_term
+        if beat.candidate_term:
+            peer.candidate_ns = now
+        if beat.established:
+            peer.established_ns = now
+        peer.vote_for, peer.highest_term = beat.vote_for, beat.highest_term
+        peer.token_floor = max(peer.token_floor, beat.token_floor)
+        peer.view_bits = beat.view_bits
+        self.seen_term = max(self.seen_term, beat.highest_term, beat.candidate_term)
+        self._learn_expected(beat.expected, beat.expected_version)
+        if beat.established and beat.token_reserve > self.token_floor:
+            self.persist_floor(beat.token_reserve)
+        member = self.member
+        if beat.established and beat.candidate_term > member.term:
+            epoch = beat.report_epoch if beat.report_term == beat.candidate_term else 0
+            self.log.append(f"following authority {frm}, term {beat.candidate_term}")
+            member.adopt(frm, beat.candidate_term, epoch, now)
+        elif (frm == member.authority and beat.established and
+              beat.candidate_term == member.term):
+            if beat.report_term == member.term and beat.report_epoch > member.reported_epoch:
+                member.report(beat.report_epoch, now)
+            if beat.confirm_seq:
+                sent = self.sent_log.get(beat.confirm_seq)
+                if sent is not None:
+                    member.extend(sent + self.timing.hold_lease_ns - self.timing.early_ns, now)
+        if beat.candidate_term and beat.round:
+            self._answer(frm, beat, now)
+        if beat.answer_seq and self.vote_for == self.domain:
+            self._count(frm, beat, now)
+        if self.auth is not None:
+            self.auth.on_member_beat(frm, beat, now)
+            self.auth.check_tokens(now)
+        self._reconsider(now)
+
+    def _answer(self, frm: int, beat: pp.Beat, now: int) -> None:
+        term = beat.candidate_term
+        vote = False
+        if self.vote_for == frm and (self.promise_to in (0, frm) or now >= self.promise_end):
+            if beat.established or term > self.highest_term or (
+                    term == self.highest_term and self.highest_owner == frm):
+                vote = True
+        if vote:
+            if term > self.highest_term or (term == self.highest_term and
+                                            self.highest_owner != frm and not beat.established):
+                self.highest_term, self.highest_owner = term, frm
+                self._save()
+            if self.promise_to != frm:
+                self.promise_end = 0
+            self.promise_to = frm
+            self.promise_end = max(self.promise_end, now + self.timing.vote_lease_ns)
+            self.promise_ends[frm] = self.promise_end
+        reply = self._beat(frm, self._next_seq(now), now)
+        reply.answer_seq, reply.vote = beat.seq, vote
+        self.out_beats.append((frm, reply, False))
+
+    def _count(self, frm: int, beat: pp.Beat, now: int) -> None:
+        round_ = self.rounds.get(beat.answer_seq)
+        if round_ is None or round_.term != self.cand_term:
+            return
+        if not beat.vote:
+            if not self.established and beat.highest_term >= self.cand_term and \
+                    beat.highest_term_owner != self.domain:
+                # someone proposed a higher term: ours cannot be (re)established any more
+                if self.auth is not None:
+                    self._lose_authority(now)
+                self.cand_term = 0  # propose a higher term next round
+            return
+        end = now + beat.promise_end_us * US if beat.has_promise_end else None
+        round_.votes[frm] = VoteInfo(beat.token_floor, beat.last_authority,
+                                     beat.last_authority_term, end)
+        self._evaluate(round_, now)
+
+    def _evaluate(self, round_: Round, now: int) -> None:
+        if len(round_.votes) + 1 < self.quorum_needed(now):
+            return
+        lease = round_.sent_ns + self.timing.vote_lease_counted_ns
+        if now >= lease:
+            return
+        extended = lease > self.lease_end
+        if extended:
+            self.lease_end = lease
+        if not self.established:
+            if self.auth is not None and self.auth.term == round_.term:
+                self._resume(now)
+            else:
+                self._establish(round_, now)
+        elif not extended:
+            return
+        if self.auth is not None and self.member.authority == self.domain:
+            self.member.extend(self.lease_end + self.timing.authority_grace_ns
+                               - self.timing.early_ns, now)
+
+    def _establish(self, round_: Round, now: int) -> None:
+        term = round_.term
+        self.established = True
+        floors = [self.token_floor] + [v.floor for v in round_.votes.values()]
+        candidates = [(v.last_authority_term, v.last_authority) for v in round_.votes.values()]
+        mine = self.member.last_authority
+        candidates.append((mine[1], mine[0]))
+        prev_term, prev = max(candidates)
+        bounds = [v.promise_end_ns for v in round_.votes.values()
+                  if v.last_authority == prev and v.promise_end_ns is not None]
+        if prev in self.promise_ends:
+            bounds.append(self.promise_ends[prev])
+        prev_bound = min(now, max(bounds)) if bounds else now
+        if prev == self.domain:
+            prev = 0  # this node reports to itself
+        self.auth = Authority(self, term, now, max(floors) + 1, prev if prev_term else 0,
+                              prev_bound)
+        self.log.append(f"authority for term {term} (votes from {sorted(round_.votes)}; "
+                        f"previous authority {prev or '-'})")
+        self.member.adopt(self.domain, term, 0, now)
+        self.next_round_ns = now  # tell everyone at once
+        self.want_tick(now)
+
+    def _suspend(self, now: int) -> None:
+        """The authority lease lapsed: grant nothing, confirm nothing, but keep term and table:
+        a quorum voting for this same term again proves nobody else was elected meanwhile (a
+        voter that saw a higher term refuses it), so the term can resume without recovery."""
+        self.established = False
+        if self.auth is not None:
+            self.auth.suspend()
+            self.log.append(f"authority lease of term {self.auth.term} lapsed: suspended")
+
+    def _resume(self, now: int) -> None:
+        self.established = True
+        assert self.auth is not None
+        self.log.append(f"authority lease of term {self.auth.term} regained")
+        self.auth.resume(now)
+        self.next_round_ns = now
+        self.want_tick(now)
+
+    def _lose_authority(self, now: int) -> None:
+        if self.auth is not None:
+            self.log.append(f"authority term {self.auth.term} given up")
+        self.established = False
+        self.auth = None
+        self.cand_term = 0
+        self.rounds.clear()
+
+    # -- vote choice ------------------------------------------------------------------------------
+    def _eligible(self, now: int) -> list[int]:
+        if self.view is None:
+            return []  # membership unknown: no candidate at all
+        return sorted({self.domain} | {d for d in self.view if self._fresh(d, now)})
+
+    def _established_fresh(self, domain: int, now: int) -> bool:
+        if domain == self.domain:
+            return self.established and now < self.lease_end
+        peer = self.peers.get(domain)
+        return peer is not None and peer.established_ns >= 0 and \
+            now - peer.established_ns < self.timing.switch_ns
+
+    def _reconsider(self, now: int) -> None:
+        eligible = self._eligible(now)
+        current = self.vote_for
+        if current in eligible and self._established_fresh(current, now):
+            target = current
+        else:
+            target = eligible[0] if eligible else 0
+        if target == current:
+            return
+        if current == self.domain:  # stop running (our own promise must still run out)
+            if self.established:
+                self._lose_authority(now)
+            self.cand_term = 0
+            self.rounds.clear()
+            self.vote_for = current = 0
+            self.next_idle_ns = now
+            self.want_tick(now)
+        if self.promise_to not in (0, target) and now < self.promise_end:
+            self.want_tick(self.promise_end)
+            return
+        self.vote_for = target
+        if target == self.domain:
+            self.next_round_ns = now
+        self.next_idle_ns = now
+        self.want_tick(now)
+
+    # -- time -----------------------------------------------------------------------------------
+    def _check_lease(self, now: int) -> None:
+        """No grant after the authority lease: every input checks it first."""
+        self.last_now = now
+        if self.established and now >= self.lease_end:
+            self._suspend(now)
+
+    def tick(self, now: int) -> None:
+        self._check_lease(now)
+        self._wake = None
+        self._reconsider(now)
+        if self.vote_for == self.domain:
+            if now >= self.next_round_ns:
+                self._send_round(now)
+            self.want_tick(self.next_round_ns)
+        elif now >= self.next_idle_ns:
+            seq = self._next_seq(now)
+            for to in self._targets(now):
+                self.out_beats.append((to, self._beat(to, seq, now), True))
+            self.next_idle_ns = now + self.timing.idle_beat_ns
+        if self.vote_for != self.domain:
+            self.want_tick(self.next_idle_ns)
+        if self.established:
+            self.want_tick(self.lease_end)
+        if self.auth is not None:
+            deadline = self.auth.tick(now)
+            if deadline is not None:
+                self.want_tick(deadline)
+            self.auth.check_tokens(now)
+        self.member.tick(now)
+        if self.member.deadlines is not None:
+            self.want_tick(self.member.deadlines)
+        if self.promise_to and now < self.promise_end:
+            self.want_tick(self.promise_end)
+
+    def next_wakeup(self) -> int:
+        return self._wake if self._wake is not None else self.last_now + self.timing.beat_ns
+
+    # -- local sessions ---------------------------------------------------------------------------
+    def open_session(self, session_id: int, label: str, pid: int, now: int,
+                     campaign: str | None = None) -> None:
+        self._check_lease(now)
+        self.member.open(session_id, label, pid, campaign)
+
+    def acquire(self, session_id: int, name: Name, now: int, *, priority: int = 0,
+                try_only: bool = False, timeout_ms: int = 0) -> None:
+        self._check_lease(now)
+        self.member.acquire(session_id, name, priority=priority, try_only=try_only,
+                            timeout_ms=timeout_ms, now=now)
+
+    def release(self, session_id: int, name: Name, now: int) -> None:
+        self._check_lease(now)
+        self.member.release(session_id, name, now)
+
+    def close_session(self, session_id: int, now: int) -> None:
+        self._check_lease(now)
+        self.member.close(session_id, now)
+
+    def watch(self, watcher: int, group: str, session: int, now: int) -> None:
+        self._check_lease(now)
+        self.member.watch(watcher, group, session)
+
+    def unwatch(self, watcher: int, now: int) -> None:
+        self._check_lease(now)
+        self.member.unwatch(watcher)
+
+    def on_data(self, frm: int, data: pp.PeerData, now: int) -> None:
+        """An in-order data message from a peer."""
+        self._check_lease(now)
+        kind = data.WhichOneof("body")
+        if kind in ("grant", "queued", "failed", "revoke", "leader"):
+            self.member.on_authority(frm, data, now)
+        elif kind in ("acquire", "release", "end_session", "report", "watch"):
+            if self.auth is not None:
+                self.auth.on_data(frm, data, now)
+
+    # -- state for GetAuthority / GetPeerState ---------------------------------------------------
+    def authority_info(self, now: int) -> dict[str, Any]:
+        member = self.member
+        valid = member.connected and now < member.lease_until
+        authority = member.authority if valid else (self.domain if self.established and
+                                                    now < self.lease_end else 0)
+        return {"authority": authority, "term": member.term if valid else 0,
+                "has_quorum": bool(valid or (self.established and now < self.lease_end)),
+                "expected": self.expected(), "members": sorted(self.view or ()),
+                "rule": self.quorum_rule(now)}

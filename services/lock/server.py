@@ -1,0 +1,688 @@
+"""skyge-lock as the runner sees it: config, the app tying Node, Links, UDP and membership, and
+the thin gRPC servicers (Lock, LockPeer).
+
+Everything runs on the asyncio loop: inputs (client requests, datagrams, membership changes,
+timers) go into the `Node`; a flush scheduled once per loop iteration sends what it produced
+(datagrams out, events to the session streams), so a burst of requests leaves in few datagrams.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import grpc
+
+from skyge.services.common.config import ConfigError, Field, integer, string
+from skyge.services.common.membership import MembershipFollower, PeerChannels
+from skyge.services.common.paths import TCP_PORTS
+from skyge.services.common.runner import DaemonApp, DaemonContext
+from skyge.v1 import common_pb2, heartbeat_pb2, heartbeat_pb2_grpc
+from skyge.v1 import lock_pb2 as lp
+from skyge.v1 import lock_pb2_grpc
+from skyge.v1 import lock_peer_pb2 as pp
+from skyge.v1 import lock_peer_pb2_grpc
+
+from .authority import MS, Node, Timing
+from .core import LOCKS_PER_SLOT, SLOTS, Name, order_of
+from .links import Links
+from .peer import PeerSocket, ping_any, run_fence
+
+__all__ = ["LockApp", "FIELDS", "build", "FileStore", "parse_reference_ips"]
+
+STATE_FILE = "lock.state"
+FORWARDED = "x-skyge-forwarded"
+GROUP_RE = re.compile(r"[A-Za-z0-9._/-]{1,128}")
+LONE_CHECK_S = 0.2
+LONE_VALID_NS = 1000 * MS
+MEMBERSHIP_WAIT_S = 5.0
+
+logger = logging.getLogger("skyge.lock")
+
+
+def parse_reference_ips(value: str) -> list[str]:
+    """The seed's `-i "IP:IP"` (also `,` or spaces between addresses)."""
+    import ipaddress
+    found = []
+    for part in re.split(r"[:,\s]+", value.strip()):
+        if not part:
+            continue
+        try:
+            found.append(str(ipaddress.IPv4Address(part)))
+        except ValueError:
+            raise ValueError(f"reference IPs must be IPv4 addresses separated by ':', "
+                             f"got {part!r}") from None
+    return found
+
+
+def _reference_ips(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f'must be a quoted string like "192.168.1.1:192.168.1.254", got {value!r}')
+    parse_reference_ips(value)
+    return value
+
+
+FIELDS = (
+    Field("expected_nodes", integer(0, 64), default=0,
+          help="nodes the quorum is computed over; 0 = learned (largest membership seen)"),
+    Field("reference_ips", _reference_ips, default="", aliases=("ips",),
+          help='two-node rule: reference IPs, "IP:IP" as the seed\'s -i'),
+    Field("fence_command", string(), default="",
+          help="two-node rule: command run (sh -c) before a lone node takes over"),
+    Field("key_file", string(), default="",
+          help="cluster key for signed datagrams (default: heartbeat.key when present)"),
+    Field("peer_port", integer(1, 65535), default=TCP_PORTS["lock"],
+          help="UDP port of the lock peer protocol, the same on every node"),
+    Field("beat_ms", integer(1, 1000), default=5, help="candidate round interval, ms"),
+    Field("vote_lease_ms", integer(2, 60_000), default=20, help="vote promise, ms"),
+    Field("hold_lease_ms", integer(3, 120_000), default=40, help="member hold lease, ms"),
+    Field("authority_grace_ms", integer(1, 60_000), default=15,
+          help="the authority's own locks after its lease, ms"),
+    Field("realtime_priority", integer(0, 99), default=5,
+          help="SCHED_RR priority of the daemon's loop, 0 for none (the heartbeat thread's "
+               "default is 10: keep this below it)"),
+)
+
+
+def _add_arguments(parser: Any) -> None:
+    parser.add_argument("-i", "--ips", default=None,
+                        help='reference ("third-party") IPs checked to avoid network isolation, '
+                             'e.g. "192.168.1.1:192.168.1.254" (two-node rule)')
+
+
+class FileStore:
+    """The node's persistent lock state (lock.state, JSON), written atomically and fsynced."""
+
+    def __init__(self, lib: Path) -> None:
+        self.path = lib / STATE_FILE
+        self._extra: dict[str, int] = {}
+
+    def load(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read the lock state: {error}; move it away to start "
+                              f"afresh (fencing tokens restart from the peers' floors)",
+                              path=str(self.path)) from None
+        self._extra = {k: int(v) for k, v in data.items()}
+        return dict(self._extra)
+
+    def save(self, state: dict[str, int]) -> None:
+        self._extra.update(state)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as handle:
+            json.dump(self._extra, handle, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+    def next_instance(self) -> int:
+        """This start's daemon instance: above every earlier one, persisted before use."""
+        state = self.load()
+        instance = max(int(state.get("instance", 0)) + 1, 1)
+        self.save({"instance": instance})
+        return instance
+
+
+def _key(ctx: DaemonContext) -> bytes | None:
+    name = ctx.config.get("key_file") or ""
+    etc = ctx.paths.etc
+    if not name:
+        default = etc / "heartbeat.key"
+        return default.read_bytes() if default.exists() else None
+    path = ctx.paths.under(name) if name.startswith("/") else etc / name
+    try:
+        key = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read the key: {error}", key="key_file") from None
+    if len(key) < 16:
+        raise ConfigError("the key must be at least 16 bytes", key="key_file")
+    return key
+
+
+class LockApp(DaemonApp):
+    service_names = ("skyge.v1.Lock", "skyge.v1.LockPeer")
+
+    def __init__(self, ctx: DaemonContext) -> None:
+        self.ctx = ctx
+        config = ctx.config
+        self.timing = Timing(beat_ns=config["beat_ms"] * MS,
+                             vote_lease_ns=config["vote_lease_ms"] * MS,
+                             hold_lease_ns=config["hold_lease_ms"] * MS,
+                             authority_grace_ns=config["authority_grace_ms"] * MS)
+        ips = ctx.args.ips if getattr(ctx.args, "ips", None) is not None else \
+            config["reference_ips"]
+        try:
+            self.reference_ips = parse_reference_ips(ips or "")
+        except ValueError as error:
+            raise ConfigError(str(error), key="reference_ips") from None
+        self.fence_command = config["fence_command"]
+        self.expected_nodes = config["expected_nodes"]
+        self.port = config["peer_port"]
+        self.key = _key(ctx)
+        self.store = FileStore(ctx.paths.lib)
+        self.instance = self.store.next_instance()
+        self.follower = MembershipFollower(ctx.paths, listeners=[self])
+        self.channels = PeerChannels(self.follower, "lock")
+        self.node: Node | None = None
+        self.links: Links | None = None
+        self.sock: PeerSocket | None = None
+        self.netid = 0
+        self.session_counter = 0
+        self.watcher_counter = 0
+        self.queues: dict[int, asyncio.Queue[Any]] = {}
+        self.watchers: dict[int, asyncio.Queue[Any]] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._lone_event = asyncio.Event()
+        self.lone_peer = 0
+        self.fenced_for = 0
+        self.wall_offset = time.time_ns() - time.monotonic_ns()
+
+    # -- runner hooks ---------------------------------------------------------------------------
+    def register(self, server: grpc.aio.Server) -> None:
+        lock_pb2_grpc.add_LockServicer_to_server(LockServicer(self), server)
+        lock_peer_pb2_grpc.add_LockPeerServicer_to_server(LockPeerServicer(self), server)
+
+    def _set_realtime(self) -> None:
+        priority = self.ctx.config["realtime_priority"]
+        if priority <= 0:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))
+        except (OSError, AttributeError) as error:
+            logger.warning("running without real-time priority (SCHED_RR %d refused: %s); a "
+                           "loaded CPU may delay lease renewals and cost locks",
+                           priority, getattr(error, "strerror", error))
+
+    async def start(self) -> None:
+        if os.environ.get("SKYGE_LOCK_PROFILE"):  # developer aid: cProfile of the loop thread
+            import cProfile
+            self._profile = cProfile.Profile()
+            self._profile.enable()
+        self._set_realtime()
+        loop = asyncio.get_running_loop()
+        self.sock = PeerSocket(self.key, self._on_datagram, fresh_ns=30 * MS)
+        try:
+            await loop.create_datagram_endpoint(lambda: self.sock, local_addr=("0.0.0.0", self.port),
+                                                reuse_port=False)
+        except OSError as error:
+            from skyge.services.common.runner import StartupError
+            raise StartupError(f"cannot bind UDP port {self.port}: {error}") from None
+        self.follower.start()
+        self._tasks.append(asyncio.create_task(self._lone_loop(), name="lock-two-node"))
+        if await self.follower.wait_known(MEMBERSHIP_WAIT_S):
+            await self._make_node()
+        else:
+            logger.warning("heartbeat daemon not reachable yet: no locks until it is")
+
+    async def stop(self) -> None:
+        profile = getattr(self, "_profile", None)
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(os.environ["SKYGE_LOCK_PROFILE"])
+        for task in self._tasks:
+            task.cancel()
+        await self.follower.stop()
+        await self.channels.close()
+        if self.sock is not None and self.sock.transport is not None:
+            self.sock.transport.close()
+
+    # -- node -----------------------------------------------------------------------------------
+    async def _identity(self) -> int:
+        target = f"unix:{self.ctx.paths.socket('heartbeat')}"
+        async with grpc.aio.insecure_channel(target) as channel:
+            identity = await heartbeat_pb2_grpc.HeartbeatStub(channel).GetIdentity(
+                heartbeat_pb2.GetIdentityRequest(), timeout=5)
+        return identity.node.netid
+
+    async def _make_node(self) -> None:
+        if self.node is not None or not self.follower.local_domain:
+            return
+        try:
+            self.netid = await self._identity()
+        except grpc.aio.AioRpcError as error:
+            logger.warning("heartbeat GetIdentity failed: %s", error.code().name)
+            return
+        if self.node is not None:
+            return
+        now = time.monotonic_ns()
+        self.node = Node(self.follower.local_domain, self.instance, netid=self.netid,
+                         timing=self.timing, store=self.store, expected_nodes=self.expected_nodes,
+                         now_ns=now, wall_ns=self.wall_ns)
+        self.node.lone_possible = bool(self.reference_ips)
+        self.links = Links(self.node, rto_ns=max(15 * MS, 3 * self.timing.beat_ns))
+        logger.log(25, "node %d.%d, instance %d, expected nodes %s, reference IPs %s",
+                   self.netid, self.node.domain, self.instance,
+                   self.expected_nodes or f"learned ({self.node.expected()})",
+                   ", ".join(self.reference_ips) or "none")
+        self._apply_view(now)
+
+    def wall_ns(self) -> int:
+        return time.monotonic_ns() + self.wall_offset
+
+    def _apply_view(self, now: int) -> None:
+        node, sock = self.node, self.sock
+        if node is None or sock is None:
+            return
+        if not self.follower.known:
+            node.on_view(None, now)
+        else:
+            view = set(self.follower.peers)
+            for domain, peer in self.follower.peers.items():
+                if not peer.local:
+                    sock.set_peer(domain, peer.addresses, self.port)
+            sock.forget_missing(view)
+            others = view - {node.domain}
+            if others:
+                self.lone_peer = min(others)
+            node.on_view(view, now)
+            if node.lone():
+                self._lone_event.set()
+        self.flush_soon()
+
+    # membership listener
+    def on_view(self, follower: MembershipFollower) -> None:
+        if self.node is None:
+            asyncio.ensure_future(self._make_node())
+            return
+        self._apply_view(time.monotonic_ns())
+
+    def on_lost(self, follower: MembershipFollower) -> None:
+        if self.node is not None:
+            self._apply_view(time.monotonic_ns())
+
+    # -- datagrams ------------------------------------------------------------------------------
+    def _on_datagram(self, payload: bytes, addr: tuple[str, int]) -> None:
+        if self.links is None or self.sock is None:
+            return
+        try:
+            datagram = pp.PeerDatagram.FromString(payload)
+        except Exception:  # noqa: BLE001 - a bad datagram must never hurt the daemon
+            self.sock.stats["bad_mac"] += 1
+            return
+        now = time.monotonic_ns()
+        if datagram.netid == self.netid and datagram.to_domain == self.links.node.domain:
+            self.sock.learn(datagram.from_domain, addr, now)
+        self.links.receive(datagram, now)
+        self.flush_soon()
+
+    # -- flushing and timers --------------------------------------------------------------------
+    def flush_soon(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        node, links, sock = self.node, self.links, self.sock
+        if node is None or links is None or sock is None:
+            return
+        now = time.monotonic_ns()
+        if node.next_wakeup() <= now:
+            node.tick(now)
+        events, node.events = node.events, []
+        for session, event in events:
+            queue = self.queues.get(session)
+            if queue is not None:
+                queue.put_nowait(event)
+        leaders, node.leader_events = node.leader_events, []
+        for watcher, event in leaders:
+            queue = self.watchers.get(watcher)
+            if queue is not None:
+                queue.put_nowait(event)
+        for out in links.flush(now):
+            sock.send(out.domain, out.datagram.SerializeToString(), out.all_paths, now)
+        if node.log:
+            for line in node.log:
+                logger.log(25, "%s", line)
+            node.log.clear()
+        wake = node.next_wakeup()
+        deadline = links.deadline()
+        if deadline is not None:
+            wake = min(wake, deadline)
+        self._schedule(wake)
+
+    def _schedule(self, wake_ns: int) -> None:
+        if self._timer is not None:
+            if self._timer_at <= wake_ns:
+                return
+            self._timer.cancel()
+        self._timer_at = wake_ns
+        self._timer = asyncio.get_running_loop().call_at(wake_ns / 1e9, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        node = self.node
+        if node is not None:
+            node.tick(time.monotonic_ns())
+        self._flush()
+
+    # -- two-node rule --------------------------------------------------------------------------
+    async def _lone_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._lone_event.wait(), LONE_CHECK_S)
+            except asyncio.TimeoutError:
+                pass
+            self._lone_event.clear()
+            node = self.node
+            if node is None or not node.lone():
+                self.fenced_for = 0
+                continue
+            if self.fence_command and self.fenced_for != self.lone_peer:
+                logger.warning("two-node rule: node %d is gone; fencing it", self.lone_peer)
+                if await run_fence(self.fence_command, self.lone_peer):
+                    self.fenced_for = self.lone_peer
+                else:
+                    node.set_lone_ok(0, time.monotonic_ns())
+                    continue
+            ok = await ping_any(self.reference_ips)
+            now = time.monotonic_ns()
+            if node.lone():
+                node.set_lone_ok(now + LONE_VALID_NS if ok else 0, now)
+                self.flush_soon()
+
+    # -- sessions -------------------------------------------------------------------------------
+    def new_session_id(self) -> int:
+        self.session_counter += 1
+        node = self.node
+        assert node is not None
+        return (node.domain << 56) | ((self.instance & 0xFFFFFF) << 32) | \
+            (self.session_counter & 0xFFFFFFFF)
+
+    def node_id(self, domain: int) -> common_pb2.NodeId:
+        return common_pb2.NodeId(netid=self.netid, domain=domain)
+
+
+# -------------------------------------------------------------------------------------------------
+# servicers
+
+
+def _lock_state(app: LockApp, name: Name) -> lp.LockState:
+    node = app.node
+    assert node is not None and node.auth is not None
+    table = node.auth.table
+
+    def holder(entry: Any, held: bool) -> lp.Holder:
+        return lp.Holder(session_id=entry.session, node=app.node_id(entry.node), label=entry.label,
+                         fencing_token=entry.token if held else 0,
+                         granted_unix_ns=entry.granted_ns if held else 0,
+                         queued_unix_ns=entry.queued_ns, priority=entry.priority,
+                         client_pid=entry.pid)
+
+    slot, lock = name if isinstance(name, tuple) else (0, 0)
+    state = lp.LockState(slot=slot, lock=lock, order=order_of(name))
+    current = table.holder(name)
+    if current is not None:
+        state.holder.CopyFrom(holder(current, True))
+    state.waiters.extend(holder(w, False) for w in table.waiters(name))
+    return state
+
+
+class LockServicer(lock_pb2_grpc.LockServicer):
+    def __init__(self, app: LockApp) -> None:
+        self.app = app
+
+    async def _node(self, context: grpc.aio.ServicerContext, wait_s: float = 0.0) -> Node:
+        deadline = time.monotonic() + wait_s
+        while self.app.node is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # just started: the membership is on its way
+        node = self.app.node
+        if node is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "skyge-lock has no membership yet (is skyge-heartbeat running?)")
+        return node  # type: ignore[return-value]
+
+    # -- sessions -------------------------------------------------------------------------------
+    async def Session(self, request_iterator: AsyncIterator[lp.SessionRequest],
+                      context: grpc.aio.ServicerContext) -> None:
+        """One session: this coroutine writes events; a reader task feeds requests to the node.
+        (context.read/write rather than iterators: measurably cheaper per message.)"""
+        app = self.app
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        if first.WhichOneof("request") != "open":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "the first message of a session must be open")
+        if len(first.open.label) > 64:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "open.label: at most 64 characters")
+        node = await self._node(context, wait_s=5.0)
+        session = app.new_session_id()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        app.queues[session] = queue
+        node.open_session(session, first.open.label, first.open.client_pid, time.monotonic_ns())
+        reader = asyncio.create_task(self._read(context, session, queue))
+        try:
+            await context.write(lp.SessionEvent(opened=lp.Opened(session_id=session,
+                                                                 node=app.node_id(node.domain))))
+            get, write = queue.get, context.write
+            while True:
+                event = await get()
+                if event is None:
+                    return
+                if isinstance(event, str):
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, event)
+                await write(event)
+        finally:
+            reader.cancel()
+            app.queues.pop(session, None)
+            node.close_session(session, time.monotonic_ns())
+            app.flush_soon()
+
+    async def _read(self, context: grpc.aio.ServicerContext, session: int,
+                    queue: asyncio.Queue[Any]) -> None:
+        app = self.app
+        node = app.node
+        assert node is not None
+        read, flush = context.read, app.flush_soon
+        try:
+            while True:
+                request = await read()
+                if request is grpc.aio.EOF:
+                    return
+                kind = request.WhichOneof("request")
+                now = time.monotonic_ns()
+                if kind == "acquire":
+                    body = request.acquire
+                    node.acquire(session, (body.slot, body.lock), now, priority=body.priority,
+                                 try_only=body.try_only, timeout_ms=body.timeout_ms)
+                elif kind == "release":
+                    body = request.release
+                    if body.slot >= SLOTS or body.lock >= LOCKS_PER_SLOT:
+                        queue.put_nowait(lp.SessionEvent(released=lp.Released(
+                            slot=body.slot, lock=body.lock)))
+                        continue
+                    node.release(session, (body.slot, body.lock), now)
+                elif kind == "open":
+                    queue.put_nowait("open was sent twice on one session")
+                    return
+                flush()
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        finally:
+            queue.put_nowait(None)
+
+    # -- queries --------------------------------------------------------------------------------
+    async def _forward(self, rpc: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        node = await self._node(context)
+        metadata = dict(context.invocation_metadata() or ())
+        info = node.authority_info(time.monotonic_ns())
+        authority = info["authority"]
+        if metadata.get(FORWARDED) or not authority or authority == node.domain:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "no lock authority is reachable from this node (no quorum, or an "
+                                "election is under way)")
+        channel = self.app.channels.channel(authority)
+        if channel is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"the authority (node {authority}) has no known address")
+        stub = lock_pb2_grpc.LockStub(channel)
+        try:
+            return await getattr(stub, rpc)(request, metadata=((FORWARDED, "1"),), timeout=3)
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), f"authority node {authority}: {error.details()}")
+
+    def _local_table(self) -> bool:
+        node = self.app.node
+        return node is not None and node.auth is not None and node.auth.active and \
+            time.monotonic_ns() < node.lease_end
+
+    async def Inspect(self, request: lp.InspectRequest,
+                      context: grpc.aio.ServicerContext) -> lp.LockState:
+        if request.slot >= SLOTS or request.lock >= LOCKS_PER_SLOT:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"slot must be 0 to {SLOTS - 1} and lock 0 to "
+                                f"{LOCKS_PER_SLOT - 1}; got slot {request.slot}, "
+                                f"lock {request.lock}")
+        if self._local_table():
+            return _lock_state(self.app, (request.slot, request.lock))
+        return await self._forward("Inspect", request, context)
+
+    async def ListLocks(self, request: lp.ListLocksRequest,
+                        context: grpc.aio.ServicerContext) -> lp.ListLocksResponse:
+        if request.HasField("slot") and request.slot >= SLOTS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"slot must be 0 to {SLOTS - 1}, got {request.slot}")
+        if not self._local_table():
+            return await self._forward("ListLocks", request, context)
+        node = self.app.node
+        assert node is not None and node.auth is not None
+        names = sorted(n for n in node.auth.table.names() if isinstance(n, tuple) and
+                       (not request.HasField("slot") or n[0] == request.slot))
+        return lp.ListLocksResponse(locks=[_lock_state(self.app, n) for n in names])
+
+    def _authority_info(self, node: Node) -> lp.AuthorityInfo:
+        info = node.authority_info(time.monotonic_ns())
+        reply = lp.AuthorityInfo(term=info["term"], has_quorum=info["has_quorum"],
+                                 expected_votes=info["expected"], member_domains=info["members"],
+                                 quorum_rule=info["rule"])
+        if info["authority"]:
+            reply.authority.CopyFrom(self.app.node_id(info["authority"]))
+        return reply
+
+    async def GetAuthority(self, request: lp.GetAuthorityRequest,
+                           context: grpc.aio.ServicerContext) -> lp.AuthorityInfo:
+        return self._authority_info(await self._node(context))
+
+    async def SetExpectedVotes(self, request: lp.SetExpectedVotesRequest,
+                               context: grpc.aio.ServicerContext) -> lp.AuthorityInfo:
+        node = await self._node(context)
+        if not 1 <= request.expected_votes <= 64:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"expected_votes must be 1 to 64, got {request.expected_votes}")
+        try:
+            node.set_expected(request.expected_votes, time.monotonic_ns())
+        except ValueError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        logger.log(25, "expected votes set to %d by an operator", request.expected_votes)
+        self.app.flush_soon()
+        return self._authority_info(node)
+
+    # -- elections ------------------------------------------------------------------------------
+    async def _leader_stream(self, context: grpc.aio.ServicerContext, group: str,
+                             candidate: str | None) -> AsyncIterator[lp.LeaderEvent]:
+        app = self.app
+        node = await self._node(context)
+        if not GROUP_RE.fullmatch(group):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "group: 1-128 characters of A-Z a-z 0-9 . _ / -")
+        if candidate is not None and not 1 <= len(candidate.encode()) <= 256:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "candidate: 1 to 256 UTF-8 bytes")
+        app.watcher_counter += 1
+        watcher = app.watcher_counter
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        app.watchers[watcher] = queue
+        now = time.monotonic_ns()
+        session = 0
+        if candidate is not None:
+            session = app.new_session_id()
+            node.open_session(session, candidate, 0, now, campaign=group)
+        node.watch(watcher, group, session, now)
+        if session:
+            node.acquire(session, group, now)
+        app.flush_soon()
+        try:
+            last = None
+            while True:
+                event = await queue.get()
+                key = (event.leader, event.term, event.elected)
+                if key == last:
+                    continue
+                last = key
+                yield event
+        finally:
+            app.watchers.pop(watcher, None)
+            now = time.monotonic_ns()
+            node.unwatch(watcher, now)
+            if session:
+                node.close_session(session, now)
+            app.flush_soon()
+
+    async def Campaign(self, request: lp.CampaignRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[lp.LeaderEvent]:
+        async for event in self._leader_stream(context, request.group, request.candidate):
+            yield event
+
+    async def Observe(self, request: lp.ObserveRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[lp.LeaderEvent]:
+        async for event in self._leader_stream(context, request.group, None):
+            yield event
+
+
+class LockPeerServicer(lock_peer_pb2_grpc.LockPeerServicer):
+    def __init__(self, app: LockApp) -> None:
+        self.app = app
+
+    async def GetPeerState(self, request: pp.GetPeerStateRequest,
+                           context: grpc.aio.ServicerContext) -> pp.PeerState:
+        app = self.app
+        node = app.node
+        if node is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no membership yet")
+        assert node is not None
+        now = time.monotonic_ns()
+        holds, waits = node.member.counts()
+
+        def left(until: int) -> float:
+            return max(0.0, (until - now) / 1e6)
+
+        state = pp.PeerState(
+            node=app.node_id(node.domain), instance=node.instance, vote_for=node.vote_for,
+            promise_left_ms=left(node.promise_end), candidate=node.vote_for == node.domain,
+            established=node.established and now < node.lease_end,
+            authority_lease_left_ms=left(node.lease_end) if node.established else 0.0,
+            active=bool(node.auth and node.auth.active), authority=node.member.authority,
+            term=node.member.term, hold_lease_left_ms=left(node.member.lease_until),
+            expected=node.expected(), quorum=node.quorum_needed(now),
+            highest_term=node.highest_term, token_floor=node.token_floor,
+            view=sorted(node.view or ()), local_holds=holds, local_waits=waits,
+            sessions=len(node.member.sessions), lone_ok_left_ms=left(node.lone_until))
+        sock = app.sock
+        for domain, info in sorted(node.peers.items()):
+            heard = []
+            if sock is not None and domain in sock.peers:
+                entry = sock.peers[domain]
+                for path in sorted(p for p in entry.paths if p < 100) or [1, 2]:
+                    t = entry.heard.get(path)
+                    heard.append((now - t) / 1e6 if t is not None else -1.0)
+            state.peers.append(pp.PeerLinkState(
+                domain=domain, instance=info.instance, heard_ms_ago=heard,
+                unacked=app.links.unacked(domain) if app.links else 0, vote_for=info.vote_for))
+        return state
+
+
+def build(ctx: DaemonContext) -> LockApp:
+    return LockApp(ctx)

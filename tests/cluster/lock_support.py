@@ -1,0 +1,202 @@
+"""Lock daemons on lab nodes: config, start, readiness, a client, and the history checker.
+
+Shared by tests/cluster/test_lock.py and bench/lock_latency.py. Every wait is bounded. Clients run
+in the test process and reach a node's lock daemon through its Unix socket (node roots are host
+folders), so their timestamps (time.monotonic_ns) share one clock with every lab process.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import grpc
+
+from skyge.clients.lab import Lab, LabNode
+from skyge.clients.lab.daemons import start_daemons
+from skyge.services.common.config import render_config
+from skyge.services.lock.sim import Record, check_history
+from skyge.v1 import lock_pb2 as lp
+from skyge.v1 import lock_pb2_grpc, lock_peer_pb2, lock_peer_pb2_grpc
+from tests.cluster import heartbeat_support as hs
+
+__all__ = ["configure", "start_lock", "start_cluster", "wait_ready", "authority", "peer_state",
+           "Client", "check_history", "Record", "cli"]
+
+READY_TIMEOUT = 20.0
+
+
+def configure(node: LabNode, **values: Any) -> None:
+    etc = node.root / "etc" / "skyge"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "lock.cfg").write_text(render_config({k: v for k, v in values.items()
+                                                 if v is not None}))
+
+
+def target(node: LabNode) -> str:
+    return f"unix:{node.root}/run/skyge/lock.sock"
+
+
+def start_lock(node: LabNode, *, log_level: str = "LOG_INFO") -> None:
+    start_daemons(node, ["lock"], extra_args=("-l", log_level))
+
+
+def peer_state(node: LabNode) -> lock_peer_pb2.PeerState:
+    with grpc.insecure_channel(target(node)) as channel:
+        return lock_peer_pb2_grpc.LockPeerStub(channel).GetPeerState(
+            lock_peer_pb2.GetPeerStateRequest(), timeout=5)
+
+
+def authority(node: LabNode) -> lp.AuthorityInfo:
+    with grpc.insecure_channel(target(node)) as channel:
+        return lock_pb2_grpc.LockStub(channel).GetAuthority(lp.GetAuthorityRequest(), timeout=5)
+
+
+def wait_ready(nodes: Iterable[LabNode], timeout: float = READY_TIMEOUT) -> int:
+    """Every node follows one active authority and holds a hold lease; returns its domain."""
+    nodes = list(nodes)
+
+    def check() -> int | str:
+        states = {n.id: peer_state(n) for n in nodes}
+        authorities = {s.authority for s in states.values()}
+        if len(authorities) != 1 or 0 in authorities:
+            return f"authorities {authorities}"
+        if any(s.hold_lease_left_ms <= 0 for s in states.values()):
+            return "hold leases " + str({d: round(s.hold_lease_left_ms, 1)
+                                         for d, s in states.items()})
+        leader = authorities.pop()
+        if leader in states and not states[leader].active:
+            return "authority not active yet"
+        return leader
+
+    return hs.wait_for("an active lock authority followed by every node", check, timeout, 0.05)
+
+
+def start_cluster(lab: Lab, nodes: Sequence[LabNode] | None = None, *, expected: int | None = None,
+                  reference_ips: str | None = None, heartbeat: bool = True,
+                  **config: Any) -> int:
+    """Heartbeat (optional) and lock daemons on `nodes`; returns the authority's domain."""
+    nodes = list(nodes if nodes is not None else lab.nodes)
+    if heartbeat:
+        hs.start_cluster(lab, nodes)
+    for node in nodes:
+        configure(node, expected_nodes=expected if expected is not None else len(lab.nodes),
+                  reference_ips=reference_ips, **config)
+        start_lock(node)
+    return wait_ready(nodes)
+
+
+def cli(node: LabNode, *args: str, timeout: float = 30.0) -> Any:
+    return node.run([sys.executable, "-m", "skyge.clients.cli.main", *args], timeout=timeout)
+
+
+@dataclass
+class Event:
+    time: int  # monotonic ns when received
+    kind: str
+    message: Any
+
+
+@dataclass
+class Client:
+    """One lock session on a node, from the test process. Events are read by a thread."""
+
+    node: LabNode
+    label: str = ""
+    events: list[Event] = field(default_factory=list)
+    records: list[Record] | None = None  # a shared history to append to
+    session: int = 0
+
+    def __post_init__(self) -> None:
+        # a private subchannel pool: a shared one would keep the backoff of a connection to a
+        # killed daemon and fail this new session at once
+        self._channel = grpc.insecure_channel(target(self.node),
+                                              options=[("grpc.use_local_subchannel_pool", 1)])
+        self._requests: queue.Queue[lp.SessionRequest | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.ended = False
+        self.error = ""
+        self._requests.put(lp.SessionRequest(open=lp.Open(label=self.label or f"test@{self.node.key}",
+                                                          client_pid=0)))
+        self._call = lock_pb2_grpc.LockStub(self._channel).Session(self._iterate(),
+                                                                   wait_for_ready=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        opened = self.wait("opened", timeout=10)
+        self.session = opened.message.session_id
+
+    def _iterate(self) -> Any:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            yield request
+
+    def _read(self) -> None:
+        try:
+            for event in self._call:
+                now = time.monotonic_ns()
+                kind = event.WhichOneof("event")
+                body = getattr(event, kind)
+                with self._changed:
+                    self.events.append(Event(now, kind, body))
+                    if self.records is not None and kind in ("granted", "lost", "failed", "queued"):
+                        self.records.append(Record(now, self.node.id, self.session, kind,
+                                                   (body.slot, body.lock),
+                                                   getattr(body, "fencing_token", 0),
+                                                   getattr(body, "reason", 0)))
+                    self._changed.notify_all()
+        except grpc.RpcError as error:
+            self.error = f"{error.code().name}: {error.details()}"
+        finally:
+            now = time.monotonic_ns()
+            with self._changed:
+                self.ended = True
+                if self.records is not None and self.session:
+                    self.records.append(Record(now, self.node.id, self.session, "ended"))
+                self._changed.notify_all()
+
+    def acquire(self, slot: int, lock: int, **kwargs: Any) -> int:
+        """Send an acquire; returns the send time."""
+        now = time.monotonic_ns()
+        self._requests.put(lp.SessionRequest(acquire=lp.Acquire(slot=slot, lock=lock, **kwargs)))
+        return now
+
+    def release(self, slot: int, lock: int) -> int:
+        """Send a release (recorded as the end of the hold at send time); returns that time."""
+        now = time.monotonic_ns()
+        if self.records is not None:
+            with self._lock:
+                self.records.append(Record(now, self.node.id, self.session, "releasing",
+                                           (slot, lock)))
+        self._requests.put(lp.SessionRequest(release=lp.Release(slot=slot, lock=lock)))
+        return now
+
+    def of(self, kind: str, after: int = 0) -> list[Event]:
+        with self._lock:
+            return [e for e in self.events if e.kind == kind and e.time >= after]
+
+    def wait(self, kind: str, timeout: float = 10.0, after: int = 0) -> Event:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [e for e in self.events if e.kind == kind and e.time >= after]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                if left <= 0 or self.ended:
+                    raise AssertionError(f"{self.node.key} session {self.session:x}: no {kind!r} "
+                                         f"within {timeout:g} s (events: "
+                                         f"{[e.kind for e in self.events]}, ended {self.ended} "
+                                         f"{self.error})")
+                self._changed.wait(min(left, 0.05))
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._call.cancel()
+        self._thread.join(5)
+        self._channel.close()

@@ -1,0 +1,438 @@
+"""skyge-lock on the virtual cluster, real daemons: the seed's test_d_lock, order per slot range,
+holder killed, holder node crashed, authority crashed under traffic, partition 1|2, the two-node
+reference-IP rule, and a randomised run with faults whose history is checked."""
+from __future__ import annotations
+
+import random
+import signal
+import sys
+import time
+
+import grpc
+import pytest
+
+from skyge.clients.lab.daemons import start_daemons
+from skyge.v1 import lock_pb2 as lp
+from skyge.v1 import lock_pb2_grpc
+from tests.cluster import heartbeat_support as hs
+from tests.cluster import lock_support as ls
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def make_lab(make_lab, tmp_path):
+    """The lab factory, keeping every node's daemon logs in tmp_path (kept by pytest) at teardown."""
+    labs = []
+
+    def factory(*args, **kwargs):
+        lab = make_lab(*args, **kwargs)
+        labs.append(lab)
+        return lab
+
+    yield factory
+    for lab in labs:
+        for node in lab.nodes:
+            for name in ("skyge-lock", "heartbeat"):
+                source = node.root / "var" / "log" / f"{name}.log"
+                if source.exists():
+                    (tmp_path / f"{node.key}-{name}.log").write_bytes(source.read_bytes())
+
+CLI = [sys.executable, "-m", "skyge.clients.cli.main"]
+REFERENCE = "192.168.1.1:192.168.1.254"
+
+
+def log(node, name="locktest"):
+    path = node.root / "var" / "log" / f"{name}.log"
+    return path.read_text() if path.exists() else ""
+
+
+def wait_text(node, text, name="locktest", timeout=10.0):
+    return hs.wait_for(f"{node.key}: {text!r} in {name}.log",
+                       lambda: text in log(node, name) or log(node, name), timeout)
+
+
+def test_seed_test_d_lock_across_three_nodes(make_lab):
+    """Three consoles on three nodes run `skyge lock test -s 600 -l 100`: exactly one prints
+    "<pid> process get lock"; Ctrl+C hands it to the next (fifo slot: in arrival order)."""
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    procs = []
+    for node in lab.nodes:
+        proc = node.spawn([*CLI, "lock", "test", "-s", "600", "-l", "100"], name="locktest")
+        procs.append((node, proc))
+        hs.wait_for(f"{node.key} in the queue", lambda n=node: "process" in log(n), 10)
+    holders = [n for n, _ in procs if "process get lock" in log(n)]
+    assert [n.key for n in holders] == ["n1"], {n.key: log(n) for n, _ in procs}
+    inspect = ls.cli(lab.nodes[1], "--output", "json", "lock", "inspect", "-s", "600", "-l", "100")
+    assert inspect.returncode == 0, inspect.stderr
+    assert '"order": "WAIT_FIFO"' in inspect.stdout and inspect.stdout.count("session_id") == 3
+    tokens = []
+    for index, (node, proc) in enumerate(procs):
+        line = next(l for l in log(node).splitlines() if "process get lock" in l)
+        assert line.startswith(f"{proc.pid} process get lock")  # pid as the seed prints it
+        tokens.append(int(line.rsplit("token ", 1)[1].rstrip(")")))
+        node.kill(proc.pid, signal.SIGINT, wait=10)  # Ctrl+C
+        assert "released lock 600/100" in log(node)
+        if index + 1 < len(procs):
+            after = procs[index + 1][0]
+            hs.wait_for(f"{after.key} gets the lock", lambda a=after: "process get lock" in log(a),
+                        5)
+    assert tokens == sorted(tokens) and len(set(tokens)) == 3
+
+
+@pytest.mark.parametrize("slot,order", [(600, "fifo"), (1100, "stack"), (1600, "priority"),
+                                        (100, "random")])
+def test_order_per_slot_range(make_lab, slot, order):
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    n1, n2, n3 = lab.nodes
+    holder = ls.Client(n1)
+    holder.acquire(slot, 1)
+    holder.wait("granted")
+    waiters = [ls.Client(n2, "w1"), ls.Client(n3, "w2"), ls.Client(n2, "w3")]
+    priorities = [1, 5, 3] if order == "priority" else [0, 0, 0]
+    for waiter, priority in zip(waiters, priorities):
+        waiter.acquire(slot, 1, priority=priority)
+        waiter.wait("queued")
+    served, current = [], holder
+    for _ in waiters:
+        released = current.release(slot, 1)
+        current = None
+        deadline = time.monotonic() + 5
+        while current is None and time.monotonic() < deadline:
+            for waiter in waiters:
+                if waiter not in served and waiter.of("granted"):
+                    current = waiter
+            time.sleep(0.002)
+        assert current is not None, "nobody got the lock after a release"
+        served.append(current)
+        handoff_ms = (current.of("granted")[0].time - released) / 1e6
+        assert handoff_ms < 200, handoff_ms
+    labels = [w.label for w in served]
+    expected = {"fifo": ["w1", "w2", "w3"], "stack": ["w3", "w2", "w1"],
+                "priority": ["w2", "w3", "w1"]}.get(order)
+    if expected:
+        assert labels == expected
+    else:
+        assert sorted(labels) == ["w1", "w2", "w3"]
+    for client in [holder, *waiters]:
+        client.close()
+
+
+def test_holder_killed_with_kill9_passes_the_lock(make_lab):
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    n1, n2, n3 = lab.nodes
+    proc = n2.spawn([*CLI, "lock", "test", "-s", "700", "-l", "1"], name="locktest")
+    wait_text(n2, "process get lock")
+    waiter = ls.Client(n3)
+    waiter.acquire(700, 1)
+    waiter.wait("queued")
+    killed = time.monotonic_ns()
+    n2.kill(proc.pid, signal.SIGKILL)
+    granted = waiter.wait("granted", timeout=5)
+    assert (granted.time - killed) / 1e6 < 500
+    waiter.close()
+
+
+def test_holder_node_crash_passes_the_lock_after_the_hold_lease(make_lab):
+    lab = make_lab(3)
+    authority = ls.start_cluster(lab)
+    others = [n for n in lab.nodes if n.id != authority]
+    victim, survivor = others
+    holder, waiter = ls.Client(victim), ls.Client(survivor)
+    holder.acquire(800, 1)
+    holder.wait("granted")
+    waiter.acquire(800, 1)
+    waiter.wait("queued")
+    time.sleep(0.2)
+    crashed = time.monotonic_ns()
+    victim.crash()
+    granted = waiter.wait("granted", timeout=5)
+    regrant_ms = (granted.time - crashed) / 1e6
+    # heartbeat detection (~25 ms) + the hold lease's remainder; generous bound for a busy host
+    assert 30 < regrant_ms < 500, regrant_ms
+    waiter.close()
+    holder.close()
+
+
+def test_authority_crash_under_traffic(make_lab):
+    """Sessions on the surviving nodes keep what they hold; traffic goes on under a new authority;
+    the crashed authority's own lock passes on; the history has one holder at a time."""
+    lab = make_lab(3)
+    first = ls.start_cluster(lab)
+    assert first == 1
+    n1, n2, n3 = lab.nodes
+    records: list[ls.Record] = []
+    keeper = ls.Client(n2, "keeper")
+    keeper.acquire(900, 1)
+    keeper.wait("granted")
+    on_authority = ls.Client(n1, records=records)
+    on_authority.acquire(900, 2)
+    on_authority.wait("granted")
+    heir = ls.Client(n3, "heir", records=records)
+    heir.acquire(900, 2)
+    heir.wait("queued")
+    workers = [ls.Client(n, f"w{n.id}{i}", records=records) for n in (n2, n3) for i in range(2)]
+    stop = time.monotonic() + 3.0
+    crashed = None
+    pairs = 0
+    rng = random.Random(5)
+    while time.monotonic() < stop:
+        for worker in workers:
+            lock = rng.randrange(3)
+            worker.acquire(910, lock)
+            try:
+                worker.wait("granted", timeout=3, after=time.monotonic_ns() - 10**9)
+            except AssertionError:
+                continue
+            granted = worker.of("granted")[-1]
+            worker.release(910, lock)
+            worker.wait("released", after=granted.time)
+            worker.events.clear()
+            pairs += 1
+        if crashed is None and time.monotonic() > stop - 2.0:
+            crashed = time.monotonic_ns()
+            n1.crash()
+    regrant = heir.wait("granted", timeout=5)
+    assert (regrant.time - crashed) / 1e6 < 1000
+    assert not keeper.of("lost"), "a hold on a surviving node was lost"
+    assert ls.wait_ready([n2, n3]) == 2
+    assert pairs > 20
+    assert ls.check_history(records) == []
+    for client in (keeper, heir, *workers):
+        client.close()
+
+
+def test_partition_minority_loses_majority_goes_on(make_lab):
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    n1, n2, n3 = lab.nodes
+    records: list[ls.Record] = []
+    loser = ls.Client(n1, records=records)
+    loser.acquire(600, 9)
+    loser.wait("granted")
+    winner = ls.Client(n2, records=records)
+    winner.acquire(600, 9)
+    winner.wait("queued")
+    lab.partition([[1], [2, 3]], gateway=1)
+    lost = loser.wait("lost", timeout=5)
+    assert lost.message.reason == lp.LOST_NO_QUORUM
+    granted = winner.wait("granted", timeout=5)
+    assert lost.time < granted.time
+    late = ls.Client(n1)
+    late.acquire(600, 10)
+    failed = late.wait("failed", timeout=5)
+    assert failed.message.reason == lp.FAIL_NO_QUORUM
+    other = ls.Client(n3)  # the majority goes on
+    other.acquire(600, 11)
+    other.wait("granted", timeout=5)
+    lab.heal()
+    assert ls.wait_ready(lab.nodes) in (2, 1)
+    back = ls.Client(n1)
+    back.acquire(600, 12)
+    back.wait("granted", timeout=5)
+    assert ls.check_history(records) == []
+    for client in (loser, winner, late, other, back):
+        client.close()
+
+
+def test_two_nodes_reference_ip_decides(make_lab):
+    """Two nodes split: the one reaching the reference IP (the gateway) goes on, the other loses
+    its lock; with the gateway reachable by nobody, neither side may grant."""
+    lab = make_lab(2)
+    ls.start_cluster(lab, expected=2, reference_ips=REFERENCE)
+    n1, n2 = lab.nodes
+    records: list[ls.Record] = []
+    a = ls.Client(n1, records=records)
+    a.acquire(600, 1)
+    a.wait("granted")
+    b = ls.Client(n2, records=records)
+    b.acquire(600, 1)
+    b.wait("queued")
+    lab.partition([[1], [2]], gateway=1)  # the gateway stays with node 2
+    assert a.wait("lost", timeout=5).time < b.wait("granted", timeout=5).time
+    info = ls.authority(n2)
+    assert info.has_quorum and "reference IP reachable" in info.quorum_rule
+    assert not ls.authority(n1).has_quorum
+    # nobody reaches the gateway: node 2's lone-node right runs out, it stops granting
+    lab.partition([[1], [2]], gateway=None)
+    assert b.wait("lost", timeout=5).message.reason == lp.LOST_NO_QUORUM
+    late = ls.Client(n2)
+    late.acquire(600, 2)
+    assert late.wait("failed", timeout=5).message.reason == lp.FAIL_NO_QUORUM
+    lab.heal()
+    ls.wait_ready(lab.nodes)
+    assert ls.check_history(records) == []
+    for client in (a, b, late):
+        client.close()
+
+
+def test_random_faults_history_is_clean(make_lab):
+    """Clients on every node take and give back locks of three orders while nodes crash and boot,
+    the network splits and heals, and a lock daemon is killed and restarted. Checked on the
+    recorded history (the clients' receipt times, one machine clock): never two holders of a
+    lock, tokens increasing; at the end every waiter is served."""
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    rng = random.Random(2024)
+    records: list[ls.Record] = []
+    locks = [(100, 1), (600, 1), (1100, 1)]
+    clients: list[dict] = []
+
+    def add_clients(node):
+        for i in range(2):
+            clients.append({"client": ls.Client(node, f"r{node.id}{i}", records=records),
+                            "wants": None, "holds": None, "since": 0})
+
+    for node in lab.nodes:
+        add_clients(node)
+    crashed = None
+    faults = ["crash", "partition", "kill", "none"]
+    end = time.monotonic() + 12
+    next_fault = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        now = time.monotonic_ns()
+        for state in clients:
+            client = state["client"]
+            if client.ended:
+                continue
+            if state["wants"] and client.of("granted", after=state["asked"]):
+                state["holds"], state["wants"], state["since"] = state["wants"], None, now
+            elif state["wants"] and (client.of("failed", after=state["asked"])):
+                state["wants"] = None
+            if state["holds"] and client.of("lost", after=state["since"]):
+                state["holds"] = None
+            if state["holds"] and now - state["since"] > rng.randrange(5, 60) * 10**6:
+                client.release(*state["holds"])
+                state["holds"] = None
+            elif not state["holds"] and not state["wants"] and rng.random() < 0.3:
+                state["wants"] = rng.choice(locks)
+                state["asked"] = client.acquire(*state["wants"])
+        if time.monotonic() > next_fault:
+            next_fault = time.monotonic() + rng.uniform(1.0, 2.0)
+            if crashed is not None:
+                if crashed == "partition":
+                    lab.heal()
+                else:
+                    crashed.boot()
+                    hs.start(crashed)
+                    start_daemons(crashed, ["lock"], extra_args=("-l", "LOG_INFO"))
+                    add_clients(crashed)
+                crashed = None
+            else:
+                fault = rng.choice(faults)
+                victim = rng.choice(lab.nodes)
+                if fault == "crash":
+                    victim.crash()
+                    crashed = victim
+                elif fault == "partition":
+                    lab.partition([[victim.id]], gateway=None)
+                    crashed = "partition"
+                elif fault == "kill":
+                    victim.kill("skyge-lock", signal.SIGKILL)
+                    start_daemons(victim, ["lock"], extra_args=("-l", "LOG_INFO"))
+                    add_clients(victim)
+        time.sleep(0.002)
+    if crashed == "partition":
+        lab.heal()
+    elif crashed is not None:
+        crashed.boot()
+        hs.start(crashed)
+        start_daemons(crashed, ["lock"], extra_args=("-l", "LOG_INFO"))
+    ls.wait_ready(lab.nodes)
+    # every live waiter gets its lock in turn once holders let go (all clients at once: a waiter
+    # may sit behind a client further down the list)
+    for state in clients:
+        client = state["client"]
+        if state["holds"] and not client.ended:
+            client.release(*state["holds"])
+            state["holds"] = None
+        if state["wants"] and (client.of("granted", after=state["asked"])
+                               or client.of("failed", after=state["asked"])):
+            granted = client.of("granted", after=state["asked"])
+            if granted:
+                client.release(*state["wants"])
+            state["wants"] = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(s["wants"] and not s["client"].ended
+                                              for s in clients):
+        for state in clients:
+            client = state["client"]
+            if not state["wants"] or client.ended:
+                continue
+            if client.of("granted", after=state["asked"]):
+                client.release(*state["wants"])
+                state["wants"] = None
+            elif client.of("failed", after=state["asked"]) or client.of("lost",
+                                                                            after=state["asked"]):
+                state["wants"] = None
+        time.sleep(0.005)
+    for state in clients:
+        client = state["client"]
+        if state["wants"] and not client.ended:
+            slot, lock = state["wants"]
+            inspect = ls.cli(lab.nodes[0], "--output", "json", "lock", "inspect", "-s", str(slot),
+                             "-l", str(lock))
+            raise AssertionError(f"{client.label} ({client.session:x}) starved waiting for "
+                                 f"{state['wants']}: last events "
+                                 f"{[e.kind for e in client.events][-8:]}; inspect "
+                                 f"{inspect.stdout} {inspect.stderr}")
+    problems = ls.check_history(records)
+    if problems:
+        first_time = int(problems[0].split(" granted at ")[1].split()[0])
+        context = [f"{(r.time - first_time) / 1e6:+.2f}ms n{r.domain} {r.session:x} {r.kind} "
+                   f"{r.name} {r.token} {r.reason}" for r in sorted(records, key=lambda r: r.time)
+                   if abs(r.time - first_time) < 300_000_000]
+        raise AssertionError(f"{problems[:3]}\n" + "\n".join(context))
+    grants = sum(1 for r in records if r.kind == "granted")
+    assert grants > 50, grants
+    for state in clients:
+        state["client"].close()
+
+
+def test_election_and_contract_errors(make_lab):
+    """Campaign/Observe through the CLI (one leader, observers follow, resigning hands over), and
+    the Session contract: open first, once; bad ranges refused."""
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    n1, n2, n3 = lab.nodes
+    observer = n3.spawn([*CLI, "lock", "observe", "-g", "db"], name="observe")
+    alpha = n1.spawn([*CLI, "lock", "campaign", "-g", "db", "-c", "alpha"], name="alpha")
+    wait_text(n1, "leader alpha (this candidate)", "alpha")
+    beta = n2.spawn([*CLI, "lock", "campaign", "-g", "db", "-c", "beta"], name="beta")
+    wait_text(n2, "leader alpha on node", "beta")
+    n1.kill(alpha.pid, signal.SIGINT, wait=10)  # alpha resigns: beta leads
+    wait_text(n2, "leader beta (this candidate)", "beta")
+    wait_text(n3, "leader beta on node", "observe")
+    for proc, node in ((beta, n2), (observer, n3)):
+        node.kill(proc.pid, signal.SIGINT, wait=10)
+
+    with grpc.insecure_channel(ls.target(n2)) as channel:
+        stub = lock_pb2_grpc.LockStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Session(iter([lp.SessionRequest(acquire=lp.Acquire(slot=1, lock=1))]),
+                              timeout=10))
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Session(iter([lp.SessionRequest(open=lp.Open()),
+                                    lp.SessionRequest(open=lp.Open())]), timeout=10))
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Inspect(lp.InspectRequest(slot=2048, lock=0), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        info = stub.GetAuthority(lp.GetAuthorityRequest(), timeout=10)
+        assert info.has_quorum and info.expected_votes == 3 and list(info.member_domains) == [1, 2, 3]
+    client = ls.Client(n2)
+    client.acquire(2048, 0)
+    client.acquire(600, 1, priority=4)
+    client.wait("failed")
+    deadline = time.monotonic() + 5
+    while len(client.of("failed")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    failures = [e.message.reason for e in client.of("failed")]
+    assert failures == [lp.FAIL_INVALID, lp.FAIL_INVALID]  # and the session stays open:
+    client.acquire(600, 1)
+    client.wait("granted")
+    client.close()
