@@ -3,10 +3,8 @@
 Run as `skyge-ha` or `python -m skyge.services.ha`."""
 import sys
 
-from skyge.services.common.runner import contract_only_spec, run_daemon
-
-SPEC = contract_only_spec(
-    "ha", "Ha", "user services run where their lock is held, with floating IPs and shared disks")
+from skyge.services.common.runner import run_daemon
+from skyge.services.ha.daemon import SPEC
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11skyge/v1/ha.proto\x12\x08skyge.v1\"\xbe\x03\n\rServiceConfig\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x65sc\x18\x04 \x01(\t\x12\x0e\n\x06script\x18\x05 \x01(\t\x12\"\n\x04\x66ips\x18\x06 \x03(\x0b\x32\x14.skyge.v1.FloatingIp\x12\x1f\n\x06stores\x18\x07 \x03(\x0b\x32\x0f.skyge.v1.Store\x12\x17\n\x0fstart_timeout_s\x18\x08 \x01(\r\x12\x16\n\x0estop_timeout_s\x18\t \x01(\r\x12\x19\n\x11release_timeout_s\x18\n \x01(\r\x12\x0f\n\x07onstart\x18\x0b \x01(\x08\x12\x18\n\x10\x63heck_interval_s\x18\x0c \x01(\r\x12\x16\n\x0e\x63heck_failures\x18\r \x01(\r\x12\x12\n\nforce_load\x18\x0e \x01(\x08\x12\x14\n\x0c\x66orce_reboot\x18\x0f \x01(\x08\x12\x18\n\x10pulse_timeout_ms\x18\x10 \x01(\r\x12\x0f\n\x07pidfile\x18\x11 \x01(\t\x12\x0e\n\x06\x64omain\x18\x12 \x01(\r\x12\x13\n\x0b\x63onfig_path\x18\x13 \x01(\t\"X\n\nFloatingIp\x12\x0b\n\x03nic\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0f\n\x07netmask\x18\x03 \x01(\t\x12\x11\n\tbroadcast\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\"h\n\x05Store\x12\x10\n\x08\x61rray_ip\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x12\n\nmountpoint\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\r\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\r\n\x05group\x18\x06 \x01(\t\"\x1e\n\x0cQueryRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\":\n\rQueryResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceConfig\"\x0f\n\rStatusRequest\";\n\x0eStatusResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"\xe7\x01\n\rServiceStatus\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.skyge.v1.ServiceState\x12\x15\n\ractive_domain\x18\x05 \x01(\r\x12\x17\n\x0fwaiting_domains\x18\x06 \x03(\r\x12\x15\n\rsince_unix_ns\x18\x07 \x01(\x03\x12\x15\n\rfencing_token\x18\x08 \x01(\x04\x12\x0e\n\x06reason\x18\t \x01(\t\"\x14\n\x12WatchStatusRequest\"\xb2\x01\n\x0bStatusEvent\x12\x14\n\x0ctime_unix_ns\x18\x01 \x01(\x03\x12,\n\x08snapshot\x18\x02 \x01(\x0b\x32\x18.skyge.v1.StatusSnapshotH\x00\x12*\n\x07\x63hanged\x18\x03 \x01(\x0b\x32\x17.skyge.v1.ServiceStatusH\x00\x12*\n\x07removed\x18\x04 \x01(\x0b\x32\x17.skyge.v1.ServiceStatusH\x00\x42\x07\n\x05\x65vent\";\n\x0eStatusSnapshot\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"w\n\x0e\x43ommandRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x03 \x01(\r\x12 \n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x10.skyge.v1.Action\"H\n\x0c\x43ommandReply\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.skyge.v1.ServiceStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x10\n\x0eStopAllRequest\"<\n\x0fStopAllResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"Q\n\x0cPulseRequest\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\"C\n\rPulseResponse\x12\x18\n\x10pulse_timeout_ms\x18\x01 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_unix_ns\x18\x02 \x01(\x03*k\n\rTakeoverOrder\x12\x1e\n\x1aTAKEOVER_ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0fTAKEOVER_RANDOM\x10\x01\x12\x11\n\rTAKEOVER_FIFO\x10\x02\x12\x12\n\x0eTAKEOVER_STACK\x10\x03*\xc2\x01\n\x0cServiceState\x12\x1d\n\x19SERVICE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSERVICE_STOPPED\x10\x01\x12\x13\n\x0fSERVICE_WAITING\x10\x02\x12\x14\n\x10SERVICE_STARTING\x10\x03\x12\x13\n\x0fSERVICE_RUNNING\x10\x04\x12\x14\n\x10SERVICE_STOPPING\x10\x05\x12\x14\n\x10SERVICE_RELEASED\x10\x06\x12\x12\n\x0eSERVICE_FAILED\x10\x07*\x8d\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_ADD\x10\x01\x12\x10\n\x0c\x41\x43TION_START\x10\x02\x12\x0f\n\x0b\x41\x43TION_STOP\x10\x03\x12\x12\n\x0e\x41\x43TION_RELEASE\x10\x04\x12\x11\n\rACTION_REMOVE\x10\x05\x12\x11\n\rACTION_SWITCH\x10\x06\x32\xf8\x02\n\x02Ha\x12\x38\n\x05Query\x12\x16.skyge.v1.QueryRequest\x1a\x17.skyge.v1.QueryResponse\x12;\n\x06Status\x12\x17.skyge.v1.StatusRequest\x1a\x18.skyge.v1.StatusResponse\x12\x44\n\x0bWatchStatus\x12\x1c.skyge.v1.WatchStatusRequest\x1a\x15.skyge.v1.StatusEvent0\x01\x12;\n\x07\x43ommand\x12\x18.skyge.v1.CommandRequest\x1a\x16.skyge.v1.CommandReply\x12>\n\x07StopAll\x12\x18.skyge.v1.StopAllRequest\x1a\x19.skyge.v1.StopAllResponse\x12\x38\n\x05Pulse\x12\x16.skyge.v1.PulseRequest\x1a\x17.skyge.v1.PulseResponseBI\n\x0c\x63om.skyge.v1B\x07HaProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11skyge/v1/ha.proto\x12\x08skyge.v1\"\xbe\x03\n\rServiceConfig\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x65sc\x18\x04 \x01(\t\x12\x0e\n\x06script\x18\x05 \x01(\t\x12\"\n\x04\x66ips\x18\x06 \x03(\x0b\x32\x14.skyge.v1.FloatingIp\x12\x1f\n\x06stores\x18\x07 \x03(\x0b\x32\x0f.skyge.v1.Store\x12\x17\n\x0fstart_timeout_s\x18\x08 \x01(\r\x12\x16\n\x0estop_timeout_s\x18\t \x01(\r\x12\x19\n\x11release_timeout_s\x18\n \x01(\r\x12\x0f\n\x07onstart\x18\x0b \x01(\x08\x12\x18\n\x10\x63heck_interval_s\x18\x0c \x01(\r\x12\x16\n\x0e\x63heck_failures\x18\r \x01(\r\x12\x12\n\nforce_load\x18\x0e \x01(\x08\x12\x14\n\x0c\x66orce_reboot\x18\x0f \x01(\x08\x12\x18\n\x10pulse_timeout_ms\x18\x10 \x01(\r\x12\x0f\n\x07pidfile\x18\x11 \x01(\t\x12\x0e\n\x06\x64omain\x18\x12 \x01(\r\x12\x13\n\x0b\x63onfig_path\x18\x13 \x01(\t\"X\n\nFloatingIp\x12\x0b\n\x03nic\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0f\n\x07netmask\x18\x03 \x01(\t\x12\x11\n\tbroadcast\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\"h\n\x05Store\x12\x10\n\x08\x61rray_ip\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x12\n\nmountpoint\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\r\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\r\n\x05group\x18\x06 \x01(\t\"\x1e\n\x0cQueryRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\":\n\rQueryResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceConfig\"\x0f\n\rStatusRequest\";\n\x0eStatusResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"\xbe\x02\n\rServiceStatus\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.skyge.v1.ServiceState\x12\x15\n\ractive_domain\x18\x05 \x01(\r\x12\x17\n\x0fwaiting_domains\x18\x06 \x03(\r\x12\x15\n\rsince_unix_ns\x18\x07 \x01(\x03\x12\x15\n\rfencing_token\x18\x08 \x01(\x04\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x15\n\rfailed_checks\x18\n \x01(\r\x12\x12\n\nfail_count\x18\x0b \x01(\r\x12*\n\x05nodes\x18\x0c \x03(\x0b\x32\x1b.skyge.v1.NodeServiceStatus\"\xc7\x01\n\x11NodeServiceStatus\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.skyge.v1.ServiceState\x12\x15\n\rsince_unix_ns\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nholds_lock\x18\x05 \x01(\x08\x12\x15\n\rfencing_token\x18\x06 \x01(\x04\x12\x15\n\rfailed_checks\x18\x07 \x01(\r\x12\x12\n\nfail_count\x18\x08 \x01(\r\"\x14\n\x12WatchStatusRequest\"\xb2\x01\n\x0bStatusEvent\x12\x14\n\x0ctime_unix_ns\x18\x01 \x01(\x03\x12,\n\x08snapshot\x18\x02 \x01(\x0b\x32\x18.skyge.v1.StatusSnapshotH\x00\x12*\n\x07\x63hanged\x18\x03 \x01(\x0b\x32\x17.skyge.v1.ServiceStatusH\x00\x12*\n\x07removed\x18\x04 \x01(\x0b\x32\x17.skyge.v1.ServiceStatusH\x00\x42\x07\n\x05\x65vent\";\n\x0eStatusSnapshot\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"w\n\x0e\x43ommandRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x03 \x01(\r\x12 \n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x10.skyge.v1.Action\"H\n\x0c\x43ommandReply\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.skyge.v1.ServiceStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x10\n\x0eStopAllRequest\"<\n\x0fStopAllResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"Q\n\x0cPulseRequest\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\"C\n\rPulseResponse\x12\x18\n\x10pulse_timeout_ms\x18\x01 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_unix_ns\x18\x02 \x01(\x03\"\x13\n\x11NodeStatusRequest\"N\n\x12NodeStatusResponse\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12(\n\x08services\x18\x02 \x03(\x0b\x32\x16.skyge.v1.LocalService\"d\n\x0cLocalService\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.skyge.v1.ServiceConfig\x12+\n\x06status\x18\x02 \x01(\x0b\x32\x1b.skyge.v1.NodeServiceStatus\"(\n\x10StopLocalRequest\x12\x14\n\x0cwaiting_only\x18\x01 \x01(\x08\"=\n\x11StopLocalResponse\x12(\n\x08services\x18\x01 \x03(\x0b\x32\x16.skyge.v1.LocalService*k\n\rTakeoverOrder\x12\x1e\n\x1aTAKEOVER_ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0fTAKEOVER_RANDOM\x10\x01\x12\x11\n\rTAKEOVER_FIFO\x10\x02\x12\x12\n\x0eTAKEOVER_STACK\x10\x03*\xc2\x01\n\x0cServiceState\x12\x1d\n\x19SERVICE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSERVICE_STOPPED\x10\x01\x12\x13\n\x0fSERVICE_WAITING\x10\x02\x12\x14\n\x10SERVICE_STARTING\x10\x03\x12\x13\n\x0fSERVICE_RUNNING\x10\x04\x12\x14\n\x10SERVICE_STOPPING\x10\x05\x12\x14\n\x10SERVICE_RELEASED\x10\x06\x12\x12\n\x0eSERVICE_FAILED\x10\x07*\x8d\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_ADD\x10\x01\x12\x10\n\x0c\x41\x43TION_START\x10\x02\x12\x0f\n\x0b\x41\x43TION_STOP\x10\x03\x12\x12\n\x0e\x41\x43TION_RELEASE\x10\x04\x12\x11\n\rACTION_REMOVE\x10\x05\x12\x11\n\rACTION_SWITCH\x10\x06\x32\xf8\x02\n\x02Ha\x12\x38\n\x05Query\x12\x16.skyge.v1.QueryRequest\x1a\x17.skyge.v1.QueryResponse\x12;\n\x06Status\x12\x17.skyge.v1.StatusRequest\x1a\x18.skyge.v1.StatusResponse\x12\x44\n\x0bWatchStatus\x12\x1c.skyge.v1.WatchStatusRequest\x1a\x15.skyge.v1.StatusEvent0\x01\x12;\n\x07\x43ommand\x12\x18.skyge.v1.CommandRequest\x1a\x16.skyge.v1.CommandReply\x12>\n\x07StopAll\x12\x18.skyge.v1.StopAllRequest\x1a\x19.skyge.v1.StopAllResponse\x12\x38\n\x05Pulse\x12\x16.skyge.v1.PulseRequest\x1a\x17.skyge.v1.PulseResponse2\x97\x01\n\x06HaPeer\x12G\n\nNodeStatus\x12\x1b.skyge.v1.NodeStatusRequest\x1a\x1c.skyge.v1.NodeStatusResponse\x12\x44\n\tStopLocal\x12\x1a.skyge.v1.StopLocalRequest\x1a\x1b.skyge.v1.StopLocalResponseBI\n\x0c\x63om.skyge.v1B\x07HaProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,12 +32,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skyge.v1.ha_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014com.skyge.v1B\007HaProtoP\001Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1'
-  _globals['_TAKEOVERORDER']._serialized_start=1771
-  _globals['_TAKEOVERORDER']._serialized_end=1878
-  _globals['_SERVICESTATE']._serialized_start=1881
-  _globals['_SERVICESTATE']._serialized_end=2075
-  _globals['_ACTION']._serialized_start=2078
-  _globals['_ACTION']._serialized_end=2219
+  _globals['_TAKEOVERORDER']._serialized_start=2368
+  _globals['_TAKEOVERORDER']._serialized_end=2475
+  _globals['_SERVICESTATE']._serialized_start=2478
+  _globals['_SERVICESTATE']._serialized_end=2672
+  _globals['_ACTION']._serialized_start=2675
+  _globals['_ACTION']._serialized_end=2816
   _globals['_SERVICECONFIG']._serialized_start=32
   _globals['_SERVICECONFIG']._serialized_end=478
   _globals['_FLOATINGIP']._serialized_start=480
@@ -53,25 +53,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSRESPONSE']._serialized_start=785
   _globals['_STATUSRESPONSE']._serialized_end=844
   _globals['_SERVICESTATUS']._serialized_start=847
-  _globals['_SERVICESTATUS']._serialized_end=1078
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=1080
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=1100
-  _globals['_STATUSEVENT']._serialized_start=1103
-  _globals['_STATUSEVENT']._serialized_end=1281
-  _globals['_STATUSSNAPSHOT']._serialized_start=1283
-  _globals['_STATUSSNAPSHOT']._serialized_end=1342
-  _globals['_COMMANDREQUEST']._serialized_start=1344
-  _globals['_COMMANDREQUEST']._serialized_end=1463
-  _globals['_COMMANDREPLY']._serialized_start=1465
-  _globals['_COMMANDREPLY']._serialized_end=1537
-  _globals['_STOPALLREQUEST']._serialized_start=1539
-  _globals['_STOPALLREQUEST']._serialized_end=1555
-  _globals['_STOPALLRESPONSE']._serialized_start=1557
-  _globals['_STOPALLRESPONSE']._serialized_end=1617
-  _globals['_PULSEREQUEST']._serialized_start=1619
-  _globals['_PULSEREQUEST']._serialized_end=1700
-  _globals['_PULSERESPONSE']._serialized_start=1702
-  _globals['_PULSERESPONSE']._serialized_end=1769
-  _globals['_HA']._serialized_start=2222
-  _globals['_HA']._serialized_end=2598
+  _globals['_SERVICESTATUS']._serialized_end=1165
+  _globals['_NODESERVICESTATUS']._serialized_start=1168
+  _globals['_NODESERVICESTATUS']._serialized_end=1367
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=1369
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=1389
+  _globals['_STATUSEVENT']._serialized_start=1392
+  _globals['_STATUSEVENT']._serialized_end=1570
+  _globals['_STATUSSNAPSHOT']._serialized_start=1572
+  _globals['_STATUSSNAPSHOT']._serialized_end=1631
+  _globals['_COMMANDREQUEST']._serialized_start=1633
+  _globals['_COMMANDREQUEST']._serialized_end=1752
+  _globals['_COMMANDREPLY']._serialized_start=1754
+  _globals['_COMMANDREPLY']._serialized_end=1826
+  _globals['_STOPALLREQUEST']._serialized_start=1828
+  _globals['_STOPALLREQUEST']._serialized_end=1844
+  _globals['_STOPALLRESPONSE']._serialized_start=1846
+  _globals['_STOPALLRESPONSE']._serialized_end=1906
+  _globals['_PULSEREQUEST']._serialized_start=1908
+  _globals['_PULSEREQUEST']._serialized_end=1989
+  _globals['_PULSERESPONSE']._serialized_start=1991
+  _globals['_PULSERESPONSE']._serialized_end=2058
+  _globals['_NODESTATUSREQUEST']._serialized_start=2060
+  _globals['_NODESTATUSREQUEST']._serialized_end=2079
+  _globals['_NODESTATUSRESPONSE']._serialized_start=2081
+  _globals['_NODESTATUSRESPONSE']._serialized_end=2159
+  _globals['_LOCALSERVICE']._serialized_start=2161
+  _globals['_LOCALSERVICE']._serialized_end=2261
+  _globals['_STOPLOCALREQUEST']._serialized_start=2263
+  _globals['_STOPLOCALREQUEST']._serialized_end=2303
+  _globals['_STOPLOCALRESPONSE']._serialized_start=2305
+  _globals['_STOPLOCALRESPONSE']._serialized_end=2366
+  _globals['_HA']._serialized_start=2819
+  _globals['_HA']._serialized_end=3195
+  _globals['_HAPEER']._serialized_start=3198
+  _globals['_HAPEER']._serialized_end=3349
 # @@protoc_insertion_point(module_scope)

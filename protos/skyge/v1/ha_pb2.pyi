@@ -149,7 +149,7 @@ class StatusResponse(_message.Message):
     def __init__(self, services: _Optional[_Iterable[_Union[ServiceStatus, _Mapping]]] = ...) -> None: ...
 
 class ServiceStatus(_message.Message):
-    __slots__ = ("type", "slot", "name", "state", "active_domain", "waiting_domains", "since_unix_ns", "fencing_token", "reason")
+    __slots__ = ("type", "slot", "name", "state", "active_domain", "waiting_domains", "since_unix_ns", "fencing_token", "reason", "failed_checks", "fail_count", "nodes")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +159,9 @@ class ServiceStatus(_message.Message):
     SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    FAILED_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    FAIL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     type: TakeoverOrder
     slot: int
     name: str
@@ -168,7 +171,30 @@ class ServiceStatus(_message.Message):
     since_unix_ns: int
     fencing_token: int
     reason: str
-    def __init__(self, type: _Optional[_Union[TakeoverOrder, str]] = ..., slot: _Optional[int] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ServiceState, str]] = ..., active_domain: _Optional[int] = ..., waiting_domains: _Optional[_Iterable[int]] = ..., since_unix_ns: _Optional[int] = ..., fencing_token: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    failed_checks: int
+    fail_count: int
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeServiceStatus]
+    def __init__(self, type: _Optional[_Union[TakeoverOrder, str]] = ..., slot: _Optional[int] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ServiceState, str]] = ..., active_domain: _Optional[int] = ..., waiting_domains: _Optional[_Iterable[int]] = ..., since_unix_ns: _Optional[int] = ..., fencing_token: _Optional[int] = ..., reason: _Optional[str] = ..., failed_checks: _Optional[int] = ..., fail_count: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeServiceStatus, _Mapping]]] = ...) -> None: ...
+
+class NodeServiceStatus(_message.Message):
+    __slots__ = ("domain", "state", "since_unix_ns", "reason", "holds_lock", "fencing_token", "failed_checks", "fail_count")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_LOCK_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FAILED_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    FAIL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    domain: int
+    state: ServiceState
+    since_unix_ns: int
+    reason: str
+    holds_lock: bool
+    fencing_token: int
+    failed_checks: int
+    fail_count: int
+    def __init__(self, domain: _Optional[int] = ..., state: _Optional[_Union[ServiceState, str]] = ..., since_unix_ns: _Optional[int] = ..., reason: _Optional[str] = ..., holds_lock: _Optional[bool] = ..., fencing_token: _Optional[int] = ..., failed_checks: _Optional[int] = ..., fail_count: _Optional[int] = ...) -> None: ...
 
 class WatchStatusRequest(_message.Message):
     __slots__ = ()
@@ -239,3 +265,35 @@ class PulseResponse(_message.Message):
     pulse_timeout_ms: int
     deadline_unix_ns: int
     def __init__(self, pulse_timeout_ms: _Optional[int] = ..., deadline_unix_ns: _Optional[int] = ...) -> None: ...
+
+class NodeStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStatusResponse(_message.Message):
+    __slots__ = ("domain", "services")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    domain: int
+    services: _containers.RepeatedCompositeFieldContainer[LocalService]
+    def __init__(self, domain: _Optional[int] = ..., services: _Optional[_Iterable[_Union[LocalService, _Mapping]]] = ...) -> None: ...
+
+class LocalService(_message.Message):
+    __slots__ = ("config", "status")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    config: ServiceConfig
+    status: NodeServiceStatus
+    def __init__(self, config: _Optional[_Union[ServiceConfig, _Mapping]] = ..., status: _Optional[_Union[NodeServiceStatus, _Mapping]] = ...) -> None: ...
+
+class StopLocalRequest(_message.Message):
+    __slots__ = ("waiting_only",)
+    WAITING_ONLY_FIELD_NUMBER: _ClassVar[int]
+    waiting_only: bool
+    def __init__(self, waiting_only: _Optional[bool] = ...) -> None: ...
+
+class StopLocalResponse(_message.Message):
+    __slots__ = ("services",)
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    services: _containers.RepeatedCompositeFieldContainer[LocalService]
+    def __init__(self, services: _Optional[_Iterable[_Union[LocalService, _Mapping]]] = ...) -> None: ...

@@ -123,8 +123,9 @@ class HaServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StopAll(self, request, context):
-        """Stop every service on every node, cluster-wide, with no takeover (all nodes stop waiting).
-        Returns when every service is stopped or failed to stop.
+        """Stop every service on every node, cluster-wide, with no takeover: first every node stops
+        waiting, then the running nodes stop their services and release the locks. Returns when
+        every service is stopped or failed to stop.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -345,6 +346,126 @@ class Ha:
             '/skyge.v1.Ha/Pulse',
             skyge_dot_v1_dot_ha__pb2.PulseRequest.SerializeToString,
             skyge_dot_v1_dot_ha__pb2.PulseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class HaPeerStub:
+    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.NodeStatus = channel.unary_unary(
+                '/skyge.v1.HaPeer/NodeStatus',
+                request_serializer=skyge_dot_v1_dot_ha__pb2.NodeStatusRequest.SerializeToString,
+                response_deserializer=skyge_dot_v1_dot_ha__pb2.NodeStatusResponse.FromString,
+                _registered_method=True)
+        self.StopLocal = channel.unary_unary(
+                '/skyge.v1.HaPeer/StopLocal',
+                request_serializer=skyge_dot_v1_dot_ha__pb2.StopLocalRequest.SerializeToString,
+                response_deserializer=skyge_dot_v1_dot_ha__pb2.StopLocalResponse.FromString,
+                _registered_method=True)
+
+
+class HaPeerServicer:
+    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
+    """
+
+    def NodeStatus(self, request, context):
+        """The services added on the serving node with its own view of each (for Ha.Status).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopLocal(self, request, context):
+        """One phase of Ha.StopAll on the serving node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_HaPeerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'NodeStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.NodeStatus,
+                    request_deserializer=skyge_dot_v1_dot_ha__pb2.NodeStatusRequest.FromString,
+                    response_serializer=skyge_dot_v1_dot_ha__pb2.NodeStatusResponse.SerializeToString,
+            ),
+            'StopLocal': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopLocal,
+                    request_deserializer=skyge_dot_v1_dot_ha__pb2.StopLocalRequest.FromString,
+                    response_serializer=skyge_dot_v1_dot_ha__pb2.StopLocalResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'skyge.v1.HaPeer', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('skyge.v1.HaPeer', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class HaPeer:
+    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
+    """
+
+    @staticmethod
+    def NodeStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyge.v1.HaPeer/NodeStatus',
+            skyge_dot_v1_dot_ha__pb2.NodeStatusRequest.SerializeToString,
+            skyge_dot_v1_dot_ha__pb2.NodeStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopLocal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyge.v1.HaPeer/StopLocal',
+            skyge_dot_v1_dot_ha__pb2.StopLocalRequest.SerializeToString,
+            skyge_dot_v1_dot_ha__pb2.StopLocalResponse.FromString,
             options,
             channel_credentials,
             insecure,

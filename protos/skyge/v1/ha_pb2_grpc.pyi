@@ -63,8 +63,9 @@ class HaStub:
     not stopped or released there, SWITCH with no waiter); UNAVAILABLE: node not a member.
     """
     StopAll: _grpc.UnaryUnaryMultiCallable[_ha_pb2.StopAllRequest, _ha_pb2.StopAllResponse]
-    """Stop every service on every node, cluster-wide, with no takeover (all nodes stop waiting).
-    Returns when every service is stopped or failed to stop.
+    """Stop every service on every node, cluster-wide, with no takeover: first every node stops
+    waiting, then the running nodes stop their services and release the locks. Returns when
+    every service is stopped or failed to stop.
     """
     Pulse: _grpc.UnaryUnaryMultiCallable[_ha_pb2.PulseRequest, _ha_pb2.PulseResponse]
     """User heartbeat (the seed's sk_user_heartbeat): the application of a service running on the
@@ -106,8 +107,9 @@ class HaAsyncStub(HaStub):
     not stopped or released there, SWITCH with no waiter); UNAVAILABLE: node not a member.
     """
     StopAll: _aio.UnaryUnaryMultiCallable[_ha_pb2.StopAllRequest, _ha_pb2.StopAllResponse]  # type: ignore[assignment]
-    """Stop every service on every node, cluster-wide, with no takeover (all nodes stop waiting).
-    Returns when every service is stopped or failed to stop.
+    """Stop every service on every node, cluster-wide, with no takeover: first every node stops
+    waiting, then the running nodes stop their services and release the locks. Returns when
+    every service is stopped or failed to stop.
     """
     Pulse: _aio.UnaryUnaryMultiCallable[_ha_pb2.PulseRequest, _ha_pb2.PulseResponse]  # type: ignore[assignment]
     """User heartbeat (the seed's sk_user_heartbeat): the application of a service running on the
@@ -176,8 +178,9 @@ class HaServicer(metaclass=_abc_1.ABCMeta):
         request: _ha_pb2.StopAllRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ha_pb2.StopAllResponse, _abc.Awaitable[_ha_pb2.StopAllResponse]]:
-        """Stop every service on every node, cluster-wide, with no takeover (all nodes stop waiting).
-        Returns when every service is stopped or failed to stop.
+        """Stop every service on every node, cluster-wide, with no takeover: first every node stops
+        waiting, then the running nodes stop their services and release the locks. Returns when
+        every service is stopped or failed to stop.
         """
 
     @_abc_1.abstractmethod
@@ -193,3 +196,46 @@ class HaServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_HaServicer_to_server(servicer: HaServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class HaPeerStub:
+    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> HaPeerAsyncStub: ...
+    NodeStatus: _grpc.UnaryUnaryMultiCallable[_ha_pb2.NodeStatusRequest, _ha_pb2.NodeStatusResponse]
+    """The services added on the serving node with its own view of each (for Ha.Status)."""
+    StopLocal: _grpc.UnaryUnaryMultiCallable[_ha_pb2.StopLocalRequest, _ha_pb2.StopLocalResponse]
+    """One phase of Ha.StopAll on the serving node."""
+
+@_typing.type_check_only
+class HaPeerAsyncStub(HaPeerStub):
+    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    NodeStatus: _aio.UnaryUnaryMultiCallable[_ha_pb2.NodeStatusRequest, _ha_pb2.NodeStatusResponse]  # type: ignore[assignment]
+    """The services added on the serving node with its own view of each (for Ha.Status)."""
+    StopLocal: _aio.UnaryUnaryMultiCallable[_ha_pb2.StopLocalRequest, _ha_pb2.StopLocalResponse]  # type: ignore[assignment]
+    """One phase of Ha.StopAll on the serving node."""
+
+class HaPeerServicer(metaclass=_abc_1.ABCMeta):
+    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha."""
+
+    @_abc_1.abstractmethod
+    def NodeStatus(
+        self,
+        request: _ha_pb2.NodeStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ha_pb2.NodeStatusResponse, _abc.Awaitable[_ha_pb2.NodeStatusResponse]]:
+        """The services added on the serving node with its own view of each (for Ha.Status)."""
+
+    @_abc_1.abstractmethod
+    def StopLocal(
+        self,
+        request: _ha_pb2.StopLocalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ha_pb2.StopLocalResponse, _abc.Awaitable[_ha_pb2.StopLocalResponse]]:
+        """One phase of Ha.StopAll on the serving node."""
+
+def add_HaPeerServicer_to_server(servicer: HaPeerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,523 @@
+"""What one node does with one service: a pure function of (state, event) -> (state, actions).
+
+No I/O, no clock, no asyncio: the supervisor (`supervisor.py`) feeds it lock events, the results
+of the work it ran (start, stop, status check) and commands, and executes the actions it returns,
+in order. The golden-case tests (`tests/unit/test_ha_policy.py`) replay event sequences through
+it and compare the traces, like Pacemaker's scheduler regression tests.
+
+Phases of a service on this node::
+
+    IDLE ──start──> WAITING ──granted──> STARTING ──ok──> RUNNING ──check fails N times──┐
+     ^  (stopped or    │ (Acquire sent,     │ (stores, fips,   │ (status every           │
+     │   released)     │  queued)           │  script start)   │  check_interval)        v
+     │                 │                    └──fails──> STOPPING(then=fail) ──> FAILED   │
+     └──stop/release───┘                                STOPPING(then=requeue) <─────────┘
+                                                           └──> release lock, Acquire again: WAITING
+    RUNNING ──stop──> STOPPING(then=keep) ──> HELD (stopped here, lock kept: nobody takes over)
+    RUNNING ──release──> STOPPING(then=release) ──> IDLE (released; the next waiter takes over)
+    RUNNING ──switch──> STOPPING(then=requeue) ──> WAITING (the next waiter takes over)
+    STARTING/RUNNING ──lock lost──> STOPPING(urgent, then=requeue): floating IPs down first
+
+A stop that fails leaves the service FAILED *holding its lock* (when it still has it), so that no
+other node starts it while its resources may still be in use here; a stop or release command
+retries the stop. A failed start is cleaned up (full stop) and its lock released without
+queueing again: the next waiter takes over, and this node stays FAILED until a start command.
+
+Commands (the seed's `ha_svc_commander -a`), by phase; "refused" means FAILED_PRECONDITION with
+the message, "-" means nothing to do (answered with the current state):
+
+=========  ============  ===============  ===============  ==========  ===============
+command    IDLE/FAILED*  WAITING          STARTING/RUNNING HELD        STOPPING
+=========  ============  ===============  ===============  ==========  ===============
+start      Acquire       -                -                start here  refused
+stop       - (stopped)   leave the queue  stop, keep lock  -           then = keep
+release    - (released)  leave the queue  stop, release    release     then = release
+switch     refused       refused          stop, release,   release,    refused
+                                          queue again      queue again
+remove     forget        refused          refused          release,    refused
+                                                           forget
+=========  ============  ===============  ===============  ==========  ===============
+
+(*) FAILED while still holding the lock (its stop failed): start and remove are refused; stop and
+release retry the stop. `stopall` (phase 2 of Ha.StopAll) stops, releases and ends IDLE (stopped);
+`unqueue` (phase 1) only leaves the lock queue.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import Union
+
+__all__ = [
+    "Phase", "Then", "State", "Settings", "Decision", "decide", "settled",
+    "Command", "Granted", "Queued", "AcquireFailed", "Released", "Lost", "SessionDown",
+    "StartDone", "StopDone", "CheckDone", "RetryAcquire",
+    "Acquire", "Release", "Start", "CancelStart", "Stop", "ScheduleCheck", "CancelCheck",
+    "ScheduleRetry", "Forget", "COMMANDS", "RETRY_S",
+]
+
+#: seconds between two Acquire attempts while the lock cannot be asked for (no quorum, lock
+#: daemon unreachable)
+RETRY_S = 0.5
+COMMANDS = ("start", "stop", "release", "switch", "remove", "stopall", "unqueue")
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"          # not competing for the lock (state "stopped" or "released")
+    WAITING = "waiting"    # asked for the lock (or will again, after a retry delay)
+    STARTING = "starting"  # holds the lock; bringing the service up
+    RUNNING = "running"    # up; status checked every check_interval
+    STOPPING = "stopping"  # bringing it down; `then` says what follows
+    HELD = "held"          # stopped by command, lock kept: nobody takes over
+    FAILED = "failed"      # a start or a stop failed; `holding` says whether the lock is kept
+
+
+class Then(enum.Enum):
+    """What follows a stop that succeeded."""
+
+    KEEP = "keep"          # keep the lock: HELD (IDLE if the lock was lost meanwhile)
+    RELEASE = "release"    # release the lock: IDLE (released)
+    STOP = "stop"          # release the lock: IDLE (stopped)  [stopall]
+    REQUEUE = "requeue"    # release the lock and ask again: WAITING
+    FAIL = "fail"          # release the lock: FAILED (a failed start was cleaned up)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the policy needs of a service.cfg."""
+
+    check_interval_s: float = 3.0
+    check_failures: int = 1
+
+
+@dataclass(frozen=True)
+class State:
+    phase: Phase = Phase.IDLE
+    #: IDLE flavour: True after release (state RELEASED), False after stop (state STOPPED)
+    released: bool = False
+    #: the lock is ours (granted, neither released nor lost)
+    holding: bool = False
+    #: fencing token of the current hold (kept after it ends, for the log)
+    token: int = 0
+    #: an Acquire is outstanding (sent; neither granted, failed nor cancelled)
+    acquiring: bool = False
+    #: the lock daemon answered the outstanding Acquire (queued)
+    queued: bool = False
+    #: a Release is outstanding
+    releasing: bool = False
+    #: STOPPING: what follows
+    then: Then | None = None
+    #: number of the current run (each start +1): stale check results are ignored
+    run: int = 0
+    failed_checks: int = 0
+    fail_count: int = 0
+    reason: str = "added"
+    #: STOPPING: why, in a few words (e.g. "switch by command"), for the reasons that follow
+    cause: str = ""
+
+    @property
+    def state_name(self) -> str:
+        """The ServiceState this maps to: stopped, released, waiting, starting, running,
+        stopping or failed."""
+        if self.phase is Phase.IDLE:
+            return "released" if self.released else "stopped"
+        if self.phase is Phase.HELD:
+            return "stopped"
+        return self.phase.value
+
+
+# --- events -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Command:
+    action: str  # one of COMMANDS
+
+
+@dataclass(frozen=True)
+class Granted:
+    token: int
+
+
+@dataclass(frozen=True)
+class Queued:
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class AcquireFailed:
+    reason: str  # "no_quorum", "timeout", "busy", "invalid"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Released:
+    pass
+
+
+@dataclass(frozen=True)
+class Lost:
+    reason: str  # "no_quorum", "node_left", "authority_change"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SessionDown:
+    """The lock session ended (lock daemon stopped or unreachable): holds and waits are gone."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StartDone:
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StopDone:
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CheckDone:
+    run: int
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RetryAcquire:
+    pass
+
+
+Event = Union[Command, Granted, Queued, AcquireFailed, Released, Lost, SessionDown, StartDone,
+              StopDone, CheckDone, RetryAcquire]
+
+
+# --- actions ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Acquire:
+    """Ask for the lock (opening the session first if needed)."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """Give the lock back, or cancel the wait."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """Mount the stores, add the floating IPs (+ gratuitous ARP), run `script start`; then
+    report StartDone."""
+
+    token: int
+    run: int
+
+
+@dataclass(frozen=True)
+class CancelStart:
+    """Abort a start in progress (its script's process group is killed)."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Run `script stop`, remove the floating IPs, unmount the stores (urgent: floating IPs
+    first, the lock is already gone); then report StopDone."""
+
+    urgent: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleCheck:
+    """Run `script status` (and check the floating IPs and mounts) after `delay_s`; report
+    CheckDone(run)."""
+
+    run: int
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class CancelCheck:
+    """Drop a scheduled or running status check."""
+
+
+@dataclass(frozen=True)
+class ScheduleRetry:
+    """Post RetryAcquire after `delay_s`."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Remove the service from this node (close its lock session)."""
+
+
+Action = Union[Acquire, Release, Start, CancelStart, Stop, ScheduleCheck, CancelCheck,
+               ScheduleRetry, Forget]
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: State
+    actions: tuple[Action, ...] = ()
+    #: a command that does not apply: why (FAILED_PRECONDITION); None when accepted
+    refused: str | None = None
+    #: what a command did, for its reply
+    message: str = ""
+    #: the event was ignored (stale or unexpected, nothing changed)
+    ignored: bool = False
+
+
+def settled(state: State) -> bool:
+    """No work or lock request in flight: a command's reply can be sent."""
+    if state.phase in (Phase.STARTING, Phase.STOPPING) or state.releasing:
+        return False
+    if state.phase is Phase.WAITING and state.acquiring and not state.queued:
+        return False
+    return True
+
+
+# --- the policy ---------------------------------------------------------------------------------
+def _acquire(state: State, reason: str, **changes: object) -> tuple[State, tuple[Action, ...]]:
+    """To WAITING, asking for the lock."""
+    return (replace(state, phase=Phase.WAITING, acquiring=True, queued=False, released=False,
+                    then=None, failed_checks=0, reason=reason, **changes), (Acquire(),))
+
+
+def _stop(state: State, then: Then, cause: str, detail: str = "", *, urgent: bool = False,
+          cancel: bool = True, **changes: object) -> tuple[State, tuple[Action, ...]]:
+    """To STOPPING (from STARTING, RUNNING or a FAILED stop)."""
+    actions: list[Action] = []
+    if state.phase is Phase.STARTING and cancel:
+        actions.append(CancelStart())
+    if state.phase is Phase.RUNNING:
+        actions.append(CancelCheck())
+    actions.append(Stop(urgent=urgent))
+    reason = f"{cause}{': ' + detail if detail else ''}: stopping"
+    return (replace(state, phase=Phase.STOPPING, then=then, cause=cause, reason=reason, **changes),
+            tuple(actions))
+
+
+def _leave_queue(state: State, released: bool, reason: str) -> tuple[State, tuple[Action, ...]]:
+    return (replace(state, phase=Phase.IDLE, released=released, acquiring=False, queued=False,
+                    releasing=True, reason=reason), (Release(),))
+
+
+def _command(state: State, action: str, s: Settings) -> Decision:
+    phase = state.phase
+    # FAILED without the lock behaves like IDLE (nothing runs here)
+    idle = phase is Phase.IDLE or (phase is Phase.FAILED and not state.holding)
+    busy_stopping = "it is stopping here; try again when it has stopped"
+    if action == "start":
+        if idle:
+            new, acts = _acquire(state, "started by command: waiting for the lock")
+            return Decision(new, acts, message="started: waiting for the lock")
+        if phase is Phase.HELD:
+            run = state.run + 1
+            return Decision(replace(state, phase=Phase.STARTING, run=run, failed_checks=0,
+                                    reason=f"started again by command (lock kept, token "
+                                           f"{state.token})"),
+                            (Start(state.token, run),), message="starting again here")
+        if phase in (Phase.WAITING, Phase.STARTING, Phase.RUNNING):
+            return Decision(state, message=f"already {state.state_name} here")
+        if phase is Phase.STOPPING:
+            return Decision(state, refused=busy_stopping)
+        return Decision(state, refused="its last stop failed and it still holds the lock here: "
+                                       "stop or release it first (that retries the stop)")
+    if action in ("stop", "release", "stopall", "unqueue"):
+        released = action == "release"
+        word = {"stop": "stopped", "release": "released", "stopall": "stopped",
+                "unqueue": "stopped"}[action]
+        if action == "unqueue" and phase is not Phase.WAITING:
+            return Decision(state, message="not waiting")
+        if idle:
+            if phase is Phase.FAILED or state.released != released and action != "stopall":
+                return Decision(replace(state, phase=Phase.IDLE, released=released,
+                                        reason=f"{word} by command"), message=word)
+            return Decision(state, message=f"already {state.state_name}")
+        if phase is Phase.WAITING:
+            new, acts = _leave_queue(state, released, f"{word} by command (left the lock queue)")
+            return Decision(new, acts, message=f"{word}: left the lock queue")
+        then = {"stop": Then.KEEP, "release": Then.RELEASE, "stopall": Then.STOP}[action]
+        if phase in (Phase.STARTING, Phase.RUNNING) or (phase is Phase.FAILED and state.holding):
+            new, acts = _stop(state, then, f"{word} by command")
+            return Decision(new, acts, message=f"{word}")
+        if phase is Phase.STOPPING:
+            return Decision(replace(state, then=then), message=f"stopping; then {then.value}")
+        # HELD
+        if action == "stop":
+            return Decision(state, message="already stopped (lock kept)")
+        return Decision(replace(state, phase=Phase.IDLE, released=released, holding=False,
+                                releasing=True, reason=f"{word} by command (lock released)"),
+                        (Release(),), message=f"{word}: lock released")
+    if action == "switch":
+        if phase in (Phase.STARTING, Phase.RUNNING):
+            new, acts = _stop(state, Then.REQUEUE, "switch by command")
+            return Decision(new, acts, message="switching to the next waiter")
+        if phase is Phase.HELD:
+            new, acts = _acquire(state, "switch by command: lock released, queued again",
+                                 holding=False, releasing=True)
+            return Decision(new, (Release(), *acts), message="switching to the next waiter")
+        return Decision(state, refused=f"it does not run here ({state.state_name})")
+    if action == "remove":
+        if idle:
+            return Decision(state, (Forget(),), message="removed")
+        if phase is Phase.HELD:
+            return Decision(replace(state, phase=Phase.IDLE, holding=False, releasing=True,
+                                    reason="removed (lock released)"), (Release(), Forget()),
+                            message="removed: lock released (a waiting node takes over)")
+        if phase is Phase.WAITING:
+            return Decision(state, refused="it waits for the lock here: release it first "
+                                           "(-a release), then remove it")
+        if phase is Phase.STOPPING:
+            return Decision(state, refused=busy_stopping)
+        if phase is Phase.FAILED:
+            return Decision(state, refused="its last stop failed and it still holds the lock "
+                                           "here: stop or release it first")
+        return Decision(state, refused=f"it is {state.state_name} here: stop or release it "
+                                       f"first (-a stop / -a release), then remove it")
+    raise ValueError(f"unknown command {action!r} (one of {', '.join(COMMANDS)})")
+
+
+def _after_stop(state: State, ok: bool, reason: str) -> Decision:
+    if not ok:
+        if state.holding:
+            why = (f"stop failed: {reason}; it keeps the lock so that no other node starts it "
+                   f"while its resources may be in use here (stop or release retries)")
+        else:
+            why = f"stop failed after the lock was lost: {reason}"
+        return Decision(replace(state, phase=Phase.FAILED, then=None, reason=why))
+    then = state.then or Then.KEEP
+    release: tuple[Action, ...] = (Release(),) if state.holding else ()
+    base = dict(then=None, failed_checks=0)
+    if then is Then.KEEP:
+        if state.holding:
+            return Decision(replace(state, phase=Phase.HELD, reason="stopped (lock kept: nobody "
+                                                                    "takes over)", **base))
+        return Decision(replace(state, phase=Phase.IDLE, released=False,
+                                reason="stopped (the lock was lost meanwhile)", **base))
+    if then in (Then.RELEASE, Then.STOP):
+        return Decision(replace(state, phase=Phase.IDLE, released=then is Then.RELEASE,
+                                holding=False, releasing=bool(release),
+                                reason=f"{'released' if then is Then.RELEASE else 'stopped'}: "
+                                       f"lock given back", **base), release)
+    if then is Then.FAIL:
+        return Decision(replace(state, phase=Phase.FAILED, holding=False,
+                                releasing=bool(release),
+                                reason=state.reason.removesuffix(": stopping") +
+                                "; cleaned up, lock given back", **base), release)
+    # REQUEUE
+    new, acts = _acquire(state, f"{state.cause or 'stopped'}: stopped here, waiting for the "
+                                f"lock again", holding=False,
+                         releasing=bool(release) or state.releasing)
+    return Decision(new, release + acts)
+
+
+def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
+    """The next state and the actions to run, in order (see the module doc)."""
+    phase = state.phase
+    if isinstance(event, Command):
+        return _command(state, event.action, s)
+
+    if isinstance(event, Granted):
+        if phase is Phase.WAITING and state.acquiring:  # (a Release sent before it is done)
+            run = state.run + 1
+            return Decision(replace(state, phase=Phase.STARTING, holding=True, acquiring=False,
+                                    queued=False, token=event.token, run=run, failed_checks=0,
+                                    reason=f"lock granted (token {event.token}): starting"),
+                            (Start(event.token, run),))
+        if state.holding:  # never give up a hold on a duplicate
+            return Decision(state, ignored=True)
+        if state.releasing:  # the Release in flight gives it back
+            return Decision(replace(state, holding=True, acquiring=False), ignored=True)
+        return Decision(replace(state, acquiring=False, releasing=True, holding=True),
+                        (Release(),), ignored=True)  # not wanted here
+
+    if isinstance(event, Queued):
+        if phase is Phase.WAITING and state.acquiring:
+            where = f" (position {event.position})" if event.position else ""
+            return Decision(replace(state, queued=True,
+                                    reason=f"waiting for the lock{where}"))
+        return Decision(state, ignored=True)
+
+    if isinstance(event, AcquireFailed):
+        if phase is not Phase.WAITING or not state.acquiring:
+            return Decision(replace(state, acquiring=False, queued=False), ignored=True)
+        if event.reason == "invalid":
+            return Decision(replace(state, phase=Phase.FAILED, acquiring=False, queued=False,
+                                    reason=f"the lock refused the request: {event.detail}"))
+        why = {"no_quorum": "no quorum: the lock cannot be granted now",
+               "timeout": "lock wait timed out", "busy": "lock busy"}.get(event.reason,
+                                                                         event.reason)
+        return Decision(replace(state, acquiring=False, queued=True,
+                                reason=f"{why}; asking again"), (ScheduleRetry(RETRY_S),))
+
+    if isinstance(event, Released):
+        return Decision(replace(state, releasing=False,
+                                holding=state.holding and state.phase not in (
+                                    Phase.IDLE, Phase.WAITING, Phase.FAILED)))
+
+    if isinstance(event, (Lost, SessionDown)):
+        if isinstance(event, Lost):
+            why = f"lock lost ({event.reason.replace('_', ' ')}{': ' + event.detail if event.detail else ''})"
+        else:
+            why = f"lock session ended ({event.detail or 'lock daemon unreachable'})"
+        base = replace(state, holding=False,
+                       **({"acquiring": False, "queued": False, "releasing": False}
+                          if isinstance(event, SessionDown) else {}))
+        if not state.holding:
+            if isinstance(event, SessionDown) and phase is Phase.WAITING:
+                return Decision(replace(base, queued=True, reason=f"{why}; asking again"),
+                                (ScheduleRetry(RETRY_S),))
+            return Decision(base, ignored=isinstance(event, Lost))
+        if phase in (Phase.STARTING, Phase.RUNNING):
+            new, acts = _stop(base, Then.REQUEUE, why, urgent=True)
+            return Decision(new, acts)
+        if phase is Phase.HELD:
+            return Decision(replace(base, phase=Phase.IDLE, released=False,
+                                    reason=f"{why} while stopped"))
+        return Decision(replace(base, reason=f"{state.reason}; {why}"))  # STOPPING, FAILED
+
+    if isinstance(event, StartDone):
+        if phase is not Phase.STARTING:
+            return Decision(state, ignored=True)
+        if event.ok:
+            return Decision(replace(state, phase=Phase.RUNNING, failed_checks=0,
+                                    reason=f"running (token {state.token})"),
+                            (ScheduleCheck(state.run, s.check_interval_s),))
+        new, acts = _stop(replace(state, fail_count=state.fail_count + 1), Then.FAIL,
+                          "start failed", event.reason, cancel=False)
+        return Decision(new, acts)
+
+    if isinstance(event, StopDone):
+        if phase is not Phase.STOPPING:
+            return Decision(state, ignored=True)
+        return _after_stop(state, event.ok, event.reason)
+
+    if isinstance(event, CheckDone):
+        if phase is not Phase.RUNNING or event.run != state.run:
+            return Decision(state, ignored=True)
+        if event.ok:
+            if state.failed_checks == 0:
+                return Decision(state, (ScheduleCheck(state.run, s.check_interval_s),))
+            return Decision(replace(state, failed_checks=0, reason="running (status ok again)"),
+                            (ScheduleCheck(state.run, s.check_interval_s),))
+        failed = state.failed_checks + 1
+        if failed >= s.check_failures:
+            new, acts = _stop(replace(state, failed_checks=failed,
+                                      fail_count=state.fail_count + 1), Then.REQUEUE,
+                              f"status failed {failed} time{'s' if failed > 1 else ''} in a row",
+                              event.reason)
+            return Decision(new, acts)
+        return Decision(replace(state, failed_checks=failed,
+                                reason=f"status failed ({failed} of {s.check_failures}): "
+                                       f"{event.reason}"),
+                        (ScheduleCheck(state.run, s.check_interval_s),))
+
+    if isinstance(event, RetryAcquire):
+        if phase is Phase.WAITING and not state.acquiring and not state.holding:
+            return Decision(replace(state, acquiring=True, queued=False), (Acquire(),))
+        return Decision(state, ignored=True)
+
+    raise TypeError(f"not a policy event: {event!r}")

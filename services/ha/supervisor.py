@@ -1,0 +1,559 @@
+"""One service on this node: its lock session, its start/stop/check work, driven by `policy`.
+
+Each added service has a `ServiceSupervisor`: one asyncio task takes events one at a time (lock
+events from its `LockSession`, results of the work it started, commands), asks `policy.decide`
+what to do, and runs the actions in order. Long work (start, stop, a status check) runs in its own
+task and reports back with an event, so a lost lock or a command is handled while a start script
+is still running.
+
+The lock: each service has its own Session stream on the local lock daemon (unix socket), so a
+broken stream affects that service only. Takeover order maps to the lock slot range (random ->
+slot 0, fifo -> 512, stack -> 1024, the first slot of each wait-order range) and the service's
+slot folder number (0-1023) is the lock number; the session label is ``ha:TYPE/SLOT:NAME`` so
+`Ha.Status` can tell HA sessions from others on the same lock (e.g. `skyge lock test`).
+
+Start, in order: mount each store, add each floating IP (a gratuitous ARP burst goes out in the
+background while the rest continues), `script start` within start_timeout with the lock's
+fencing token in SKYGE_FENCING_TOKEN. Stop, in reverse: `script stop` within stop_timeout,
+floating IPs down, unmount (within release_timeout); when the lock was lost ("urgent") the
+floating IPs go first, since another node may already be taking over. Every step of a stop is
+tried even when an earlier one failed; the stop fails if any did. A status check runs `script
+status` (status_timeout) and also checks that the floating IPs are up and the stores mounted.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable, Iterable, Protocol
+
+import grpc
+
+from skyge.services.ha import policy
+from skyge.services.ha.resources import fip as fip_mod
+from skyge.services.ha.resources import garp as garp_mod
+from skyge.services.ha.resources import store as store_mod
+from skyge.services.ha.resources.script import ScriptRunner
+from skyge.services.ha.service_config import FloatingIp, ServiceConfig, Store
+from skyge.v1 import lock_pb2, lock_pb2_grpc
+
+__all__ = ["LOCK_SLOTS", "lock_of", "session_label", "parse_label", "LockSession",
+           "GrpcLockSession", "Resources", "SystemResources", "ServiceSupervisor",
+           "lock_channel"]
+
+#: the lock slot of each takeover order: the first slot of its wait-order range
+LOCK_SLOTS = {"random": 0, "fifo": 512, "stack": 1024}
+LABEL_PREFIX = "ha:"
+OPEN_TIMEOUT_S = 3.0
+#: gRPC options of the channel to the local lock daemon: reconnect fast after it restarts
+LOCK_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.enable_retries", 0),
+)
+
+logger = logging.getLogger("skyge.ha")
+
+
+def lock_of(config: ServiceConfig) -> tuple[int, int]:
+    """(lock slot, lock number) of a service."""
+    return LOCK_SLOTS[config.type], config.slot
+
+
+def session_label(config: ServiceConfig) -> str:
+    """``ha:TYPE/SLOT:NAME``, cut to the 64 characters a lock session label may have."""
+    return f"{LABEL_PREFIX}{config.type}/{config.slot}:{config.name}"[:64]
+
+
+def parse_label(label: str) -> tuple[str, int] | None:
+    """(type, slot) of an HA session label, or None for another kind of session."""
+    if not label.startswith(LABEL_PREFIX):
+        return None
+    key, _, _ = label[len(LABEL_PREFIX):].partition(":")
+    kind, _, slot = key.partition("/")
+    return (kind, int(slot)) if kind in LOCK_SLOTS and slot.isdigit() else None
+
+
+def lock_channel(socket_path: str | os.PathLike[str]) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(f"unix:{socket_path}", options=LOCK_CHANNEL_OPTIONS)
+
+
+# --- the lock session ---------------------------------------------------------------------------
+class LockSession(Protocol):
+    """What a supervisor needs of a lock session (the gRPC one, or a fake in unit tests).
+    Events are delivered through the `on_event` callback given at construction."""
+
+    async def acquire(self) -> None: ...
+    async def release(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+_FAIL = {lock_pb2.FAIL_TIMEOUT: "timeout", lock_pb2.FAIL_BUSY: "busy",
+         lock_pb2.FAIL_NO_QUORUM: "no_quorum", lock_pb2.FAIL_INVALID: "invalid"}
+_LOST = {lock_pb2.LOST_NO_QUORUM: "no_quorum", lock_pb2.LOST_NODE_LEFT: "node_left",
+         lock_pb2.LOST_AUTHORITY_CHANGE: "authority_change"}
+
+
+class GrpcLockSession:
+    """A Lock.Session stream on the local lock daemon for one lock, opened on first use and
+    again after it broke. Lock events become policy events through `on_event`; the end of the
+    stream becomes `SessionDown` (every hold and wait of the session is gone with it)."""
+
+    def __init__(self, channel: grpc.aio.Channel, label: str, slot: int, lock: int,
+                 on_event: Callable[[policy.Event], None]) -> None:
+        self._stub = lock_pb2_grpc.LockStub(channel)
+        self.label, self.slot, self.lock = label, slot, lock
+        self._on_event = on_event
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._reader: asyncio.Task | None = None
+        self.session_id = 0
+
+    @property
+    def open(self) -> bool:
+        return self._call is not None
+
+    async def _open(self) -> None:
+        call = self._stub.Session()
+        try:
+            await call.write(lock_pb2.SessionRequest(open=lock_pb2.Open(
+                label=self.label, client_pid=os.getpid())))
+            first = await asyncio.wait_for(call.read(), OPEN_TIMEOUT_S)
+        except BaseException:
+            call.cancel()
+            raise
+        if first is grpc.aio.EOF or first.WhichOneof("event") != "opened":
+            call.cancel()
+            raise ConnectionError(f"lock daemon did not open the session (got {first!r})")
+        self.session_id = first.opened.session_id
+        self._call = call
+        self._reader = asyncio.create_task(self._read(call), name=f"lock-{self.label}")
+
+    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
+        detail = "stream ended"
+        try:
+            while True:
+                event = await call.read()
+                if event is grpc.aio.EOF:
+                    break
+                mapped = self._map(event)
+                if mapped is not None:
+                    self._on_event(mapped)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as error:
+            detail = f"{error.code().name}: {error.details()}"
+        except Exception as error:  # noqa: BLE001 - report, never kill the supervisor
+            detail = f"{type(error).__name__}: {error}"
+        if self._call is call:
+            self._call = None
+            self._on_event(policy.SessionDown(detail))
+
+    def _map(self, event: lock_pb2.SessionEvent) -> policy.Event | None:
+        kind = event.WhichOneof("event")
+        body = getattr(event, kind) if kind else None
+        if body is None or kind == "opened" or (body.slot, body.lock) != (self.slot, self.lock):
+            return None
+        if kind == "granted":
+            return policy.Granted(body.fencing_token)
+        if kind == "queued":
+            return policy.Queued(body.position)
+        if kind == "failed":
+            return policy.AcquireFailed(_FAIL.get(body.reason, "unknown"), body.detail)
+        if kind == "released":
+            return policy.Released()
+        if kind == "lost":
+            return policy.Lost(_LOST.get(body.reason, "unknown"), body.detail)
+        return None
+
+    async def _write(self, request: lock_pb2.SessionRequest) -> None:
+        assert self._call is not None
+        try:
+            await self._call.write(request)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError) as error:
+            call, self._call = self._call, None
+            if call is not None:
+                call.cancel()
+                self._on_event(policy.SessionDown(f"write failed: {error}"))
+
+    async def acquire(self) -> None:
+        if self._call is None:
+            try:
+                await self._open()
+            except (grpc.aio.AioRpcError, asyncio.TimeoutError, ConnectionError, OSError) as error:
+                if isinstance(error, grpc.aio.AioRpcError):
+                    detail = ("the local skyge-lock is unreachable"
+                              if error.code() == grpc.StatusCode.UNAVAILABLE
+                              else f"{error.code().name}: {error.details()}")
+                else:
+                    detail = str(error) or type(error).__name__
+                self._on_event(policy.SessionDown(f"cannot open a lock session: {detail}"))
+                return
+        await self._write(lock_pb2.SessionRequest(acquire=lock_pb2.Acquire(
+            slot=self.slot, lock=self.lock)))
+
+    async def release(self) -> None:
+        if self._call is None:  # no session: nothing held nor awaited
+            self._on_event(policy.Released())
+            return
+        await self._write(lock_pb2.SessionRequest(release=lock_pb2.Release(
+            slot=self.slot, lock=self.lock)))
+
+    async def close(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            try:
+                await call.done_writing()
+            except Exception:  # noqa: BLE001
+                pass
+            call.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            self._reader = None
+
+
+# --- resources ----------------------------------------------------------------------------------
+class Resources(Protocol):
+    async def mount(self, store: Store) -> None: ...
+    async def unmount(self, store: Store, mode: str) -> None: ...
+    async def mounted(self, store: Store) -> bool: ...
+    async def add_fip(self, fip: FloatingIp) -> None: ...
+    async def remove_fip(self, fip: FloatingIp) -> None: ...
+    async def fip_present(self, fip: FloatingIp) -> bool: ...
+    async def announce(self, fip: FloatingIp) -> None: ...
+
+
+class SystemResources:
+    """The real thing: netlink floating IPs, raw-socket gratuitous ARP, mount(2)."""
+
+    async def mount(self, store: Store) -> None:
+        await store_mod.mount_async(store)
+
+    async def unmount(self, store: Store, mode: str) -> None:
+        await store_mod.unmount_async(store, mode=mode)
+
+    async def mounted(self, store: Store) -> bool:
+        return await asyncio.to_thread(store_mod.mounted, store)
+
+    async def add_fip(self, fip: FloatingIp) -> None:
+        await fip_mod.add(fip)
+
+    async def remove_fip(self, fip: FloatingIp) -> None:
+        await fip_mod.remove(fip)
+
+    async def fip_present(self, fip: FloatingIp) -> bool:
+        return await fip_mod.present(fip)
+
+    async def announce(self, fip: FloatingIp) -> None:
+        await garp_mod.announce(fip.nic, fip.ip)
+
+
+RESOURCE_ERRORS = (store_mod.StoreError, fip_mod.FipError, garp_mod.GarpError, OSError)
+
+
+async def _finish_then_cancel(awaitable: Awaitable[object]) -> object:
+    """Await work that cannot be interrupted halfway (a mount in a thread): on cancellation,
+    let it finish first so the stop that follows sees the mount, then re-raise."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await task
+        except Exception:  # noqa: BLE001 - the stop cleans up either way
+            pass
+        raise
+
+
+# --- the supervisor -----------------------------------------------------------------------------
+@dataclass
+class Change:
+    """A state change of a supervised service (for the log, the state bus and watchers)."""
+
+    supervisor: "ServiceSupervisor"
+    previous: str
+    state: str
+    reason: str
+
+
+class ServiceSupervisor:
+    """Runs one service on this node according to `policy` (see the module doc)."""
+
+    def __init__(self, config: ServiceConfig, *, domain: int,
+                 session_factory: Callable[["ServiceSupervisor"], LockSession],
+                 resources: Resources | None = None, log_dir: str | os.PathLike[str] | None = None,
+                 on_change: Callable[[Change], None] | None = None,
+                 on_forget: Callable[["ServiceSupervisor"], None] | None = None) -> None:
+        self.config = config
+        self.domain = domain
+        self.resources: Resources = resources or SystemResources()
+        self.log_path = (Path(log_dir) / f"{config.type}-{config.slot}-{config.name}.log"
+                         if log_dir is not None else None)
+        self.runner = ScriptRunner(config, domain=domain, log_path=self.log_path)
+        self.state = policy.State()
+        self.since_unix_ns = time.time_ns()
+        self._on_change = on_change
+        self._on_forget = on_forget
+        self._session_factory = session_factory
+        self.session: LockSession | None = None
+        self._queue: asyncio.Queue[tuple[policy.Event, asyncio.Future | None]] = asyncio.Queue()
+        self._changed = asyncio.Event()
+        self._start_task: asyncio.Task | None = None
+        self._stop_task: asyncio.Task | None = None
+        self._check_task: asyncio.Task | None = None
+        self._retry_task: asyncio.Task | None = None
+        self._task: asyncio.Task | None = None
+        self.forgotten = False
+        self.last_start_ms: float | None = None
+        self._granted_at = 0.0
+
+    # -- identity
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.config.key
+
+    @property
+    def name(self) -> str:
+        return f"{self.config.name} ({self.config.type}/{self.config.slot})"
+
+    @property
+    def settings(self) -> policy.Settings:
+        return policy.Settings(check_interval_s=float(self.config.check_interval),
+                               check_failures=self.config.check_failures)
+
+    def reload(self, config: ServiceConfig) -> None:
+        """Take a new service.cfg (only while nothing runs or waits here)."""
+        self.config = config
+        self.runner = ScriptRunner(config, domain=self.domain, log_path=self.log_path)
+
+    # -- life
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"ha-{self.config.type}-"
+                                                           f"{self.config.slot}")
+
+    def post(self, event: policy.Event) -> None:
+        """Hand an event to the supervisor (from any task of the loop)."""
+        if isinstance(event, policy.Granted):
+            self._granted_at = time.monotonic()
+        self._queue.put_nowait((event, None))
+
+    async def command(self, action: str, timeout: float | None = None) -> tuple[str | None, str]:
+        """Apply a command; wait until its work is done (bounded by `timeout`, default: the
+        service's start + stop + release timeouts). Returns (refusal or None, message)."""
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((policy.Command(action), future))
+        refused, message = await future
+        if refused is None:
+            limit = timeout if timeout is not None else (
+                self.config.start_timeout + self.config.stop_timeout +
+                self.config.release_timeout + 10.0)
+            if not await self.wait_settled(limit):
+                message += f" (still {self.state.state_name} after {limit:g} s)"
+        return refused, message
+
+    async def wait_settled(self, timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not policy.settled(self.state):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    async def close(self) -> None:
+        """Stop the supervisor's tasks and its session (the service is left as it is)."""
+        for task in (self._start_task, self._stop_task, self._check_task, self._retry_task,
+                     self._task):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (self._start_task, self._stop_task, self._check_task, self._task):
+            if task is not None:
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # -- the event loop
+    async def _run(self) -> None:
+        while True:
+            event, future = await self._queue.get()
+            try:
+                await self._handle(event, future)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - one bad event must not stop the service
+                logger.exception("service %s: handling %r failed", self.name, event)
+                if future is not None and not future.done():
+                    future.set_result((f"internal error: {error}", ""))
+
+    async def _handle(self, event: policy.Event, future: asyncio.Future | None) -> None:
+        before = self.state
+        decision = policy.decide(before, event, self.settings)
+        self.state = decision.state
+        if future is not None and not future.done():
+            future.set_result((decision.refused, decision.message))
+        if before.state_name != self.state.state_name:
+            self.since_unix_ns = time.time_ns()
+        if (before.state_name, before.reason, before.holding) != (
+                self.state.state_name, self.state.reason, self.state.holding) and \
+                self._on_change is not None:
+            self._on_change(Change(self, before.state_name, self.state.state_name,
+                                   self.state.reason))
+        for action in decision.actions:
+            await self._execute(action)
+        self._changed.set()
+
+    async def _execute(self, action: policy.Action) -> None:
+        if isinstance(action, policy.Acquire):
+            if self.session is None:
+                self.session = self._session_factory(self)
+            await self.session.acquire()
+        elif isinstance(action, policy.Release):
+            if self.session is None:
+                self.post(policy.Released())
+            else:
+                await self.session.release()
+        elif isinstance(action, policy.Start):
+            self._start_task = asyncio.create_task(self._do_start(action.token))
+        elif isinstance(action, policy.CancelStart):
+            await self._cancel(self._start_task)
+        elif isinstance(action, policy.Stop):
+            await self._cancel(self._check_task)
+            await self._cancel(self._start_task)  # (a start being cleaned up is finished)
+            self._stop_task = asyncio.create_task(self._do_stop(action.urgent))
+        elif isinstance(action, policy.ScheduleCheck):
+            self._check_task = asyncio.create_task(self._do_check(action.run, action.delay_s))
+        elif isinstance(action, policy.CancelCheck):
+            await self._cancel(self._check_task)
+        elif isinstance(action, policy.ScheduleRetry):
+            await self._cancel(self._retry_task)
+            self._retry_task = asyncio.create_task(self._later(action.delay_s,
+                                                               policy.RetryAcquire()))
+        elif isinstance(action, policy.Forget):
+            self.forgotten = True
+            if self.session is not None:
+                session, self.session = self.session, None
+                asyncio.create_task(self._close_later(session))
+            if self._on_forget is not None:
+                self._on_forget(self)
+        else:  # pragma: no cover
+            raise TypeError(f"unknown action {action!r}")
+
+    async def _close_later(self, session: LockSession) -> None:
+        await self.wait_settled(2.0)  # let an outstanding Release be answered first
+        await session.close()
+
+    @staticmethod
+    async def _cancel(task: asyncio.Task | None) -> None:
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            pass
+
+    async def _later(self, delay: float, event: policy.Event) -> None:
+        await asyncio.sleep(delay)
+        self.post(event)
+
+    # -- work
+    async def _do_start(self, token: int) -> None:
+        c = self.config
+        began = time.monotonic()
+        try:
+            for store in c.stores:
+                await _finish_then_cancel(self.resources.mount(store))
+            for fip in c.fips:
+                await self.resources.add_fip(fip)
+                asyncio.create_task(self._announce(fip))
+            if c.fips:
+                logger.info("service %s: floating IPs up %.1f ms after the grant (%s)", self.name,
+                            (time.monotonic() - (self._granted_at or began)) * 1000,
+                            ", ".join(f"{f.cidr} {f.label}" for f in c.fips))
+            result = await self.runner.start(token)
+        except RESOURCE_ERRORS as error:
+            self.post(policy.StartDone(False, str(error)))
+            return
+        self.last_start_ms = (time.monotonic() - began) * 1000
+        self.post(policy.StartDone(result.ok, result.reason))
+
+    async def _announce(self, fip: FloatingIp) -> None:
+        try:
+            await self.resources.announce(fip)
+        except RESOURCE_ERRORS as error:
+            logger.warning("service %s: gratuitous ARP for %s failed: %s", self.name, fip.ip,
+                           error)
+
+    async def _remove_fips(self, errors: list[str]) -> None:
+        for fip in reversed(self.config.fips):
+            try:
+                await self.resources.remove_fip(fip)
+            except RESOURCE_ERRORS as error:
+                errors.append(str(error))
+
+    async def _do_stop(self, urgent: bool) -> None:
+        c = self.config
+        errors: list[str] = []
+        if urgent:
+            await self._remove_fips(errors)
+        result = await self.runner.stop(self.state.token)
+        if not result.ok:
+            errors.append(result.reason)
+        if not urgent:
+            await self._remove_fips(errors)
+        for store in reversed(c.stores):
+            try:
+                await asyncio.wait_for(self.resources.unmount(store, c.umount),
+                                       c.release_timeout)
+            except asyncio.TimeoutError:
+                errors.append(f"unmount {store.mountpoint}: not done in {c.release_timeout} s")
+            except RESOURCE_ERRORS as error:
+                errors.append(str(error))
+        self.post(policy.StopDone(not errors, "; ".join(errors) or result.reason))
+
+    async def _do_check(self, run: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        result = await self.runner.status(self.state.token)
+        ok, reason = result.ok, result.reason
+        if ok:
+            try:
+                for fip in self.config.fips:
+                    if not await self.resources.fip_present(fip):
+                        ok, reason = False, f"floating IP {fip.cidr} is not on {fip.nic}"
+                        break
+                for store in self.config.stores if ok else ():
+                    if not await self.resources.mounted(store):
+                        ok, reason = False, f"{store.device} is not mounted on {store.mountpoint}"
+                        break
+            except RESOURCE_ERRORS as error:
+                ok, reason = False, str(error)
+        self.post(policy.CheckDone(run, ok, reason))
+
+    # -- views
+    def snapshot(self) -> dict:
+        s = self.state
+        return {"type": self.config.type, "slot": self.config.slot, "name": self.config.name,
+                "domain": self.domain, "state": s.state_name, "since_unix_ns": self.since_unix_ns,
+                "reason": s.reason, "holds_lock": s.holding,
+                "fencing_token": s.token if s.holding else 0,
+                "failed_checks": s.failed_checks, "fail_count": s.fail_count}
+
+
+def by_key(supervisors: Iterable[ServiceSupervisor]) -> list[ServiceSupervisor]:
+    from skyge.services.ha.service_config import TYPE_INDEX
+    return sorted(supervisors, key=lambda s: (TYPE_INDEX[s.config.type], s.config.slot))
