@@ -3,10 +3,8 @@
 Run as `skyge-emon` or `python -m skyge.services.emon`."""
 import sys
 
-from skyge.services.common.runner import contract_only_spec, run_daemon
-
-SPEC = contract_only_spec(
-    "emon", "Emon", "CPU, memory and disk probes with watermarks that act")
+from skyge.services.common.runner import run_daemon
+from skyge.services.emon.daemon import SPEC
 
 
 def main() -> None:

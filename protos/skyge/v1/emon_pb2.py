@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13skyge/v1/emon.proto\x12\x08skyge.v1\"\x13\n\x11ListProbesRequest\"5\n\x12ListProbesResponse\x12\x1f\n\x06probes\x18\x01 \x03(\x0b\x32\x0f.skyge.v1.Probe\"Y\n\x05Probe\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x0f\n\x07\x62uiltin\x18\x03 \x01(\x08\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x13\n\x0binterval_ms\x18\x05 \x01(\r\"J\n\x06Sample\x12\r\n\x05probe\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x14\n\x0ctime_unix_ns\x18\x04 \x01(\x03\"#\n\x11GetCurrentRequest\x12\x0e\n\x06probes\x18\x01 \x03(\t\"7\n\x12GetCurrentResponse\x12!\n\x07samples\x18\x01 \x03(\x0b\x32\x10.skyge.v1.Sample\"1\n\x11GetHistoryRequest\x12\r\n\x05probe\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"7\n\x12GetHistoryResponse\x12!\n\x07samples\x18\x01 \x03(\x0b\x32\x10.skyge.v1.Sample\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06probes\x18\x01 \x03(\t\"&\n\x15ListWatermarksRequest\x12\r\n\x05probe\x18\x01 \x01(\t\"A\n\x16ListWatermarksResponse\x12\'\n\nwatermarks\x18\x01 \x03(\x0b\x32\x13.skyge.v1.Watermark\"\xe3\x01\n\tWatermark\x12\r\n\x05probe\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12&\n\tdirection\x18\x04 \x01(\x0e\x32\x13.skyge.v1.Direction\x12)\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x19.skyge.v1.WatermarkAction\x12\x0e\n\x06script\x18\x06 \x01(\t\x12\r\n\x05\x61rmed\x18\x07 \x01(\x08\x12\x1a\n\x12last_fired_unix_ns\x18\x08 \x01(\x03\x12\x18\n\x10last_exit_status\x18\t \x01(\x05*e\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IRECTION_ABOVE\x10\x01\x12\x13\n\x0f\x44IRECTION_BELOW\x10\x02\x12\x13\n\x0f\x44IRECTION_EQUAL\x10\x03*y\n\x0fWatermarkAction\x12 \n\x1cWATERMARK_ACTION_UNSPECIFIED\x10\x00\x12\x14\n\x10WATERMARK_SCRIPT\x10\x01\x12\x14\n\x10WATERMARK_SWITCH\x10\x02\x12\x18\n\x14WATERMARK_REFUSE_NEW\x10\x03\x32\xeb\x02\n\x04\x45mon\x12G\n\nListProbes\x12\x1b.skyge.v1.ListProbesRequest\x1a\x1c.skyge.v1.ListProbesResponse\x12G\n\nGetCurrent\x12\x1b.skyge.v1.GetCurrentRequest\x1a\x1c.skyge.v1.GetCurrentResponse\x12G\n\nGetHistory\x12\x1b.skyge.v1.GetHistoryRequest\x1a\x1c.skyge.v1.GetHistoryResponse\x12\x33\n\x05Watch\x12\x16.skyge.v1.WatchRequest\x1a\x10.skyge.v1.Sample0\x01\x12S\n\x0eListWatermarks\x12\x1f.skyge.v1.ListWatermarksRequest\x1a .skyge.v1.ListWatermarksResponseBK\n\x0c\x63om.skyge.v1B\tEmonProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13skyge/v1/emon.proto\x12\x08skyge.v1\"\x13\n\x11ListProbesRequest\"5\n\x12ListProbesResponse\x12\x1f\n\x06probes\x18\x01 \x03(\x0b\x32\x0f.skyge.v1.Probe\"\x8b\x01\n\x05Probe\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x0f\n\x07\x62uiltin\x18\x03 \x01(\x08\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x13\n\x0binterval_ms\x18\x05 \x01(\r\x12\x0c\n\x04\x64\x65sc\x18\x06 \x01(\t\x12\x0e\n\x06\x65rrors\x18\x07 \x01(\x04\x12\x12\n\nlast_error\x18\x08 \x01(\t\"J\n\x06Sample\x12\r\n\x05probe\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x14\n\x0ctime_unix_ns\x18\x04 \x01(\x03\"#\n\x11GetCurrentRequest\x12\x0e\n\x06probes\x18\x01 \x03(\t\"7\n\x12GetCurrentResponse\x12!\n\x07samples\x18\x01 \x03(\x0b\x32\x10.skyge.v1.Sample\"1\n\x11GetHistoryRequest\x12\r\n\x05probe\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"7\n\x12GetHistoryResponse\x12!\n\x07samples\x18\x01 \x03(\x0b\x32\x10.skyge.v1.Sample\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06probes\x18\x01 \x03(\t\"&\n\x15ListWatermarksRequest\x12\r\n\x05probe\x18\x01 \x01(\t\"W\n\x16ListWatermarksResponse\x12\'\n\nwatermarks\x18\x01 \x03(\x0b\x32\x13.skyge.v1.Watermark\x12\x14\n\x0crefusing_new\x18\x02 \x01(\x08\"\xdc\x02\n\tWatermark\x12\r\n\x05probe\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12&\n\tdirection\x18\x04 \x01(\x0e\x32\x13.skyge.v1.Direction\x12)\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x19.skyge.v1.WatermarkAction\x12\x0e\n\x06script\x18\x06 \x01(\t\x12\r\n\x05\x61rmed\x18\x07 \x01(\x08\x12\x1a\n\x12last_fired_unix_ns\x18\x08 \x01(\x03\x12\x18\n\x10last_exit_status\x18\t \x01(\x05\x12\x12\n\nhysteresis\x18\n \x01(\x01\x12\x0f\n\x07sustain\x18\x0b \x01(\r\x12\x13\n\x0b\x66ired_count\x18\x0c \x01(\x04\x12\x13\n\x0b\x63onfig_file\x18\r \x01(\t\x12\x13\n\x0b\x63onfig_line\x18\x0e \x01(\r\x12\x13\n\x0blast_result\x18\x0f \x01(\t\"\x0f\n\rReloadRequest\"Z\n\x0eReloadResponse\x12\x1f\n\x06probes\x18\x01 \x03(\x0b\x32\x0f.skyge.v1.Probe\x12\'\n\nwatermarks\x18\x02 \x03(\x0b\x32\x13.skyge.v1.Watermark\"\x15\n\x13GetEmonStatsRequest\"\x80\x02\n\tEmonStats\x12\x0f\n\x07samples\x18\x01 \x01(\x04\x12\x14\n\x0cprobe_errors\x18\x02 \x01(\x04\x12\x11\n\tpublished\x18\x03 \x01(\x04\x12\x18\n\x10publish_failures\x18\x04 \x01(\x04\x12\x17\n\x0fpublish_dropped\x18\x05 \x01(\x04\x12\x15\n\rbus_reachable\x18\x06 \x01(\x08\x12\x18\n\x10watermarks_fired\x18\x07 \x01(\x04\x12\x13\n\x0bscripts_run\x18\x08 \x01(\x04\x12\x13\n\x0b\x63pu_seconds\x18\t \x01(\x01\x12\x17\n\x0fstarted_unix_ns\x18\n \x01(\x03\x12\x12\n\npublishing\x18\x0b \x01(\x08*e\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IRECTION_ABOVE\x10\x01\x12\x13\n\x0f\x44IRECTION_BELOW\x10\x02\x12\x13\n\x0f\x44IRECTION_EQUAL\x10\x03*y\n\x0fWatermarkAction\x12 \n\x1cWATERMARK_ACTION_UNSPECIFIED\x10\x00\x12\x14\n\x10WATERMARK_SCRIPT\x10\x01\x12\x14\n\x10WATERMARK_SWITCH\x10\x02\x12\x18\n\x14WATERMARK_REFUSE_NEW\x10\x03\x32\xe8\x03\n\x04\x45mon\x12G\n\nListProbes\x12\x1b.skyge.v1.ListProbesRequest\x1a\x1c.skyge.v1.ListProbesResponse\x12G\n\nGetCurrent\x12\x1b.skyge.v1.GetCurrentRequest\x1a\x1c.skyge.v1.GetCurrentResponse\x12G\n\nGetHistory\x12\x1b.skyge.v1.GetHistoryRequest\x1a\x1c.skyge.v1.GetHistoryResponse\x12\x33\n\x05Watch\x12\x16.skyge.v1.WatchRequest\x1a\x10.skyge.v1.Sample0\x01\x12S\n\x0eListWatermarks\x12\x1f.skyge.v1.ListWatermarksRequest\x1a .skyge.v1.ListWatermarksResponse\x12;\n\x06Reload\x12\x17.skyge.v1.ReloadRequest\x1a\x18.skyge.v1.ReloadResponse\x12>\n\x08GetStats\x12\x1d.skyge.v1.GetEmonStatsRequest\x1a\x13.skyge.v1.EmonStatsBK\n\x0c\x63om.skyge.v1B\tEmonProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,34 +32,42 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skyge.v1.emon_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014com.skyge.v1B\tEmonProtoP\001Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1'
-  _globals['_DIRECTION']._serialized_start=847
-  _globals['_DIRECTION']._serialized_end=948
-  _globals['_WATERMARKACTION']._serialized_start=950
-  _globals['_WATERMARKACTION']._serialized_end=1071
+  _globals['_DIRECTION']._serialized_start=1432
+  _globals['_DIRECTION']._serialized_end=1533
+  _globals['_WATERMARKACTION']._serialized_start=1535
+  _globals['_WATERMARKACTION']._serialized_end=1656
   _globals['_LISTPROBESREQUEST']._serialized_start=33
   _globals['_LISTPROBESREQUEST']._serialized_end=52
   _globals['_LISTPROBESRESPONSE']._serialized_start=54
   _globals['_LISTPROBESRESPONSE']._serialized_end=107
-  _globals['_PROBE']._serialized_start=109
-  _globals['_PROBE']._serialized_end=198
-  _globals['_SAMPLE']._serialized_start=200
-  _globals['_SAMPLE']._serialized_end=274
-  _globals['_GETCURRENTREQUEST']._serialized_start=276
-  _globals['_GETCURRENTREQUEST']._serialized_end=311
-  _globals['_GETCURRENTRESPONSE']._serialized_start=313
-  _globals['_GETCURRENTRESPONSE']._serialized_end=368
-  _globals['_GETHISTORYREQUEST']._serialized_start=370
-  _globals['_GETHISTORYREQUEST']._serialized_end=419
-  _globals['_GETHISTORYRESPONSE']._serialized_start=421
-  _globals['_GETHISTORYRESPONSE']._serialized_end=476
-  _globals['_WATCHREQUEST']._serialized_start=478
-  _globals['_WATCHREQUEST']._serialized_end=508
-  _globals['_LISTWATERMARKSREQUEST']._serialized_start=510
-  _globals['_LISTWATERMARKSREQUEST']._serialized_end=548
-  _globals['_LISTWATERMARKSRESPONSE']._serialized_start=550
-  _globals['_LISTWATERMARKSRESPONSE']._serialized_end=615
-  _globals['_WATERMARK']._serialized_start=618
-  _globals['_WATERMARK']._serialized_end=845
-  _globals['_EMON']._serialized_start=1074
-  _globals['_EMON']._serialized_end=1437
+  _globals['_PROBE']._serialized_start=110
+  _globals['_PROBE']._serialized_end=249
+  _globals['_SAMPLE']._serialized_start=251
+  _globals['_SAMPLE']._serialized_end=325
+  _globals['_GETCURRENTREQUEST']._serialized_start=327
+  _globals['_GETCURRENTREQUEST']._serialized_end=362
+  _globals['_GETCURRENTRESPONSE']._serialized_start=364
+  _globals['_GETCURRENTRESPONSE']._serialized_end=419
+  _globals['_GETHISTORYREQUEST']._serialized_start=421
+  _globals['_GETHISTORYREQUEST']._serialized_end=470
+  _globals['_GETHISTORYRESPONSE']._serialized_start=472
+  _globals['_GETHISTORYRESPONSE']._serialized_end=527
+  _globals['_WATCHREQUEST']._serialized_start=529
+  _globals['_WATCHREQUEST']._serialized_end=559
+  _globals['_LISTWATERMARKSREQUEST']._serialized_start=561
+  _globals['_LISTWATERMARKSREQUEST']._serialized_end=599
+  _globals['_LISTWATERMARKSRESPONSE']._serialized_start=601
+  _globals['_LISTWATERMARKSRESPONSE']._serialized_end=688
+  _globals['_WATERMARK']._serialized_start=691
+  _globals['_WATERMARK']._serialized_end=1039
+  _globals['_RELOADREQUEST']._serialized_start=1041
+  _globals['_RELOADREQUEST']._serialized_end=1056
+  _globals['_RELOADRESPONSE']._serialized_start=1058
+  _globals['_RELOADRESPONSE']._serialized_end=1148
+  _globals['_GETEMONSTATSREQUEST']._serialized_start=1150
+  _globals['_GETEMONSTATSREQUEST']._serialized_end=1171
+  _globals['_EMONSTATS']._serialized_start=1174
+  _globals['_EMONSTATS']._serialized_end=1430
+  _globals['_EMON']._serialized_start=1659
+  _globals['_EMON']._serialized_end=2147
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,16 @@ class EmonStub:
                 request_serializer=skyge_dot_v1_dot_emon__pb2.ListWatermarksRequest.SerializeToString,
                 response_deserializer=skyge_dot_v1_dot_emon__pb2.ListWatermarksResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/skyge.v1.Emon/Reload',
+                request_serializer=skyge_dot_v1_dot_emon__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=skyge_dot_v1_dot_emon__pb2.ReloadResponse.FromString,
+                _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/skyge.v1.Emon/GetStats',
+                request_serializer=skyge_dot_v1_dot_emon__pb2.GetEmonStatsRequest.SerializeToString,
+                response_deserializer=skyge_dot_v1_dot_emon__pb2.EmonStats.FromString,
+                _registered_method=True)
 
 
 class EmonServicer:
@@ -112,6 +122,24 @@ class EmonServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Read the plug-in probes and the watermark (ECS) files again and apply them. All or nothing:
+        on any error the running configuration is kept and the call fails with INVALID_ARGUMENT
+        naming the file, line, key and reason (e.g. "ROOT/etc/skyge/emon/ecs/cpu_load/service.cfg:2:
+        wm_90: unknown direction 'over' (allowed: above, below, equal)"). Watermarks whose
+        definition did not change keep their state (armed or not).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStats(self, request, context):
+        """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmonServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +167,16 @@ def add_EmonServicer_to_server(servicer, server):
                     servicer.ListWatermarks,
                     request_deserializer=skyge_dot_v1_dot_emon__pb2.ListWatermarksRequest.FromString,
                     response_serializer=skyge_dot_v1_dot_emon__pb2.ListWatermarksResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=skyge_dot_v1_dot_emon__pb2.ReloadRequest.FromString,
+                    response_serializer=skyge_dot_v1_dot_emon__pb2.ReloadResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=skyge_dot_v1_dot_emon__pb2.GetEmonStatsRequest.FromString,
+                    response_serializer=skyge_dot_v1_dot_emon__pb2.EmonStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -282,6 +320,60 @@ class Emon:
             '/skyge.v1.Emon/ListWatermarks',
             skyge_dot_v1_dot_emon__pb2.ListWatermarksRequest.SerializeToString,
             skyge_dot_v1_dot_emon__pb2.ListWatermarksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyge.v1.Emon/Reload',
+            skyge_dot_v1_dot_emon__pb2.ReloadRequest.SerializeToString,
+            skyge_dot_v1_dot_emon__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyge.v1.Emon/GetStats',
+            skyge_dot_v1_dot_emon__pb2.GetEmonStatsRequest.SerializeToString,
+            skyge_dot_v1_dot_emon__pb2.EmonStats.FromString,
             options,
             channel_credentials,
             insecure,

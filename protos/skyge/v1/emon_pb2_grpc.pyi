@@ -53,6 +53,15 @@ class EmonStub:
     """
     ListWatermarks: _grpc.UnaryUnaryMultiCallable[_emon_pb2.ListWatermarksRequest, _emon_pb2.ListWatermarksResponse]
     """The configured watermarks and their state."""
+    Reload: _grpc.UnaryUnaryMultiCallable[_emon_pb2.ReloadRequest, _emon_pb2.ReloadResponse]
+    """Read the plug-in probes and the watermark (ECS) files again and apply them. All or nothing:
+    on any error the running configuration is kept and the call fails with INVALID_ARGUMENT
+    naming the file, line, key and reason (e.g. "ROOT/etc/skyge/emon/ecs/cpu_load/service.cfg:2:
+    wm_90: unknown direction 'over' (allowed: above, below, equal)"). Watermarks whose
+    definition did not change keep their state (armed or not).
+    """
+    GetStats: _grpc.UnaryUnaryMultiCallable[_emon_pb2.GetEmonStatsRequest, _emon_pb2.EmonStats]
+    """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time."""
 
 @_typing.type_check_only
 class EmonAsyncStub(EmonStub):
@@ -77,6 +86,15 @@ class EmonAsyncStub(EmonStub):
     """
     ListWatermarks: _aio.UnaryUnaryMultiCallable[_emon_pb2.ListWatermarksRequest, _emon_pb2.ListWatermarksResponse]  # type: ignore[assignment]
     """The configured watermarks and their state."""
+    Reload: _aio.UnaryUnaryMultiCallable[_emon_pb2.ReloadRequest, _emon_pb2.ReloadResponse]  # type: ignore[assignment]
+    """Read the plug-in probes and the watermark (ECS) files again and apply them. All or nothing:
+    on any error the running configuration is kept and the call fails with INVALID_ARGUMENT
+    naming the file, line, key and reason (e.g. "ROOT/etc/skyge/emon/ecs/cpu_load/service.cfg:2:
+    wm_90: unknown direction 'over' (allowed: above, below, equal)"). Watermarks whose
+    definition did not change keep their state (armed or not).
+    """
+    GetStats: _aio.UnaryUnaryMultiCallable[_emon_pb2.GetEmonStatsRequest, _emon_pb2.EmonStats]  # type: ignore[assignment]
+    """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time."""
 
 class EmonServicer(metaclass=_abc_1.ABCMeta):
     """Samples probes on the serving node at a fixed interval, keeps a short history, publishes each
@@ -128,5 +146,26 @@ class EmonServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_emon_pb2.ListWatermarksResponse, _abc.Awaitable[_emon_pb2.ListWatermarksResponse]]:
         """The configured watermarks and their state."""
+
+    @_abc_1.abstractmethod
+    def Reload(
+        self,
+        request: _emon_pb2.ReloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_emon_pb2.ReloadResponse, _abc.Awaitable[_emon_pb2.ReloadResponse]]:
+        """Read the plug-in probes and the watermark (ECS) files again and apply them. All or nothing:
+        on any error the running configuration is kept and the call fails with INVALID_ARGUMENT
+        naming the file, line, key and reason (e.g. "ROOT/etc/skyge/emon/ecs/cpu_load/service.cfg:2:
+        wm_90: unknown direction 'over' (allowed: above, below, equal)"). Watermarks whose
+        definition did not change keep their state (armed or not).
+        """
+
+    @_abc_1.abstractmethod
+    def GetStats(
+        self,
+        request: _emon_pb2.GetEmonStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_emon_pb2.EmonStats, _abc.Awaitable[_emon_pb2.EmonStats]]:
+        """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time."""
 
 def add_EmonServicer_to_server(servicer: EmonServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
