@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import errno
 import fcntl
-import importlib
 import logging
 import os
 import signal
@@ -39,7 +38,7 @@ from skyge import __version__
 from skyge.services.common import sdnotify
 from skyge.services.common.config import ConfigError, Field, Schema, load_config, string
 from skyge.services.common.logsetup import LOG_TYPES, SYSLOG_LEVELS, setup_logging
-from skyge.services.common.paths import TCP_PORTS, NodePaths
+from skyge.services.common.paths import NodePaths
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 READY_TIMEOUT_S = 60.0  # how long `-d` waits for the background daemon to be serving
@@ -322,32 +321,3 @@ def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
     report(message)
     return status
 
-
-class ContractOnlyApp(DaemonApp):
-    """A daemon whose core is not built yet: it serves its contract, every RPC UNIMPLEMENTED.
-
-    This keeps the daemon's process, socket, health and deployment real while its subsystem is
-    being built, so clients get a clear UNIMPLEMENTED instead of "connection refused".
-    """
-
-    def __init__(self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any,
-                 service_name: str) -> None:
-        self._add, self._servicer = add_to_server, servicer
-        self.service_names = (service_name,)
-
-    def register(self, server: grpc.aio.Server) -> None:
-        self._add(self._servicer, server)
-
-
-def contract_only_spec(name: str, service: str, description: str) -> DaemonSpec:
-    """The spec of a daemon that serves its contract only (module skyge.v1.<name>_pb2_grpc)."""
-    grpc_module = importlib.import_module(f"skyge.v1.{name}_pb2_grpc")
-
-    return DaemonSpec(
-        name=name,
-        description=f"skyge {name} daemon: {description}",
-        tcp_port=TCP_PORTS[name],
-        build=lambda ctx: ContractOnlyApp(getattr(grpc_module, f"add_{service}Servicer_to_server"),
-                                          getattr(grpc_module, f"{service}Servicer")(),
-                                          f"skyge.v1.{service}"),
-    )

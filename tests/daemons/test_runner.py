@@ -5,6 +5,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,11 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skyge.services.common.paths import NodePaths
 from skyge.v1 import emon_pb2, emon_pb2_grpc
 
-# The runner under test serves the emon contract with every RPC unimplemented, so these tests
-# exercise the runner alone, not the emon daemon's core.
-CONTRACT_ONLY = ("import sys; from skyge.services.common.runner import contract_only_spec, run_daemon; "
-                 "sys.exit(run_daemon(contract_only_spec('emon', 'Emon', 'runner test'), sys.argv[1:]))")
-DAEMON = [sys.executable, "-c", CONTRACT_ONLY]
+# A contract-only daemon, so these tests exercise the runner alone, not a daemon's core.
+DAEMON = [sys.executable, str(Path(__file__).with_name("contract_only_daemon.py"))]
 START_TIMEOUT_S = 20
 
 

@@ -14,7 +14,8 @@ import pytest
 from google.protobuf import descriptor_pb2, message_factory
 
 from skyge.v1 import (bus_pb2, bus_pb2_grpc, common_pb2, emon_pb2, emon_pb2_grpc, ha_pb2,
-                      ha_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc, lock_pb2, lock_pb2_grpc)
+                      ha_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc, lock_pb2, lock_pb2_grpc,
+                      lock_peer_pb2, lock_peer_pb2_grpc)
 
 REPO = Path(__file__).resolve().parents[2]
 PROTOS = REPO / "protos"
@@ -29,17 +30,19 @@ SERVICES = {
     },
     (bus_pb2, bus_pb2_grpc, "Bus"): {
         "CreateBus": U, "ListBuses": U, "DeleteBus": U, "InitBuses": U, "Publish": U,
-        "PublishStream": BIDI, "Subscribe": SS,
+        "PublishStream": BIDI, "RelayPublish": BIDI, "Subscribe": SS,
     },
     (lock_pb2, lock_pb2_grpc, "Lock"): {
-        "Session": BIDI, "Inspect": U, "ListLocks": U, "GetAuthority": U, "Campaign": SS,
-        "Observe": SS,
+        "Session": BIDI, "Inspect": U, "ListLocks": U, "GetAuthority": U,
+        "SetExpectedVotes": U, "Campaign": SS, "Observe": SS,
     },
+    (lock_peer_pb2, lock_peer_pb2_grpc, "LockPeer"): {"GetPeerState": U},
     (ha_pb2, ha_pb2_grpc, "Ha"): {
         "Query": U, "Status": U, "WatchStatus": SS, "Command": U, "StopAll": U, "Pulse": U,
     },
     (emon_pb2, emon_pb2_grpc, "Emon"): {
         "ListProbes": U, "GetCurrent": U, "GetHistory": U, "Watch": SS, "ListWatermarks": U,
+        "Reload": U, "GetStats": U,
     },
 }
 SERVICE_IDS = [name for _, _, name in SERVICES]
@@ -78,7 +81,7 @@ def test_service_has_the_listed_rpcs(key):
 
 
 def test_every_file_is_in_package_skyge_v1_with_client_options():
-    for module in (common_pb2, heartbeat_pb2, bus_pb2, lock_pb2, ha_pb2, emon_pb2):
+    for module in (common_pb2, heartbeat_pb2, bus_pb2, lock_pb2, lock_peer_pb2, ha_pb2, emon_pb2):
         file = module.DESCRIPTOR
         assert file.package == "skyge.v1"
         options = file.GetOptions()
@@ -90,7 +93,7 @@ def test_every_file_is_in_package_skyge_v1_with_client_options():
 # ---- enums
 
 def all_enums():
-    for module in (common_pb2, heartbeat_pb2, bus_pb2, lock_pb2, ha_pb2, emon_pb2):
+    for module in (common_pb2, heartbeat_pb2, bus_pb2, lock_pb2, lock_peer_pb2, ha_pb2, emon_pb2):
         yield from module.DESCRIPTOR.enum_types_by_name.values()
         for message in module.DESCRIPTOR.message_types_by_name.values():
             yield from message.enum_types
