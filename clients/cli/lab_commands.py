@@ -94,7 +94,7 @@ def _takes_command(parser: argparse.ArgumentParser) -> None:
     argparse alone cannot mix `HOST [--opt X] -- CMD...` (its positionals are matched before the
     options), so the sub-parser splits its arguments at `--` itself.
     """
-    parser.usage = f"%(prog)s [options] HOST -- COMMAND [ARGS...]"
+    parser.usage = "%(prog)s [options] HOST -- COMMAND [ARGS...]"
     parser.set_defaults(cmd=[])
     parse = parser.parse_known_args
 

@@ -17,7 +17,7 @@ import grpc
 from skyge.services.bus.collector import LogCollector
 from skyge.services.bus.core import RETAINED_BYTES_DEFAULT, BusCore, BusStore, SequenceStore
 from skyge.services.bus.server import SERVICE, BusServer
-from skyge.services.common.config import ConfigError, Field, choice, integer, parse_config
+from skyge.services.common.config import Field, choice, integer
 from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.paths import TCP_PORTS
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
@@ -43,28 +43,13 @@ FIELDS = (
 )
 
 
-def configured_domain(ctx: DaemonContext) -> int:
-    """The domain from bus.cfg, else heartbeat.cfg's `domain` (0 when neither says)."""
-    if ctx.config.get("domain"):
-        return int(ctx.config["domain"])
-    path = ctx.paths.config_file("heartbeat")
-    try:
-        settings = parse_config(path.read_text(), str(path))
-    except (OSError, UnicodeDecodeError, ConfigError):
-        return 0
-    for setting in settings:
-        if setting.key == "domain" and isinstance(setting.value, int) and 1 <= setting.value <= 64:
-            return setting.value
-    return 0
-
-
 class BusApp(DaemonApp):
     service_names = (SERVICE,)
 
     def __init__(self, ctx: DaemonContext) -> None:
         self.ctx = ctx
         self.logger = ctx.logger
-        self.configured_domain = configured_domain(ctx)
+        self.configured_domain = ctx.configured_domain()
         self.core = BusCore(BusStore(ctx.paths.etc / "bus"), SequenceStore(ctx.paths.lib / "bus"),
                             max_retained_bytes=ctx.config["max_retained_bytes"],
                             domain=self.domain)

@@ -36,7 +36,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from skyge import __version__
 from skyge.services.common import sdnotify
-from skyge.services.common.config import ConfigError, Field, Schema, load_config, string
+from skyge.services.common.config import (ConfigError, Field, Schema, load_config, parse_config,
+                                          string)
 from skyge.services.common.logsetup import LOG_TYPES, SYSLOG_LEVELS, setup_logging
 from skyge.services.common.paths import NodePaths
 
@@ -55,6 +56,24 @@ class DaemonContext:
     args: argparse.Namespace
     logger: logging.Logger
     started_unix_ns: int
+
+    def configured_domain(self) -> int:
+        """This node's domain: the daemon's own `domain` key, else heartbeat.cfg's, else 0.
+
+        Daemons other than heartbeat learn it from the membership once the heartbeat daemon
+        answers; this is what they can know before that (and what they check it against).
+        """
+        if self.config.get("domain"):
+            return int(self.config["domain"])
+        path = self.paths.config_file("heartbeat")
+        try:
+            settings = parse_config(path.read_text(), str(path))
+        except (OSError, UnicodeDecodeError, ConfigError):
+            return 0
+        for setting in settings:
+            if setting.key == "domain" and isinstance(setting.value, int) and 1 <= setting.value <= 64:
+                return setting.value
+        return 0
 
 
 class DaemonApp:

@@ -28,7 +28,7 @@ from typing import Callable
 
 import grpc
 
-from skyge.services.common.config import ConfigError, Field, integer, parse_config, string
+from skyge.services.common.config import Field, integer, string
 from skyge.services.common.logsetup import NOTICE, BusLogHandler
 from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.paths import TCP_PORTS
@@ -57,21 +57,6 @@ FIELDS = (
 )
 
 
-def configured_domain(ctx: DaemonContext) -> int:
-    """The domain from ha.cfg, else heartbeat.cfg's `domain` (0 when neither says)."""
-    if ctx.config.get("domain"):
-        return int(ctx.config["domain"])
-    path = ctx.paths.config_file("heartbeat")
-    try:
-        settings = parse_config(path.read_text(), str(path))
-    except (OSError, UnicodeDecodeError, ConfigError):
-        return 0
-    for setting in settings:
-        if setting.key == "domain" and isinstance(setting.value, int) and 1 <= setting.value <= 64:
-            return setting.value
-    return 0
-
-
 class _StateBusHandler(BusLogHandler):
     """Ships state-change records (their `msg` is a dict) to the state bus as JSON."""
 
@@ -88,7 +73,7 @@ class HaApp(DaemonApp):
         self.paths = ctx.paths
         folder = ctx.config.get("config_dir") or ""
         self.config_dir = Path(ctx.paths.under(folder)) if folder else ha_config_dir(ctx.paths)
-        self.domain = configured_domain(ctx)
+        self.domain = ctx.configured_domain()
         self.services: dict[tuple[str, int], ServiceSupervisor] = {}
         self.follower = MembershipFollower(ctx.paths)
         self.channels = PeerChannels(
