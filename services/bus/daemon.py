@@ -19,7 +19,6 @@ from skyge.services.bus.core import RETAINED_BYTES_DEFAULT, BusCore, BusStore, S
 from skyge.services.bus.server import SERVICE, BusServer
 from skyge.services.common.config import Field, choice, integer
 from skyge.services.common.membership import MembershipFollower, PeerChannels
-from skyge.services.common.paths import TCP_PORTS
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
 
 #: gRPC options of the channels to peers' bus daemons: reconnect fast after a peer restarts
@@ -116,7 +115,6 @@ SPEC = DaemonSpec(
     name="bus",
     description="skyge bus daemon: named message buses across the cluster, ordered and bounded, "
                 "with log collection (the seed's messagebus and youchai)",
-    tcp_port=TCP_PORTS["bus"],
     build=build,
     config_fields=FIELDS,
 )

@@ -39,7 +39,7 @@ from skyge.services.common import sdnotify
 from skyge.services.common.config import (ConfigError, Field, Schema, load_config, parse_config,
                                           string)
 from skyge.services.common.logsetup import LOG_TYPES, SYSLOG_LEVELS, setup_logging
-from skyge.services.common.paths import NodePaths
+from skyge.services.common.paths import TCP_PORTS, NodePaths
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 READY_TIMEOUT_S = 60.0  # how long `-d` waits for the background daemon to be serving
@@ -103,10 +103,14 @@ class DaemonSpec:
 
     name: str
     description: str
-    tcp_port: int
     build: Callable[[DaemonContext], DaemonApp]
     config_fields: tuple[Field, ...] = ()
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+    @property
+    def tcp_port(self) -> int:
+        """The daemon's default TCP port for peers (one table for daemons and clients)."""
+        return TCP_PORTS[self.name]
 
 
 class StartupError(Exception):

@@ -22,7 +22,6 @@ from pathlib import Path
 import grpc
 
 from skyge.services.common.config import Field, boolean, integer, string
-from skyge.services.common.paths import TCP_PORTS
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
 from skyge.v1 import emon_pb2_grpc
 
@@ -131,7 +130,6 @@ SPEC = DaemonSpec(
     description="skyge emon daemon: CPU, memory and disk probes (plus plug-ins) published on the "
                 "emon buses, with watermarks that run scripts or switch HA services away (the "
                 "seed's emon and sk_dynamic_ecs)",
-    tcp_port=TCP_PORTS["emon"],
     build=build,
     config_fields=FIELDS,
 )

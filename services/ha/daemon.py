@@ -31,7 +31,6 @@ import grpc
 from skyge.services.common.config import Field, integer, string
 from skyge.services.common.logsetup import NOTICE, BusLogHandler
 from skyge.services.common.membership import MembershipFollower, PeerChannels
-from skyge.services.common.paths import TCP_PORTS
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
 from skyge.services.ha.service_config import (ServiceConfig, ha_config_dir, load_service,
                                               load_services)
@@ -253,7 +252,6 @@ SPEC = DaemonSpec(
     name="ha",
     description="skyge ha daemon: user services run where their lock is held, with floating IPs "
                 "and shared disks (the seed's Skyge HA)",
-    tcp_port=TCP_PORTS["ha"],
     build=build,
     config_fields=FIELDS,
 )

@@ -302,7 +302,6 @@ SPEC = DaemonSpec(
     name="heartbeat",
     description="skyge heartbeat daemon: membership over UDP on every heartbeat NIC, link state, "
                 "the cluster name table (the seed's jiluos)",
-    tcp_port=TCP_PORTS["heartbeat"],
     build=build,
     config_fields=hbconfig.FIELDS,
 )

@@ -5,7 +5,6 @@ buluos). Run as `skyge-lock` or `python -m skyge.services.lock`.
 """
 import sys
 
-from skyge.services.common.paths import TCP_PORTS
 from skyge.services.common.runner import DaemonSpec, run_daemon
 from skyge.services.lock.server import FIELDS, _add_arguments, build
 
@@ -13,7 +12,6 @@ SPEC = DaemonSpec(
     name="lock",
     description="skyge lock daemon: cluster-wide locks with ordered takeover, quorum and fencing "
                 "tokens (the seed's buluos)",
-    tcp_port=TCP_PORTS["lock"],
     build=build,
     config_fields=FIELDS,
     add_arguments=_add_arguments,

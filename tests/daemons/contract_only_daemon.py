@@ -5,7 +5,6 @@ The runner and CLI tests use it so they exercise the runner alone, not a daemon'
 """
 import sys
 
-from skyge.services.common.paths import TCP_PORTS
 from skyge.services.common.runner import DaemonApp, DaemonSpec, run_daemon
 from skyge.v1 import emon_pb2_grpc
 
@@ -18,7 +17,7 @@ class ContractOnlyApp(DaemonApp):
 
 
 SPEC = DaemonSpec(name="emon", description="contract-only emon daemon for runner tests",
-                  tcp_port=TCP_PORTS["emon"], build=lambda ctx: ContractOnlyApp())
+                  build=lambda ctx: ContractOnlyApp())
 
 if __name__ == "__main__":
     sys.exit(run_daemon(SPEC))
