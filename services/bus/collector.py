@@ -237,7 +237,9 @@ class LogCollector:
         high = info.last_sequence + 1
         magic, next_sequence = self.state.get(f"{domain}/{bus}", (0, 0))
         if magic != info.magic or not next_sequence:
-            return info.magic, info.oldest_sequence  # a bus new to us: all it retains
+            # a bus new to us: all it retains, or, when it is empty, the next sequence: never
+            # 0 ("new only"), which would miss a record published before the stream is set up
+            return info.magic, low
         if next_sequence > high:
             return info.magic, 0
         if next_sequence < low:
