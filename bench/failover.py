@@ -1,4 +1,5 @@
-"""Failover of an HA service on a 3-node lab: crash the active node, many times; then switch.
+"""Failover of an HA service on a 3-node lab: crash the active node, kill its user process,
+isolate it (both NICs cut), many times each; then switch.
 
     python -m bench.failover --trials 10
 
@@ -16,8 +17,19 @@ cables go down, then every process is killed); then
 - node_crash: the end of the first prober connection answered by another node, minus t0 (the
   floating IP moved, the client's ARP entry followed the gratuitous ARP, the server listens);
 
-then the victim boots, its daemons start again and it queues at the back. Switch-over trials
-(`Ha.Command` SWITCH, domain 0): from the call to the first answer from the next node.
+then the victim boots, its daemons start again and it queues at the back.
+
+Process-kill trials (the service has `pidfile`, so its death is seen at once): t0 right before
+SIGKILL of the service's server process on the active node; process_kill = the first answer from
+another node, minus t0. The victim queues again after its back-off.
+
+Isolation trials (ha.cfg `reference_ips` = the gateway's): t0 right before both cables of the
+active node are pulled; isolation = the first answer from another node, minus t0;
+isolated_stop = when the isolated node had both removed the floating IP (its monitor) and lost
+the server process (a pidfd), minus t0. Then the cables go back and it queues again.
+
+Switch-over trials (`Ha.Command` SWITCH, domain 0): from the call to the first answer from the
+next node.
 
 double_active counts the times two nodes held 192.168.1.100 at once (from the monitors; a crashed
 node holds nothing from its crash on, since its cables are dead) plus the times the client got an
@@ -29,15 +41,20 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import re
+import select
 import shutil
 import signal
 import time
+from pathlib import Path
 
-from skyge.clients.lab import Lab, LabNode
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_VIP, Prober, configure_heartbeat,
-                                    ha_call, install_demo_service, start_node, wait_members,
-                                    wait_placement)
+from skyge.clients.lab import GATEWAY_IPS, Lab, LabNode
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_PORT, DEMO_VIP, Prober,
+                                    configure_heartbeat, ha_call, install_demo_service,
+                                    start_node, wait_members, wait_placement)
+from skyge.services.common.config import render_config
+from skyge.services.ha.resources.script import read_pidfile
 from skyge.v1 import ha_pb2 as pb
 
 from bench._common import lab_name, note, percentile, result, rounded
@@ -71,6 +88,9 @@ class AddressMonitor:
 
     def first_add_after(self, t0_ns: int, ip: str = DEMO_VIP) -> int | None:
         return next((t for t, added in self.events(ip) if added and t >= t0_ns), None)
+
+    def first_delete_after(self, t0_ns: int, ip: str = DEMO_VIP) -> int | None:
+        return next((t for t, added in self.events(ip) if not added and t >= t0_ns), None)
 
     def stop(self) -> None:
         if self.node.find(self.name):
@@ -111,17 +131,157 @@ def live_node(lab: Lab, exclude: int = 0) -> LabNode:
     return next(n for n in lab.nodes if n.id != exclude and not n.crashed)
 
 
-def run(trials: int, switchovers: int) -> dict:
-    vip_ms: list[float] = []
-    crash_ms: list[float] = []
-    switch_ms: list[float] = []
-    failed: list[str] = []
-    failovers: list[tuple[int, str, str]] = []  # (t0, old "nX", new "nY")
-    crash_ends: dict[str, list[int]] = {}
+def pidfile(lab: Lab, node: LabNode) -> Path:
+    """The demo server's pid file on `node` (the demo script names it after the domain)."""
+    return lab.root / "demo" / f"demo-{DEMO_PORT}" / f"server-{node.id}.pid"
+
+
+def death_time_ns(pidfd: int, timeout_s: float) -> int | None:
+    """Wall clock when the process behind `pidfd` exited (None if not within `timeout_s`)."""
+    readable, _, _ = select.select([pidfd], [], [], timeout_s)
+    return time.time_ns() if readable else None
+
+
+def configure(lab: Lab) -> None:
+    """The demo service with a pid file per node; ha.cfg with the gateway as reference IPs."""
+    for node in lab.nodes:
+        install_demo_service(lab, [node], check_interval=1,
+                             extra={"pidfile": str(pidfile(lab, node))})
+        (node.root / "etc" / "skyge" / "ha.cfg").write_text(
+            render_config({"reference_ips": ":".join(GATEWAY_IPS)}))
+
+
+def ready(lab: Lab) -> tuple[LabNode, LabNode]:
+    """Wait until the service runs with two waiters: (active node, next waiter)."""
+    _, active, waiting = wait_placement(
+        live_node(lab), lambda p: p[0] == "running" and len(p[2]) == 2,
+        what="running with 2 waiters", timeout=30)
+    time.sleep(SETTLE_S)
+    return lab.node(active), lab.node(waiting[0])
+
+
+class Run:
+    """One lab, one prober, the figures of every kind of trial."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.monitors = [AddressMonitor(node, "0") for node in lab.nodes]
+        self.prober = Prober(lab)
+        self.failed: list[str] = []
+        self.failovers: list[tuple[int, str, str]] = []  # (t0, old "nX", new "nY")
+        self.holder_ends: dict[str, list[int]] = {}  # crashes end a node's holding
+        self.ms: dict[str, list[float]] = {key: [] for key in (
+            "vip", "node_crash", "process_kill", "isolation", "isolated_stop", "switchover")}
+
+    def answered(self, what: str, t0: int, old: LabNode) -> str | None:
+        """The node answering first after t0 other than `old` (recorded), or None (failed)."""
+        found = self.prober.wait_answer_after(t0, exclude=old.key, timeout=ANSWER_TIMEOUT_S)
+        if found is None:
+            self.failed.append(f"{what}: no answer from another node in {ANSWER_TIMEOUT_S:g} s")
+            note(self.failed[-1])
+            return None
+        end_ns, answer = found
+        new = answer.split()[0]
+        self.ms[what.split()[0]].append((end_ns - t0) / 1e6)
+        self.failovers.append((t0, old.key, new))
+        return new
+
+    def crash(self, trial: int, trials: int) -> None:
+        victim, successor = ready(self.lab)
+        t0 = time.time_ns()
+        victim.crash()
+        self.holder_ends.setdefault(victim.key, []).append(t0)
+        new = self.answered(f"node_crash {trial}", t0, victim)
+        if new is not None:
+            adds = [m.first_add_after(t0) for m in self.monitors if m.node.key == new]
+            added = min((a for a in adds if a is not None), default=None)
+            if added is not None:
+                self.ms["vip"].append((added - t0) / 1e6)
+            note(f"crash {trial}/{trials}: {victim.key} crashed; floating IP on {new} after "
+                 f"{(added - t0) / 1e6 if added else float('nan'):.1f} ms, client answered "
+                 f"after {self.ms['node_crash'][-1]:.1f} ms (expected next: {successor.key})")
+        victim.boot()
+        self.monitors.append(AddressMonitor(victim, str(trial)))
+        start_node(victim, extra_args=("-l", "LOG_NOTICE"))
+
+    def kill_process(self, trial: int, trials: int) -> None:
+        victim, _ = ready(self.lab)
+        pid = read_pidfile(pidfile(self.lab, victim))
+        t0 = time.time_ns()
+        victim.kill(pid)
+        new = self.answered(f"process_kill {trial}", t0, victim)
+        if new is not None:
+            note(f"process kill {trial}/{trials}: {victim.key}'s server killed; {new} answered "
+                 f"after {self.ms['process_kill'][-1]:.1f} ms")
+
+    def isolate(self, trial: int, trials: int) -> None:
+        victim, _ = ready(self.lab)
+        pidfd = os.pidfd_open(read_pidfile(pidfile(self.lab, victim)))
+        try:
+            t0 = time.time_ns()
+            for nic in ("eth0", "eth1"):
+                victim.cut(nic)
+            new = self.answered(f"isolation {trial}", t0, victim)
+            died = death_time_ns(pidfd, ANSWER_TIMEOUT_S)
+        finally:
+            os.close(pidfd)
+        removed = next((m.first_delete_after(t0) for m in reversed(self.monitors)
+                        if m.node.key == victim.key), None)
+        if died is None or removed is None:
+            self.failed.append(f"isolation {trial}: {victim.key} did not stop its copy "
+                               f"(process {'gone' if died else 'alive'}, floating IP "
+                               f"{'removed' if removed else 'still up'})")
+            note(self.failed[-1])
+        else:
+            self.ms["isolated_stop"].append((max(died, removed) - t0) / 1e6)
+        if new is not None:
+            note(f"isolation {trial}/{trials}: {victim.key} cut off; {new} answered after "
+                 f"{self.ms['isolation'][-1]:.1f} ms; the isolated copy stopped after "
+                 f"{self.ms['isolated_stop'][-1] if died and removed else float('nan'):.1f} ms")
+        for nic in ("eth0", "eth1"):
+            victim.restore(nic)
+        wait_members(victim, 3)
+
+    def switch(self, turn: int, turns: int) -> None:
+        victim, _ = ready(self.lab)
+        observer = live_node(self.lab)
+        t0 = time.time_ns()
+        ha_call(observer, "Command", pb.CommandRequest(
+            domain=0, type=pb.TAKEOVER_FIFO, slot=0, action=pb.ACTION_SWITCH), timeout=30)
+        new = self.answered(f"switchover {turn}", t0, victim)
+        if new is not None:
+            note(f"switch {turn}/{turns}: {victim.key} -> {new} in "
+                 f"{self.ms['switchover'][-1]:.1f} ms")
+
+    def double_active(self) -> int:
+        """Two nodes holding the floating IP at once, plus the client answered by the old node
+        after the new one (before the next failover)."""
+        attempts = self.prober.attempts()
+        double = overlaps(holder_intervals(self.monitors, self.holder_ends))
+        for index, (t0, old, new) in enumerate(self.failovers):
+            t_next = self.failovers[index + 1][0] if index + 1 < len(self.failovers) else 1 << 62
+            first_new = next((end for start, end, ok, data in attempts
+                              if ok and start >= t0 and data.startswith(new + " ")), None)
+            if first_new is not None and any(
+                    ok and first_new <= start < t_next and data.startswith(old + " ")
+                    for start, end, ok, data in attempts):
+                double += 1
+        return double
+
+    def stop(self) -> None:
+        self.prober.stop()
+        for monitor in self.monitors:
+            if not monitor.node.crashed:
+                try:
+                    monitor.stop()
+                except Exception:  # noqa: BLE001
+                    pass
+
+
+def run(trials: int, kills: int, isolations: int, switchovers: int) -> dict:
     with Lab.up(nodes=3, name=lab_name("fo")) as lab:
         configure_heartbeat(lab)
-        install_demo_service(lab, check_interval=1)
-        monitors = [AddressMonitor(node, "0") for node in lab.nodes]
+        configure(lab)
         for node in lab.nodes:  # membership and locks first
             start_node(node, CLUSTER_DAEMONS[:-1], extra_args=("-l", "LOG_NOTICE"))
         wait_members(lab.node(1), 3)
@@ -129,104 +289,57 @@ def run(trials: int, switchovers: int) -> dict:
             start_node(node, ("ha",), extra_args=("-l", "LOG_NOTICE"))
             if node.id == 1:
                 wait_placement(node, lambda p: p[0] == "running", what="running", timeout=30)
-        prober = Prober(lab)
+        bench = Run(lab)
         try:
-            for trial in range(trials):
-                observer = live_node(lab)
-                _, active, waiting = wait_placement(
-                    observer, lambda p: p[0] == "running" and len(p[2]) == 2,
-                    what="running with 2 waiters", timeout=30)
-                victim, successor = lab.node(active), lab.node(waiting[0])
-                time.sleep(SETTLE_S)
-                t0 = time.time_ns()
-                victim.crash()
-                crash_ends.setdefault(victim.key, []).append(t0)
-                found = prober.wait_answer_after(t0, exclude=victim.key,
-                                                 timeout=ANSWER_TIMEOUT_S)
-                if found is None:
-                    failed.append(f"trial {trial + 1}: no answer from another node in "
-                                  f"{ANSWER_TIMEOUT_S:g} s")
-                    note(failed[-1])
-                else:
-                    end_ns, answer = found
-                    crash_ms.append((end_ns - t0) / 1e6)
-                    failovers.append((t0, victim.key, answer.split()[0]))
-                    adds = [m.first_add_after(t0) for m in monitors
-                            if m.node.key == answer.split()[0]]
-                    added = min((a for a in adds if a is not None), default=None)
-                    if added is not None:
-                        vip_ms.append((added - t0) / 1e6)
-                    note(f"trial {trial + 1}/{trials}: {victim.key} crashed; floating IP on "
-                         f"{answer.split()[0]} after "
-                         f"{(added - t0) / 1e6 if added else float('nan'):.1f} ms, client "
-                         f"answered after {crash_ms[-1]:.1f} ms (expected next: {successor.key})")
-                victim.boot()
-                monitors.append(AddressMonitor(victim, str(trial + 1)))
-                start_node(victim, extra_args=("-l", "LOG_NOTICE"))
-            for turn in range(switchovers):
-                observer = live_node(lab)
-                _, active, waiting = wait_placement(
-                    observer, lambda p: p[0] == "running" and len(p[2]) == 2,
-                    what="running with 2 waiters", timeout=30)
-                time.sleep(SETTLE_S)
-                t0 = time.time_ns()
-                ha_call(observer, "Command", pb.CommandRequest(
-                    domain=0, type=pb.TAKEOVER_FIFO, slot=0, action=pb.ACTION_SWITCH),
-                    timeout=30)
-                found = prober.wait_answer_after(t0, exclude=f"n{active}",
-                                                 timeout=ANSWER_TIMEOUT_S)
-                if found is None:
-                    failed.append(f"switch {turn + 1}: no answer from another node")
-                    note(failed[-1])
-                    continue
-                switch_ms.append((found[0] - t0) / 1e6)
-                failovers.append((t0, f"n{active}", found[1].split()[0]))
-                note(f"switch {turn + 1}/{switchovers}: n{active} -> {found[1].split()[0]} in "
-                     f"{switch_ms[-1]:.1f} ms")
+            for kind, count in ((bench.crash, trials), (bench.kill_process, kills),
+                                (bench.isolate, isolations), (bench.switch, switchovers)):
+                for trial in range(1, count + 1):
+                    kind(trial, count)
             time.sleep(SETTLE_S)
         finally:
-            prober.stop()
-            attempts = prober.attempts()
-            for monitor in monitors:
-                if not monitor.node.crashed:
-                    try:
-                        monitor.stop()
-                    except Exception:  # noqa: BLE001
-                        pass
-        double = overlaps(holder_intervals(monitors, crash_ends))
-        # the old node answering after the new one did, before the next failover
-        for index, (t0, old, new) in enumerate(failovers):
-            t_next = failovers[index + 1][0] if index + 1 < len(failovers) else 1 << 62
-            first_new = next((end for start, end, ok, data in attempts
-                              if ok and start >= t0 and data.startswith(new + " ")), None)
-            if first_new is not None and any(
-                    ok and first_new <= start < t_next and data.startswith(old + " ")
-                    for start, end, ok, data in attempts):
-                double += 1
+            bench.stop()
+        double = bench.double_active()
+    ms = bench.ms
     return {
-        "vip_p50_ms": rounded(percentile(vip_ms, 50)),
-        "vip_p99_ms": rounded(percentile(vip_ms, 99)),
-        "node_crash_p50_ms": rounded(percentile(crash_ms, 50)),
-        "node_crash_p99_ms": rounded(percentile(crash_ms, 99)),
-        "node_crash_max_ms": rounded(max(crash_ms) if crash_ms else None),
-        "switchover_p50_ms": rounded(percentile(switch_ms, 50)),
+        "vip_p50_ms": rounded(percentile(ms["vip"], 50)),
+        "vip_p99_ms": rounded(percentile(ms["vip"], 99)),
+        "node_crash_p50_ms": rounded(percentile(ms["node_crash"], 50)),
+        "node_crash_p99_ms": rounded(percentile(ms["node_crash"], 99)),
+        "node_crash_max_ms": rounded(max(ms["node_crash"], default=None)),
+        "process_kill_p50_ms": rounded(percentile(ms["process_kill"], 50)),
+        "process_kill_p99_ms": rounded(percentile(ms["process_kill"], 99)),
+        "isolation_p50_ms": rounded(percentile(ms["isolation"], 50)),
+        "isolation_p99_ms": rounded(percentile(ms["isolation"], 99)),
+        "isolated_stop_ms_max": rounded(max(ms["isolated_stop"], default=None)),
+        "switchover_p50_ms": rounded(percentile(ms["switchover"], 50)),
         "double_active": double,
         "trials": trials,
+        "kills": kills,
+        "isolations": isolations,
         "switchovers": switchovers,
-        "failed_trials": len(failed),
+        "failed_trials": len(bench.failed),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=10, help="node crashes (default 10)")
+    parser.add_argument("--kills", type=int, default=None,
+                        help="kills of the service's process (default: as many as --trials)")
+    parser.add_argument("--isolations", type=int, default=None,
+                        help="isolations of the active node (default: as many as --trials)")
     parser.add_argument("--switchovers", type=int, default=None,
                         help="commanded switch-overs (default: half the trials, at least 3)")
     args = parser.parse_args()
-    if not 1 <= args.trials <= 200:
-        parser.error("--trials: must be from 1 to 200")
-    switchovers = args.switchovers if args.switchovers is not None else max(3, args.trials // 2)
-    figures = run(args.trials, switchovers)
+    counts = {"trials": args.trials,
+              "kills": args.kills if args.kills is not None else args.trials,
+              "isolations": args.isolations if args.isolations is not None else args.trials,
+              "switchovers": (args.switchovers if args.switchovers is not None
+                              else max(3, args.trials // 2))}
+    for name, count in counts.items():
+        if not (1 if name == "trials" else 0) <= count <= 200:
+            parser.error(f"--{name}: must be from {1 if name == 'trials' else 0} to 200")
+    figures = run(**counts)
     keepalived = shutil.which("keepalived")
     if keepalived:
         note(f"keepalived is installed ({keepalived}) but this benchmark does not drive it yet; "

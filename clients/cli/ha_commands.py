@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from skyge.clients.cli.arguments import DOMAIN, ranged_int
-from skyge.clients.cli.output import CommandFailed, Output
+from skyge.clients.cli.output import CommandFailed, Output, UsageError
 from skyge.clients.cli.rpc import _raise_for, node_client, to_dict
 from skyge.v1 import ha_pb2 as pb
 
@@ -185,6 +185,18 @@ def register(groups: argparse._SubParsersAction) -> None:
     pulse.add_argument("-s", "--slot", type=SLOT, help="slot folder number 0-1023")
     pulse.add_argument("-t", "--type", choices=TYPES, help="takeover order (with --slot)")
     pulse.add_argument("-n", "--name", help="service name (instead of --slot/--type)")
-    pulse.set_defaults(handler=lambda args, out: _show(args, out, "Pulse", pb.PulseRequest(
-        type=TYPES.get(args.type, pb.TAKEOVER_ORDER_UNSPECIFIED), slot=args.slot or 0,
-        name=args.name or ""), None))
+    pulse.set_defaults(handler=_pulse)
+
+
+def _pulse(args: argparse.Namespace, out: Output) -> int:
+    if args.name is not None:
+        if args.type is not None or args.slot is not None:
+            raise UsageError("pulse: name the service either by -n NAME or by -t TYPE -s SLOT")
+        request = pb.PulseRequest(name=args.name)
+    elif args.type is None or args.slot is None:
+        raise UsageError("pulse: name the service by -n NAME or by -t TYPE -s SLOT")
+    else:
+        request = pb.PulseRequest(type=TYPES[args.type], slot=args.slot)
+    return _show(args, out, "Pulse", request, lambda data: (
+        f"pulse taken: next one due by {_clock(data.get('deadline_unix_ns'))} "
+        f"(pulse_timeout_ms {data.get('pulse_timeout_ms')})"))

@@ -47,9 +47,11 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -515,6 +517,14 @@ class LabNode(LabHost):
                 data["frozen"].remove(self.key)
         lab._reap()
 
+    def self_crash_command(self) -> str:
+        """A shell command that, run inside this node, powers it off as `crash()` does: the lab's
+        stand-in for a reboot (HA's ``reboot_command``). The crash spares its own process, which
+        exits once the node is down."""
+        argv = ["setsid", sys.executable, "-m", "skyge.clients.cli.main", "lab", "crash",
+                "--name", self.lab.name, self.key]
+        return " ".join(shlex.quote(a) for a in argv)
+
     def boot(self) -> None:
         """Power a crashed node on: empty ``run/``, empty netfilter, base addresses and routes,
         a new holder (fresh mount namespace), cables up again except the cut ones."""
@@ -907,13 +917,14 @@ def _holders_by_mark(lab: str) -> dict[int, str]:
 
 
 def _kill_hosts(lab: str, keys: Sequence[str], data: Mapping[str, Any] | None) -> list[int]:
-    """SIGKILL every process of the hosts (holders included), rescanning a few times; return
-    the PIDs still alive afterwards."""
+    """SIGKILL every process of the hosts (holders included) but the caller, rescanning a few
+    times; return the PIDs still alive afterwards. (A node may crash itself: see
+    `LabNode.self_crash_command`.)"""
     left: list[int] = []
     for _ in range(5):
         net, mnt = _host_namespaces(lab, keys, data)
         found = _process.scan(net, mnt)
-        pids = {p for key in keys for p in found.get(key, [])}
+        pids = {p for key in keys for p in found.get(key, [])} - {os.getpid()}
         marked = {p for p, key in _holders_by_mark(lab).items() if key in keys}
         if not pids and not marked:
             return []

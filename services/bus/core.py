@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from skyge.services.common.atomic import write_atomic
 from skyge.services.common.config import ConfigError, parse_config, render_config
 from skyge.services.common.logsetup import LOG_BUSES
 from skyge.v1 import bus_pb2 as pb
@@ -168,13 +169,7 @@ class SequenceStore:
         with self._lock:
             if mark <= self._written.get(name, 0):
                 return
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".{name}.seq.tmp"
-            with open(tmp, "w") as handle:
-                handle.write(f"{mark}\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path(name))
+            write_atomic(self.path(name), f"{mark}\n")
             self._written[name] = mark
 
     def remove(self, name: str) -> None:

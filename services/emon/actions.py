@@ -6,109 +6,49 @@ Scripts run without a shell, in their own process group, with the environment of
 SKYGE_EMON_PROBE, SKYGE_EMON_WATERMARK, SKYGE_EMON_VALUE, SKYGE_EMON_THRESHOLD,
 SKYGE_EMON_DIRECTION, SKYGE_EMON_UNIT and SKYGE_ROOT. A script running longer than its timeout
 gets SIGTERM, then SIGKILL 2 s later. Its exit status and the last lines of its output (stdout
-and stderr, at most OUTPUT_TAIL bytes kept) are logged.
+and stderr, see `skyge.services.common.commands`) are logged.
 
 The HA side (the seed's sk_dynamic_ecs) goes through the local HA daemon's Unix socket:
 - switch: Ha.Status, then Ha.Command(ACTION_SWITCH) for each service whose active_domain is this
   node (this node's domain from emon.cfg `domain`, heartbeat.cfg, or the heartbeat daemon);
 - refuse_new: Ha.SetRefuseNew(refuse, reason), sent again (every RETRY_S) until the HA daemon has
-  acknowledged the current state. An HA contract or daemon without that RPC is logged once.
+  acknowledged the current state.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import grpc
 
+from skyge.services.common.commands import run_command
 from skyge.services.common.config import ConfigError, parse_config
 from skyge.services.common.paths import NodePaths
 from skyge.v1 import ha_pb2, ha_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc
 
 from .watermarks import Action, Crossing, WatermarkSpec, WatermarkState
 
-OUTPUT_TAIL = 2048
-KILL_GRACE_S = 2.0
 RETRY_S = 5.0
 LOCAL_RPC_TIMEOUT_S = 5.0
-REFUSE_RPC = "SetRefuseNew"
-
-
-def _exit_text(status: int) -> str:
-    return f"killed by signal {-status}" if status < 0 else f"exited {status}"
-
-
-def _tail(data: bytes) -> str:
-    text = data.decode(errors="replace").rstrip()
-    lines = text.splitlines()[-20:]
-    return " | ".join(line.rstrip() for line in lines)
 
 
 async def run_script(spec: WatermarkSpec, value: float, unit: str, root: Path,
                      logger: logging.Logger) -> tuple[int, str]:
     """Run a watermark's script; returns (exit status or -signal, one-line result). Never raises."""
-    env = dict(os.environ, SKYGE_EMON_PROBE=spec.probe, SKYGE_EMON_WATERMARK=spec.name,
+    env = dict(SKYGE_EMON_PROBE=spec.probe, SKYGE_EMON_WATERMARK=spec.name,
                SKYGE_EMON_VALUE=f"{value:g}", SKYGE_EMON_THRESHOLD=f"{spec.threshold:g}",
                SKYGE_EMON_DIRECTION=spec.direction.value, SKYGE_EMON_UNIT=unit,
                SKYGE_ROOT=str(root))
-    started = time.monotonic()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            spec.script, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
-    except OSError as exc:
-        result = f"cannot run {spec.script}: {exc.strerror or exc}"
-        logger.error("watermark %s/%s: %s", spec.probe, spec.name, result)
-        return 127, result
-    tail = bytearray()
-
-    async def collect() -> None:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(4096):
-            tail.extend(chunk)
-            del tail[:-OUTPUT_TAIL]
-
-    reader = asyncio.create_task(collect())
-    timed_out = False
-    try:
-        await asyncio.wait_for(proc.wait(), spec.script_timeout_s)
-    except asyncio.TimeoutError:
-        timed_out = True
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
-        except asyncio.TimeoutError:
-            _signal_group(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    except asyncio.CancelledError:
-        _signal_group(proc.pid, signal.SIGKILL)
-        reader.cancel()
-        raise
-    try:
-        await asyncio.wait_for(reader, 1.0)  # a background child may keep the pipe open
-    except asyncio.TimeoutError:
-        pass
-    status = proc.returncode if proc.returncode is not None else -9
-    elapsed = time.monotonic() - started
-    result = (f"script timed out after {spec.script_timeout_s:g} s ({_exit_text(status)})"
-              if timed_out else f"script {_exit_text(status)} in {elapsed:.2f} s")
-    output = _tail(bytes(tail))
-    level = logging.INFO if status == 0 and not timed_out else logging.WARNING
+    result = await run_command([spec.script], timeout_s=spec.script_timeout_s, env=env)
+    if not result.started:
+        logger.error("watermark %s/%s: %s", spec.probe, spec.name, result.summary)
+        return 127, result.summary
+    level = logging.INFO if result.ok else logging.WARNING
     logger.log(level, "watermark %s/%s: %s %s; output: %s", spec.probe, spec.name, spec.script,
-               result.removeprefix("script "), output or "(none)")
-    return status, result
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+               result.summary, result.output or "(none)")
+    return result.status, f"script {result.summary}"
 
 
 class HaLink:
@@ -186,20 +126,13 @@ class HaLink:
     async def set_refuse_new(self, refuse: bool, reason: str) -> tuple[bool, bool, str]:
         """Tell the HA daemon to refuse (or accept again) new services. (done, ok, outcome):
         not done = worth retrying (HA down); done but not ok = retrying will not help."""
-        method = ha_pb2.DESCRIPTOR.services_by_name["Ha"].methods_by_name.get(REFUSE_RPC)
-        request_type = getattr(ha_pb2, f"{REFUSE_RPC}Request", None)
-        if method is None or request_type is None:
-            return True, False, (f"the HA contract has no Ha.{REFUSE_RPC} RPC yet: refuse_new is "
-                                 f"shown in ListWatermarks.refusing_new but not enforced by HA")
-        response_type = getattr(ha_pb2, method.output_type.name)
-        call = self.channel().unary_unary(f"/skyge.v1.Ha/{REFUSE_RPC}",
-                                          request_serializer=request_type.SerializeToString,
-                                          response_deserializer=response_type.FromString)
+        stub = ha_pb2_grpc.HaStub(self.channel())
         try:
-            await call(request_type(refuse=refuse, reason=reason), timeout=LOCAL_RPC_TIMEOUT_S)
+            await stub.SetRefuseNew(ha_pb2.SetRefuseNewRequest(refuse=refuse, reason=reason[:256]),
+                                    timeout=LOCAL_RPC_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
             final = error.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT)
-            return final, False, self.describe(error, REFUSE_RPC)
+            return final, False, self.describe(error, "SetRefuseNew")
         return True, True, ("HA refuses new services" if refuse
                             else "HA accepts new services again")
 

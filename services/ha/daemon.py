@@ -4,10 +4,21 @@ ha.cfg (libconfig, every key optional)::
 
     config_dir = "/etc/skygeha_8";  # folder holding slots/ (default: ROOT/etc/skyge/ha)
     domain = 0;                     # this node's domain; 0 = heartbeat.cfg's, then the membership's
+    reference_ips = "192.168.1.1:192.168.1.254";  # the seed's -i (also on the command line)
+    isolation_script = "/opt/skygeha_8/scripts/sk_ha_ck_network_isolation.sh";
+    isolation_timeout = 60;         # s the isolation script may run
+    reboot_command = "systemctl reboot --force --force";  # force_reboot (sh -c)
 
 At start every ``slots/{random,fifo,stack}/N/service.cfg`` is loaded; a bad file is logged with
-its file, line, option and reason and skipped (the others load); services with ``onstart = yes``
-start at once (they queue on their lock; the first node to get it runs them).
+its file, line, option and reason and skipped (the others load). A service starts competing for
+its lock at once when the last start/stop command for it on this node was `start` (kept in
+ROOT/var/lib/skyge/ha/intents.json, so a restarted daemon carries on) or, with no command yet,
+when it has ``onstart = yes``.
+
+Isolation (`isolation.py`): when this node sees no peer any more and reaches no reference IP, it
+stops every service it runs (floating IPs first) and, if it ran any when its peers were lost,
+runs the isolation script (no arguments; env SKYGE_DOMAIN, SKYGE_SERVICES = their names).
+A service with ``force_reboot`` whose stop fails makes the node run `reboot_command`.
 
 Every state change of a service is logged (NOTICE: service, type/slot, domain, old -> new state,
 reason; the log goes to the console, syslog and the HA log bus ``log.ha.skyge.com`` as `-t` says)
@@ -28,14 +39,21 @@ from typing import Callable
 
 import grpc
 
+from skyge.services.common.atomic import write_atomic
+from skyge.services.common.commands import run_command
 from skyge.services.common.config import Field, integer, string
 from skyge.services.common.logsetup import NOTICE, BusLogHandler
 from skyge.services.common.membership import MembershipFollower, PeerChannels
+from skyge.services.common.reference import (add_reference_ips_argument, reference_ips_field,
+                                             reference_ips_from)
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
+from skyge.services.ha import policy
+from skyge.services.ha.isolation import IsolationMonitor
 from skyge.services.ha.service_config import (ServiceConfig, ha_config_dir, load_service,
                                               load_services)
 from skyge.services.ha.supervisor import (Change, GrpcLockSession, ServiceSupervisor, by_key,
                                           lock_channel, lock_of, session_label)
+from skyge.v1 import emon_pb2, emon_pb2_grpc
 
 STATE_BUS = "state.service.ha.skyge.com"
 #: how long the daemon waits at start for its domain from the membership (when no config says)
@@ -48,11 +66,30 @@ PEER_CHANNEL_OPTIONS = (
     ("grpc.enable_retries", 0),
 )
 
+DEFAULT_REBOOT = "systemctl reboot --force --force"
+#: how long the reboot command may take before the daemon says the node did not reboot
+REBOOT_TIMEOUT_S = 60.0
+#: how long the daemon asks emon, at start, whether new services are refused
+EMON_TIMEOUT_S = 1.0
+INTENTS_FILE = "intents.json"
+#: the commands that set what this node wants of a service (kept across restarts)
+INTENT_OF = {"start": "start", "stop": "stop", "release": "stop", "stopall": "stop"}
+ACTIVE_PHASES = (policy.Phase.STARTING, policy.Phase.RUNNING, policy.Phase.STOPPING)
+
 FIELDS = (
     Field("config_dir", string(r"(/.*)?", "an absolute path, or empty"), default="",
           help="folder holding slots/ (empty: ROOT/etc/skyge/ha); /etc/skygeha_8 works"),
     Field("domain", integer(0, 64), default=0,
           help="this node's domain (0: from heartbeat.cfg, else the membership)"),
+    reference_ips_field('isolation: "IP:IP" as the seed\'s -i; a node that lost every peer and '
+                        'reaches none of them is isolated'),
+    Field("isolation_script", string(r"(/.*)?", "an absolute path, or empty"), default="",
+          help="run when this node is isolated while it ran services, after stopping them "
+               "(the seed's sk_ha_ck_network_isolation.sh); empty: none"),
+    Field("isolation_timeout", integer(1, 3600), default=60,
+          help="s the isolation script may run"),
+    Field("reboot_command", string(), default=DEFAULT_REBOOT,
+          help="run (sh -c) when a service with force_reboot fails to stop"),
 )
 
 
@@ -90,6 +127,18 @@ class HaApp(DaemonApp):
         self.stopping = False
         self._loaded = False
         self._deferred = False  # no domain at start: load on the first membership view
+        config = ctx.config
+        self.isolation = IsolationMonitor(reference_ips_from(ctx.args, config), self._isolated)
+        self.isolation_script = config["isolation_script"]
+        self.isolation_timeout = float(config["isolation_timeout"])
+        self.reboot_command = config["reboot_command"]
+        self._rebooting = False
+        #: services active here when the last peer was lost (for the isolation script)
+        self._ran_when_alone: list[str] = []
+        self.refusing_new = False
+        self.refuse_reason = ""
+        self.intents_path = ctx.paths.lib / "ha" / INTENTS_FILE
+        self.intents: dict[str, str] = {}
         from skyge.services.ha.server import HaPeerServicer, HaServicer
         self.servicer = HaServicer(self)
         self.peer_servicer = HaPeerServicer(self)
@@ -101,6 +150,10 @@ class HaApp(DaemonApp):
 
     # -- life
     async def start(self) -> None:
+        self.intents = self._read_intents()
+        self.refusing_new, self.refuse_reason = await self._emon_refusing()
+        if self.refusing_new:
+            self.logger.log(NOTICE, "new services refused here (emon: %s)", self.refuse_reason)
         self.lock_channel = lock_channel(self.paths.socket("lock"))
         self.follower.listeners.append(self)
         self.follower.start()
@@ -124,20 +177,120 @@ class HaApp(DaemonApp):
                          self.config_dir, f", {len(errors)} refused" if errors else "")
         for config in services:
             supervisor = self._add(config)
-            if config.onstart:
-                asyncio.create_task(self._onstart(supervisor))
+            intent = self.intents.get(_intent_key(config))
+            if intent == "start" or (intent is None and config.onstart):
+                asyncio.create_task(self._start_at_load(supervisor, intent or "onstart"))
 
-    async def _onstart(self, supervisor: ServiceSupervisor) -> None:
+    async def _start_at_load(self, supervisor: ServiceSupervisor, why: str) -> None:
         refused, message = await supervisor.command("start")
         if refused:
-            self.logger.warning("service %s: onstart: %s", supervisor.name, refused)
+            self.logger.warning("service %s: %s: %s", supervisor.name, why, refused)
+
+    # -- what this node wants of each service, kept across restarts
+    def _read_intents(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.intents_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            self.logger.error("%s is unreadable (%s): services start as onstart says",
+                              self.intents_path, error)
+            return {}
+        return {k: v for k, v in data.items() if v in ("start", "stop")} \
+            if isinstance(data, dict) else {}
+
+    def record_intent(self, config: ServiceConfig, action: str) -> None:
+        """Remember the last start/stop-like command for a service (forgotten on remove)."""
+        key = _intent_key(config)
+        intent = INTENT_OF.get(action)
+        if action == "remove":
+            changed = self.intents.pop(key, None) is not None
+        else:
+            changed = intent is not None and self.intents.get(key) != intent
+            if changed:
+                self.intents[key] = intent
+        if changed:
+            try:
+                write_atomic(self.intents_path, json.dumps(self.intents, sort_keys=True))
+            except OSError as error:
+                self.logger.error("cannot save %s: %s (a restarted daemon starts services as "
+                                  "onstart says)", self.intents_path, error)
+
+    # -- emon: refusal of new services
+    async def _emon_refusing(self) -> tuple[bool, str]:
+        """Whether emon's refuse_new watermarks are fired now (False when emon is not running)."""
+        socket = self.paths.socket("emon")
+        if not socket.exists():
+            return False, ""
+        async with grpc.aio.insecure_channel(f"unix:{socket}") as channel:
+            try:
+                reply = await emon_pb2_grpc.EmonStub(channel).ListWatermarks(
+                    emon_pb2.ListWatermarksRequest(), timeout=EMON_TIMEOUT_S)
+            except grpc.aio.AioRpcError:
+                return False, ""
+        fired = [f"{w.probe} {w.name}" for w in reply.watermarks
+                 if w.action == emon_pb2.WATERMARK_REFUSE_NEW and not w.armed]
+        return reply.refusing_new, ", ".join(fired)
+
+    async def set_refuse_new(self, refuse: bool, reason: str) -> int:
+        """Refuse new services here (or accept them again); returns how many waiting services
+        leave (or rejoin) their lock queue."""
+        changed = refuse != self.refusing_new
+        self.refusing_new, self.refuse_reason = refuse, reason
+        if not changed:
+            return 0
+        self.logger.log(NOTICE, "new services %s here%s", "refused" if refuse else "accepted again",
+                        f" ({reason})" if reason else "")
+        affected = 0
+        for supervisor in list(self.services.values()):
+            affected += supervisor.state.phase is policy.Phase.WAITING
+            supervisor.post(policy.Refuse(refuse, reason))
+        return affected
+
+    # -- faults: isolation, force_reboot
+    async def _isolated(self, detail: str) -> None:
+        active = [s for s in self.services.values()
+                  if s.state.holding or s.state.phase in ACTIVE_PHASES]
+        ran = sorted({*self._ran_when_alone, *(s.config.name for s in active)})
+        for supervisor in list(self.services.values()):
+            supervisor.post(policy.Isolated(detail))
+        await asyncio.gather(*(s.wait_until(lambda s=s: s.state.phase not in ACTIVE_PHASES,
+                                            s.config.stop_timeout + s.config.release_timeout)
+                               for s in active))
+        if not ran:
+            self.logger.log(NOTICE, "isolated, but no service ran here: no isolation script")
+            return
+        self.logger.log(NOTICE, "isolated: stopped %s", ", ".join(ran))
+        if not self.isolation_script:
+            return
+        result = await run_command([self.isolation_script], timeout_s=self.isolation_timeout,
+                                   env={"SKYGE_DOMAIN": str(self.domain),
+                                        "SKYGE_SERVICES": " ".join(ran)})
+        self.logger.log(NOTICE if result.ok else logging.ERROR,
+                        "isolation script %s %s; output: %s", self.isolation_script,
+                        result.summary, result.output or "(none)")
+
+    async def _reboot(self, reason: str) -> None:
+        if self._rebooting:
+            return
+        self._rebooting = True
+        self.logger.critical("force_reboot: rebooting this node with %r (%s)",
+                             self.reboot_command, reason)
+        result = await run_command(["/bin/sh", "-c", self.reboot_command],
+                                   timeout_s=REBOOT_TIMEOUT_S)
+        self.logger.critical("the node did not reboot: %r %s; output: %s", self.reboot_command,
+                             result.summary, result.output or "(none)")
+        self._rebooting = False
 
     def _add(self, config: ServiceConfig) -> ServiceSupervisor:
         supervisor = ServiceSupervisor(
             config, domain=self.domain, session_factory=self._session,
-            log_dir=self.paths.log / "ha", on_change=self._changed, on_forget=self._forget)
+            log_dir=self.paths.log / "ha", on_change=self._changed, on_forget=self._forget,
+            on_reboot=self._reboot)
         self.services[config.key] = supervisor
         supervisor.start()
+        if self.refusing_new:
+            supervisor.post(policy.Refuse(True, self.refuse_reason))
         self.logger.log(NOTICE, "service %s added on domain %d (%s)", supervisor.name,
                         self.domain, config.path)
         self._notify()
@@ -185,6 +338,12 @@ class HaApp(DaemonApp):
         if self.domain and follower.local_domain and follower.local_domain != self.domain:
             self.logger.warning("the membership says this node is domain %d, the config %d",
                                 follower.local_domain, self.domain)
+        if follower.known:
+            peers = sum(1 for peer in follower.peers.values() if not peer.local)
+            if not peers and not self.isolation.alone:
+                self._ran_when_alone = [s.config.name for s in self.services.values()
+                                        if s.state.holding or s.state.phase in ACTIVE_PHASES]
+            self.isolation.update(peers)
         self._notify()
 
     def on_lost(self, follower: MembershipFollower) -> None:
@@ -211,6 +370,8 @@ class HaApp(DaemonApp):
 
     async def stop_local(self, waiting_only: bool) -> None:
         action = "unqueue" if waiting_only else "stopall"
+        for supervisor in self.services.values():
+            self.record_intent(supervisor.config, "stopall")
         await asyncio.gather(*(s.command(action) for s in list(self.services.values())))
 
     async def stop(self) -> None:
@@ -226,6 +387,7 @@ class HaApp(DaemonApp):
                              return_exceptions=True)
         await asyncio.gather(*(s.close() for s in list(self.services.values())),
                              return_exceptions=True)
+        await self.isolation.close()
         await self.follower.stop()
         await self.channels.close()
         if self.lock_channel is not None:
@@ -244,6 +406,10 @@ class HaApp(DaemonApp):
         return sorted(domains)
 
 
+def _intent_key(config: ServiceConfig) -> str:
+    return f"{config.type}/{config.slot}"
+
+
 def build(ctx: DaemonContext) -> HaApp:
     return HaApp(ctx)
 
@@ -254,4 +420,5 @@ SPEC = DaemonSpec(
                 "and shared disks (the seed's Skyge HA)",
     build=build,
     config_fields=FIELDS,
+    add_arguments=lambda parser: add_reference_ips_argument(parser, "network isolation"),
 )

@@ -18,9 +18,21 @@ Phases of a service on this node::
     RUNNING ──switch──> STOPPING(then=requeue) ──> WAITING (the next waiter takes over)
     STARTING/RUNNING ──lock lost──> STOPPING(urgent, then=requeue): floating IPs down first
 
+Failures of a run: `check_failures` failed status checks in a row, or at once the death of the
+pidfile's process or missed user pulses (`Failed`). With `restarts` > 0 the service is first
+restarted here, keeping its lock (STOPPING(then=restart) -> STARTING), that many times; then it is
+switched: stopped, released, and this node queues again only after a back-off (`backoff_s`,
+doubling per failure in a row here up to `backoff_max_s`), so a service that fails everywhere
+does not ping-pong between nodes. A run that lasted `stable_s` resets both counts.
+
+Refusing new services (emon's `refuse_new` watermark, `Refuse`): a waiting node leaves the lock
+queue and does not queue again (nor for a start command) until the refusal ends; what runs here
+keeps running.
+
 A stop that fails leaves the service FAILED *holding its lock* (when it still has it), so that no
 other node starts it while its resources may still be in use here; a stop or release command
-retries the stop. A failed start is cleaned up (full stop) and its lock released without
+retries the stop; with `force_reboot` the node reboots (`Reboot`), which frees the resources
+and the lock for sure. A failed start is cleaned up (full stop) and its lock released without
 queueing again: the next waiter takes over, and this node stays FAILED until a start command.
 
 Commands (the seed's `ha_svc_commander -a`), by phase; "refused" means FAILED_PRECONDITION with
@@ -51,9 +63,9 @@ from typing import Union
 __all__ = [
     "Phase", "Then", "State", "Settings", "Decision", "decide", "settled",
     "Command", "Granted", "Queued", "AcquireFailed", "Released", "Lost", "SessionDown",
-    "StartDone", "StopDone", "CheckDone", "RetryAcquire",
+    "StartDone", "StopDone", "CheckDone", "Failed", "RetryAcquire", "Refuse", "Isolated",
     "Acquire", "Release", "Start", "CancelStart", "Stop", "ScheduleCheck", "CancelCheck",
-    "ScheduleRetry", "Forget", "COMMANDS", "RETRY_S",
+    "ScheduleRetry", "Forget", "Reboot", "COMMANDS", "RETRY_S", "backoff_delay",
 ]
 
 #: seconds between two Acquire attempts while the lock cannot be asked for (no quorum, lock
@@ -78,7 +90,8 @@ class Then(enum.Enum):
     KEEP = "keep"          # keep the lock: HELD (IDLE if the lock was lost meanwhile)
     RELEASE = "release"    # release the lock: IDLE (released)
     STOP = "stop"          # release the lock: IDLE (stopped)  [stopall]
-    REQUEUE = "requeue"    # release the lock and ask again: WAITING
+    REQUEUE = "requeue"    # release the lock and ask again: WAITING (after `backoff` if set)
+    RESTART = "restart"    # start again here with the same lock: STARTING
     FAIL = "fail"          # release the lock: FAILED (a failed start was cleaned up)
 
 
@@ -88,6 +101,15 @@ class Settings:
 
     check_interval_s: float = 3.0
     check_failures: int = 1
+    #: local restarts before switching away
+    restarts: int = 0
+    #: first back-off before queueing again after a failure here (0: at once), then doubling
+    backoff_s: float = 0.0
+    backoff_max_s: float = 60.0
+    #: a run lasting this long forgets earlier failures (restarts used, back-off streak)
+    stable_s: float = 60.0
+    #: reboot the node when a stop fails
+    force_reboot: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,16 @@ class State:
     reason: str = "added"
     #: STOPPING: why, in a few words (e.g. "switch by command"), for the reasons that follow
     cause: str = ""
+    #: local restarts used since the last stable run
+    restarts_used: int = 0
+    #: failures in a row here that switched the service away (sets the back-off)
+    streak: int = 0
+    #: STOPPING(then=requeue): wait this long before queueing again
+    backoff_s: float = 0.0
+    #: WAITING but out of the queue until RetryAcquire (back-off after a failure)
+    backing_off: bool = False
+    #: new services refused on this node (emon): do not queue
+    refusing: bool = False
 
     @property
     def state_name(self) -> str:
@@ -183,6 +215,18 @@ class CheckDone:
     run: int
     ok: bool
     reason: str = ""
+    #: how long the run had been up, s
+    uptime_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The run failed outright: its main process died (pidfile) or its pulses stopped."""
+
+    run: int
+    reason: str
+    #: how long the run had been up, s (a stable run forgets earlier failures)
+    uptime_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -190,8 +234,24 @@ class RetryAcquire:
     pass
 
 
+@dataclass(frozen=True)
+class Refuse:
+    """Refuse new services on this node (on), or take them again (off)."""
+
+    on: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Isolated:
+    """This node lost every peer and reaches no reference IP: stop at once (floating IPs
+    first), release, and wait for the lock again (granted only when back in a quorum)."""
+
+    detail: str = ""
+
+
 Event = Union[Command, Granted, Queued, AcquireFailed, Released, Lost, SessionDown, StartDone,
-              StopDone, CheckDone, RetryAcquire]
+              StopDone, CheckDone, Failed, RetryAcquire, Refuse, Isolated]
 
 
 # --- actions ------------------------------------------------------------------------------------
@@ -253,8 +313,15 @@ class Forget:
     """Remove the service from this node (close its lock session)."""
 
 
+@dataclass(frozen=True)
+class Reboot:
+    """Reboot this node now (force_reboot after a failed stop)."""
+
+    reason: str
+
+
 Action = Union[Acquire, Release, Start, CancelStart, Stop, ScheduleCheck, CancelCheck,
-               ScheduleRetry, Forget]
+               ScheduleRetry, Forget, Reboot]
 
 
 @dataclass(frozen=True)
@@ -280,9 +347,38 @@ def settled(state: State) -> bool:
 
 # --- the policy ---------------------------------------------------------------------------------
 def _acquire(state: State, reason: str, **changes: object) -> tuple[State, tuple[Action, ...]]:
-    """To WAITING, asking for the lock."""
-    return (replace(state, phase=Phase.WAITING, acquiring=True, queued=False, released=False,
-                    then=None, failed_checks=0, reason=reason, **changes), (Acquire(),))
+    """To WAITING, asking for the lock (unless new services are refused here: then WAITING out
+    of the queue until the refusal ends)."""
+    new = replace(state, phase=Phase.WAITING, acquiring=True, queued=False, released=False,
+                  then=None, failed_checks=0, backing_off=False, reason=reason, **changes)
+    if new.refusing:
+        return replace(new, acquiring=False, reason=f"{reason} (new services refused here: "
+                                                    f"not queued until accepted)"), ()
+    return new, (Acquire(),)
+
+
+def backoff_delay(s: Settings, streak: int) -> float:
+    """Seconds to wait before queueing again after the `streak`-th failure in a row here."""
+    if s.backoff_s <= 0 or streak <= 0:
+        return 0.0
+    return min(s.backoff_s * 2 ** min(streak - 1, 30), max(s.backoff_max_s, s.backoff_s))
+
+
+def _fail_run(state: State, s: Settings, what: str, detail: str, uptime_s: float,
+              **changes: object) -> Decision:
+    """A run failed: restart here while restarts are left, else switch away (with back-off)."""
+    if uptime_s >= s.stable_s:
+        state = replace(state, restarts_used=0, streak=0)
+    state = replace(state, fail_count=state.fail_count + 1, **changes)
+    if state.restarts_used < s.restarts:
+        used = state.restarts_used + 1
+        new, acts = _stop(replace(state, restarts_used=used), Then.RESTART,
+                          f"{what}: restart {used} of {s.restarts} here", detail)
+        return Decision(new, acts)
+    streak = state.streak + 1
+    new, acts = _stop(replace(state, streak=streak, backoff_s=backoff_delay(s, streak)),
+                      Then.REQUEUE, what, detail)
+    return Decision(new, acts)
 
 
 def _stop(state: State, then: Then, cause: str, detail: str = "", *, urgent: bool = False,
@@ -380,8 +476,12 @@ def _command(state: State, action: str, s: Settings) -> Decision:
     raise ValueError(f"unknown command {action!r} (one of {', '.join(COMMANDS)})")
 
 
-def _after_stop(state: State, ok: bool, reason: str) -> Decision:
+def _after_stop(state: State, ok: bool, reason: str, s: Settings) -> Decision:
     if not ok:
+        if s.force_reboot:
+            why = f"stop failed: {reason}; force_reboot: rebooting the node"
+            return Decision(replace(state, phase=Phase.FAILED, then=None, reason=why),
+                            (Reboot(why),))
         if state.holding:
             why = (f"stop failed: {reason}; it keeps the lock so that no other node starts it "
                    f"while its resources may be in use here (stop or release retries)")
@@ -407,7 +507,20 @@ def _after_stop(state: State, ok: bool, reason: str) -> Decision:
                                 releasing=bool(release),
                                 reason=state.reason.removesuffix(": stopping") +
                                 "; cleaned up, lock given back", **base), release)
-    # REQUEUE
+    if then is Then.RESTART and state.holding:
+        run = state.run + 1
+        return Decision(replace(state, phase=Phase.STARTING, run=run, reason=f"{state.cause}: "
+                                f"starting again (token {state.token})", **base),
+                        (Start(state.token, run),))
+    # REQUEUE (or a restart whose lock was lost meanwhile)
+    delay = state.backoff_s
+    if delay > 0:
+        return Decision(replace(state, phase=Phase.WAITING, holding=False, acquiring=False,
+                                queued=False, backing_off=True, backoff_s=0.0,
+                                releasing=bool(release) or state.releasing,
+                                reason=f"{state.cause or 'stopped'}: stopped here; queueing "
+                                       f"again in {delay:g} s (back-off)", **base),
+                        release + (ScheduleRetry(delay),))
     new, acts = _acquire(state, f"{state.cause or 'stopped'}: stopped here, waiting for the "
                                 f"lock again", holding=False,
                          releasing=bool(release) or state.releasing)
@@ -493,7 +606,7 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
     if isinstance(event, StopDone):
         if phase is not Phase.STOPPING:
             return Decision(state, ignored=True)
-        return _after_stop(state, event.ok, event.reason)
+        return _after_stop(state, event.ok, event.reason, s)
 
     if isinstance(event, CheckDone):
         if phase is not Phase.RUNNING or event.run != state.run:
@@ -505,19 +618,50 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
                             (ScheduleCheck(state.run, s.check_interval_s),))
         failed = state.failed_checks + 1
         if failed >= s.check_failures:
-            new, acts = _stop(replace(state, failed_checks=failed,
-                                      fail_count=state.fail_count + 1), Then.REQUEUE,
-                              f"status failed {failed} time{'s' if failed > 1 else ''} in a row",
-                              event.reason)
-            return Decision(new, acts)
+            return _fail_run(state, s, f"status failed {failed} time{'s' if failed > 1 else ''}"
+                                       f" in a row", event.reason, event.uptime_s,
+                             failed_checks=failed)
         return Decision(replace(state, failed_checks=failed,
                                 reason=f"status failed ({failed} of {s.check_failures}): "
                                        f"{event.reason}"),
                         (ScheduleCheck(state.run, s.check_interval_s),))
 
+    if isinstance(event, Isolated):
+        if phase not in (Phase.STARTING, Phase.RUNNING):
+            return Decision(state, ignored=True)
+        new, acts = _stop(state, Then.REQUEUE, "isolated", event.detail, urgent=True)
+        return Decision(new, acts)
+
+    if isinstance(event, Failed):
+        if phase is not Phase.RUNNING or event.run != state.run:
+            return Decision(state, ignored=True)
+        return _fail_run(state, s, "failed", event.reason, event.uptime_s)
+
     if isinstance(event, RetryAcquire):
         if phase is Phase.WAITING and not state.acquiring and not state.holding:
-            return Decision(replace(state, acquiring=True, queued=False), (Acquire(),))
+            if state.refusing:
+                return Decision(replace(state, backing_off=False), ignored=True)
+            return Decision(replace(state, acquiring=True, queued=False, backing_off=False),
+                            (Acquire(),))
         return Decision(state, ignored=True)
+
+    if isinstance(event, Refuse):
+        if event.on == state.refusing:
+            return Decision(state, ignored=True)
+        if event.on:
+            if phase is Phase.WAITING and (state.acquiring or state.queued) and \
+                    not state.holding:
+                return Decision(replace(state, refusing=True, acquiring=False, queued=False,
+                                        releasing=True, reason=f"new services refused here "
+                                        f"({event.reason or 'emon'}): left the lock queue"),
+                                (Release(),))
+            return Decision(replace(state, refusing=True))
+        accepted = replace(state, refusing=False)
+        if phase is Phase.WAITING and not state.acquiring and not state.holding and \
+                not state.backing_off:
+            return Decision(replace(accepted, acquiring=True, queued=False,
+                                    reason="new services accepted again: waiting for the lock"),
+                            (Acquire(),))
+        return Decision(accepted)
 
     raise TypeError(f"not a policy event: {event!r}")

@@ -60,7 +60,9 @@ def config_pb(config: ServiceConfig, domain: int) -> pb.ServiceConfig:
         check_interval_s=config.check_interval, check_failures=config.check_failures,
         force_load=config.force_load, force_reboot=config.force_reboot,
         pulse_timeout_ms=config.pulse_timeout_ms, pidfile=config.pidfile, domain=domain,
-        config_path=config.path)
+        config_path=config.path, restarts=config.restarts,
+        failure_backoff_s=config.failure_backoff,
+        failure_backoff_max_s=config.failure_backoff_max)
 
 
 def node_status_pb(supervisor: ServiceSupervisor) -> pb.NodeServiceStatus:
@@ -352,6 +354,8 @@ class HaServicer(ha_pb2_grpc.HaServicer):
                                     f"{supervisor.name}: no other node waits for it: nothing "
                                     f"to switch to")
         refused, message = await supervisor.command(action)
+        if not refused:
+            self.app.record_intent(supervisor.config, action)
         if refused:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"{supervisor.name} on {self.domain}: {refused}")
@@ -380,8 +384,44 @@ class HaServicer(ha_pb2_grpc.HaServicer):
         await asyncio.gather(*(one(d) for d in self.app.members()))
 
     async def Pulse(self, request: pb.PulseRequest, context) -> pb.PulseResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "user heartbeat (pulse) is not built yet")
+        if request.type != pb.TAKEOVER_ORDER_UNSPECIFIED:
+            if request.type not in PB_TYPE:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"type: must be unset (name the service) or random, fifo "
+                                    f"or stack, got {request.type}")
+            if request.slot > 1023:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"slot: must be from 0 to 1023, got {request.slot}")
+            key: Key = (PB_TYPE[request.type], request.slot)
+            supervisor = self.app.services.get(key)
+            what = f"{key[0]}/{key[1]}"
+        else:
+            if not request.name:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "name: required when type is unset (name the service by "
+                                    "type + slot or by name)")
+            supervisor = next((s for s in self.app.services.values()
+                               if s.config.name == request.name), None)
+            what = repr(request.name)
+        if supervisor is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no service {what} is added on domain {self.domain}")
+        try:
+            deadline = supervisor.pulse()
+        except (LookupError, ValueError) as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        left_ns = int((deadline - time.monotonic()) * 1e9)
+        return pb.PulseResponse(pulse_timeout_ms=supervisor.config.pulse_timeout_ms,
+                                deadline_unix_ns=time.time_ns() + left_ns)
+
+    async def SetRefuseNew(self, request: pb.SetRefuseNewRequest,
+                           context) -> pb.SetRefuseNewResponse:
+        if len(request.reason) > 256:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"reason: at most 256 characters, got {len(request.reason)}")
+        affected = await self.app.set_refuse_new(request.refuse, request.reason)
+        return pb.SetRefuseNewResponse(refusing=self.app.refusing_new,
+                                       services_affected=affected)
 
 
 class HaPeerServicer(ha_pb2_grpc.HaPeerServicer):

@@ -48,6 +48,11 @@ pidfile                ""         (ours) absolute path of the main process's pid
                                   is seen at once (pidfd), not at the next check
 pulse_timeout_ms       0          (ours) user heartbeat: 0 = off, else 100-3600000 ms
 restarts               0          (ours) local restarts before switching to another node, 0-100
+failure_backoff        1          (ours) s, 0-3600: after a failure switched the service away,
+                                  this node queues for it again only after this delay, doubled
+                                  per failure in a row here (a run of 60 s resets it); 0 = at
+                                  once (the seed's behaviour)
+failure_backoff_max    60         (ours) s, 1-86400: the longest back-off
 status_timeout         30         (ours) s, 1-86400: a ``status`` running longer is a failed check
 script_type            auto       (ours) auto|seed|lsb|ocf: how `script` is called (auto: OCF if
                                   the path has ``/resource.d/``, LSB under ``/etc/init.d/`` or
@@ -157,6 +162,8 @@ class ServiceConfig:
     pidfile: str = ""
     pulse_timeout_ms: int = 0
     restarts: int = 0
+    failure_backoff: int = 1
+    failure_backoff_max: int = 60
     status_timeout: int = 30
     #: how `script` is called: "seed", "lsb" or "ocf" (never "auto": resolved at load)
     script_kind: str = "seed"
@@ -349,6 +356,8 @@ SCHEMA = Schema([
     Field("pidfile", _optional_path, default=""),
     Field("pulse_timeout_ms", _pulse_timeout, default=0),
     Field("restarts", integer(0, 100), default=0),
+    Field("failure_backoff", integer(0, 3600), default=1),
+    Field("failure_backoff_max", _SECONDS, default=60),
     Field("status_timeout", _SECONDS, default=30),
     Field("script_type", choice("auto", *SCRIPT_KINDS), default="auto"),
     Field("ocf_params", _ocf_params, default=None),
@@ -452,6 +461,8 @@ def parse_service(text: str, type: str, slot: int, path: str = CONFIG_NAME) -> S
         check_failures=values["check_failures"], force_load=values["force_load"],
         force_reboot=values["force_reboot"], pidfile=values["pidfile"],
         pulse_timeout_ms=values["pulse_timeout_ms"], restarts=values["restarts"],
+        failure_backoff=values["failure_backoff"],
+        failure_backoff_max=values["failure_backoff_max"],
         status_timeout=values["status_timeout"], script_kind=kind,
         ocf_params=tuple((values["ocf_params"] or {}).items()), umount=values["umount"])
 

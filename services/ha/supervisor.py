@@ -36,7 +36,7 @@ from skyge.services.ha import policy
 from skyge.services.ha.resources import fip as fip_mod
 from skyge.services.ha.resources import garp as garp_mod
 from skyge.services.ha.resources import store as store_mod
-from skyge.services.ha.resources.script import ScriptRunner
+from skyge.services.ha.resources.script import PidfileError, ProcessWatch, ScriptRunner
 from skyge.services.ha.service_config import FloatingIp, ServiceConfig, Store
 from skyge.v1 import lock_pb2, lock_pb2_grpc
 
@@ -48,6 +48,9 @@ __all__ = ["LOCK_SLOTS", "lock_of", "session_label", "parse_label", "LockSession
 LOCK_SLOTS = {"random": 0, "fifo": 512, "stack": 1024}
 LABEL_PREFIX = "ha:"
 OPEN_TIMEOUT_S = 3.0
+#: how long, after a start, to look for the process of a service's pidfile
+PIDFILE_WAIT_S = 2.0
+PIDFILE_POLL_S = 0.02
 #: gRPC options of the channel to the local lock daemon: reconnect fast after it restarts
 LOCK_CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 50),
@@ -290,7 +293,8 @@ class ServiceSupervisor:
                  session_factory: Callable[["ServiceSupervisor"], LockSession],
                  resources: Resources | None = None, log_dir: str | os.PathLike[str] | None = None,
                  on_change: Callable[[Change], None] | None = None,
-                 on_forget: Callable[["ServiceSupervisor"], None] | None = None) -> None:
+                 on_forget: Callable[["ServiceSupervisor"], None] | None = None,
+                 on_reboot: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.config = config
         self.domain = domain
         self.resources: Resources = resources or SystemResources()
@@ -301,6 +305,7 @@ class ServiceSupervisor:
         self.since_unix_ns = time.time_ns()
         self._on_change = on_change
         self._on_forget = on_forget
+        self._on_reboot = on_reboot
         self._session_factory = session_factory
         self.session: LockSession | None = None
         self._queue: asyncio.Queue[tuple[policy.Event, asyncio.Future | None]] = asyncio.Queue()
@@ -313,6 +318,13 @@ class ServiceSupervisor:
         self.forgotten = False
         self.last_start_ms: float | None = None
         self._granted_at = 0.0
+        #: time.monotonic() the current run came up (RUNNING), 0 outside a run
+        self._running_since = 0.0
+        self._process_watch: ProcessWatch | None = None
+        self._watch_task: asyncio.Task | None = None
+        #: user heartbeat: time.monotonic() by which the next pulse is due (0: not armed)
+        self.pulse_deadline = 0.0
+        self._pulse_task: asyncio.Task | None = None
 
     # -- identity
     @property
@@ -325,8 +337,12 @@ class ServiceSupervisor:
 
     @property
     def settings(self) -> policy.Settings:
-        return policy.Settings(check_interval_s=float(self.config.check_interval),
-                               check_failures=self.config.check_failures)
+        c = self.config
+        return policy.Settings(check_interval_s=float(c.check_interval),
+                               check_failures=c.check_failures, restarts=c.restarts,
+                               backoff_s=float(c.failure_backoff),
+                               backoff_max_s=float(c.failure_backoff_max),
+                               force_reboot=c.force_reboot)
 
     def reload(self, config: ServiceConfig) -> None:
         """Take a new service.cfg (only while nothing runs or waits here)."""
@@ -359,8 +375,12 @@ class ServiceSupervisor:
         return refused, message
 
     async def wait_settled(self, timeout: float) -> bool:
+        return await self.wait_until(lambda: policy.settled(self.state), timeout)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait (at most `timeout` s) until `predicate()` holds after an event; False if not."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while not policy.settled(self.state):
+        while not predicate():
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 return False
@@ -373,6 +393,7 @@ class ServiceSupervisor:
 
     async def close(self) -> None:
         """Stop the supervisor's tasks and its session (the service is left as it is)."""
+        self._end_run_watches()
         for task in (self._start_task, self._stop_task, self._check_task, self._retry_task,
                      self._task):
             if task is not None and not task.done():
@@ -408,6 +429,11 @@ class ServiceSupervisor:
             future.set_result((decision.refused, decision.message))
         if before.state_name != self.state.state_name:
             self.since_unix_ns = time.time_ns()
+        running = self.state.phase is policy.Phase.RUNNING
+        if running and (before.phase is not policy.Phase.RUNNING or before.run != self.state.run):
+            self._begin_run_watches()
+        elif not running and before.phase is policy.Phase.RUNNING:
+            self._end_run_watches()
         if (before.state_name, before.reason, before.holding) != (
                 self.state.state_name, self.state.reason, self.state.holding) and \
                 self._on_change is not None:
@@ -443,6 +469,10 @@ class ServiceSupervisor:
             await self._cancel(self._retry_task)
             self._retry_task = asyncio.create_task(self._later(action.delay_s,
                                                                policy.RetryAcquire()))
+        elif isinstance(action, policy.Reboot):
+            logger.critical("service %s: %s", self.name, action.reason)
+            if self._on_reboot is not None:
+                asyncio.create_task(self._on_reboot(action.reason))
         elif isinstance(action, policy.Forget):
             self.forgotten = True
             if self.session is not None:
@@ -530,6 +560,11 @@ class ServiceSupervisor:
         await asyncio.sleep(delay)
         result = await self.runner.status(self.state.token)
         ok, reason = result.ok, result.reason
+        if ok and self.config.pidfile and self._process_watch is None:
+            try:
+                self._watch_process(run)
+            except PidfileError as error:
+                ok, reason = False, f"pidfile: {error}"
         if ok:
             try:
                 for fip in self.config.fips:
@@ -542,7 +577,76 @@ class ServiceSupervisor:
                         break
             except RESOURCE_ERRORS as error:
                 ok, reason = False, str(error)
-        self.post(policy.CheckDone(run, ok, reason))
+        self.post(policy.CheckDone(run, ok, reason, self.uptime_s))
+
+    # -- watches of a run: the main process (pidfile) and the user heartbeat (pulses)
+    @property
+    def uptime_s(self) -> float:
+        """How long the current run has been up (0 outside a run)."""
+        return time.monotonic() - self._running_since if self._running_since else 0.0
+
+    def _begin_run_watches(self) -> None:
+        self._end_run_watches()
+        self._running_since = time.monotonic()
+        if self.config.pidfile:
+            self._watch_task = asyncio.create_task(self._find_process(self.state.run))
+
+    def _end_run_watches(self) -> None:
+        self._running_since = 0.0
+        self.pulse_deadline = 0.0
+        for task in (self._watch_task, self._pulse_task):
+            if task is not None and not task.done():
+                task.cancel()
+        self._watch_task = self._pulse_task = None
+        if self._process_watch is not None:
+            self._process_watch.close()
+            self._process_watch = None
+
+    async def _find_process(self, run: int) -> None:
+        """Watch the pidfile's process; a start script may write the file a little after it
+        returns, so look for a while (the status checks keep looking after that)."""
+        deadline = time.monotonic() + PIDFILE_WAIT_S
+        while True:
+            try:
+                self._watch_process(run)
+                return
+            except PidfileError as error:
+                if time.monotonic() >= deadline:
+                    logger.warning("service %s: %s (looked for %g s; the status checks look "
+                                   "again)", self.name, error, PIDFILE_WAIT_S)
+                    return
+            await asyncio.sleep(PIDFILE_POLL_S)
+
+    def _watch_process(self, run: int) -> None:
+        watch = ProcessWatch.from_pidfile(self.config.pidfile)
+        self._process_watch = watch
+        logger.info("service %s: watching process %d (%s)", self.name, watch.pid,
+                    self.config.pidfile)
+        watch.add_callback(lambda pid: self.post(policy.Failed(
+            run, f"process {pid} ({self.config.pidfile}) died", self.uptime_s)))
+
+    def pulse(self) -> float:
+        """A user heartbeat: (re)arm the pulse timer; returns the new deadline (monotonic).
+        Raises LookupError when the service does not run here, ValueError when it has no
+        pulse_timeout_ms."""
+        if not self.config.pulse_timeout_ms:
+            raise ValueError(f"{self.name} has pulse_timeout_ms 0 (user heartbeat off)")
+        if self.state.phase is not policy.Phase.RUNNING:
+            raise LookupError(f"{self.name} does not run on domain {self.domain} "
+                              f"({self.state.state_name} here)")
+        self.pulse_deadline = time.monotonic() + self.config.pulse_timeout_ms / 1000
+        if self._pulse_task is None or self._pulse_task.done():
+            self._pulse_task = asyncio.create_task(self._pulse_timer(self.state.run))
+        return self.pulse_deadline
+
+    async def _pulse_timer(self, run: int) -> None:
+        while True:
+            left = self.pulse_deadline - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(left)
+        self.post(policy.Failed(run, f"no user heartbeat (pulse) for "
+                                     f"{self.config.pulse_timeout_ms} ms", self.uptime_s))
 
     # -- views
     def snapshot(self) -> dict:

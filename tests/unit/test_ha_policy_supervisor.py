@@ -213,7 +213,9 @@ def test_start_order_token_in_script_and_fifo_takeover_on_check_failure(world):
         (tmp / "running-1").unlink()
         await c.until(lambda: c.sup[2].state.phase is P.Phase.RUNNING)
         assert c.sup[1].state.fail_count == 1 and c.states()[1] == "waiting"
-        assert c.authority.waiting(512, 0) == [3, 1]  # 1 queued again, at the back
+        # 1 backs off (failure_backoff, 1 s by default), then queues again at the back
+        assert c.authority.waiting(512, 0) == [3] and c.sup[1].state.backing_off
+        await c.until(lambda: c.authority.waiting(512, 0) == [3, 1], timeout=3.0)
         assert c.script_journal()[-2:] == ["1 stop", "2 start 2"]
         # stop on 1 undid everything in reverse order before 2 started
         tail = c.journal[c.journal.index("1 fip- 192.168.1.100") - 0:]

@@ -55,7 +55,7 @@ ACTION_REMOVE: Action
 ACTION_SWITCH: Action
 
 class ServiceConfig(_message.Message):
-    __slots__ = ("type", "slot", "name", "desc", "script", "fips", "stores", "start_timeout_s", "stop_timeout_s", "release_timeout_s", "onstart", "check_interval_s", "check_failures", "force_load", "force_reboot", "pulse_timeout_ms", "pidfile", "domain", "config_path")
+    __slots__ = ("type", "slot", "name", "desc", "script", "fips", "stores", "start_timeout_s", "stop_timeout_s", "release_timeout_s", "onstart", "check_interval_s", "check_failures", "force_load", "force_reboot", "pulse_timeout_ms", "pidfile", "domain", "config_path", "restarts", "failure_backoff_s", "failure_backoff_max_s")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,9 @@ class ServiceConfig(_message.Message):
     PIDFILE_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_BACKOFF_MAX_S_FIELD_NUMBER: _ClassVar[int]
     type: TakeoverOrder
     slot: int
     name: str
@@ -94,7 +97,10 @@ class ServiceConfig(_message.Message):
     pidfile: str
     domain: int
     config_path: str
-    def __init__(self, type: _Optional[_Union[TakeoverOrder, str]] = ..., slot: _Optional[int] = ..., name: _Optional[str] = ..., desc: _Optional[str] = ..., script: _Optional[str] = ..., fips: _Optional[_Iterable[_Union[FloatingIp, _Mapping]]] = ..., stores: _Optional[_Iterable[_Union[Store, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., stop_timeout_s: _Optional[int] = ..., release_timeout_s: _Optional[int] = ..., onstart: _Optional[bool] = ..., check_interval_s: _Optional[int] = ..., check_failures: _Optional[int] = ..., force_load: _Optional[bool] = ..., force_reboot: _Optional[bool] = ..., pulse_timeout_ms: _Optional[int] = ..., pidfile: _Optional[str] = ..., domain: _Optional[int] = ..., config_path: _Optional[str] = ...) -> None: ...
+    restarts: int
+    failure_backoff_s: int
+    failure_backoff_max_s: int
+    def __init__(self, type: _Optional[_Union[TakeoverOrder, str]] = ..., slot: _Optional[int] = ..., name: _Optional[str] = ..., desc: _Optional[str] = ..., script: _Optional[str] = ..., fips: _Optional[_Iterable[_Union[FloatingIp, _Mapping]]] = ..., stores: _Optional[_Iterable[_Union[Store, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., stop_timeout_s: _Optional[int] = ..., release_timeout_s: _Optional[int] = ..., onstart: _Optional[bool] = ..., check_interval_s: _Optional[int] = ..., check_failures: _Optional[int] = ..., force_load: _Optional[bool] = ..., force_reboot: _Optional[bool] = ..., pulse_timeout_ms: _Optional[int] = ..., pidfile: _Optional[str] = ..., domain: _Optional[int] = ..., config_path: _Optional[str] = ..., restarts: _Optional[int] = ..., failure_backoff_s: _Optional[int] = ..., failure_backoff_max_s: _Optional[int] = ...) -> None: ...
 
 class FloatingIp(_message.Message):
     __slots__ = ("nic", "ip", "netmask", "broadcast", "label")
@@ -265,6 +271,22 @@ class PulseResponse(_message.Message):
     pulse_timeout_ms: int
     deadline_unix_ns: int
     def __init__(self, pulse_timeout_ms: _Optional[int] = ..., deadline_unix_ns: _Optional[int] = ...) -> None: ...
+
+class SetRefuseNewRequest(_message.Message):
+    __slots__ = ("refuse", "reason")
+    REFUSE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    refuse: bool
+    reason: str
+    def __init__(self, refuse: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetRefuseNewResponse(_message.Message):
+    __slots__ = ("refusing", "services_affected")
+    REFUSING_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_AFFECTED_FIELD_NUMBER: _ClassVar[int]
+    refusing: bool
+    services_affected: int
+    def __init__(self, refusing: _Optional[bool] = ..., services_affected: _Optional[int] = ...) -> None: ...
 
 class NodeStatusRequest(_message.Message):
     __slots__ = ()

@@ -73,6 +73,11 @@ class HaStub:
                 request_serializer=skyge_dot_v1_dot_ha__pb2.PulseRequest.SerializeToString,
                 response_deserializer=skyge_dot_v1_dot_ha__pb2.PulseResponse.FromString,
                 _registered_method=True)
+        self.SetRefuseNew = channel.unary_unary(
+                '/skyge.v1.Ha/SetRefuseNew',
+                request_serializer=skyge_dot_v1_dot_ha__pb2.SetRefuseNewRequest.SerializeToString,
+                response_deserializer=skyge_dot_v1_dot_ha__pb2.SetRefuseNewResponse.FromString,
+                _registered_method=True)
 
 
 class HaServicer:
@@ -141,6 +146,17 @@ class HaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRefuseNew(self, request, context):
+        """Refuse new services on the serving node, or accept them again (emon's `refuse_new`
+        watermark, the seed's sk_dynamic_ecs): while refusing, the node leaves the lock queue of
+        every service it waits for and queues for none (start commands included: they wait until
+        the refusal ends); what it runs keeps running. Idempotent; the last call wins. The HA
+        daemon also asks emon (ListWatermarks.refusing_new) when it starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +189,11 @@ def add_HaServicer_to_server(servicer, server):
                     servicer.Pulse,
                     request_deserializer=skyge_dot_v1_dot_ha__pb2.PulseRequest.FromString,
                     response_serializer=skyge_dot_v1_dot_ha__pb2.PulseResponse.SerializeToString,
+            ),
+            'SetRefuseNew': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRefuseNew,
+                    request_deserializer=skyge_dot_v1_dot_ha__pb2.SetRefuseNewRequest.FromString,
+                    response_serializer=skyge_dot_v1_dot_ha__pb2.SetRefuseNewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +367,33 @@ class Ha:
             '/skyge.v1.Ha/Pulse',
             skyge_dot_v1_dot_ha__pb2.PulseRequest.SerializeToString,
             skyge_dot_v1_dot_ha__pb2.PulseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRefuseNew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyge.v1.Ha/SetRefuseNew',
+            skyge_dot_v1_dot_ha__pb2.SetRefuseNewRequest.SerializeToString,
+            skyge_dot_v1_dot_ha__pb2.SetRefuseNewResponse.FromString,
             options,
             channel_credentials,
             insecure,

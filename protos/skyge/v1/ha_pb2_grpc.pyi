@@ -73,6 +73,13 @@ class HaStub:
     long after its first pulse, it is considered hung and switched over. NOT_FOUND: no such
     service; FAILED_PRECONDITION: it does not run on this node, or pulse_timeout_ms is 0.
     """
+    SetRefuseNew: _grpc.UnaryUnaryMultiCallable[_ha_pb2.SetRefuseNewRequest, _ha_pb2.SetRefuseNewResponse]
+    """Refuse new services on the serving node, or accept them again (emon's `refuse_new`
+    watermark, the seed's sk_dynamic_ecs): while refusing, the node leaves the lock queue of
+    every service it waits for and queues for none (start commands included: they wait until
+    the refusal ends); what it runs keeps running. Idempotent; the last call wins. The HA
+    daemon also asks emon (ListWatermarks.refusing_new) when it starts.
+    """
 
 @_typing.type_check_only
 class HaAsyncStub(HaStub):
@@ -116,6 +123,13 @@ class HaAsyncStub(HaStub):
     serving node says it is alive. If a service with pulse_timeout_ms > 0 misses pulses for that
     long after its first pulse, it is considered hung and switched over. NOT_FOUND: no such
     service; FAILED_PRECONDITION: it does not run on this node, or pulse_timeout_ms is 0.
+    """
+    SetRefuseNew: _aio.UnaryUnaryMultiCallable[_ha_pb2.SetRefuseNewRequest, _ha_pb2.SetRefuseNewResponse]  # type: ignore[assignment]
+    """Refuse new services on the serving node, or accept them again (emon's `refuse_new`
+    watermark, the seed's sk_dynamic_ecs): while refusing, the node leaves the lock queue of
+    every service it waits for and queues for none (start commands included: they wait until
+    the refusal ends); what it runs keeps running. Idempotent; the last call wins. The HA
+    daemon also asks emon (ListWatermarks.refusing_new) when it starts.
     """
 
 class HaServicer(metaclass=_abc_1.ABCMeta):
@@ -193,6 +207,19 @@ class HaServicer(metaclass=_abc_1.ABCMeta):
         serving node says it is alive. If a service with pulse_timeout_ms > 0 misses pulses for that
         long after its first pulse, it is considered hung and switched over. NOT_FOUND: no such
         service; FAILED_PRECONDITION: it does not run on this node, or pulse_timeout_ms is 0.
+        """
+
+    @_abc_1.abstractmethod
+    def SetRefuseNew(
+        self,
+        request: _ha_pb2.SetRefuseNewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ha_pb2.SetRefuseNewResponse, _abc.Awaitable[_ha_pb2.SetRefuseNewResponse]]:
+        """Refuse new services on the serving node, or accept them again (emon's `refuse_new`
+        watermark, the seed's sk_dynamic_ecs): while refusing, the node leaves the lock queue of
+        every service it waits for and queues for none (start commands included: they wait until
+        the refusal ends); what it runs keeps running. Idempotent; the last call wins. The HA
+        daemon also asks emon (ListWatermarks.refusing_new) when it starts.
         """
 
 def add_HaServicer_to_server(servicer: HaServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,119 @@
+"""The HA policy under faults: failed runs (process death, missed pulses), local restarts, the
+back-off that stops a service failing everywhere from ping-ponging, force_reboot, isolation and
+emon's refusal of new services."""
+from __future__ import annotations
+
+from skyge.services.ha import policy as P
+
+
+def replay(state: P.State, events, settings: P.Settings) -> tuple[P.State, list[P.Decision]]:
+    decisions = []
+    for event in events:
+        decision = P.decide(state, event, settings)
+        decisions.append(decision)
+        state = decision.state
+    return state, decisions
+
+
+def running(settings: P.Settings, token: int = 5) -> P.State:
+    state, _ = replay(P.State(), [P.Command("start"), P.Granted(token), P.StartDone(True)],
+                      settings)
+    assert state.phase is P.Phase.RUNNING
+    return state
+
+
+def kinds(decision: P.Decision) -> list[str]:
+    return [type(action).__name__ for action in decision.actions]
+
+
+def test_a_failed_run_restarts_here_with_the_same_token_while_restarts_are_left():
+    s = P.Settings(restarts=2, backoff_s=1.0)
+    state = running(s)
+    for attempt in (1, 2):
+        state, (failed, stopped) = replay(state, [P.Failed(state.run, "process 42 died", 3.0),
+                                                  P.StopDone(True)], s)
+        assert kinds(failed) == ["CancelCheck", "Stop"]
+        assert f"restart {attempt} of 2 here" in failed.state.reason
+        assert state.phase is P.Phase.STARTING and state.holding
+        assert stopped.actions == (P.Start(5, attempt + 1),)  # same lock, same token, next run
+        state = P.decide(state, P.StartDone(True), s).state
+    # restarts used up: the third failure switches away, with a back-off before queueing again
+    state, (failed, stopped) = replay(state, [P.Failed(state.run, "process 43 died", 3.0),
+                                              P.StopDone(True)], s)
+    assert state.phase is P.Phase.WAITING and state.backing_off and not state.acquiring
+    assert kinds(stopped) == ["Release", "ScheduleRetry"]
+    assert stopped.actions[1] == P.ScheduleRetry(1.0)
+    assert state.fail_count == 3 and "queueing again in 1 s" in state.reason
+    state = P.decide(state, P.RetryAcquire(), s).state
+    assert state.acquiring and not state.backing_off
+
+
+def test_back_off_doubles_per_failure_in_a_row_and_a_stable_run_forgets():
+    s = P.Settings(backoff_s=1.0, backoff_max_s=5.0, stable_s=60.0)
+    assert [P.backoff_delay(s, n) for n in range(0, 6)] == [0, 1, 2, 4, 5, 5]
+    assert P.backoff_delay(P.Settings(backoff_s=0.0), 3) == 0  # off: queue again at once
+    state = running(s)
+    delays = []
+    for uptime in (2.0, 2.0, 2.0, 120.0):
+        state, (_, stopped, *_) = replay(state, [P.Failed(state.run, "died", uptime),
+                                                 P.StopDone(True), P.Released(),
+                                                 P.RetryAcquire(), P.Granted(5),
+                                                 P.StartDone(True)], s)
+        delays.append(stopped.actions[-1].delay_s)
+    assert delays == [1.0, 2.0, 4.0, 1.0]  # the 2-minute run reset the streak
+
+
+def test_without_back_off_the_node_queues_again_at_once_like_the_seed():
+    s = P.Settings(backoff_s=0.0)
+    state, (_, stopped) = replay(running(s), [P.Failed(1, "died"), P.StopDone(True)], s)
+    assert kinds(stopped) == ["Release", "Acquire"] and state.acquiring
+
+
+def test_failures_of_an_old_run_or_outside_a_run_are_ignored():
+    s = P.Settings()
+    state = running(s)
+    assert P.decide(state, P.Failed(state.run - 1, "late"), s).ignored
+    stopping = P.decide(state, P.Command("stop"), s).state
+    assert P.decide(stopping, P.Failed(stopping.run, "killed by our stop"), s).ignored
+
+
+def test_a_failed_stop_with_force_reboot_reboots_the_node():
+    s = P.Settings(force_reboot=True)
+    state, (_, stopped) = replay(running(s), [P.Command("release"), P.StopDone(False, "exit 1")],
+                                 s)
+    assert state.phase is P.Phase.FAILED and state.holding  # the lock stays until the reboot
+    assert kinds(stopped) == ["Reboot"] and "exit 1" in stopped.actions[0].reason
+    plain, (_, stopped) = replay(running(P.Settings()), [P.Command("release"),
+                                                         P.StopDone(False, "exit 1")], P.Settings())
+    assert stopped.actions == () and plain.phase is P.Phase.FAILED
+
+
+def test_isolation_stops_at_once_floating_ips_first_then_waits_for_the_lock_again():
+    s = P.Settings()
+    state, (isolated, stopped) = replay(running(s), [P.Isolated("no reference IP answers"),
+                                                     P.StopDone(True)], s)
+    assert isolated.actions[-1] == P.Stop(urgent=True)
+    assert "isolated: no reference IP answers" in isolated.state.reason
+    assert kinds(stopped) == ["Release", "Acquire"] and state.fail_count == 0
+    assert P.decide(P.State(), P.Isolated(), s).ignored
+
+
+def test_refusing_new_services_leaves_the_queue_and_takes_them_again_when_it_ends():
+    s = P.Settings()
+    waiting, _ = replay(P.State(), [P.Command("start"), P.Queued(2)], s)
+    refused = P.decide(waiting, P.Refuse(True, "cpu_load wm_90"), s)
+    assert kinds(refused) == ["Release"] and not refused.state.acquiring
+    assert "cpu_load wm_90" in refused.state.reason
+    state = P.decide(refused.state, P.Released(), s).state
+    assert P.settled(state)
+    assert P.decide(state, P.RetryAcquire(), s).actions == ()  # no queueing while refusing
+    accepted = P.decide(state, P.Refuse(False), s)
+    assert kinds(accepted) == ["Acquire"] and accepted.state.acquiring
+
+    # a start command while refusing waits outside the queue; what runs keeps running
+    idle = P.decide(P.State(), P.Refuse(True), s).state
+    started = P.decide(idle, P.Command("start"), s)
+    assert started.actions == () and started.state.phase is P.Phase.WAITING
+    assert "not queued until accepted" in started.state.reason
+    run = P.decide(running(s), P.Refuse(True), s)
+    assert run.actions == () and run.state.phase is P.Phase.RUNNING
