@@ -1,5 +1,6 @@
 """skyge-emon on the lab: samples published on the seed's emon buses and read from another node,
-values read from another node over TCP, and a `switch` watermark moving an HA service away.
+values read from another node over TCP, a `switch` watermark moving an HA service away, and a
+`refuse_new` watermark keeping a node out of the HA lock queues.
 
 One 2-node cluster (heartbeat + bus + emon on both) serves the tests that leave it intact.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import grpc
 import pytest
@@ -17,7 +18,6 @@ from skyge.clients.lab import Lab
 from skyge.clients.lab.daemons import start_daemons, stop_daemons, wait_serving
 from skyge.services.common.paths import TCP_PORTS, NodePaths
 from skyge.v1 import bus_pb2, bus_pb2_grpc, emon_pb2, emon_pb2_grpc, ha_pb2, ha_pb2_grpc
-from skyge.v1 import lock_pb2, lock_pb2_grpc
 from tests.cluster import heartbeat_support as hs
 from tests.cluster.conftest import unique_lab_name
 
@@ -137,25 +137,12 @@ def test_values_read_from_another_node_over_tcp(cluster):
     assert 0 <= samples["cpu_load"]["value"] <= 100 and samples["level"]["value"] == 33
 
 
-# ---- switch: needs the HA and lock daemons
+# ---- ECS for HA: switch and refuse_new watermarks acting on the HA daemon
 
-def _ha_ready(node: Any) -> str | None:
-    """Why a switch cannot be tested yet (HA or lock daemon not built), or None."""
-    paths = NodePaths.at(node.root)
-    checks = [("lock", lambda ch: lock_pb2_grpc.LockStub(ch).GetAuthority(
-        lock_pb2.GetAuthorityRequest(), timeout=5)),
-              ("ha", lambda ch: ha_pb2_grpc.HaStub(ch).Status(ha_pb2.StatusRequest(), timeout=5))]
-    for daemon, call in checks:
-        with grpc.insecure_channel(f"unix:{paths.socket(daemon)}") as channel:
-            try:
-                call(channel)
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-                    return f"the {daemon} daemon is not built yet ({error.details()})"
-    return None
-
-
-def test_switch_watermark_moves_a_running_service_to_the_next_node(make_lab):
+def _ha_pair(make_lab: Any, watermark: str) -> tuple[Lab, Any, Any, Callable[[], Any]]:
+    """2 nodes running bus, lock, ha and emon; the service svc (fifo/1) running on 1 and waiting
+    on 2; every node's `level` probe at 10 with the ECS line `wm_50 = "<watermark>";`.
+    Returns (lab, n1, n2, status of svc)."""
     lab = make_lab(2)
     n1, n2 = lab.nodes
     hs.start_cluster(lab, timeout=START_TIMEOUT_S)
@@ -176,13 +163,8 @@ def test_switch_watermark_moves_a_running_service_to_the_next_node(make_lab):
         write_emon_config(node, value=10)
         NodePaths.at(node.root).etc.joinpath("emon", "ecs", PLUGIN).mkdir(parents=True)
         (NodePaths.at(node.root).etc / "emon" / "ecs" / PLUGIN / "service.cfg").write_text(
-            'watermarks = "wm_50";\nwm_50 = "switch::above";\n')
+            f'watermarks = "wm_50";\nwm_50 = "{watermark}";\n')
         start(node, ["bus", "lock", "ha", "emon"])
-    why = _ha_ready(n1)
-    if why:
-        pytest.skip(f"switch action not testable: {why}; emon's side is covered by "
-                    f"tests/unit/test_emon_core.py::test_switch_asks_ha_to_switch_each_service_"
-                    f"running_here")
 
     ha1 = ha_pb2_grpc.HaStub(grpc.insecure_channel(f"unix:{NodePaths.at(n1.root).socket('ha')}"))
     for node in (n1, n2):  # add on both, start on 1 first: 1 runs it, 2 waits (fifo)
@@ -196,10 +178,33 @@ def test_switch_watermark_moves_a_running_service_to_the_next_node(make_lab):
     hs.wait_for("svc running on 1 with 2 waiting", lambda: (
         (s := status()).state == ha_pb2.SERVICE_RUNNING and s.active_domain == n1.id
         and list(s.waiting_domains) == [n2.id]), timeout=30)
+    return lab, n1, n2, status
+
+
+def test_switch_watermark_moves_a_running_service_to_the_next_node(make_lab):
+    lab, n1, n2, status = _ha_pair(make_lab, "switch::above")
     (n1.root / "level.value").write_text("80\n")  # node 1 crosses wm_50: switch
     hs.wait_for("svc running on 2", lambda: (
         (s := status()).state == ha_pb2.SERVICE_RUNNING and s.active_domain == n2.id), timeout=60)
     wm = emon_stub(n1).ListWatermarks(emon_pb2.ListWatermarksRequest(probe=PLUGIN), timeout=5)
     assert wm.watermarks[0].fired_count == 1 and "svc" in wm.watermarks[0].last_result
+    for node in lab.nodes:
+        stop_daemons(node, ["emon", "ha", "lock", "bus"])
+
+
+def test_refuse_new_watermark_keeps_a_node_out_of_the_queues_even_across_an_ha_restart(make_lab):
+    lab, n1, n2, status = _ha_pair(make_lab, "refuse_new::above")
+    (n2.root / "level.value").write_text("80\n")  # node 2 in trouble: it takes nothing new
+    hs.wait_for("2 out of the queue", lambda: list(status().waiting_domains) == [], timeout=30)
+    assert status().active_domain == n1.id  # what runs keeps running
+    wm = emon_stub(n2).ListWatermarks(emon_pb2.ListWatermarksRequest(probe=PLUGIN), timeout=5)
+    assert wm.refusing_new and "refuses new services" in wm.watermarks[0].last_result
+    # a restarted HA daemon asks emon first: it does not queue meanwhile
+    n2.kill("skyge-ha")
+    start(n2, ["ha"])
+    time.sleep(1.0)
+    assert list(status().waiting_domains) == []
+    (n2.root / "level.value").write_text("10\n")  # back to normal: re-armed, accepted again
+    hs.wait_for("2 queued again", lambda: list(status().waiting_domains) == [n2.id], timeout=30)
     for node in lab.nodes:
         stop_daemons(node, ["emon", "ha", "lock", "bus"])
