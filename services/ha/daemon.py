@@ -178,13 +178,18 @@ class HaApp(DaemonApp):
         for config in services:
             supervisor = self._add(config)
             intent = self.intents.get(_intent_key(config))
-            if intent == "start" or (intent is None and config.onstart):
-                asyncio.create_task(self._start_at_load(supervisor, intent or "onstart"))
+            start = intent == "start" or (intent is None and config.onstart)
+            asyncio.create_task(self._bring_up(supervisor, intent or "onstart" if start else ""))
 
-    async def _start_at_load(self, supervisor: ServiceSupervisor, why: str) -> None:
+    async def _bring_up(self, supervisor: ServiceSupervisor, start_because: str) -> None:
+        """Adopt the service's lock if it was kept across a restart of this daemon, then start
+        competing for it if the node was told to (or onstart)."""
+        await supervisor.attach()
+        if not start_because:
+            return
         refused, message = await supervisor.command("start")
         if refused:
-            self.logger.warning("service %s: %s: %s", supervisor.name, why, refused)
+            self.logger.warning("service %s: %s: %s", supervisor.name, start_because, refused)
 
     # -- what this node wants of each service, kept across restarts
     def _read_intents(self) -> dict[str, str]:
@@ -299,8 +304,9 @@ class HaApp(DaemonApp):
     def _session(self, supervisor: ServiceSupervisor) -> GrpcLockSession:
         assert self.lock_channel is not None
         slot, lock = lock_of(supervisor.config)
-        return GrpcLockSession(self.lock_channel, session_label(supervisor.config), slot, lock,
-                               supervisor.post)
+        return GrpcLockSession(
+            self.lock_channel, session_label(supervisor.config), slot, lock, supervisor.post,
+            held_by_command=lambda: self.intents.get(_intent_key(supervisor.config)) == "stop")
 
     def _forget(self, supervisor: ServiceSupervisor) -> None:
         if self.services.get(supervisor.key) is supervisor:

@@ -64,6 +64,7 @@ __all__ = [
     "Phase", "Then", "State", "Settings", "Decision", "decide", "settled",
     "Command", "Granted", "Queued", "AcquireFailed", "Released", "Lost", "SessionDown",
     "StartDone", "StopDone", "CheckDone", "Failed", "RetryAcquire", "Refuse", "Isolated",
+    "Adopted",
     "Acquire", "Release", "Start", "CancelStart", "Stop", "ScheduleCheck", "CancelCheck",
     "ScheduleRetry", "Forget", "Reboot", "COMMANDS", "RETRY_S", "backoff_delay",
 ]
@@ -250,8 +251,18 @@ class Isolated:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Adopted:
+    """The lock daemon kept this service's hold while the HA daemon was down (it crashed or
+    was killed) and handed it to the new session: take the service over again where it runs
+    (HELD instead when this node had stopped it by command, keeping the lock)."""
+
+    token: int
+    held: bool = False
+
+
 Event = Union[Command, Granted, Queued, AcquireFailed, Released, Lost, SessionDown, StartDone,
-              StopDone, CheckDone, Failed, RetryAcquire, Refuse, Isolated]
+              StopDone, CheckDone, Failed, RetryAcquire, Refuse, Isolated, Adopted]
 
 
 # --- actions ------------------------------------------------------------------------------------
@@ -268,10 +279,12 @@ class Release:
 @dataclass(frozen=True)
 class Start:
     """Mount the stores, add the floating IPs (+ gratuitous ARP), run `script start`; then
-    report StartDone."""
+    report StartDone. `adopt`: the service may still run from before an HA daemon restart:
+    bring up only what is missing and run `script start` only if `script status` fails."""
 
     token: int
     run: int
+    adopt: bool = False
 
 
 @dataclass(frozen=True)
@@ -625,6 +638,20 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
                                 reason=f"status failed ({failed} of {s.check_failures}): "
                                        f"{event.reason}"),
                         (ScheduleCheck(state.run, s.check_interval_s),))
+
+    if isinstance(event, Adopted):
+        if state.holding or phase not in (Phase.IDLE, Phase.WAITING, Phase.FAILED):
+            return Decision(state, ignored=True)
+        kept = replace(state, holding=True, acquiring=False, queued=False, backing_off=False,
+                       token=event.token, failed_checks=0)
+        if event.held:
+            return Decision(replace(kept, phase=Phase.HELD, reason=f"stopped (lock kept across "
+                                    f"an HA daemon restart, token {event.token})"))
+        run = state.run + 1
+        return Decision(replace(kept, phase=Phase.STARTING, run=run,
+                                reason=f"lock kept across an HA daemon restart (token "
+                                       f"{event.token}): taking it over again"),
+                        (Start(event.token, run, adopt=True),))
 
     if isinstance(event, Isolated):
         if phase not in (Phase.STARTING, Phase.RUNNING):

@@ -90,6 +90,7 @@ class LockSession(Protocol):
     """What a supervisor needs of a lock session (the gRPC one, or a fake in unit tests).
     Events are delivered through the `on_event` callback given at construction."""
 
+    async def attach(self) -> None: ...
     async def acquire(self) -> None: ...
     async def release(self) -> None: ...
     async def close(self) -> None: ...
@@ -104,36 +105,60 @@ _LOST = {lock_pb2.LOST_NO_QUORUM: "no_quorum", lock_pb2.LOST_NODE_LEFT: "node_le
 class GrpcLockSession:
     """A Lock.Session stream on the local lock daemon for one lock, opened on first use and
     again after it broke. Lock events become policy events through `on_event`; the end of the
-    stream becomes `SessionDown` (every hold and wait of the session is gone with it)."""
+    stream becomes `SessionDown` (every hold and wait of the session is gone with it).
+
+    Sessions are opened with keep_holds: if this daemon dies holding the lock, the lock daemon
+    keeps the hold until the restarted daemon's session (same label) adopts it, which becomes
+    `Adopted` (`held_by_command()` tells whether the service was stopped there by command)."""
 
     def __init__(self, channel: grpc.aio.Channel, label: str, slot: int, lock: int,
-                 on_event: Callable[[policy.Event], None]) -> None:
+                 on_event: Callable[[policy.Event], None],
+                 held_by_command: Callable[[], bool] = lambda: False) -> None:
         self._stub = lock_pb2_grpc.LockStub(channel)
         self.label, self.slot, self.lock = label, slot, lock
         self._on_event = on_event
+        self._held_by_command = held_by_command
         self._call: grpc.aio.StreamStreamCall | None = None
         self._reader: asyncio.Task | None = None
+        self._opening = asyncio.Lock()
         self.session_id = 0
 
     @property
     def open(self) -> bool:
         return self._call is not None
 
-    async def _open(self) -> None:
-        call = self._stub.Session()
-        try:
-            await call.write(lock_pb2.SessionRequest(open=lock_pb2.Open(
-                label=self.label, client_pid=os.getpid())))
-            first = await asyncio.wait_for(call.read(), OPEN_TIMEOUT_S)
-        except BaseException:
-            call.cancel()
-            raise
-        if first is grpc.aio.EOF or first.WhichOneof("event") != "opened":
-            call.cancel()
-            raise ConnectionError(f"lock daemon did not open the session (got {first!r})")
-        self.session_id = first.opened.session_id
-        self._call = call
-        self._reader = asyncio.create_task(self._read(call), name=f"lock-{self.label}")
+    async def _open(self) -> bool:
+        """Open the stream (once, whoever asks first); True if it adopted this lock."""
+        async with self._opening:
+            if self._call is not None:
+                return False
+            call = self._stub.Session()
+            try:
+                await call.write(lock_pb2.SessionRequest(open=lock_pb2.Open(
+                    label=self.label, client_pid=os.getpid(), keep_holds=True)))
+                first = await asyncio.wait_for(call.read(), OPEN_TIMEOUT_S)
+            except BaseException:
+                call.cancel()
+                raise
+            if first is grpc.aio.EOF or first.WhichOneof("event") != "opened":
+                call.cancel()
+                raise ConnectionError(f"lock daemon did not open the session (got {first!r})")
+            self.session_id = first.opened.session_id
+            self._call = call
+            self._reader = asyncio.create_task(self._read(call), name=f"lock-{self.label}")
+            adopted = next((g for g in first.opened.adopted
+                            if (g.slot, g.lock) == (self.slot, self.lock)), None)
+            if adopted is not None:
+                self._on_event(policy.Adopted(adopted.fencing_token, self._held_by_command()))
+            return adopted is not None
+
+    async def attach(self) -> None:
+        """Open the session now (at daemon start), to adopt a hold kept for this service."""
+        if self._call is None:
+            try:
+                await self._open()
+            except (grpc.aio.AioRpcError, asyncio.TimeoutError, ConnectionError, OSError):
+                pass  # no lock daemon: nothing was kept; acquire() reports it when asked
 
     async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
         detail = "stream ended"
@@ -185,7 +210,8 @@ class GrpcLockSession:
     async def acquire(self) -> None:
         if self._call is None:
             try:
-                await self._open()
+                if await self._open():
+                    return  # adopted: held already
             except (grpc.aio.AioRpcError, asyncio.TimeoutError, ConnectionError, OSError) as error:
                 if isinstance(error, grpc.aio.AioRpcError):
                     detail = ("the local skyge-lock is unreachable"
@@ -454,7 +480,7 @@ class ServiceSupervisor:
             else:
                 await self.session.release()
         elif isinstance(action, policy.Start):
-            self._start_task = asyncio.create_task(self._do_start(action.token))
+            self._start_task = asyncio.create_task(self._do_start(action.token, action.adopt))
         elif isinstance(action, policy.CancelStart):
             await self._cancel(self._start_task)
         elif isinstance(action, policy.Stop):
@@ -502,15 +528,31 @@ class ServiceSupervisor:
         self.post(event)
 
     # -- work
-    async def _do_start(self, token: int) -> None:
+    async def attach(self) -> None:
+        """Open the lock session now (daemon start): a hold kept across a restart of this
+        daemon is adopted (`Adopted`) before anything else is asked."""
+        if self.session is None:
+            self.session = self._session_factory(self)
+        await self.session.attach()
+
+    async def _do_start(self, token: int, adopt: bool = False) -> None:
         c = self.config
         began = time.monotonic()
         try:
             for store in c.stores:
-                await _finish_then_cancel(self.resources.mount(store))
+                if not (adopt and await self.resources.mounted(store)):
+                    await _finish_then_cancel(self.resources.mount(store))
             for fip in c.fips:
+                if adopt and await self.resources.fip_present(fip):
+                    continue
                 await self.resources.add_fip(fip)
                 asyncio.create_task(self._announce(fip))
+            if adopt:
+                status = await self.runner.status(token)
+                if status.ok:
+                    self.last_start_ms = (time.monotonic() - began) * 1000
+                    self.post(policy.StartDone(True, "adopted: already running"))
+                    return
             if c.fips:
                 logger.info("service %s: floating IPs up %.1f ms after the grant (%s)", self.name,
                             (time.monotonic() - (self._granted_at or began)) * 1000,

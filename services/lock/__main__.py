@@ -6,7 +6,7 @@ buluos). Run as `skyge-lock` or `python -m skyge.services.lock`.
 import sys
 
 from skyge.services.common.runner import DaemonSpec, run_daemon
-from skyge.services.lock.server import FIELDS, _add_arguments, build
+from skyge.services.lock.server import FIELDS, add_arguments, build
 
 SPEC = DaemonSpec(
     name="lock",
@@ -14,7 +14,7 @@ SPEC = DaemonSpec(
                 "tokens (the seed's buluos)",
     build=build,
     config_fields=FIELDS,
-    add_arguments=_add_arguments,
+    add_arguments=add_arguments,
 )
 
 

@@ -1,9 +1,9 @@
 """One lock daemon's logic: votes and leases, the authority, and the member side of its sessions.
 
 Plain Python, no I/O, no clock of its own: every input carries `now_ns` (a monotonic clock), and
-outputs pile up in `Node.out_beats`, `Node.out_data`, `Node.events` and `Node.leader_events` for
-the daemon to send (`server.py`, `peer.py`). So a whole cluster can be simulated in a unit test,
-with delays, losses and asymmetric views, and its history checked.
+outputs pile up in `Node.out_beats`, `Node.out_data`, `Node.events`, `Node.leader_events` and
+`Node.fence_requests` for the daemon to act on (`server.py`, `peer.py`). So a whole cluster can
+be simulated in a unit test, with delays, losses and asymmetric views, and its history checked.
 
 ## The rule (see docs/ARCHITECTURE.md, lock section)
 
@@ -34,6 +34,16 @@ unreported member has told its sessions `Lost` by then).
 
 *Tokens.* One counter; a block ahead is persisted by a majority (`token_reserve` in beats) before
 its tokens are used; a new authority starts above every floor its voters report.
+
+*Fencing* (with a fence command, `Node.fencing`): leases assume a node that stops answering
+stops using its locks; a fence makes sure. A member whose lease ran out keeps its holds in the
+table until it is fenced or reports again, and a new authority grants nothing until every lock
+daemon it has heard from (and the previous authority) reported or was fenced. The authority only
+asks (`Node.fence_requests`); the daemon runs the command and answers `Node.fence_done`.
+
+*Kept holds* (`Open.keep_holds`) are the member's business alone: a session whose stream ended
+stays, orphaned, with its holds until a session of its label continues it (same id), so the
+authority sees nothing change.
 """
 from __future__ import annotations
 
@@ -46,12 +56,13 @@ from typing import Any, Callable, Iterable, Protocol
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_peer_pb2 as pp
 
-from .core import Entry, Grant, LockTable, Name, check_name
+from .core import Entry, Grant, LockTable, Name, check_name, sort_key
 
 MS = 1_000_000
 US = 1_000
 
-__all__ = ["Timing", "Store", "MemoryStore", "Node", "name_of", "name_proto", "MS"]
+__all__ = ["Timing", "Store", "MemoryStore", "Node", "OpenRefused", "name_of", "name_proto",
+           "MS"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class Timing:
     candidate_silence_ns: int = 15 * MS  # ... a candidate (it beats every beat_ns): this long
     acquire_grace_ns: int = 1000 * MS  # a new acquire waits this long for an authority
     token_block: int = 1 << 16  # tokens reserved (persisted) ahead
+    fence_retry_ns: int = 2000 * MS  # a failed fence is run again this long after
 
     def __post_init__(self) -> None:
         if not 0 < self.beat_ns < self.vote_lease_ns:
@@ -121,6 +133,12 @@ def name_proto(name: Name) -> pp.PeerLockName:
 
 def _slot_lock(name: Name) -> tuple[int, int]:
     return (0, 0) if isinstance(name, str) else name
+
+
+def _names_text(names: Iterable[Name]) -> str:
+    """Locks for a log line: "600/1, 600/2" (groups by name)."""
+    return ", ".join(n if isinstance(n, str) else f"{n[0]}/{n[1]}"
+                     for n in sorted(names, key=sort_key)) or "nothing"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +210,12 @@ class LocalSession:
     waits: dict[Name, Wait] = field(default_factory=dict)
     campaign: str | None = None  # election group, for Campaign sessions
     next_req: int = 0
+    keep_holds: bool = False  # Open.keep_holds: holds outlive the stream (see Member.close)
+    orphaned: bool = False  # its stream ended; its holds wait for the next session of its label
+
+
+class OpenRefused(ValueError):
+    """An Open with keep_holds the node refuses: no label, or a live session has the label."""
 
 
 class Member:
@@ -218,6 +242,9 @@ class Member:
 
     # -- helpers -------------------------------------------------------------------------------
     def _event(self, session: int, **kwargs: Any) -> None:
+        local = self.sessions.get(session)
+        if local is not None and local.orphaned:
+            return  # nobody to tell; an adopting session learns from Opened.adopted
         self.node.events.append((session, lp.SessionEvent(**kwargs)))
 
     def _send(self, message: pp.PeerData) -> None:
@@ -318,6 +345,7 @@ class Member:
                 del session.waits[name]
                 if session.campaign is None:
                     self._fail(session.id, name, lp.FAIL_NO_QUORUM, detail)
+            self._forget_if_empty_orphan(session)
         for group in list(self.watchers):
             self._leader_changed(group, 0, 0, "", 0)
 
@@ -356,8 +384,31 @@ class Member:
         self.node.want_tick(at)
 
     # -- local sessions -------------------------------------------------------------------------
-    def open(self, session_id: int, label: str, pid: int, campaign: str | None = None) -> None:
-        self.sessions[session_id] = LocalSession(session_id, label, pid, campaign=campaign)
+    def open(self, session_id: int, label: str, pid: int, campaign: str | None = None,
+             keep_holds: bool = False) -> LocalSession:
+        """A new session, or with `keep_holds` the orphaned session of its label continued
+        (same id, its holds kept: the authority sees nothing change). OpenRefused without a
+        label, or when a live keep_holds session has it: one label names at most one set of
+        kept holds."""
+        if keep_holds:
+            if not label:
+                raise OpenRefused("keep_holds needs a non-empty label (the next session "
+                                  "adopts the holds by label)")
+            for session in self.sessions.values():
+                if session.keep_holds and session.label == label:
+                    if not session.orphaned:
+                        raise OpenRefused(f"a keep_holds session labelled {label!r} is "
+                                          f"still open on this node (session "
+                                          f"{session.id:#x}); close it first")
+                    session.orphaned, session.pid = False, pid
+                    self.node.log.append(
+                        f"session {session.id:#x} ({label!r}, pid {pid}) adopted "
+                        f"{_names_text(session.holds)} kept since its previous client ended")
+                    return session
+        session = self.sessions[session_id] = LocalSession(session_id, label, pid,
+                                                           campaign=campaign,
+                                                           keep_holds=keep_holds)
+        return session
 
     def _fail(self, session: int, name: Name, reason: int, detail: str) -> None:
         slot, lock = _slot_lock(name)
@@ -420,12 +471,45 @@ class Member:
             self._event(session_id, released=lp.Released(slot=slot, lock=lock))
 
     def close(self, session_id: int, now: int) -> None:
-        session = self.sessions.pop(session_id, None)
-        if session is None:
+        """The session's stream ended: everything it holds and awaits ends, except the holds
+        of a keep_holds session, which become orphaned."""
+        session = self.sessions.get(session_id)
+        if session is None or session.orphaned:
             return
+        if session.keep_holds and any(hold.delivered for hold in session.holds.values()):
+            self._orphan(session)
+            return
+        del self.sessions[session_id]
         if (session.holds or any(w.sent for w in session.waits.values())) and self.can_send():
             self._send(pp.PeerData(end_session=pp.PeerEndSession(term=self.term,
                                                                  session_id=session_id)))
+
+    def _orphan(self, session: LocalSession) -> None:
+        """Keep the session's holds without a client: its waits are cancelled, and so are holds
+        its client was never told of (granted while this node's lease had lapsed)."""
+        ended: list[tuple[Name, int, bool]] = [(n, w.req, w.sent) for n, w in session.waits.items()]
+        ended += [(n, h.req, True) for n, h in session.holds.items() if not h.delivered]
+        session.waits.clear()
+        for name, req, sent in ended:
+            session.holds.pop(name, None)
+            if sent and self.can_send():
+                self._send(pp.PeerData(release=pp.PeerRelease(
+                    term=self.term, session_id=session.id, name=name_proto(name),
+                    request_id=req)))
+        session.orphaned = True
+        self.node.log.append(f"session {session.id:#x} ({session.label!r}, pid {session.pid}) "
+                             f"ended holding {_names_text(session.holds)}: kept for the next "
+                             f"keep_holds session labelled so")
+
+    def _forget_if_empty_orphan(self, session: LocalSession) -> None:
+        """An orphan whose last hold ended is gone (the authority knows nothing of it any more)."""
+        if session.orphaned and not session.holds:
+            del self.sessions[session.id]
+            self.node.log.append(f"orphaned session {session.id:#x} ({session.label!r}) lost "
+                                 f"its last hold")
+
+    def orphaned_sessions(self) -> set[int]:
+        return {s.id for s in self.sessions.values() if s.orphaned}
 
     # -- elections: watchers ---------------------------------------------------------------------
     def watch(self, watcher: int, group: str, session: int) -> None:
@@ -509,13 +593,14 @@ class Member:
                 self._fail(body.session_id, name, body.reason, body.detail)
         elif kind == "revoke":
             hold = session.holds.get(name) if session else None
-            if hold is not None and hold.req == req:
-                del session.holds[name]  # type: ignore[union-attr]
+            if session is not None and hold is not None and hold.req == req:
+                del session.holds[name]
                 if session.campaign is None:
                     slot, lock = _slot_lock(name)
                     self._event(body.session_id, lost=lp.Lost(slot=slot, lock=lock,
                                                               reason=body.reason,
                                                               detail=body.detail))
+                self._forget_if_empty_orphan(session)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,6 +636,10 @@ class Authority:
         self.announced: dict[str, tuple[int, int]] = {}
         self.activated_ns = 0
         self.suspended = False
+        #: nodes this authority waits to see fenced: node -> when to run the fence again (None
+        #: while it runs). Only with a fence command (Node.fencing); see _try_activate and
+        #: reset_member.
+        self.fences: dict[int, int | None] = {}
         self.raise_reserve()
 
     def suspend(self) -> None:
@@ -560,9 +649,9 @@ class Authority:
     def resume(self, now: int) -> None:
         self.suspended = False
         if not self.active:
-            ready_at = self._ready_at(now)
-            if ready_at is not None and now >= ready_at:
-                self._activate(now)
+            check_at = self._try_activate(now)
+            if check_at is not None:
+                self.node.want_tick(check_at)
             return
         self.table.token_limit = self.confirmed_floor()
         self.raise_reserve()
@@ -605,9 +694,20 @@ class Authority:
 
     def reset_member(self, domain: int, now: int, *, restarted: bool = False) -> None:
         """Drop everything of a member (its lease ran out, or its daemon restarted); it must
-        report again (new epoch)."""
+        report again (new epoch). With a fence command, a member whose lease ran out keeps its
+        holds in the table, so nothing is granted in their place, until it is fenced or reports
+        again: a node that stopped answering may still be running what its locks guard."""
         rec = self.rec(domain)
-        self._drop_node(domain, now)
+        node = self.node
+        self.keyless = [(n, e) for n, e in self.keyless if e.node != domain]
+        if restarted or not node.fencing or domain in node.fenced:
+            self._drop_node(domain, now)
+            self.fences.pop(domain, None)
+        else:
+            self.table.drop_node_waits(domain)
+            held = self.table.names_held_by_node(domain)
+            if held:
+                self._fence(domain, f"its lease ran out while it held {_names_text(held)}")
         rec.epoch += 1
         rec.reported, rec.parts, rec.confirm_seq, rec.buffered = False, [], 0, []
         for subscribers in self.subscribers.values():
@@ -635,16 +735,97 @@ class Authority:
                 self.reset_member(domain, now)
             else:
                 soonest = expiry if soonest is None else min(soonest, expiry)
+        for domain, retry_at in self.fences.items():
+            if retry_at is None:
+                continue
+            if now >= retry_at:
+                self.fences[domain] = None
+                self.node.fence_requests.append(domain)
+            else:
+                soonest = retry_at if soonest is None else min(soonest, retry_at)
         if not self.active and not self.suspended:
-            ready_at = self._ready_at(now)
-            if ready_at is not None and now >= ready_at:
-                self._activate(now)
-            elif ready_at is not None:
-                soonest = ready_at if soonest is None else min(soonest, ready_at)
+            check_at = self._try_activate(now)
+            if check_at is not None:
+                soonest = check_at if soonest is None else min(soonest, check_at)
         return soonest
 
-    def _ready_at(self, now: int) -> int | None:
-        """When the table is complete enough to grant (None: not yet known)."""
+    def _try_activate(self, now: int) -> int | None:
+        """Activate once the table is complete enough (and, with a fence command, every node
+        that may hold locks this authority cannot know of is fenced or reported). Returns when to
+        check again (None: an input will tell)."""
+        ready_at = self._ready_at(now)
+        if now < ready_at:
+            return ready_at
+        if self.node.fencing:
+            lost, check_at = self._unaccounted(now)
+            for domain in lost:
+                self._fence(domain, f"new authority (term {self.term}): it may hold locks "
+                                    f"this authority cannot know of")
+            if lost or check_at is not None:
+                return check_at
+        self._activate(now)
+        return None
+
+    def _unaccounted(self, now: int) -> tuple[list[int], int | None]:
+        """Lock daemons this node has heard from (and the previous authority) that neither
+        reported nor were fenced since last heard: they may hold locks granted by an earlier
+        authority. Returns those to fence, and when one still alive (in the membership view and
+        heard within `switch_ns`: its report is on the way) should be checked again."""
+        node = self.node
+        timing = node.timing
+        reported = {d for d, r in self.members.items() if r.reported}
+        heard = {d for d, peer in node.peers.items() if peer.heard_ns >= 0}
+        if self.prev_authority:
+            heard.add(self.prev_authority)
+        lost: list[int] = []
+        check_at: int | None = None
+        for domain in sorted(heard - reported - node.fenced - {node.domain}):
+            peer = node.peers.get(domain)
+            if peer is not None and peer.heard_ns >= 0 and domain in (node.view or ()) and \
+                    now - peer.heard_ns < timing.switch_ns:
+                silent_at = peer.heard_ns + timing.switch_ns
+                check_at = silent_at if check_at is None else min(check_at, silent_at)
+            else:
+                lost.append(domain)
+        return lost, check_at
+
+    # -- fencing --------------------------------------------------------------------------------
+    def _fence(self, domain: int, why: str) -> None:
+        """Have the daemon run the fence command for a node (once; again after a failure)."""
+        if domain in self.fences:
+            return
+        self.fences[domain] = None
+        self.node.fence_requests.append(domain)
+        self.node.log.append(f"fencing node {domain}: {why}")
+
+    def fence_done(self, domain: int, ok: bool, now: int) -> None:
+        """The fence command for `domain` finished: on success what waited for it goes on; on
+        failure it runs again `fence_retry_ns` later."""
+        if domain not in self.fences:
+            return  # reported or restarted meanwhile: nothing waits for it
+        if not ok:
+            retry_at = self.fences[domain] = now + self.node.timing.fence_retry_ns
+            self.node.want_tick(retry_at)
+            return
+        del self.fences[domain]
+        self._drop_node(domain, now)  # the holds it kept while unfenced, if any
+        if not self.active and not self.suspended:
+            check_at = self._try_activate(now)
+            if check_at is not None:
+                self.node.want_tick(check_at)
+
+    def fence_waiting(self, domain: int) -> str:
+        """What waits for a node's fence, for the daemon's log (empty when nothing does)."""
+        if domain not in self.fences:
+            return ""
+        if not self.active:
+            return (f"every grant (new authority, term {self.term}: node {domain} may hold "
+                    f"locks it cannot know of)")
+        return (f"locks {_names_text(self.table.names_held_by_node(domain))} (held by node "
+                f"{domain} when its lease ran out)")
+
+    def _ready_at(self, now: int) -> int:
+        """When the table is complete enough to grant."""
         node = self.node
         reported = {d for d, r in self.members.items() if r.reported}
         expected = node.expected()
@@ -790,6 +971,7 @@ class Authority:
         rec.last_q = now
         rec.confirm_seq = 0
         rec.buffered = []
+        self.fences.pop(frm, None)  # its report says what it holds: no fence needed
         self.raise_reserve()
         if self.suspended:
             pass  # served when the lease is regained
@@ -799,11 +981,9 @@ class Authority:
                 for group in part.watched_groups:
                     self._announce_to(group, frm)
         else:
-            ready_at = self._ready_at(now)
-            if ready_at is not None and now >= ready_at:
-                self._activate(now)
-            else:
-                self.node.want_tick(ready_at or now)
+            check_at = self._try_activate(now)
+            if check_at is not None:
+                self.node.want_tick(check_at)
 
     def _announce_to(self, group: str, domain: int) -> None:
         holder = self.table.holder(group)
@@ -908,6 +1088,10 @@ class Node:
         self.lone_possible = False  # reference IPs are configured (the daemon sets it)
         self.lone_since = 0
         self.lone_checked = -1
+        self.fencing = False  # a fence command is configured (the daemon sets it)
+        #: nodes fenced successfully and not heard from since (a fence stands until the node
+        #: shows life again: a datagram from it, or back in the membership view)
+        self.fenced: set[int] = set()
         self.last_now = now_ns
         self._wake: int | None = None
         # outputs
@@ -915,6 +1099,7 @@ class Node:
         self.out_data: list[tuple[int, pp.PeerData]] = []
         self.events: list[tuple[int, lp.SessionEvent]] = []
         self.leader_events: list[tuple[int, lp.LeaderEvent]] = []
+        self.fence_requests: list[int] = []  # nodes to fence (the daemon runs the command)
         self.log: list[str] = []  # notable transitions, for the daemon's log
 
     # -- persistence ----------------------------------------------------------------------------
@@ -1087,6 +1272,8 @@ class Node:
         self.last_now = now
         was_lone = self.lone()
         self.view = set(view) | {self.domain} if view is not None else None
+        if self.view is not None:
+            self.fenced -= self.view  # back in the membership: an earlier fence no longer stands
         if self.lone() and not was_lone:
             self.lone_since = now
         if self.view is not None and not self.expected_config and \
@@ -1130,10 +1317,11 @@ class Node:
         """A datagram from `domain` says its daemon instance is `instance`. False when it is an
         older instance (to be ignored)."""
         peer = self._peer(domain)
-        if instance == peer.instance:
-            return True
         if instance < peer.instance:
             return False
+        self.fenced.discard(domain)  # it shows life: an earlier fence no longer stands
+        if instance == peer.instance:
+            return True
         known = peer.instance != 0
         self.peers[domain] = PeerInfo(instance=instance)
         if known:
@@ -1370,9 +1558,16 @@ class Node:
 
     # -- local sessions ---------------------------------------------------------------------------
     def open_session(self, session_id: int, label: str, pid: int, now: int,
-                     campaign: str | None = None) -> None:
+                     campaign: str | None = None,
+                     keep_holds: bool = False) -> tuple[int, list[tuple[Name, int]]]:
+        """Open a session as `session_id`, or with `keep_holds` continue the orphaned session
+        of its label. Returns the session's id and the holds it adopted, (name, token) in lock
+        order. Raises OpenRefused when refused (see Member.open)."""
         self._check_lease(now)
-        self.member.open(session_id, label, pid, campaign)
+        session = self.member.open(session_id, label, pid, campaign, keep_holds)
+        adopted = sorted(((name, hold.token) for name, hold in session.holds.items()),
+                         key=lambda item: sort_key(item[0]))
+        return session.id, adopted
 
     def acquire(self, session_id: int, name: Name, now: int, *, priority: int = 0,
                 try_only: bool = False, timeout_ms: int = 0) -> None:
@@ -1395,6 +1590,18 @@ class Node:
     def unwatch(self, watcher: int, now: int) -> None:
         self._check_lease(now)
         self.member.unwatch(watcher)
+
+    def fence_done(self, domain: int, ok: bool, now: int) -> None:
+        """The fence command for `domain` finished (ok: it exited 0 in time)."""
+        self._check_lease(now)
+        if ok:
+            self.fenced.add(domain)
+        if self.auth is not None:
+            self.auth.fence_done(domain, ok, now)
+
+    def fence_waiting(self, domain: int) -> str:
+        """What this node's authority waits for from a node's fence (empty: nothing)."""
+        return self.auth.fence_waiting(domain) if self.auth is not None else ""
 
     def on_data(self, frm: int, data: pp.PeerData, now: int) -> None:
         """An in-order data message from a peer."""

@@ -39,7 +39,7 @@ ORDER_NAMES = {RANDOM: "random", FIFO: "fifo", STACK: "stack", PRIORITY: "priori
 Name = Union[tuple[int, int], str]
 
 __all__ = ["SLOTS", "LOCKS_PER_SLOT", "RANDOM", "FIFO", "STACK", "PRIORITY", "Name", "order_of",
-           "check_name", "Entry", "Grant", "Acquired", "LockTable"]
+           "check_name", "sort_key", "Entry", "Grant", "Acquired", "LockTable"]
 
 
 def order_of(name: Name) -> int:
@@ -291,7 +291,7 @@ class LockTable:
     def drop_session(self, session: int, now_ns: int) -> list[Grant]:
         """A session ended: release its locks and cancel its waits."""
         grants: list[Grant] = []
-        for name in sorted(self.sessions.get(session, ()), key=_sort_key):
+        for name in sorted(self.sessions.get(session, ()), key=sort_key):
             grants += self.release(name, session, now_ns)[1]
         return grants
 
@@ -301,6 +301,18 @@ class LockTable:
         for session in sorted(self.nodes.get(node, ())):
             grants += self.drop_session(session, now_ns)
         return grants
+
+    def drop_node_waits(self, node: int) -> None:
+        """Cancel a node's waits but keep its holds (until it is fenced): grants nothing."""
+        for session in sorted(self.nodes.get(node, ())):
+            for name in sorted(self.sessions.get(session, ()), key=sort_key):
+                holder = self.holder(name)
+                if holder is None or holder.session != session:
+                    self.release(name, session, 0)
+
+    def names_held_by_node(self, node: int) -> list[Name]:
+        return sorted((name for session in self.nodes.get(node, ())
+                       for name in self.held_by(session)), key=sort_key)
 
     def restore_holder(self, name: Name, entry: Entry) -> Entry | None:
         """Recovery: a member reports a hold. Returns the entry that loses when the lock already
@@ -345,7 +357,7 @@ class LockTable:
     def serve_all(self, now_ns: int) -> list[Grant]:
         """Grant every free lock that has waiters (after recovery, or when tokens were added)."""
         grants: list[Grant] = []
-        for name in sorted(self.locks, key=_sort_key):
+        for name in sorted(self.locks, key=sort_key):
             lock = self.locks.get(name)
             if lock is not None and lock.holder is None and lock.waiters:
                 grants += self._serve(lock, now_ns)
@@ -354,7 +366,7 @@ class LockTable:
     def serve_blocked(self, now_ns: int) -> list[Grant]:
         """Grant the locks that waited for tokens."""
         grants: list[Grant] = []
-        for name in sorted(self.blocked, key=_sort_key):
+        for name in sorted(self.blocked, key=sort_key):
             lock = self.locks.get(name)
             if lock is None:
                 self.blocked.discard(name)
@@ -376,5 +388,6 @@ class LockTable:
                 yield name, waiter, False
 
 
-def _sort_key(name: Name) -> tuple[int, int, str]:
+def sort_key(name: Name) -> tuple[int, int, str]:
+    """Numbered locks by (slot, lock), then election groups by name."""
     return (name[0], name[1], "") if isinstance(name, tuple) else (SLOTS, 0, name)

@@ -10,28 +10,24 @@ With a cluster key every datagram ends with a 16-byte HMAC-SHA256 of the rest; d
 a valid one are dropped (and counted). Replays are harmless: beats carry increasing numbers per
 sender instance and data is numbered (see channel.py).
 
-Also here: the reference-IP probe of the two-node rule (an ICMP echo through a raw socket, with
-`ping` as fallback) and the fence command.
+Also here: the fence command (run for any lost node that may hold locks). The reference-IP probe
+of the two-node rule is `skyge.services.common.reference`.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import hmac
-import logging
-import os
 import socket
-import struct
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
+
+from skyge.services.common.commands import CommandResult, run_command
 
 MAC_BYTES = 16
 MS = 1_000_000
 
-logger = logging.getLogger("skyge.lock.peer")
-
-__all__ = ["PeerSocket", "ping_any", "run_fence", "sign", "verify", "MAC_BYTES"]
+__all__ = ["PeerSocket", "run_fence", "sign", "verify", "MAC_BYTES"]
 
 
 def sign(key: bytes | None, payload: bytes) -> bytes:
@@ -162,91 +158,11 @@ class PeerSocket(asyncio.DatagramProtocol):
 
 
 # ---------------------------------------------------------------------------------------------
-# the two-node rule: reference IPs and the fence
+# the two-node rule's reference IPs, and the fence
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
-async def _icmp_echo(address: str, timeout_s: float) -> bool:
-    """One ICMP echo through a raw socket (needs root). Raises OSError when raw sockets fail."""
-    loop = asyncio.get_running_loop()
-    ident = os.getpid() & 0xFFFF
-    seq = int(time.monotonic() * 1000) & 0xFFFF
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    body = b"skyge-lock"
-    packet = struct.pack("!BBHHH", 8, 0, _checksum(header + body), ident, seq) + body
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
-        sock.setblocking(False)
-        await loop.sock_sendto(sock, packet, (address, 0))
-        deadline = loop.time() + timeout_s
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            try:
-                data, peer = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), left)
-            except asyncio.TimeoutError:
-                return False
-            ihl = (data[0] & 0x0F) * 4
-            kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
-            if kind == 0 and rid == ident and rseq == seq and peer[0] == address:
-                return True
-
-
-async def _ping_command(address: str, timeout_s: float) -> bool:
-    proc = await asyncio.create_subprocess_exec(
-        "ping", "-c", "1", "-W", str(max(1, int(timeout_s + 0.999))), address,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        return await asyncio.wait_for(proc.wait(), timeout_s + 2) == 0
-    except asyncio.TimeoutError:
-        proc.kill()
-        return False
-
-
-async def ping_any(addresses: Sequence[str], timeout_s: float = 0.3) -> bool:
-    """True when any reference IP answers an ICMP echo within `timeout_s`."""
-    if not addresses:
-        return False
-
-    async def one(address: str) -> bool:
-        try:
-            return await _icmp_echo(address, timeout_s)
-        except (OSError, PermissionError):
-            return await _ping_command(address, timeout_s)
-
-    tasks = [asyncio.ensure_future(one(a)) for a in addresses]
-    try:
-        for done in asyncio.as_completed(tasks):
-            if await done:
-                return True
-        return False
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def run_fence(command: str, peer_domain: int, timeout_s: float = 60.0) -> bool:
-    """Run the fence command for a lost peer (`sh -c`, env SKYGE_FENCE_DOMAIN); True on exit 0."""
-    env = dict(os.environ, SKYGE_FENCE_DOMAIN=str(peer_domain))
-    proc = await asyncio.create_subprocess_exec("/bin/sh", "-c", command, env=env,
-                                                stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except asyncio.TimeoutError:
-        proc.kill()
-        logger.error("fence command for node %d timed out after %g s", peer_domain, timeout_s)
-        return False
-    if proc.returncode != 0:
-        logger.error("fence command for node %d failed (exit %s): %s", peer_domain,
-                     proc.returncode, err.decode(errors="replace").strip()[:500])
-        return False
-    return True
+async def run_fence(command: str, peer_domain: int, timeout_s: float) -> CommandResult:
+    """Run the fence command for a lost peer: `sh -c`, env SKYGE_FENCE_DOMAIN, at most
+    `timeout_s` (then its process group is killed)."""
+    return await run_command(["/bin/sh", "-c", command], timeout_s=timeout_s,
+                             env={"SKYGE_FENCE_DOMAIN": str(peer_domain)})

@@ -14,13 +14,15 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterable
 
 import grpc
 
 from skyge.services.common.config import ConfigError, Field, integer, string
 from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.paths import TCP_PORTS
+from skyge.services.common.reference import (add_reference_ips_argument, ping_any,
+                                             reference_ips_field, reference_ips_from)
 from skyge.services.common.runner import DaemonApp, DaemonContext
 from skyge.v1 import common_pb2, heartbeat_pb2, heartbeat_pb2_grpc
 from skyge.v1 import lock_pb2 as lp
@@ -28,12 +30,12 @@ from skyge.v1 import lock_pb2_grpc
 from skyge.v1 import lock_peer_pb2 as pp
 from skyge.v1 import lock_peer_pb2_grpc
 
-from .authority import MS, Node, Timing
+from .authority import MS, Node, OpenRefused, Timing
 from .core import LOCKS_PER_SLOT, SLOTS, Name, order_of
 from .links import Links
-from .peer import PeerSocket, ping_any, run_fence
+from .peer import PeerSocket, run_fence
 
-__all__ = ["LockApp", "FIELDS", "build", "FileStore", "parse_reference_ips"]
+__all__ = ["LockApp", "FIELDS", "build", "FileStore", "add_arguments"]
 
 STATE_FILE = "lock.state"
 FORWARDED = "x-skyge-forwarded"
@@ -45,35 +47,16 @@ MEMBERSHIP_WAIT_S = 5.0
 logger = logging.getLogger("skyge.lock")
 
 
-def parse_reference_ips(value: str) -> list[str]:
-    """The seed's `-i "IP:IP"` (also `,` or spaces between addresses)."""
-    import ipaddress
-    found = []
-    for part in re.split(r"[:,\s]+", value.strip()):
-        if not part:
-            continue
-        try:
-            found.append(str(ipaddress.IPv4Address(part)))
-        except ValueError:
-            raise ValueError(f"reference IPs must be IPv4 addresses separated by ':', "
-                             f"got {part!r}") from None
-    return found
-
-
-def _reference_ips(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f'must be a quoted string like "192.168.1.1:192.168.1.254", got {value!r}')
-    parse_reference_ips(value)
-    return value
-
-
 FIELDS = (
     Field("expected_nodes", integer(0, 64), default=0,
           help="nodes the quorum is computed over; 0 = learned (largest membership seen)"),
-    Field("reference_ips", _reference_ips, default="", aliases=("ips",),
-          help='two-node rule: reference IPs, "IP:IP" as the seed\'s -i'),
+    reference_ips_field('two-node rule: reference IPs, "IP:IP" as the seed\'s -i'),
     Field("fence_command", string(), default="",
-          help="two-node rule: command run (sh -c) before a lone node takes over"),
+          help="command (sh -c, env SKYGE_FENCE_DOMAIN=N) that must succeed for a lost node "
+               "before anything it may have held is granted again (and before a lone node "
+               "of two takes over)"),
+    Field("fence_timeout", integer(1, 600), default=60,
+          help="seconds the fence command may run before it is killed and counts as failed"),
     Field("key_file", string(), default="",
           help="cluster key for signed datagrams (default: heartbeat.key when present)"),
     Field("peer_port", integer(1, 65535), default=TCP_PORTS["lock"],
@@ -89,10 +72,8 @@ FIELDS = (
 )
 
 
-def _add_arguments(parser: Any) -> None:
-    parser.add_argument("-i", "--ips", default=None,
-                        help='reference ("third-party") IPs checked to avoid network isolation, '
-                             'e.g. "192.168.1.1:192.168.1.254" (two-node rule)')
+def add_arguments(parser: Any) -> None:
+    add_reference_ips_argument(parser, "two-node rule")
 
 
 class FileStore:
@@ -158,13 +139,9 @@ class LockApp(DaemonApp):
                              vote_lease_ns=config["vote_lease_ms"] * MS,
                              hold_lease_ns=config["hold_lease_ms"] * MS,
                              authority_grace_ns=config["authority_grace_ms"] * MS)
-        ips = ctx.args.ips if getattr(ctx.args, "ips", None) is not None else \
-            config["reference_ips"]
-        try:
-            self.reference_ips = parse_reference_ips(ips or "")
-        except ValueError as error:
-            raise ConfigError(str(error), key="reference_ips") from None
+        self.reference_ips = reference_ips_from(ctx.args, config)
         self.fence_command = config["fence_command"]
+        self.fence_timeout = config["fence_timeout"]
         self.expected_nodes = config["expected_nodes"]
         self.port = config["peer_port"]
         self.key = _key(ctx)
@@ -186,7 +163,7 @@ class LockApp(DaemonApp):
         self._tasks: list[asyncio.Task[Any]] = []
         self._lone_event = asyncio.Event()
         self.lone_peer = 0
-        self.fenced_for = 0
+        self._fences: dict[int, asyncio.Task[bool]] = {}  # node -> its fence under way
         self.wall_offset = time.time_ns() - time.monotonic_ns()
 
     # -- runner hooks ---------------------------------------------------------------------------
@@ -231,7 +208,7 @@ class LockApp(DaemonApp):
         if profile is not None:
             profile.disable()
             profile.dump_stats(os.environ["SKYGE_LOCK_PROFILE"])
-        for task in self._tasks:
+        for task in [*self._tasks, *self._fences.values()]:
             task.cancel()
         await self.follower.stop()
         await self.channels.close()
@@ -261,11 +238,13 @@ class LockApp(DaemonApp):
                          timing=self.timing, store=self.store, expected_nodes=self.expected_nodes,
                          now_ns=now, wall_ns=self.wall_ns)
         self.node.lone_possible = bool(self.reference_ips)
+        self.node.fencing = bool(self.fence_command)
         self.links = Links(self.node, rto_ns=max(15 * MS, 3 * self.timing.beat_ns))
-        logger.log(25, "node %d.%d, instance %d, expected nodes %s, reference IPs %s",
+        logger.log(25, "node %d.%d, instance %d, expected nodes %s, reference IPs %s, fence %s",
                    self.netid, self.node.domain, self.instance,
                    self.expected_nodes or f"learned ({self.node.expected()})",
-                   ", ".join(self.reference_ips) or "none")
+                   ", ".join(self.reference_ips) or "none",
+                   repr(self.fence_command) if self.fence_command else "none")
         self._apply_view(now)
 
     def wall_ns(self) -> int:
@@ -340,6 +319,9 @@ class LockApp(DaemonApp):
             queue = self.watchers.get(watcher)
             if queue is not None:
                 queue.put_nowait(event)
+        fences, node.fence_requests = node.fence_requests, []
+        for domain in fences:
+            self._start_fence(domain)
         for out in links.flush(now):
             sock.send(out.domain, out.datagram.SerializeToString(), out.all_paths, now)
         if node.log:
@@ -377,20 +359,57 @@ class LockApp(DaemonApp):
             self._lone_event.clear()
             node = self.node
             if node is None or not node.lone():
-                self.fenced_for = 0
                 continue
-            if self.fence_command and self.fenced_for != self.lone_peer:
-                logger.warning("two-node rule: node %d is gone; fencing it", self.lone_peer)
-                if await run_fence(self.fence_command, self.lone_peer):
-                    self.fenced_for = self.lone_peer
-                else:
+            peer = self.lone_peer
+            if self.fence_command and peer not in node.fenced:
+                logger.warning("two-node rule: node %d is gone; fencing it", peer)
+                if not await asyncio.shield(self._start_fence(peer)):
                     node.set_lone_ok(0, time.monotonic_ns())
-                    continue
+                    await asyncio.sleep(self.timing.fence_retry_ns / 1e9)
+                continue
             ok = await ping_any(self.reference_ips)
             now = time.monotonic_ns()
             if node.lone():
                 node.set_lone_ok(now + LONE_VALID_NS if ok else 0, now)
                 self.flush_soon()
+
+    # -- fencing --------------------------------------------------------------------------------
+    def _start_fence(self, domain: int) -> asyncio.Task[bool]:
+        """The fence of `domain` under way, started if none is: one run at a time per node,
+        whoever asks (the authority, the two-node rule)."""
+        task = self._fences.get(domain)
+        if task is None:
+            task = self._fences[domain] = asyncio.create_task(self._fence(domain),
+                                                              name=f"lock-fence-{domain}")
+            task.add_done_callback(lambda _, d=domain: self._fences.pop(d, None))
+        return task
+
+    async def _fence(self, domain: int) -> bool:
+        """Run the fence command for `domain` and hand the outcome to the node; a failure that
+        something waits for is logged as an error naming it."""
+        logger.info("fencing node %d: running %r", domain, self.fence_command)
+        result = await run_fence(self.fence_command, domain, self.fence_timeout)
+        node = self.node
+        if result.ok:
+            logger.log(25, "node %d fenced (%s)", domain, result.summary)
+        else:
+            waiting = [node.fence_waiting(domain)] if node is not None else []
+            if node is not None and node.lone() and domain == self.lone_peer:
+                waiting.append("the two-node rule (this lone node takes over nothing)")
+            waiting = [text for text in waiting if text]
+            output = f", output: {result.output}" if result.output else ""
+            if waiting:
+                logger.error("fence of node %d FAILED: %r %s%s; waiting for it: %s; trying again "
+                             "every %g s", domain, self.fence_command, result.summary, output,
+                             "; ".join(waiting), self.timing.fence_retry_ns / 1e9)
+            else:
+                logger.warning("fence of node %d failed: %r %s%s; nothing waits for it any more",
+                               domain, self.fence_command, result.summary, output)
+        if node is not None:
+            node.fence_done(domain, result.ok, time.monotonic_ns())
+            self._lone_event.set()
+            self.flush_soon()
+        return result.ok
 
     # -- sessions -------------------------------------------------------------------------------
     def new_session_id(self) -> int:
@@ -429,6 +448,17 @@ def _lock_state(app: LockApp, name: Name) -> lp.LockState:
     return state
 
 
+def _mark_orphans(app: LockApp, states: Iterable[lp.LockState]) -> None:
+    """Flag the holders this node keeps for a gone client (only the holder's node knows)."""
+    node = app.node
+    if node is None:
+        return
+    orphans = node.member.orphaned_sessions()
+    for state in states:
+        if state.holder.session_id in orphans and state.holder.node.domain == node.domain:
+            state.holder.orphaned = True
+
+
 class LockServicer(lock_pb2_grpc.LockServicer):
     def __init__(self, app: LockApp) -> None:
         self.app = app
@@ -455,18 +485,30 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         if first.WhichOneof("request") != "open":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 "the first message of a session must be open")
-        if len(first.open.label) > 64:
+        request = first.open
+        if len(request.label) > 64:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "open.label: at most 64 characters")
+        if request.keep_holds and not request.label:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "open.keep_holds needs a non-empty open.label (the next session "
+                                "with that label adopts the holds)")
         node = await self._node(context, wait_s=5.0)
-        session = app.new_session_id()
+        try:
+            session, adopted = node.open_session(app.new_session_id(), request.label,
+                                                 request.client_pid, time.monotonic_ns(),
+                                                 keep_holds=request.keep_holds)
+        except OpenRefused as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"open.keep_holds: {error}")
+        app.flush_soon()  # the adoption's log line
         queue: asyncio.Queue[Any] = asyncio.Queue()
         app.queues[session] = queue
-        node.open_session(session, first.open.label, first.open.client_pid, time.monotonic_ns())
         reader = asyncio.create_task(self._read(context, session, queue))
         try:
-            await context.write(lp.SessionEvent(opened=lp.Opened(session_id=session,
-                                                                 node=app.node_id(node.domain))))
+            opened = lp.Opened(session_id=session, node=app.node_id(node.domain),
+                               adopted=[lp.Granted(slot=slot, lock=lock, fencing_token=token)
+                                        for (slot, lock), token in adopted])
+            await context.write(lp.SessionEvent(opened=opened))
             get, write = queue.get, context.write
             while True:
                 event = await get()
@@ -547,21 +589,27 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                                 f"{LOCKS_PER_SLOT - 1}; got slot {request.slot}, "
                                 f"lock {request.lock}")
         if self._local_table():
-            return _lock_state(self.app, (request.slot, request.lock))
-        return await self._forward("Inspect", request, context)
+            state = _lock_state(self.app, (request.slot, request.lock))
+        else:
+            state = await self._forward("Inspect", request, context)
+        _mark_orphans(self.app, [state])
+        return state
 
     async def ListLocks(self, request: lp.ListLocksRequest,
                         context: grpc.aio.ServicerContext) -> lp.ListLocksResponse:
         if request.HasField("slot") and request.slot >= SLOTS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"slot must be 0 to {SLOTS - 1}, got {request.slot}")
-        if not self._local_table():
-            return await self._forward("ListLocks", request, context)
-        node = self.app.node
-        assert node is not None and node.auth is not None
-        names = sorted(n for n in node.auth.table.names() if isinstance(n, tuple) and
-                       (not request.HasField("slot") or n[0] == request.slot))
-        return lp.ListLocksResponse(locks=[_lock_state(self.app, n) for n in names])
+        if self._local_table():
+            node = self.app.node
+            assert node is not None and node.auth is not None
+            names = sorted(n for n in node.auth.table.names() if isinstance(n, tuple) and
+                           (not request.HasField("slot") or n[0] == request.slot))
+            reply = lp.ListLocksResponse(locks=[_lock_state(self.app, n) for n in names])
+        else:
+            reply = await self._forward("ListLocks", request, context)
+        _mark_orphans(self.app, reply.locks)
+        return reply
 
     def _authority_info(self, node: Node) -> lp.AuthorityInfo:
         info = node.authority_info(time.monotonic_ns())

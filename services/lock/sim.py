@@ -3,7 +3,9 @@
 For the unit tests (tests/unit/test_lock_*.py): views, delays, losses, partitions, asymmetric
 views, crashes and restarts are all under the test's control, and every session event is recorded
 with its virtual time, so `check_history` can verify that no lock ever had two holders, tokens
-increased, and no waiter starved. Datagrams are serialized and parsed as on the wire.
+increased, and no waiter starved. Datagrams are serialized and parsed as on the wire. With
+`fencing`, every node has a fence command: it takes `fence_ns` and succeeds when `fence_ok(node)`
+says so; each run is logged in `fence_log`.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ class Record:
     time: int
     domain: int
     session: int
-    kind: str  # granted, queued, failed, released, lost, opened, ended
+    kind: str  # granted, queued, failed, released, lost, opened, ended, orphaned, adopted
     name: Name | None = None
     token: int = 0
     reason: int = 0
@@ -51,7 +53,8 @@ class SimCluster:
 
     def __init__(self, size: int, *, seed: int = 1, latency_ns: int = 150_000,
                  jitter_ns: int = 100_000, expected: int | None = None,
-                 timing: Timing | None = None, detect_ns: int = 25 * MS, netid: int = 1) -> None:
+                 timing: Timing | None = None, detect_ns: int = 25 * MS, netid: int = 1,
+                 fencing: bool = False, fence_ns: int = 5 * MS) -> None:
         self.rng = random.Random(seed)
         self.now = 0
         self.latency, self.jitter, self.detect = latency_ns, jitter_ns, detect_ns
@@ -70,6 +73,11 @@ class SimCluster:
         self.reference_ok: dict[int, bool] = {}
         self.leader_log: list[tuple[int, int, lp.LeaderEvent]] = []
         self.stalled_until: dict[int, int] = {}
+        self.orphans: set[int] = set()  # sessions kept without a client (Open.keep_holds)
+        self.fencing, self.fence_ns = fencing, fence_ns
+        self.fence_ok: Callable[[int], bool] = lambda domain: True
+        self.fence_log: list[tuple[int, int, int, bool]] = []  # (done at, by node, fenced, ok)
+        self._fences: list[tuple[int, int, int, int]] = []  # heap of (done at, n, by, target)
         for domain in range(1, size + 1):
             self._boot(domain, MemoryStore(), 1)
         for domain in self.nodes:
@@ -80,6 +88,7 @@ class SimCluster:
         node = Node(domain, instance, netid=self.netid, timing=self.timing, store=store,
                     expected_nodes=self.expected, now_ns=self.now,
                     rng=random.Random(self.rng.random()), wall_ns=lambda: self.now)
+        node.fencing = self.fencing
         sim = SimNode(domain, store, instance, node, Links(node))
         self.nodes[domain] = sim
         return sim
@@ -145,13 +154,19 @@ class SimCluster:
             self.set_view(domain, alive, at=self.now + self.detect)
 
     # -- sessions -------------------------------------------------------------------------------
-    def open(self, domain: int, label: str = "") -> int:
+    def open(self, domain: int, label: str = "", *, keep_holds: bool = False) -> int:
+        """A client opens a session; with `keep_holds` it may continue an orphaned one (each
+        adopted hold is recorded as "adopted")."""
         sim = self.nodes[domain]
         sim.sessions += 1
-        session = (domain << 56) | (sim.instance << 32) | sim.sessions
+        fresh = (domain << 56) | (sim.instance << 32) | sim.sessions
+        session, adopted = sim.node.open_session(fresh, label or f"s{fresh & 0xffff}@{domain}", 0,
+                                                 self.now, keep_holds=keep_holds)
         self.session_node[session] = domain
-        sim.node.open_session(session, label or f"s{session & 0xffff}@{domain}", 0, self.now)
+        self.orphans.discard(session)
         self._record(Record(self.now, domain, session, "opened"))
+        for name, token in adopted:
+            self._record(Record(self.now, domain, session, "adopted", name, token))
         self._after(domain)
         return session
 
@@ -171,11 +186,18 @@ class SimCluster:
         self._after(domain)
 
     def close(self, session: int) -> None:
+        """The client's stream ends (it closed it, or died): recorded as "ended", or as
+        "orphaned" when the node keeps its holds."""
         domain = self.session_node[session]
         if not self.nodes[domain].alive:
             return
-        self._record(Record(self.now, domain, session, "ended"))
-        self.nodes[domain].node.close_session(session, self.now)
+        node = self.nodes[domain].node
+        node.close_session(session, self.now)
+        if session in node.member.orphaned_sessions():
+            self.orphans.add(session)
+            self._record(Record(self.now, domain, session, "orphaned"))
+        else:
+            self._record(Record(self.now, domain, session, "ended"))
         self._after(domain)
 
     def _record(self, record: Record) -> None:
@@ -200,6 +222,14 @@ class SimCluster:
         leaders, node.leader_events = node.leader_events, []
         for watcher, event in leaders:
             self.leader_log.append((self.now, watcher, event))
+        for session in [s for s in self.orphans if self.session_node[s] == domain and
+                        s not in node.member.sessions]:
+            self.orphans.discard(session)  # its last hold ended (nobody to tell)
+            self._record(Record(self.now, domain, session, "ended"))
+        fences, node.fence_requests = node.fence_requests, []
+        for target in fences:
+            self._counter += 1
+            heapq.heappush(self._fences, (self.now + self.fence_ns, self._counter, domain, target))
         for outgoing in sim.links.flush(self.now):
             data = outgoing.datagram.SerializeToString()
             for path in (1, 2) if outgoing.all_paths else (1,):
@@ -229,6 +259,8 @@ class SimCluster:
         pending = [v[0] for v in self.view_changes if v[0] >= 0]
         if pending:
             times.append(min(pending))
+        if self._fences:
+            times.append(self._fences[0][0])
         return min(times)
 
     def run(self, duration_ns: int) -> None:
@@ -251,6 +283,13 @@ class SimCluster:
                     sim.node.on_view(view, self.now)
                     self._lone_check(sim)
                     self._after(domain)
+            while self._fences and self._fences[0][0] <= self.now:
+                _, _, by, target = heapq.heappop(self._fences)
+                ok = self.fence_ok(target)
+                self.fence_log.append((self.now, by, target, ok))
+                if self.nodes[by].alive:
+                    self.nodes[by].node.fence_done(target, ok, self.now)
+                    self._after(by)
             while self.queue and self.queue[0][0] <= self.now:
                 _, counter, src, dst, data = heapq.heappop(self.queue)
                 sim = self.nodes[dst]

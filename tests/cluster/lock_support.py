@@ -1,4 +1,5 @@
-"""Lock daemons on lab nodes: config, start, readiness, a client, and the history checker.
+"""Lock daemons on lab nodes: config, start, readiness, a client, a keep_holds client process to
+kill, a fence command, and the history checker.
 
 Shared by tests/cluster/test_lock.py and bench/lock_latency.py. Every wait is bounded. Clients run
 in the test process and reach a node's lock daemon through its Unix socket (node roots are host
@@ -24,7 +25,7 @@ from skyge.v1 import lock_pb2_grpc, lock_peer_pb2, lock_peer_pb2_grpc
 from tests.cluster import heartbeat_support as hs
 
 __all__ = ["configure", "start_lock", "start_cluster", "wait_ready", "authority", "peer_state",
-           "Client", "check_history", "Record", "cli"]
+           "Client", "check_history", "Record", "cli", "inspect", "spawn_keeper", "Fence"]
 
 READY_TIMEOUT = 20.0
 
@@ -93,6 +94,82 @@ def cli(node: LabNode, *args: str, timeout: float = 30.0) -> Any:
     return node.run([sys.executable, "-m", "skyge.clients.cli.main", *args], timeout=timeout)
 
 
+def inspect(node: LabNode, slot: int, lock: int) -> lp.LockState:
+    with grpc.insecure_channel(target(node)) as channel:
+        return lock_pb2_grpc.LockStub(channel).Inspect(lp.InspectRequest(slot=slot, lock=lock),
+                                                       timeout=5)
+
+
+#: a client process that opens a keep_holds session, takes one lock and keeps it until killed;
+#: prints "opened SESSION" and "granted TOKEN"
+KEEPER = """
+import os, sys, time
+import grpc
+from skyge.v1 import lock_pb2 as lp, lock_pb2_grpc
+target, label, slot, lock = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+def requests():
+    yield lp.SessionRequest(open=lp.Open(label=label, client_pid=os.getpid(), keep_holds=True))
+    yield lp.SessionRequest(acquire=lp.Acquire(slot=slot, lock=lock))
+    time.sleep(3600)
+
+with grpc.insecure_channel(target) as channel:
+    for event in lock_pb2_grpc.LockStub(channel).Session(requests()):
+        if event.HasField("opened"):
+            print("opened", event.opened.session_id, flush=True)
+        elif event.HasField("granted"):
+            print("granted", event.granted.fencing_token, flush=True)
+"""
+
+
+def spawn_keeper(node: LabNode, label: str, slot: int, lock: int) -> tuple[int, int, int]:
+    """A client process on `node` holding (slot, lock) in a keep_holds session labelled
+    `label`; returns (its pid, its session id, its token) once granted."""
+    log = node.root / "var" / "log" / "keeper.log"
+    proc = node.spawn([sys.executable, "-c", KEEPER, target(node), label, str(slot), str(lock)],
+                      name="keeper", log_path=log)
+
+    def granted() -> tuple[int, int] | str:
+        lines = dict(line.split() for line in log.read_text().splitlines()
+                     if line.startswith(("opened ", "granted "))) if log.exists() else {}
+        if "granted" in lines:
+            return int(lines["opened"]), int(lines["granted"])
+        return f"log: {log.read_text() if log.exists() else '-'}"
+
+    session, token = hs.wait_for(f"{node.key}: the keeper's grant", granted, 10, 0.02)
+    return proc.pid, session, token
+
+
+class Fence:
+    """A fence command for lock.cfg: appends "DOMAIN WALL_NS" to a file under the lab root and
+    exits 0, or, while `failing`, says so and exits 1."""
+
+    def __init__(self, lab: Lab, *, failing: bool = False) -> None:
+        self.log = lab.root / "fenced"
+        self.allowed = lab.root / "fence-works"
+        script = lab.root / "fence.sh"
+        script.write_text(f"""#!/bin/sh
+if [ ! -e {self.allowed} ]; then
+    echo "no power switch answers for node $SKYGE_FENCE_DOMAIN"
+    exit 1
+fi
+echo "$SKYGE_FENCE_DOMAIN $(date +%s%N)" >> {self.log}
+""")
+        self.command = f"sh {script}"
+        if not failing:
+            self.allowed.touch()
+
+    def works(self) -> None:
+        self.allowed.touch()
+
+    def fenced(self) -> list[tuple[int, int]]:
+        """(domain, wall-clock ns) of every successful fence, in order."""
+        if not self.log.exists():
+            return []
+        return [(int(d), int(t)) for d, t in (line.split() for line in
+                                              self.log.read_text().splitlines())]
+
+
 @dataclass
 class Event:
     time: int  # monotonic ns when received
@@ -109,6 +186,8 @@ class Client:
     events: list[Event] = field(default_factory=list)
     records: list[Record] | None = None  # a shared history to append to
     session: int = 0
+    keep_holds: bool = False
+    opened: Any = None  # the Opened message
 
     def __post_init__(self) -> None:
         # a private subchannel pool: a shared one would keep the backoff of a connection to a
@@ -120,14 +199,15 @@ class Client:
         self._changed = threading.Condition(self._lock)
         self.ended = False
         self.error = ""
-        self._requests.put(lp.SessionRequest(open=lp.Open(label=self.label or f"test@{self.node.key}",
-                                                          client_pid=0)))
+        label = self.label or f"test@{self.node.key}"
+        self._requests.put(lp.SessionRequest(open=lp.Open(label=label, client_pid=0,
+                                                          keep_holds=self.keep_holds)))
         self._call = lock_pb2_grpc.LockStub(self._channel).Session(self._iterate(),
                                                                    wait_for_ready=True)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
-        opened = self.wait("opened", timeout=10)
-        self.session = opened.message.session_id
+        self.opened = self.wait("opened", timeout=10).message
+        self.session = self.opened.session_id
 
     def _iterate(self) -> Any:
         while True:

@@ -218,6 +218,31 @@ def test_a_restarted_ha_daemon_carries_on_what_its_node_was_told(cluster):
         .returncode == 0
 
 
+def test_an_ha_daemon_killed_on_the_active_node_leaves_the_service_running_there(cluster):
+    """The lock daemon keeps the dead daemon's holds (keep_holds): nobody takes over while the
+    service still runs there; the restarted daemon adopts it with the same token."""
+    active = cluster.where("web")[1]
+    node = cluster.node(active)
+    token = cluster.status("web").fencing_token
+    node.kill("skyge-ha")
+    time.sleep(1.5)  # far beyond a takeover (~50 ms): nobody took over
+    assert cluster.where("web")[:2] == ("running", active)
+    assert fetch(cluster.lab.client, "192.168.1.100", 8080) == f"n{active} token {token}"
+    start_daemons(node, ("ha",), extra_args=("-l", "LOG_INFO"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the restarted daemon's own view: running, same token
+        status = cluster.status("web")
+        mine = next((n for n in status.nodes if n.domain == active), None)
+        if mine is not None and mine.state == pb.SERVICE_RUNNING:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"n{active} did not adopt web: {status}")
+    assert status.active_domain == active and mine.fencing_token == token
+    assert "adopted: already running" in cluster.log(node) or \
+        "lock kept across an HA daemon restart" in cluster.log(node)
+
+
 def test_a_partitioned_node_that_reaches_the_gateway_is_not_isolated(cluster):
     lab, n3 = cluster.lab, cluster.node(3)
     lab.partition([[3], [1, 2]], gateway=0)  # n3 alone, with the gateway

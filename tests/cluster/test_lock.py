@@ -1,6 +1,7 @@
 """skyge-lock on the virtual cluster, real daemons: the seed's test_d_lock, order per slot range,
 holder killed, holder node crashed, authority crashed under traffic, partition 1|2, the two-node
-reference-IP rule, and a randomised run with faults whose history is checked."""
+reference-IP rule, a randomised run with faults whose history is checked, holds kept for a killed
+client (keep_holds), and the fence command before a lost node's locks pass on."""
 from __future__ import annotations
 
 import random
@@ -436,3 +437,120 @@ def test_election_and_contract_errors(make_lab):
     client.acquire(600, 1)
     client.wait("granted")
     client.close()
+
+
+# ---- kept holds (Open.keep_holds)
+
+KEPT = "ha:fifo/1:web"
+
+
+def test_kept_holds_outlive_a_killed_client_until_its_next_session_adopts_them(make_lab):
+    """The HA case: the client holding the lock is killed -9; the node keeps its hold (the waiter
+    on another node gets nothing) until the client's next session, same label, adopts it with
+    its token; released, it passes on."""
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    n1, n2, n3 = lab.nodes
+    pid, session, token = ls.spawn_keeper(n2, KEPT, 600, 5)
+    with grpc.insecure_channel(ls.target(n2)) as channel:
+        stub = lock_pb2_grpc.LockStub(channel)
+        for label, code in ((KEPT, grpc.StatusCode.FAILED_PRECONDITION),  # the keeper's, live
+                            ("", grpc.StatusCode.INVALID_ARGUMENT)):
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.Session(iter([lp.SessionRequest(open=lp.Open(label=label,
+                                                                      keep_holds=True))]),
+                                  timeout=10))
+            assert refused.value.code() == code, refused.value.details()
+    waiter = ls.Client(n3)
+    waiter.acquire(600, 5)
+    waiter.wait("queued")
+    n2.kill(pid, signal.SIGKILL)
+    time.sleep(1.2)
+    assert not waiter.of("granted"), "the kept hold was released when its client died"
+    state = ls.inspect(n2, 600, 5)
+    assert (state.holder.session_id, state.holder.label, state.holder.orphaned) == \
+        (session, KEPT, True)
+    heir = ls.Client(n2, KEPT, keep_holds=True)
+    assert heir.session == session
+    assert [(g.slot, g.lock, g.fencing_token) for g in heir.opened.adopted] == [(600, 5, token)]
+    assert not ls.inspect(n2, 600, 5).holder.orphaned
+    heir.release(600, 5)
+    heir.wait("released")
+    assert waiter.wait("granted", timeout=5).message.fencing_token > token
+    kept = f"session {session:#x} ('{KEPT}', pid {pid}) ended holding 600/5"
+    assert kept in log(n2, "skyge-lock")
+    for client in (waiter, heir):
+        client.close()
+
+
+def test_kept_holds_end_with_their_node(make_lab):
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    n1, n2, n3 = lab.nodes
+    pid, _, token = ls.spawn_keeper(n3, KEPT, 600, 6)
+    n3.kill(pid, signal.SIGKILL)
+    waiter = ls.Client(n2)
+    waiter.acquire(600, 6)
+    waiter.wait("queued")
+    time.sleep(0.3)
+    assert not waiter.of("granted")
+    n3.crash()
+    assert waiter.wait("granted", timeout=5).message.fencing_token > token
+    waiter.close()
+
+
+# ---- fencing (fence_command)
+
+
+def wall(event) -> int:
+    """A client event's receipt time on the wall clock (the fence script's `date +%s%N`)."""
+    return event.time + time.time_ns() - time.monotonic_ns()
+
+
+@pytest.mark.parametrize("victim", ["member", "authority"])
+def test_a_crashed_holders_lock_passes_on_after_its_fence(make_lab, victim):
+    lab = make_lab(3)
+    fence = ls.Fence(lab)
+    authority = ls.start_cluster(lab, fence_command=fence.command)
+    lost = lab.node(authority if victim == "authority" else authority % 3 + 1)
+    heir_node = next(n for n in lab.nodes if n.id not in (authority, lost.id))
+    holder, waiter = ls.Client(lost), ls.Client(heir_node)
+    holder.acquire(800, 1)
+    token = holder.wait("granted").message.fencing_token
+    waiter.acquire(800, 1)
+    waiter.wait("queued")
+    lost.crash()
+    granted = waiter.wait("granted", timeout=10)
+    fenced = [t for domain, t in fence.fenced() if domain == lost.id]
+    assert fenced and fenced[0] < wall(granted), (fence.fenced(), wall(granted))
+    assert granted.message.fencing_token > token
+    waiter.close()
+    holder.close()
+
+
+def test_a_failing_fence_blocks_the_lost_nodes_locks_loudly_until_it_works(make_lab):
+    lab = make_lab(3)
+    fence = ls.Fence(lab, failing=True)
+    authority = ls.start_cluster(lab, fence_command=fence.command)
+    lost = lab.node(authority % 3 + 1)
+    heir_node = next(n for n in lab.nodes if n.id not in (authority, lost.id))
+    holder, waiter = ls.Client(lost), ls.Client(heir_node)
+    holder.acquire(800, 2)
+    holder.wait("granted")
+    waiter.acquire(800, 2)
+    waiter.wait("queued")
+    lost.crash()
+    time.sleep(2.2)
+    assert not waiter.of("granted"), "granted while the fence of its holder's node failed"
+    errors = [line for line in log(lab.node(authority), "skyge-lock").splitlines()
+              if f"fence of node {lost.id} FAILED" in line]
+    assert errors and "800/2" in errors[0] and "no power switch answers" in errors[0], errors
+    other = ls.Client(heir_node)  # the rest of the table goes on
+    other.acquire(800, 3)
+    other.wait("granted", timeout=5)
+    fence.works()
+    granted = waiter.wait("granted", timeout=5)
+    assert [d for d, _ in fence.fenced()] == [lost.id]
+    assert fence.fenced()[0][1] < wall(granted)
+    for client in (holder, waiter, other):
+        client.close()

@@ -1,16 +1,20 @@
 """Lock peer transport pieces: in-order exactly-once channels over a lossy, reordering network,
-datagram assembly and checks (links.py), signing (peer.py), reference-IP parsing."""
+datagram assembly and checks (links.py), signing (peer.py), reference-IP parsing, the fence
+command and its lock.cfg keys."""
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
+from skyge.services.common.config import ConfigError, Schema, parse_config
 from skyge.services.lock.authority import MS, MemoryStore, Node
 from skyge.services.lock.channel import InChannel, OutChannel, pack
 from skyge.services.lock.links import Links
-from skyge.services.lock.peer import MAC_BYTES, sign, verify
-from skyge.services.lock.server import parse_reference_ips
+from skyge.services.lock.peer import MAC_BYTES, run_fence, sign, verify
+from skyge.services.common.reference import parse_reference_ips
+from skyge.services.lock.server import FIELDS
 from skyge.v1 import lock_peer_pb2 as pp
 
 
@@ -137,3 +141,24 @@ def test_reference_ips_in_the_seed_format():
     assert parse_reference_ips("") == []
     with pytest.raises(ValueError):
         parse_reference_ips("192.168.1.300")
+
+
+def test_fence_keys_of_lock_cfg():
+    schema = Schema(list(FIELDS))
+    values = schema.validate(parse_config('fence_command = "ipmitool power off"; '
+                                          'fence_timeout = 5;'))
+    assert (values["fence_command"], values["fence_timeout"]) == ("ipmitool power off", 5)
+    assert schema.validate([])["fence_timeout"] == 60
+    for bad in ("0", "601", '"soon"'):
+        with pytest.raises(ConfigError, match="fence_timeout: must be .*from 1 to 600"):
+            schema.validate(parse_config(f"fence_timeout = {bad};"))
+
+
+def test_fence_command_runs_with_the_domain_and_a_time_limit(tmp_path):
+    out = tmp_path / "fenced"
+    done = asyncio.run(run_fence(f'echo "node $SKYGE_FENCE_DOMAIN" > {out}', 7, 5))
+    assert done.ok and out.read_text() == "node 7\n"
+    failed = asyncio.run(run_fence("echo no switch; exit 3", 7, 5))
+    assert not failed.ok and failed.status == 3 and failed.output == "no switch"
+    hung = asyncio.run(run_fence("sleep 30", 7, 1))
+    assert not hung.ok and hung.timed_out

@@ -143,6 +143,22 @@ def test_drop_node_passes_its_locks_on():
     assert table.holder((600, 3)) is None
 
 
+def test_drop_node_waits_keeps_its_holds_and_grants_nothing():
+    """A lost node awaiting its fence: its waits go, its holds stay (nobody gets them yet)."""
+    table = LockTable()
+    table.acquire((600, 1), entry(1, node=1), 0)
+    table.acquire((600, 2), entry(2, node=2), 0)
+    table.acquire((600, 2), entry(1, node=1), 0)  # node 1 also waits for (600, 2)
+    table.acquire((600, 1), entry(3, node=3), 0)  # and node 3 for node 1's (600, 1)
+    table.drop_node_waits(1)
+    assert [e.session for e in table.waiters((600, 2))] == []
+    assert table.holder((600, 1)).session == 1
+    assert [e.session for e in table.waiters((600, 1))] == [3]
+    assert table.names_held_by_node(1) == [(600, 1)]
+    grants = table.drop_node(1, 0)  # fenced: now it passes on
+    assert [(g.name, g.entry.session) for g in grants] == [((600, 1), 3)]
+
+
 def test_no_token_no_grant_until_the_limit_rises():
     table = LockTable(next_token=5, token_limit=6)
     assert table.acquire((600, 1), entry(1), 0).token == 5

@@ -56,12 +56,14 @@ class SessionRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[Open, _Mapping]] = ..., acquire: _Optional[_Union[Acquire, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ...) -> None: ...
 
 class Open(_message.Message):
-    __slots__ = ("label", "client_pid")
+    __slots__ = ("label", "client_pid", "keep_holds")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_HOLDS_FIELD_NUMBER: _ClassVar[int]
     label: str
     client_pid: int
-    def __init__(self, label: _Optional[str] = ..., client_pid: _Optional[int] = ...) -> None: ...
+    keep_holds: bool
+    def __init__(self, label: _Optional[str] = ..., client_pid: _Optional[int] = ..., keep_holds: _Optional[bool] = ...) -> None: ...
 
 class Acquire(_message.Message):
     __slots__ = ("slot", "lock", "timeout_ms", "try_only", "priority")
@@ -102,12 +104,14 @@ class SessionEvent(_message.Message):
     def __init__(self, opened: _Optional[_Union[Opened, _Mapping]] = ..., granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., failed: _Optional[_Union[AcquireFailed, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., lost: _Optional[_Union[Lost, _Mapping]] = ...) -> None: ...
 
 class Opened(_message.Message):
-    __slots__ = ("session_id", "node")
+    __slots__ = ("session_id", "node", "adopted")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    ADOPTED_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     node: _common_pb2.NodeId
-    def __init__(self, session_id: _Optional[int] = ..., node: _Optional[_Union[_common_pb2.NodeId, _Mapping]] = ...) -> None: ...
+    adopted: _containers.RepeatedCompositeFieldContainer[Granted]
+    def __init__(self, session_id: _Optional[int] = ..., node: _Optional[_Union[_common_pb2.NodeId, _Mapping]] = ..., adopted: _Optional[_Iterable[_Union[Granted, _Mapping]]] = ...) -> None: ...
 
 class Granted(_message.Message):
     __slots__ = ("slot", "lock", "fencing_token")
@@ -184,7 +188,7 @@ class LockState(_message.Message):
     def __init__(self, slot: _Optional[int] = ..., lock: _Optional[int] = ..., order: _Optional[_Union[WaitOrder, str]] = ..., holder: _Optional[_Union[Holder, _Mapping]] = ..., waiters: _Optional[_Iterable[_Union[Holder, _Mapping]]] = ...) -> None: ...
 
 class Holder(_message.Message):
-    __slots__ = ("session_id", "node", "label", "fencing_token", "granted_unix_ns", "queued_unix_ns", "priority", "client_pid")
+    __slots__ = ("session_id", "node", "label", "fencing_token", "granted_unix_ns", "queued_unix_ns", "priority", "client_pid", "orphaned")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +197,7 @@ class Holder(_message.Message):
     QUEUED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PID_FIELD_NUMBER: _ClassVar[int]
+    ORPHANED_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     node: _common_pb2.NodeId
     label: str
@@ -201,7 +206,8 @@ class Holder(_message.Message):
     queued_unix_ns: int
     priority: int
     client_pid: int
-    def __init__(self, session_id: _Optional[int] = ..., node: _Optional[_Union[_common_pb2.NodeId, _Mapping]] = ..., label: _Optional[str] = ..., fencing_token: _Optional[int] = ..., granted_unix_ns: _Optional[int] = ..., queued_unix_ns: _Optional[int] = ..., priority: _Optional[int] = ..., client_pid: _Optional[int] = ...) -> None: ...
+    orphaned: bool
+    def __init__(self, session_id: _Optional[int] = ..., node: _Optional[_Union[_common_pb2.NodeId, _Mapping]] = ..., label: _Optional[str] = ..., fencing_token: _Optional[int] = ..., granted_unix_ns: _Optional[int] = ..., queued_unix_ns: _Optional[int] = ..., priority: _Optional[int] = ..., client_pid: _Optional[int] = ..., orphaned: _Optional[bool] = ...) -> None: ...
 
 class ListLocksRequest(_message.Message):
     __slots__ = ("slot",)

@@ -35,10 +35,11 @@ class LockStub:
 
     A lock is held by a session, and a session is one open Session stream: when the stream ends
     (the client closes it, crashes or is killed) every lock it holds is released and its
-    waits are cancelled; the next waiter is served. One node, the authority, decides every grant;
-    it grants only while its partition has quorum (majority for >= 3 nodes; for 2 nodes, a
-    reference IP rule), so two partitions never both hold a lock. Every grant carries a fencing
-    token.
+    waits are cancelled; the next waiter is served. A session opened with `keep_holds` is the
+    exception: its holds outlive its stream until the client's next session adopts them. One
+    node, the authority, decides every grant; it grants only while its partition has quorum
+    (majority for >= 3 nodes; for 2 nodes, a reference IP rule), so two partitions never both hold
+    a lock. Every grant carries a fencing token.
 
     Served by `skyge-lock` on unix:ROOT/run/skyge/lock.sock and TCP port 7412. Clients talk to
     their local lock daemon, which forwards to the authority.
@@ -97,10 +98,11 @@ class LockServicer:
 
     A lock is held by a session, and a session is one open Session stream: when the stream ends
     (the client closes it, crashes or is killed) every lock it holds is released and its
-    waits are cancelled; the next waiter is served. One node, the authority, decides every grant;
-    it grants only while its partition has quorum (majority for >= 3 nodes; for 2 nodes, a
-    reference IP rule), so two partitions never both hold a lock. Every grant carries a fencing
-    token.
+    waits are cancelled; the next waiter is served. A session opened with `keep_holds` is the
+    exception: its holds outlive its stream until the client's next session adopts them. One
+    node, the authority, decides every grant; it grants only while its partition has quorum
+    (majority for >= 3 nodes; for 2 nodes, a reference IP rule), so two partitions never both hold
+    a lock. Every grant carries a fencing token.
 
     Served by `skyge-lock` on unix:ROOT/run/skyge/lock.sock and TCP port 7412. Clients talk to
     their local lock daemon, which forwards to the authority.
@@ -225,10 +227,11 @@ class Lock:
 
     A lock is held by a session, and a session is one open Session stream: when the stream ends
     (the client closes it, crashes or is killed) every lock it holds is released and its
-    waits are cancelled; the next waiter is served. One node, the authority, decides every grant;
-    it grants only while its partition has quorum (majority for >= 3 nodes; for 2 nodes, a
-    reference IP rule), so two partitions never both hold a lock. Every grant carries a fencing
-    token.
+    waits are cancelled; the next waiter is served. A session opened with `keep_holds` is the
+    exception: its holds outlive its stream until the client's next session adopts them. One
+    node, the authority, decides every grant; it grants only while its partition has quorum
+    (majority for >= 3 nodes; for 2 nodes, a reference IP rule), so two partitions never both hold
+    a lock. Every grant carries a fencing token.
 
     Served by `skyge-lock` on unix:ROOT/run/skyge/lock.sock and TCP port 7412. Clients talk to
     their local lock daemon, which forwards to the authority.
