@@ -185,8 +185,8 @@ class HaApp(DaemonApp):
         """Adopt the service's lock if it was kept across a restart of this daemon, then start
         competing for it if the node was told to (or onstart)."""
         await supervisor.attach()
-        if not start_because:
-            return
+        if not start_because or self.intents.get(_intent_key(supervisor.config)) == "stop":
+            return  # (a stop command may have come meanwhile, e.g. a StopAll)
         refused, message = await supervisor.command("start")
         if refused:
             self.logger.warning("service %s: %s: %s", supervisor.name, start_because, refused)

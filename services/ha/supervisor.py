@@ -16,7 +16,8 @@ Start, in order: mount each store, add each floating IP (a gratuitous ARP burst 
 background while the rest continues), `script start` within start_timeout with the lock's
 fencing token in SKYGE_FENCING_TOKEN. Stop, in reverse: `script stop` within stop_timeout,
 floating IPs down, unmount (within release_timeout); when the lock was lost ("urgent") the
-floating IPs go first, since another node may already be taking over. Every step of a stop is
+pidfile's process (and its process group) is SIGKILLed and the floating IPs go first, since
+another node may be granted the lock within milliseconds. Every step of a stop is
 tried even when an earlier one failed; the stop fails if any did. A status check runs `script
 status` (status_timeout) and also checks that the floating IPs are up and the stores mounted.
 """
@@ -420,6 +421,7 @@ class ServiceSupervisor:
     async def close(self) -> None:
         """Stop the supervisor's tasks and its session (the service is left as it is)."""
         self._end_run_watches()
+        self._close_process_watch()
         for task in (self._start_task, self._stop_task, self._check_task, self._retry_task,
                      self._task):
             if task is not None and not task.done():
@@ -582,6 +584,11 @@ class ServiceSupervisor:
         c = self.config
         errors: list[str] = []
         if urgent:
+            # another node may be granted the lock within milliseconds: the main process (and
+            # its group) dies first, the floating IPs go, then the script cleans up
+            if self._process_watch is not None and self._process_watch.kill():
+                logger.warning("service %s: lock gone: killed process %d (%s)", self.name,
+                               self._process_watch.pid, c.pidfile)
             await self._remove_fips(errors)
         result = await self.runner.stop(self.state.token)
         if not result.ok:
@@ -596,6 +603,7 @@ class ServiceSupervisor:
                 errors.append(f"unmount {store.mountpoint}: not done in {c.release_timeout} s")
             except RESOURCE_ERRORS as error:
                 errors.append(str(error))
+        self._close_process_watch()
         self.post(policy.StopDone(not errors, "; ".join(errors) or result.reason))
 
     async def _do_check(self, run: int, delay: float) -> None:
@@ -629,17 +637,22 @@ class ServiceSupervisor:
 
     def _begin_run_watches(self) -> None:
         self._end_run_watches()
+        self._close_process_watch()
         self._running_since = time.monotonic()
         if self.config.pidfile:
             self._watch_task = asyncio.create_task(self._find_process(self.state.run))
 
     def _end_run_watches(self) -> None:
+        """The run is over: no more pulses or pidfile search. The process watch stays open
+        until the stop is done (an urgent stop kills the process through it)."""
         self._running_since = 0.0
         self.pulse_deadline = 0.0
         for task in (self._watch_task, self._pulse_task):
             if task is not None and not task.done():
                 task.cancel()
         self._watch_task = self._pulse_task = None
+
+    def _close_process_watch(self) -> None:
         if self._process_watch is not None:
             self._process_watch.close()
             self._process_watch = None

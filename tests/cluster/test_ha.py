@@ -311,8 +311,9 @@ def test_stopall_stops_everything_everywhere(cluster):
     n1, n2, n3 = cluster.node(1), cluster.node(2), cluster.node(3)
     n3.boot()  # back with its daemons: it queues (at the back) for every service
     start_node(n3, CLUSTER_DAEMONS)
-    wait_placement(n2, lambda p: p == ("running", 1, [2, 3]), "fifo", 0, timeout=30,
-                   what="n3 queued again")
+    for type, slot in (("fifo", 0), ("random", 1), ("stack", 2)):
+        wait_placement(n2, lambda p: p[0] == "running" and 3 in p[2], type, slot, timeout=30,
+                       what="n3 queued again")
     done = cluster.cli(n2, "ha", "stopall", json_out=True)
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout)["services"]

@@ -29,7 +29,7 @@ the last `OUTPUT_TAIL_BYTES` written during the run, for the HA log.
 
 `ProcessWatch` turns a process's death into an asyncio event: ``pidfd_open`` + ``add_reader``,
 readable the moment the process exits, so the daemon reacts at once rather than at the next
-``status`` check.
+``status`` check; it also kills the process (and its group) when the lock is lost.
 """
 from __future__ import annotations
 
@@ -362,6 +362,22 @@ class ProcessWatch:
     async def wait(self) -> None:
         """Return when the process has exited."""
         await asyncio.shield(self._done)
+
+    def kill(self) -> bool:
+        """SIGKILL the process, through its pidfd (never another process that reused its PID);
+        when it leads its process group (a daemon that called setsid), the whole group, so its
+        workers die with it. False if it had already exited."""
+        if self._fd is None or self.dead:
+            return False
+        try:
+            leader = os.getpgid(self.pid) == self.pid
+            if leader:  # the PID cannot be reused while its group has members
+                os.killpg(self.pid, signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(self._fd, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        return True
 
     def close(self) -> None:
         if self._fd is not None:
