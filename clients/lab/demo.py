@@ -97,18 +97,20 @@ exit 1
 
 # Runs in the client namespace: connect to VIP:PORT in a loop, one JSON line per attempt:
 # [start_ns, end_ns, ok, answer or error]. Short connect timeout: a SYN sent to a dead node's MAC
-# is simply retried on a new socket.
+# is simply retried on a new socket. The answer timeout bounds an attempt on a frozen node (its
+# kernel still accepts the connection, its server does not answer).
 PROBER_CODE = r'''
 import json, socket, sys, time
 vip, port, timeout, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 out = open(sys.argv[5], "a", buffering=1)
+answer_timeout = float(sys.argv[6])
 while True:
     t0 = time.time_ns()
     s = socket.socket()
     s.settimeout(timeout)
     try:
         s.connect((vip, port))
-        s.settimeout(0.5)
+        s.settimeout(answer_timeout)
         data, ok = s.recv(64).decode().strip(), True
     except OSError as e:
         data, ok = type(e).__name__, False
@@ -265,14 +267,15 @@ class Prober:
     """A connect loop in the client namespace (see PROBER_CODE); `attempts()` reads its log."""
 
     def __init__(self, lab: Lab, vip: str = DEMO_VIP, port: int = DEMO_PORT,
-                 timeout_s: float = 0.02, pause_s: float = 0.005, name: str = "prober") -> None:
+                 timeout_s: float = 0.02, pause_s: float = 0.005, name: str = "prober",
+                 answer_timeout_s: float = 0.5) -> None:
         self.lab = lab
         self.log = lab.root / f"{name}.jsonl"
         self.log.unlink(missing_ok=True)
         self.name = name
         self.proc = lab.client.spawn([sys.executable, "-I", "-S", "-c", PROBER_CODE, vip,
-                                      str(port), str(timeout_s), str(pause_s), str(self.log)],
-                                     name=name)
+                                      str(port), str(timeout_s), str(pause_s), str(self.log),
+                                      str(answer_timeout_s)], name=name)
 
     def attempts(self) -> list[tuple[int, int, bool, str]]:
         if not self.log.exists():

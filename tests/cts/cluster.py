@@ -48,6 +48,8 @@ CONSISTENT_WITHIN_S = 5.0
 STOP_ORDER = ("ha", "lock", "bus", "heartbeat")
 PROBE_CONNECT_TIMEOUT_S = 0.2
 PROBE_PAUSE_S = 0.05
+#: a connection a frozen node's kernel accepted gets no answer: give up after this long
+PROBE_ANSWER_TIMEOUT_S = 0.1
 QUEUED_STATES = ("SERVICE_WAITING", "SERVICE_STARTING", "SERVICE_RUNNING")
 Placement = tuple[str, int, list[int]]  # (state, active domain, waiting domains): demo.placement
 
@@ -95,7 +97,8 @@ class CtsCluster:
             cluster.record.note("setup", f"{nodes} nodes")
             cluster.start_cluster()
             cluster.prober = Prober(lab, timeout_s=PROBE_CONNECT_TIMEOUT_S,
-                                    pause_s=PROBE_PAUSE_S, name="cts-prober")
+                                    pause_s=PROBE_PAUSE_S, name="cts-prober",
+                                    answer_timeout_s=PROBE_ANSWER_TIMEOUT_S)
             cluster.measured_from_ns = cluster.record.note("measure", "begin")
             return cluster
         except BaseException:

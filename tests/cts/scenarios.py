@@ -13,6 +13,7 @@ from typing import Callable
 
 import grpc
 
+from skyge.clients.lab import LabNode
 from skyge.clients.lab.demo import ha_call
 from skyge.v1 import ha_pb2 as pb
 from tests.cts import service
@@ -125,17 +126,24 @@ def restart_active(c: CtsCluster, rng: random.Random) -> Expect:
     return Expect({waiting[0]}, stopped)
 
 
+def _backup_away(c: CtsCluster, rng: random.Random, away: Callable[[LabNode], int],
+                 back: Callable[[LabNode], object]) -> Expect:
+    """A backup goes away (`away` returns the fault's time) and comes back: it leaves the queue
+    and joins it again; the service stays where it is."""
+    active, waiting = c.wait_baseline()
+    backup = c.node(rng.choice(waiting))
+    fault = away(backup)
+    c.wait_placement(lambda p: p[0] == "running" and backup.id not in p[2],
+                     f"{backup.key} out of the queue", NEXT_TO_RUN_S)
+    back(backup)
+    c.wait_baseline()
+    return Expect({active}, fault, max_gap_s=MAX_GAP_S)
+
+
 @scenario(45)
 def flip_backup(c: CtsCluster, rng: random.Random) -> Expect:
     """Stop a backup's daemons and start them again: the service stays where it is."""
-    active, waiting = c.wait_baseline()
-    backup = c.node(rng.choice(waiting))
-    stopped = c.stop_daemons(backup)
-    c.wait_placement(lambda p: p[0] == "running" and backup.id not in p[2],
-                     f"{backup.key} out of the queue", NEXT_TO_RUN_S)
-    c.start_daemons(backup)
-    c.wait_baseline()
-    return Expect({active}, stopped, max_gap_s=MAX_GAP_S)
+    return _backup_away(c, rng, c.stop_daemons, c.start_daemons)
 
 
 @scenario(45)
@@ -152,14 +160,7 @@ def crash_active(c: CtsCluster, rng: random.Random) -> Expect:
 @scenario(45)
 def crash_backup(c: CtsCluster, rng: random.Random) -> Expect:
     """Power off a backup, then boot it: the service stays where it is."""
-    active, waiting = c.wait_baseline()
-    backup = c.node(rng.choice(waiting))
-    crashed = c.crash(backup)
-    c.wait_placement(lambda p: p[0] == "running" and backup.id not in p[2],
-                     f"{backup.key} out of the queue", NEXT_TO_RUN_S)
-    c.boot(backup)
-    c.wait_baseline()
-    return Expect({active}, crashed, max_gap_s=MAX_GAP_S)
+    return _backup_away(c, rng, c.crash, c.boot)
 
 
 # --- network --------------------------------------------------------------------------------------
@@ -212,15 +213,10 @@ def partition_active_alone(c: CtsCluster, rng: random.Random) -> Expect:
 @scenario(60, min_nodes=3)
 def partition_backup_alone(c: CtsCluster, rng: random.Random) -> Expect:
     """Partition a backup from the others (1 | 2): the majority keeps the service; then heal."""
-    active, waiting = c.wait_baseline()
-    backup = c.node(rng.choice(waiting))
-    split = c.partition(backup)
-    c.wait_placement(lambda p: p[0] == "running" and backup.id not in p[2],
-                     f"{backup.key} out of the queue", NEXT_TO_RUN_S)
-    time.sleep(HOLD_S)
-    c.heal()
-    c.wait_baseline()
-    return Expect({active}, split, max_gap_s=MAX_GAP_S)
+    def heal_later(backup: LabNode) -> None:
+        time.sleep(HOLD_S)
+        c.heal()
+    return _backup_away(c, rng, c.partition, heal_later)
 
 
 # --- freeze ----------------------------------------------------------------------------------------
