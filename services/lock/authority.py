@@ -8,13 +8,15 @@ be simulated in a unit test, with delays, losses and asymmetric views, and its h
 ## The rule (see docs/ARCHITECTURE.md, lock section)
 
 *Votes with leases.* Every node votes for one candidate: the lowest-domain node it sees that is
-eligible (in its membership view and heard from lately), except that it stays with an established
-authority while that one stays eligible. A vote is given in answer to a candidate's *round* (a beat
-sent every `beat_ns`) and is a promise: no vote for anyone else until `vote_lease_ns` after the
-round was received. A candidate whose round got votes from a quorum (majority of the expected
-nodes, its own vote included; one vote for a lone node under the two-node rule) holds the
-authority lease until the round's *send* time plus the vote lease (less a drift margin): every
-promise outlasts it, so two authorities never hold leases at the same time, whatever the views.
+eligible (in its membership view, heard from lately, knowing its own membership), except that it
+stays with an established authority while that one stays eligible, and joins one it hears rather
+than start an election (a daemon that just started listens first). A vote is given in answer to
+a candidate's *round* (a beat sent every `beat_ns`) and is a promise: no vote for anyone else
+until `vote_lease_ns` after the round was received. A candidate whose round got votes from a
+quorum (majority of the expected nodes, its own vote included; one vote for a lone node under the
+two-node rule) holds the authority lease until the round's *send* time plus the vote lease (less
+a drift margin): every promise outlasts it, so two authorities never hold leases at the same
+time, whatever the views.
 
 *Terms.* A candidate proposes term = highest term seen + 1; a voter votes for a proposal only if
 the term is above every term it voted for (or the same term of the same candidate), and persists
@@ -25,7 +27,16 @@ member's beats (while holding its own lease and knowing the member's state), and
 makes the member's locks safe until that beat's send time plus `hold_lease_ns`. The authority
 drops a member's state only after the receipt time of the last beat it confirmed plus the same
 lease, so the member (which stops `early_ns` before) has told its sessions `Lost` before. The
-authority's own sessions are safe until its authority lease + `authority_grace_ns`.
+authority's own sessions are safe until its authority lease + `authority_grace_ns`. A member cut
+off (membership unknown, or no quorum in its view) tells its sessions at once, and the authority
+learns it only when the hold lease ends: the warning is whatever remained of the lease.
+
+*Clean stop.* The daemon tells its sessions first, then (`early_ns` later if they held locks) its
+last beat says it leaves: promises to it end, the authority drops its state at once, and a
+successor need not wait for its leases (it held nothing any more).
+
+*Two nodes.* A lone node (the other out of its view, or the other's lock daemon stopped or
+silent for `switch_ns`) counts as a quorum while a reference IP answers (see `lone`).
 
 *New authority.* It rebuilds the table from the members' reports (holds with tokens, waits with
 queue keys) and grants nothing until every expected node reported, or the missing one is the
@@ -76,7 +87,7 @@ class Timing:
     authority_grace_ns: int = 15 * MS  # the authority's own locks after its lease
     early_ns: int = 5 * MS  # sessions are told Lost this long before the lease ends
     drift_ppm: int = 10_000  # clock rate difference allowed between nodes (1%)
-    switch_ns: int = 60 * MS  # a peer silent this long is not eligible as candidate
+    switch_ns: int = 60 * MS  # a peer silent this long is not eligible (two nodes: absent)
     candidate_silence_ns: int = 15 * MS  # ... a candidate (it beats every beat_ns): this long
     acquire_grace_ns: int = 1000 * MS  # a new acquire waits this long for an authority
     token_block: int = 1 << 16  # tokens reserved (persisted) ahead
@@ -159,6 +170,7 @@ class PeerInfo:
     highest_term: int = 0
     token_floor: int = 0
     view_bits: int = 0
+    left: bool = False  # this instance stopped cleanly (its last beat said `leaving`)
 
 
 @dataclass
@@ -229,6 +241,10 @@ class Member:
         self.report_gen = 0
         self.lease_until = 0
         self.connected = False
+        #: set when the node was cut off while connected: its holds were dropped at once, and the
+        #: authority learns it (a report) only when the hold lease they had ends, so nothing is
+        #: granted in their place sooner than it would have been (see tick)
+        self.resync_at: int | None = None
         self.sessions: dict[int, LocalSession] = {}
         self.last_authority = (0, 0)
         #: group -> watcher ids (observers and campaigns)
@@ -272,6 +288,7 @@ class Member:
             self.drop_all(now, "no authority confirmed this node's locks in time")
         self.reported_epoch = epoch
         self.report_gen += 1
+        self.resync_at = None
         held, waiting = [], []
         for session in self.sessions.values():
             for name, hold in session.holds.items():
@@ -305,10 +322,13 @@ class Member:
         return now < self.lease_until
 
     def extend(self, until: int, now: int) -> None:
-        """A confirmation: the node's locks are safe until `until`."""
+        """A confirmation: the node's locks are safe until `until`. It reconnects the member
+        only once the authority knows what the member dropped (no resync pending) and while the
+        node is not cut off."""
         if until > self.lease_until:
             self.lease_until = until
-        if not self.connected and now < self.lease_until:
+        if not self.connected and now < self.lease_until and self.resync_at is None and \
+                not self.node.cut_off(now):
             self.connected = True
             for session in self.sessions.values():
                 for wait in session.waits.values():
@@ -318,12 +338,13 @@ class Member:
                         hold.delivered = True
                         self._granted(session, name, hold)
 
-    def drop_all(self, now: int, detail: str) -> None:
-        """The lease ran out: every hold is lost. Waits fail too, unless this node's partition may
-        still have quorum (an authority change, a lone node checking its reference IP): they wait
-        `acquire_grace_ns` for the next authority, to which they are reported with their keys."""
+    def drop_all(self, now: int, detail: str, reason: int = lp.LOST_NO_QUORUM) -> None:
+        """The lease ran out (or the node is cut off, or its daemon stops): every hold is lost.
+        Waits fail too, unless this node's partition may still have quorum (an authority change,
+        a lone node checking its reference IP): they wait `acquire_grace_ns` for the next
+        authority, to which they are reported with their keys."""
         self.connected = False
-        keep_waits = self.node.may_have_quorum(now)
+        keep_waits = not self.node.stopping and self.node.may_have_quorum(now)
         grace = now + self.node.timing.acquire_grace_ns
         for session in list(self.sessions.values()):
             for name, hold in list(session.holds.items()):
@@ -332,8 +353,8 @@ class Member:
                     continue
                 if hold.delivered:
                     slot, lock = _slot_lock(name)
-                    self._event(session.id, lost=lp.Lost(slot=slot, lock=lock,
-                                                         reason=lp.LOST_NO_QUORUM, detail=detail))
+                    self._event(session.id, lost=lp.Lost(slot=slot, lock=lock, reason=reason,
+                                                         detail=detail))
                 else:  # granted while this node's lease had lapsed: never told; the acquire fails
                     self._fail(session.id, name, lp.FAIL_NO_QUORUM, detail)
             for name, wait in list(session.waits.items()):
@@ -354,6 +375,16 @@ class Member:
             self.drop_all(now, "this node lost quorum (no confirmation from an authority)")
             if self.can_send():
                 self.report(self.reported_epoch, now)
+        elif self.connected and self.node.cut_off(now):
+            # no authority can count on this node any more: tell the sessions now rather than at
+            # the lease end (they get the whole lease as warning), but let the authority keep
+            # their holds until then
+            self.drop_all(now, "this node is cut off: " + self.node.quorum_rule(now))
+            self.resync_at = self.lease_until + self.node.timing.early_ns
+        if self.resync_at is not None and now >= self.resync_at:
+            if self.can_send():
+                self.report(self.reported_epoch, now)
+            self.resync_at = None
         heap = self.heap
         while heap and heap[0][0] <= now:
             deadline, _, session_id, name, req = heapq.heappop(heap)
@@ -373,7 +404,7 @@ class Member:
                     term=self.term, session_id=session_id, name=name_proto(name),
                     request_id=wait.req)))
             self._fail(session_id, name, reason, detail)
-        soonest: int | None = self.lease_until if self.connected else None
+        soonest: int | None = self.lease_until if self.connected else self.resync_at
         if heap:
             soonest = heap[0][0] if soonest is None else min(soonest, heap[0][0])
         self.deadlines = soonest
@@ -435,6 +466,9 @@ class Member:
         if name in session.holds or name in session.waits:
             self._fail(session_id, name, lp.FAIL_INVALID,
                        "this session already holds or awaits the lock")
+            return
+        if self.node.stopping:
+            self._fail(session_id, name, lp.FAIL_NO_QUORUM, "the lock daemon is stopping")
             return
         connected = self.connected and now < self.lease_until
         if not connected and not self.node.may_have_quorum(now):
@@ -769,20 +803,20 @@ class Authority:
     def _unaccounted(self, now: int) -> tuple[list[int], int | None]:
         """Lock daemons this node has heard from (and the previous authority) that neither
         reported nor were fenced since last heard: they may hold locks granted by an earlier
-        authority. Returns those to fence, and when one still alive (in the membership view and
-        heard within `switch_ns`: its report is on the way) should be checked again."""
+        authority. Returns those to fence, and when one still alive (in the membership view,
+        heard within `switch_ns` and not stopped: its report is on the way) should be checked
+        again."""
         node = self.node
         timing = node.timing
-        reported = {d for d, r in self.members.items() if r.reported}
         heard = {d for d, peer in node.peers.items() if peer.heard_ns >= 0}
         if self.prev_authority:
             heard.add(self.prev_authority)
         lost: list[int] = []
         check_at: int | None = None
-        for domain in sorted(heard - reported - node.fenced - {node.domain}):
+        for domain in sorted(heard - self._accounted() - node.fenced - {node.domain}):
             peer = node.peers.get(domain)
-            if peer is not None and peer.heard_ns >= 0 and domain in (node.view or ()) and \
-                    now - peer.heard_ns < timing.switch_ns:
+            if peer is not None and peer.heard_ns >= 0 and not peer.left and \
+                    domain in (node.view or ()) and now - peer.heard_ns < timing.switch_ns:
                 silent_at = peer.heard_ns + timing.switch_ns
                 check_at = silent_at if check_at is None else min(check_at, silent_at)
             else:
@@ -824,15 +858,24 @@ class Authority:
         return (f"locks {_names_text(self.table.names_held_by_node(domain))} (held by node "
                 f"{domain} when its lease ran out)")
 
+    def _accounted(self) -> set[int]:
+        """Nodes whose locks this authority knows: those that reported, and the previous
+        authority if it stopped cleanly (its sessions were told first; and as the last authority,
+        nobody granted anything to a later instance of it)."""
+        accounted = {d for d, r in self.members.items() if r.reported}
+        if self.prev_authority and self.node.has_left(self.prev_authority):
+            accounted.add(self.prev_authority)
+        return accounted
+
     def _ready_at(self, now: int) -> int:
         """When the table is complete enough to grant."""
         node = self.node
-        reported = {d for d, r in self.members.items() if r.reported}
+        reported = self._accounted()
+        prev = self.prev_authority
         expected = node.expected()
         latest = self.started + node.timing.hold_lease_ns
         if len(reported) >= expected:
             return now
-        prev = self.prev_authority
         if prev and prev not in reported and len(reported) >= expected - 1:
             return min(latest, self.prev_bound + node.timing.authority_grace_ns)
         return latest
@@ -1081,6 +1124,9 @@ class Node:
         self.lease_end = 0
         self.next_round_ns = 0
         self.next_idle_ns = 0
+        #: a daemon that just started runs for authority only from then on: it listens first,
+        #: so that it joins an established authority rather than start an election
+        self.listen_until = now_ns + self.timing.candidate_silence_ns
         self.seen_term = self.highest_term
         self.auth: Authority | None = None
         self.member = Member(self)
@@ -1088,6 +1134,11 @@ class Node:
         self.lone_possible = False  # reference IPs are configured (the daemon sets it)
         self.lone_since = 0
         self.lone_checked = -1
+        self.was_lone = False
+        #: when each peer last entered the membership view (the silence of a lock daemon never
+        #: heard counts from then)
+        self.joined_ns: dict[int, int] = {}
+        self.stopping = False  # the daemon stops: no acquire is taken any more
         self.fencing = False  # a fence command is configured (the daemon sets it)
         #: nodes fenced successfully and not heard from since (a fence stands until the node
         #: shows life again: a datagram from it, or back in the membership view)
@@ -1132,24 +1183,61 @@ class Node:
         return peer
 
     def _fresh(self, domain: int, now: int) -> bool:
-        """Heard from lately: within switch_ns, or candidate_silence_ns for a candidate (it
-        beats every beat_ns, so a few missed rounds mean it stalled or died)."""
+        """Heard from lately: within switch_ns, or candidate_silence_ns for a peer whose last
+        beat said it runs (a candidate beats every beat_ns, so a few missed rounds mean it
+        stalled or died)."""
         peer = self.peers.get(domain)
-        if peer is None or peer.heard_ns < 0 or now - peer.heard_ns >= self.timing.switch_ns:
+        if peer is None or peer.left or peer.heard_ns < 0 or \
+                now - peer.heard_ns >= self.timing.switch_ns:
             return False
-        if peer.candidate_ns >= 0 and peer.candidate_ns >= peer.heard_ns - self.timing.beat_ns:
+        if peer.candidate_term:
             return now - peer.candidate_ns < self.timing.candidate_silence_ns
         return True
 
-    def lone(self) -> bool:
-        """Two-node rule applies: two expected nodes and only this one in the view."""
-        return self.expected() == 2 and self.view is not None and self.view == {self.domain}
+    def has_left(self, domain: int) -> bool:
+        """The peer's lock daemon stopped cleanly (and no later instance of it was heard)."""
+        peer = self.peers.get(domain)
+        return peer is not None and peer.left
+
+    def _absent_at(self, domain: int) -> int:
+        """When a peer in the view counts as absent for the two-node rule: at once when its
+        lock daemon stopped cleanly, else `switch_ns` after its lock daemon was last heard (a node
+        coming back into the view does not restart the count: only its daemon speaking does), or
+        after it joined the view if never heard."""
+        peer = self.peers.get(domain)
+        if peer is not None and peer.left:
+            return 0
+        if peer is not None and peer.heard_ns >= 0:
+            return peer.heard_ns + self.timing.switch_ns
+        return self.joined_ns.get(domain, 0) + self.timing.switch_ns
+
+    def lone(self, now: int) -> bool:
+        """The two-node rule applies: two expected nodes and the other one absent: out of the
+        view, or its lock daemon stopped or silent for `switch_ns` (see ARCHITECTURE.md: such a
+        daemon cannot grant, nor keep holds)."""
+        if self.expected() != 2 or self.view is None:
+            return False
+        return all(now >= self._absent_at(d) for d in self.view if d != self.domain)
+
+    def _track_lone(self, now: int) -> None:
+        """Note when the node becomes lone (a reference-IP check is due: `lone_check_due`) and
+        void an earlier check once it is not lone any more."""
+        lone = self.lone(now)
+        if lone and not self.was_lone:
+            self.lone_since = now
+        if not lone:
+            self.lone_until = 0
+        self.was_lone = lone
+
+    def lone_check_due(self, now: int) -> bool:
+        """Lone, and no reference-IP check since it became so."""
+        return self.lone(now) and self.lone_checked < self.lone_since
 
     def quorum_needed(self, now: int) -> int:
         expected = self.expected()
         if expected <= 1:
             return 1
-        if expected == 2 and self.lone() and now < self.lone_until:
+        if expected == 2 and self.lone(now) and now < self.lone_until:
             return 1
         return expected // 2 + 1
 
@@ -1157,13 +1245,21 @@ class Node:
         """Does the membership view hold a quorum (view-based; the leases decide grants)?"""
         if self.view is None:
             return False
+        if self.lone(now):
+            return now < self.lone_until
         return len(self.view) >= self.quorum_needed(now)
 
     def may_have_quorum(self, now: int) -> bool:
         """A quorum, or a lone two-node member whose reference-IP check is still under way."""
         if self.partition_quorum(now):
             return True
-        return self.lone() and self.lone_possible and self.lone_checked < self.lone_since
+        return self.lone_possible and self.lone_check_due(now)
+
+    def cut_off(self, now: int) -> bool:
+        """No authority can confirm this node's locks any more: its membership is unknown, or
+        its view gives it no quorum (and no two-node check is under way). Its sessions are told
+        at once rather than at the lease end."""
+        return not self.may_have_quorum(now)
 
     def quorum_rule(self, now: int) -> str:
         expected = self.expected()
@@ -1172,10 +1268,12 @@ class Node:
             return "membership unknown (heartbeat daemon unreachable)"
         if expected <= 1:
             return "single node"
-        if expected == 2 and self.lone():
+        if self.lone(now):
+            alone = ("lone node" if seen == 1 else
+                     "the other node's lock daemon stopped or is silent")
             if now < self.lone_until:
-                return "two-node: lone node, reference IP reachable"
-            return "two-node: lone node, no reference IP reachable (or fence not done)"
+                return f"two-node: {alone}, reference IP reachable"
+            return f"two-node: {alone}, no reference IP reachable (or fence not done)"
         return f"majority: {expected // 2 + 1} of {expected} (members seen: {seen})"
 
     def view_bits(self) -> int:
@@ -1242,6 +1340,10 @@ class Node:
     def _send_round(self, now: int) -> None:
         if self.established and now >= self.lease_end:
             self._suspend(now)
+        if self.auth is not None and not self.established and self.seen_term > self.auth.term:
+            # a higher term was proposed, maybe elected, while this one was suspended: it cannot
+            # resume (a voter that saw it would refuse; a lone node has no voter to ask)
+            self._lose_authority(now)
         if not self.cand_term:
             if self.auth is not None:
                 self._lose_authority(now)
@@ -1258,8 +1360,8 @@ class Node:
             beat = self._beat(to, seq, now)
             beat.round = True
             self.out_beats.append((to, beat, True))
-        self._evaluate(round_, now)
         self.next_round_ns = now + self.timing.beat_ns
+        self._evaluate(round_, now)  # a lone node is established here: it says so at once
 
     def _propose(self, now: int) -> None:
         self.cand_term = max(self.highest_term, self.seen_term) + 1
@@ -1270,25 +1372,25 @@ class Node:
     def on_view(self, view: Iterable[int] | None, now: int) -> None:
         """The membership view (domains, this node included), or None when unknown."""
         self.last_now = now
-        was_lone = self.lone()
+        before = self.view or set()
         self.view = set(view) | {self.domain} if view is not None else None
         if self.view is not None:
             self.fenced -= self.view  # back in the membership: an earlier fence no longer stands
-        if self.lone() and not was_lone:
-            self.lone_since = now
+            for domain in self.view - before:
+                self.joined_ns[domain] = now
         if self.view is not None and not self.expected_config and \
                 len(self.view) > self.expected_learned:
             self.expected_learned = len(self.view)
             self._save()
-        if not self.lone():
-            self.lone_until = 0
+        self._track_lone(now)
         self._reconsider(now)
+        self.want_tick(now)  # the member side checks whether the node is cut off
 
     def set_lone_ok(self, until: int, now: int) -> None:
         """Two-node rule: the reference IP answered (and the fence ran); valid until `until`."""
-        self.last_now = now
+        self._check_lease(now)
         self.lone_checked = now
-        self.lone_until = until if self.lone() else 0
+        self.lone_until = until if self.lone(now) else 0
 
     def set_expected(self, expected: int, now: int) -> None:
         """An operator sets the expected number of nodes (ValueError when impossible)."""
@@ -1314,31 +1416,33 @@ class Node:
             self._save()
 
     def on_peer_instance(self, domain: int, instance: int, now: int) -> bool:
-        """A datagram from `domain` says its daemon instance is `instance`. False when it is an
-        older instance (to be ignored)."""
+        """A datagram from `domain` says its daemon instance is `instance`: the daemon is heard
+        from. False when it is an older instance (to be ignored)."""
         peer = self._peer(domain)
         if instance < peer.instance:
             return False
         self.fenced.discard(domain)  # it shows life: an earlier fence no longer stands
-        if instance == peer.instance:
-            return True
-        known = peer.instance != 0
-        self.peers[domain] = PeerInfo(instance=instance)
-        if known:
-            self.log.append(f"lock daemon of node {domain} restarted (instance {instance})")
-            if self.promise_to == domain:
-                self.promise_end = min(self.promise_end, now)
-            if self.auth is not None:
-                self.auth.reset_member(domain, now, restarted=True)
+        if instance > peer.instance:
+            known = peer.instance != 0
+            peer = self.peers[domain] = PeerInfo(instance=instance)
+            if known:
+                self.log.append(f"lock daemon of node {domain} restarted (instance {instance})")
+                if self.promise_to == domain:
+                    self.promise_end = min(self.promise_end, now)
+                if self.auth is not None:
+                    self.auth.reset_member(domain, now, restarted=True)
+        peer.heard_ns = now
         return True
 
     def on_beat(self, frm: int, beat: pp.Beat, now: int) -> None:
         self._check_lease(now)
         peer = self._peer(frm)
-        peer.heard_ns = now
         if beat.seq <= peer.last_seq:
             return
         peer.last_seq = beat.seq
+        if beat.leaving:
+            self._peer_left(frm, now)
+            return
         peer.candidate_term = beat.candidate_term
         if beat.candidate_term:
             peer.candidate_ns = now
@@ -1372,6 +1476,23 @@ class Node:
             self.auth.on_member_beat(frm, beat, now)
             self.auth.check_tokens(now)
         self._reconsider(now)
+
+    def _peer_left(self, domain: int, now: int) -> None:
+        """A peer's daemon stopped cleanly: it grants, confirms and votes no more, and told its
+        sessions first. So a vote promised to it is void, an authority drops its state at once (as
+        for a restarted daemon), and it is neither eligible nor (two-node rule) present."""
+        peer = self._peer(domain)
+        peer.left = True
+        self.log.append(f"lock daemon of node {domain} stopped")
+        if self.promise_to == domain:
+            self.promise_end = min(self.promise_end, now)
+        if domain in self.promise_ends:
+            self.promise_ends[domain] = min(self.promise_ends[domain], now)
+        if self.auth is not None:
+            self.auth.reset_member(domain, now, restarted=True)
+        self._track_lone(now)
+        self._reconsider(now)
+        self.want_tick(now)
 
     def _answer(self, frm: int, beat: pp.Beat, now: int) -> None:
         term = beat.candidate_term
@@ -1481,24 +1602,43 @@ class Node:
 
     # -- vote choice ------------------------------------------------------------------------------
     def _eligible(self, now: int) -> list[int]:
+        """This node and the peers of its view heard from lately that know their membership
+        (a node whose view is unknown does not campaign)."""
         if self.view is None:
             return []  # membership unknown: no candidate at all
-        return sorted({self.domain} | {d for d in self.view if self._fresh(d, now)})
+        return sorted({self.domain} | {d for d in self.view if self._fresh(d, now) and
+                                       self.peers[d].view_bits >> (d - 1) & 1})
 
     def _established_fresh(self, domain: int, now: int) -> bool:
+        """Holds the authority lease, or a peer still running that held it lately (a lapse may
+        be brief: it resumes its term if it gets the votes again)."""
         if domain == self.domain:
             return self.established and now < self.lease_end
         peer = self.peers.get(domain)
-        return peer is not None and peer.established_ns >= 0 and \
+        return peer is not None and peer.candidate_term != 0 and peer.established_ns >= 0 and \
             now - peer.established_ns < self.timing.switch_ns
 
+    def _established_peer(self, eligible: list[int], now: int) -> int:
+        """An eligible peer that holds (or lately held) the authority lease, the highest term
+        first; 0 = none."""
+        established = [(self.peers[d].candidate_term, d) for d in eligible
+                       if d != self.domain and self._established_fresh(d, now)]
+        return max(established)[1] if established else 0
+
     def _reconsider(self, now: int) -> None:
+        """Choose whom to vote for: the current choice while it is an established authority,
+        else an established authority (a node whose candidacy got no votes joins it instead of
+        going on with an election), else the lowest eligible domain, this node only once it has
+        listened for a while after its start (see `listen_until`)."""
         eligible = self._eligible(now)
         current = self.vote_for
         if current in eligible and self._established_fresh(current, now):
             target = current
         else:
-            target = eligible[0] if eligible else 0
+            target = self._established_peer(eligible, now) or (eligible[0] if eligible else 0)
+        if target == self.domain and now < self.listen_until:
+            target = 0
+            self.want_tick(self.listen_until)
         if target == current:
             return
         if current == self.domain:  # stop running (our own promise must still run out)
@@ -1522,6 +1662,7 @@ class Node:
     def _check_lease(self, now: int) -> None:
         """No grant after the authority lease: every input checks it first."""
         self.last_now = now
+        self._track_lone(now)
         if self.established and now >= self.lease_end:
             self._suspend(now)
 
@@ -1540,6 +1681,8 @@ class Node:
             self.next_idle_ns = now + self.timing.idle_beat_ns
         if self.vote_for != self.domain:
             self.want_tick(self.next_idle_ns)
+        if self.expected() == 2 and self.view is not None and not self.lone(now):
+            self.want_tick(max(self._absent_at(d) for d in self.view if d != self.domain))
         if self.established:
             self.want_tick(self.lease_end)
         if self.auth is not None:
@@ -1555,6 +1698,32 @@ class Node:
 
     def next_wakeup(self) -> int:
         return self._wake if self._wake is not None else self.last_now + self.timing.beat_ns
+
+    # -- a clean stop -----------------------------------------------------------------------------
+    def stop_sessions(self, now: int) -> bool:
+        """First step of a clean stop: every session loses what it holds and awaits (told at
+        once) and no acquire is taken any more. Returns whether a lock was held: then the daemon
+        waits `early_ns` before `leave`, so its sessions are told at least that long before the
+        locks can pass on, as on a lease end."""
+        self._check_lease(now)
+        self.stopping = True
+        held = any(session.holds for session in self.member.sessions.values())
+        self.member.drop_all(now, "the lock daemon of this node is stopping", lp.LOST_NODE_LEFT)
+        return held
+
+    def leave(self, now: int) -> None:
+        """Last step of a clean stop: give up any candidacy or authority and tell every peer, on
+        every path, that this daemon instance is gone, so they need not wait for its leases (see
+        `_peer_left`). The daemon sends nothing after this."""
+        self._check_lease(now)
+        if self.vote_for == self.domain:
+            self._lose_authority(now)
+        self.vote_for = 0
+        seq = self._next_seq(now)
+        for to in self._targets(now):
+            beat = self._beat(to, seq, now)
+            beat.leaving = True
+            self.out_beats.append((to, beat, True))
 
     # -- local sessions ---------------------------------------------------------------------------
     def open_session(self, session_id: int, label: str, pid: int, now: int,

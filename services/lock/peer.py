@@ -101,6 +101,9 @@ class PeerSocket(asyncio.DatagramProtocol):
                 except OSError:
                     pass
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None  # closed (the daemon stops): sending is a no-op from here on
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         payload = verify(self.key, data)
         if payload is None:
@@ -134,8 +137,10 @@ class PeerSocket(asyncio.DatagramProtocol):
         return min(fresh) if fresh else None
 
     def send(self, domain: int, payload: bytes, all_paths: bool, now: int) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
         entry = self.peers.get(domain)
-        if entry is None or not entry.paths or self.transport is None:
+        if entry is None or not entry.paths:
             self.stats["no_address"] += 1
             return
         data = sign(self.key, payload)

@@ -1,11 +1,11 @@
 """A deterministic simulation of a lock cluster: real `Node`s and `Links`, a virtual network.
 
 For the unit tests (tests/unit/test_lock_*.py): views, delays, losses, partitions, asymmetric
-views, crashes and restarts are all under the test's control, and every session event is recorded
-with its virtual time, so `check_history` can verify that no lock ever had two holders, tokens
-increased, and no waiter starved. Datagrams are serialized and parsed as on the wire. With
-`fencing`, every node has a fence command: it takes `fence_ns` and succeeds when `fence_ok(node)`
-says so; each run is logged in `fence_log`.
+views, crashes, restarts, clean stops and killed lock daemons are all under the test's control,
+and every session event is recorded with its virtual time, so `check_history` can verify that no
+lock ever had two holders, tokens increased, and no waiter starved. Datagrams are serialized and
+parsed as on the wire. With `fencing`, every node has a fence command: it takes `fence_ns` and
+succeeds when `fence_ok(node)` says so; each run is logged in `fence_log`.
 """
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ class SimCluster:
         self.fence_ok: Callable[[int], bool] = lambda domain: True
         self.fence_log: list[tuple[int, int, int, bool]] = []  # (done at, by node, fenced, ok)
         self._fences: list[tuple[int, int, int, int]] = []  # heap of (done at, n, by, target)
+        self._leaving: dict[int, int] = {}  # stopping node -> when it sends its last beat
         for domain in range(1, size + 1):
             self._boot(domain, MemoryStore(), 1)
         for domain in self.nodes:
@@ -105,15 +106,29 @@ class SimCluster:
 
     def crash(self, domain: int) -> None:
         """Power off: the node stops; its sessions' clients die with it."""
-        sim = self.nodes[domain]
-        sim.alive = False
-        for session, where in self.session_node.items():
-            if where == domain:
-                self._record(Record(self.now, domain, session, "ended"))
+        self.kill(domain)
         for other in self.nodes:
             if other != domain and self.nodes[other].alive:
                 view = set(self._current_view(other) or ()) - {domain}
                 self.set_view(other, view, at=self.now + self.detect)
+
+    def kill(self, domain: int) -> None:
+        """The node's lock daemon dies at once (kill -9), its sessions with it; its heartbeat
+        daemon runs on, so no view changes (`crash` is the whole node)."""
+        self.nodes[domain].alive = False
+        self._leaving.pop(domain, None)
+        for session, where in self.session_node.items():
+            if where == domain:
+                self._record(Record(self.now, domain, session, "ended"))
+
+    def stop(self, domain: int) -> None:
+        """A clean stop of the node's lock daemon (SIGTERM): its sessions are told they lost
+        everything; `early_ns` later when they held locks (at once otherwise) its last beat says
+        it leaves, and it is gone. Its heartbeat daemon runs on: no view changes."""
+        sim = self.nodes[domain]
+        held = sim.node.stop_sessions(self.now)
+        self._after(domain)
+        self._leaving[domain] = self.now + (self.timing.early_ns if held else 0)
 
     def boot(self, domain: int) -> None:
         """Start a crashed node again (same persisted state, next instance)."""
@@ -261,6 +276,7 @@ class SimCluster:
             times.append(min(pending))
         if self._fences:
             times.append(self._fences[0][0])
+        times += self._leaving.values()
         return min(times)
 
     def run(self, duration_ns: int) -> None:
@@ -283,6 +299,11 @@ class SimCluster:
                     sim.node.on_view(view, self.now)
                     self._lone_check(sim)
                     self._after(domain)
+            for domain, at in sorted(self._leaving.items()):
+                if at <= self.now:
+                    self.nodes[domain].node.leave(self.now)
+                    self._after(domain)
+                    self.kill(domain)
             while self._fences and self._fences[0][0] <= self.now:
                 _, _, by, target = heapq.heappop(self._fences)
                 ok = self.fence_ok(target)
@@ -313,9 +334,9 @@ class SimCluster:
     def _lone_check(self, sim: SimNode) -> None:
         node = sim.node
         node.lone_possible = sim.domain in self.reference_ok
-        if node.lone() and self.reference_ok.get(sim.domain, False):
+        if node.lone(self.now) and self.reference_ok.get(sim.domain, False):
             node.set_lone_ok(self.now + 500 * MS, self.now)
-        elif node.lone():
+        elif node.lone(self.now):
             node.set_lone_ok(0, self.now)
 
     # -- queries --------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """skyge-lock on the virtual cluster, real daemons: the seed's test_d_lock, order per slot range,
 holder killed, holder node crashed, authority crashed under traffic, partition 1|2, the two-node
 reference-IP rule, a randomised run with faults whose history is checked, holds kept for a killed
-client (keep_holds), and the fence command before a lost node's locks pass on."""
+client (keep_holds), the fence command before a lost node's locks pass on, and hand-overs: clean
+stops of the authority and of every daemon, a killed lock daemon of two, a cut-off holder told
+early."""
 from __future__ import annotations
 
+import datetime
 import random
 import signal
 import sys
@@ -12,7 +15,8 @@ import time
 import grpc
 import pytest
 
-from skyge.clients.lab.daemons import start_daemons
+from skyge.clients.lab.daemons import start_daemons, stop_daemons
+from skyge.services.lock.authority import MS, Timing
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc
 from tests.cluster import heartbeat_support as hs
@@ -554,3 +558,157 @@ def test_a_failing_fence_blocks_the_lost_nodes_locks_loudly_until_it_works(make_
     assert fence.fenced()[0][1] < wall(granted)
     for client in (holder, waiter, other):
         client.close()
+
+
+# ---- hand-overs: clean stops, a silent lock daemon, a cut-off holder
+
+
+def lock_log(node) -> str:
+    return log(node, "skyge-lock")
+
+
+def log_times(node, text: str) -> list[float]:
+    """Wall-clock seconds of the lock log's lines containing `text` (ms resolution)."""
+    times = []
+    for line in lock_log(node).splitlines():
+        if text in line:
+            stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            times.append(stamp.timestamp())
+    return times
+
+
+def test_clean_restarts_of_the_authority_keep_every_other_hold_and_log_no_traceback(make_lab):
+    """CTS restart_active, 20 times: the authority's session hands a lock over to a session on
+    another node, and the authority's daemon stops (SIGTERM) at once. Its last beat lets the
+    others elect a successor at once, which confirms the new holder (and one that never moved)
+    within their hold leases: neither is ever told Lost. No stop logs a traceback."""
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    n3 = lab.node(3)
+    kept = ls.Client(n3, "kept")
+    kept.acquire(700, 0)
+    kept.wait("granted")
+    heir = ls.Client(n3, "heir")
+    takeovers_ms = []
+    for round_ in range(1, 21):
+        authority = lab.node(ls.wait_ready(lab.nodes))
+        assert authority.id != 3, "the holders' node became the authority"
+        own = ls.Client(authority, "own")
+        own.acquire(700, round_)
+        own.wait("granted")
+        asked = heir.acquire(700, round_)
+        heir.wait("queued", after=asked)
+        own.release(700, round_)
+        heir.wait("granted", after=asked)
+        stop_daemons(authority, ["lock"])
+        own.close()
+        stopped = log_times(authority, "NOTICE: stopping")[-1]
+
+        def successor_elected() -> float | None:
+            times = [t for n in lab.nodes if n is not authority
+                     for t in log_times(n, "NOTICE: authority for term") if t >= stopped]
+            return min(times) if times else None
+
+        elected = hs.wait_for("a successor's election", successor_elected, 5, 0.01)
+        takeovers_ms.append(round((elected - stopped) * 1000))
+        ls.start_lock(authority)
+    ls.wait_ready(lab.nodes)
+    print(f"successor elected after a clean stop, ms: {takeovers_ms}")
+    assert not kept.of("lost") and not heir.of("lost"), (kept.of("lost"), heir.of("lost"))
+    assert max(takeovers_ms) < Timing().vote_lease_ns / MS, takeovers_ms
+    for node in lab.nodes:
+        assert "Traceback" not in lock_log(node) and "Exception" not in lock_log(node), \
+            lock_log(node)
+    for client in (kept, heir):
+        client.close()
+
+
+def test_stopping_each_lock_daemon_tells_its_sessions_first_and_passes_their_locks_on(make_lab):
+    """CTS stop_one_by_one, one node at a time: a stopping daemon (SIGTERM) tells its sessions
+    (LOST_NODE_LEFT) before their locks pass on, and the waiter on another node gets them without
+    waiting for a lease; the stop logs no traceback."""
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    for node in lab.nodes:
+        holder = ls.Client(node, "holder")
+        holder.acquire(800, node.id)
+        holder.wait("granted")
+        waiter = ls.Client(lab.node(node.id % 3 + 1), "waiter")
+        waiter.acquire(800, node.id)
+        waiter.wait("queued")
+        stop_daemons(node, ["lock"])
+        lost = holder.wait("lost")
+        assert lost.message.reason == lp.LOST_NODE_LEFT
+        granted = waiter.wait("granted", timeout=5)
+        margin_ms = (granted.time - lost.time) / 1e6
+        assert Timing().early_ns / MS <= margin_ms < 500, margin_ms
+        log_text = lock_log(node)
+        assert "NOTICE: stopped" in log_text
+        assert "Traceback" not in log_text and "Exception" not in log_text, log_text
+        for client in (holder, waiter):
+            client.close()
+        ls.start_lock(node)
+        ls.wait_ready(lab.nodes)
+
+
+def test_two_nodes_a_killed_lock_daemon_leaves_the_other_node_in_charge(make_lab):
+    """CTS kill_lock_on_backup with two nodes: the backup's lock daemon is killed -9, its
+    heartbeat daemon runs on (the node stays in the view). Silent for 60 ms, it counts as absent:
+    the active node regains the authority through the reference IP, and a new acquire there is
+    granted; the restarted daemon rejoins it."""
+    lab = make_lab(2)
+    assert ls.start_cluster(lab, expected=2, reference_ips=REFERENCE) == 1
+    n1, n2 = lab.nodes
+    killed = time.monotonic_ns()
+    n2.kill("skyge-lock", signal.SIGKILL)
+
+    def alone_in_charge() -> bool:
+        info = ls.authority(n1)
+        return info.has_quorum and "stopped or is silent, reference IP reachable" in \
+            info.quorum_rule
+
+    hs.wait_for("node 1 in charge alone", alone_in_charge, 5, 0.002)
+    print(f"node 1 in charge alone {(time.monotonic_ns() - killed) / 1e6:.0f} ms after the kill")
+    again = ls.Client(n1)
+    asked = again.acquire(600, 1)
+    assert (again.wait("granted", timeout=5).time - asked) / 1e6 < 100
+    ls.start_lock(n2)
+    assert ls.wait_ready(lab.nodes) == 1
+    assert not again.of("lost")
+    again.close()
+
+
+@pytest.mark.parametrize("fault", ["nics", "heartbeat"])
+@pytest.mark.parametrize("on_authority", [True, False], ids=["authority", "member"])
+def test_a_cut_off_holder_is_told_well_before_its_lock_passes_on(make_lab, fault, on_authority):
+    """The holder's node loses both NICs, or its heartbeat daemon (killed -9): its lock daemon
+    tells the session as soon as the node is cut off (the view has no quorum, or is unknown), not
+    at the lease end; the waiter elsewhere is granted the lock only when the lease has run out."""
+    lab = make_lab(3)
+    authority = ls.start_cluster(lab)
+    victim = lab.node(authority if on_authority else authority % 3 + 1)
+    heir_node = next(n for n in lab.nodes if n.id not in (authority, victim.id))
+    holder, waiter = ls.Client(victim), ls.Client(heir_node)
+    holder.acquire(800, 9)
+    holder.wait("granted")
+    waiter.acquire(800, 9)
+    waiter.wait("queued")
+    time.sleep(0.2)
+    fault_at = time.monotonic_ns()
+    if fault == "nics":
+        for nic in victim.nics:
+            victim.cut(nic)
+    else:
+        victim.kill(hs.DAEMON, signal.SIGKILL)
+    lost = holder.wait("lost", timeout=5)
+    granted = waiter.wait("granted", timeout=5)
+    told_ms, margin_ms = (lost.time - fault_at) / 1e6, (granted.time - lost.time) / 1e6
+    print(f"{fault} of the {'authority' if on_authority else 'member'} holder: Lost after "
+          f"{told_ms:.1f} ms ({lost.message.detail}), granted elsewhere {margin_ms:.1f} ms after "
+          f"the Lost")
+    assert margin_ms >= Timing().early_ns / MS, (told_ms, margin_ms)
+    if fault == "heartbeat":
+        assert told_ms < 10, told_ms  # at once: the membership is unknown
+    for client in (holder, waiter):
+        client.close()
+

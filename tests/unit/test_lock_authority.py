@@ -285,8 +285,7 @@ def test_daemon_restart_releases_its_locks_at_once():
     cluster.acquire(waiter, (600, 6))
     cluster.run(5 * MS)
     # the daemon restarts (new instance) while the node stays a member
-    cluster.nodes[3].alive = False
-    cluster._record(Record(cluster.now, 3, holder, "ended"))
+    cluster.kill(3)
     restart = cluster.now
     cluster.boot(3)
     cluster.run(100 * MS)

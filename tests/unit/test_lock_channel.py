@@ -1,6 +1,6 @@
 """Lock peer transport pieces: in-order exactly-once channels over a lossy, reordering network,
-datagram assembly and checks (links.py), signing (peer.py), reference-IP parsing, the fence
-command and its lock.cfg keys."""
+datagram assembly and checks (links.py), signing and a closed socket (peer.py), reference-IP
+parsing, the fence command and its lock.cfg keys."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +12,7 @@ from skyge.services.common.config import ConfigError, Schema, parse_config
 from skyge.services.lock.authority import MS, MemoryStore, Node
 from skyge.services.lock.channel import InChannel, OutChannel, pack
 from skyge.services.lock.links import Links
-from skyge.services.lock.peer import MAC_BYTES, run_fence, sign, verify
+from skyge.services.lock.peer import MAC_BYTES, PeerSocket, run_fence, sign, verify
 from skyge.services.common.reference import parse_reference_ips
 from skyge.services.lock.server import FIELDS
 from skyge.v1 import lock_peer_pb2 as pp
@@ -133,6 +133,26 @@ def test_signing_refuses_tampered_and_unsigned_datagrams():
     assert verify(key, b"payload") is None
     assert verify(b"x" * 32, data) is None
     assert verify(None, b"plain") == b"plain" and sign(None, b"plain") == b"plain"
+
+
+def test_sending_after_the_socket_closed_does_nothing():
+    """A clean stop closes the UDP socket; anything that still tries to send (a late flush)
+    must not raise from inside the event loop."""
+    async def scenario() -> dict[str, int]:
+        sock = PeerSocket(None, lambda payload, addr: None)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: sock,
+                                                           local_addr=("127.0.0.1", 0))
+        sock.set_peer(2, {1: ["127.0.0.1"]}, 9)
+        sock.send(2, b"before", True, 0)
+        transport.close()
+        sock.send(2, b"closing", True, 0)
+        await asyncio.sleep(0)  # connection_lost runs
+        sock.send(2, b"closed", True, 0)
+        return sock.stats
+
+    stats = asyncio.run(scenario())
+    assert stats["sent"] == 1 and stats["send_errors"] == 0
 
 
 def test_reference_ips_in_the_seed_format():
