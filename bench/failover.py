@@ -46,6 +46,7 @@ import re
 import select
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -116,15 +117,16 @@ def holder_intervals(monitors: list[AddressMonitor], ends: dict[str, list[int]],
     return result_
 
 
-def overlaps(intervals: dict[str, list[tuple[int, int]]]) -> int:
-    """How many times two nodes' holding intervals overlap."""
+def overlaps(intervals: dict[str, list[tuple[int, int]]]) -> list[str]:
+    """Every time two nodes' holding intervals overlap, described."""
     flat = [(s, e, k) for k, spans in intervals.items() for s, e in spans]
-    count = 0
+    found = []
     for i, (s1, e1, k1) in enumerate(flat):
         for s2, e2, k2 in flat[i + 1:]:
             if k1 != k2 and s1 < e2 and s2 < e1:
-                count += 1
-    return count
+                found.append(f"{k1} and {k2} both held the floating IP for "
+                             f"{(min(e1, e2) - max(s1, s2)) / 1e6:.1f} ms from {max(s1, s2)}")
+    return found
 
 
 def live_node(lab: Lab, exclude: int = 0) -> LabNode:
@@ -136,10 +138,26 @@ def pidfile(lab: Lab, node: LabNode) -> Path:
     return lab.root / "demo" / f"demo-{DEMO_PORT}" / f"server-{node.id}.pid"
 
 
-def death_time_ns(pidfd: int, timeout_s: float) -> int | None:
-    """Wall clock when the process behind `pidfd` exited (None if not within `timeout_s`)."""
-    readable, _, _ = select.select([pidfd], [], [], timeout_s)
-    return time.time_ns() if readable else None
+class DeathWatch:
+    """Notes the wall clock the moment a process exits (a thread blocked on its pidfd), while
+    the benchmark waits for other things."""
+
+    def __init__(self, pid: int, timeout_s: float) -> None:
+        self.died_ns: int | None = None
+        self._fd = os.pidfd_open(pid)
+        self._thread = threading.Thread(target=self._wait, args=(timeout_s,), daemon=True)
+        self._thread.start()
+
+    def _wait(self, timeout_s: float) -> None:
+        readable, _, _ = select.select([self._fd], [], [], timeout_s)
+        if readable:
+            self.died_ns = time.time_ns()
+
+    def result(self) -> int | None:
+        """When it died (None if not within the timeout); closes the pidfd."""
+        self._thread.join()
+        os.close(self._fd)
+        return self.died_ns
 
 
 def configure(lab: Lab) -> None:
@@ -216,15 +234,12 @@ class Run:
 
     def isolate(self, trial: int, trials: int) -> None:
         victim, _ = ready(self.lab)
-        pidfd = os.pidfd_open(read_pidfile(pidfile(self.lab, victim)))
-        try:
-            t0 = time.time_ns()
-            for nic in ("eth0", "eth1"):
-                victim.cut(nic)
-            new = self.answered(f"isolation {trial}", t0, victim)
-            died = death_time_ns(pidfd, ANSWER_TIMEOUT_S)
-        finally:
-            os.close(pidfd)
+        death = DeathWatch(read_pidfile(pidfile(self.lab, victim)), ANSWER_TIMEOUT_S)
+        t0 = time.time_ns()
+        for nic in ("eth0", "eth1"):
+            victim.cut(nic)
+        new = self.answered(f"isolation {trial}", t0, victim)
+        died = death.result()
         removed = next((m.first_delete_after(t0) for m in reversed(self.monitors)
                         if m.node.key == victim.key), None)
         if died is None or removed is None:
@@ -257,16 +272,20 @@ class Run:
         """Two nodes holding the floating IP at once, plus the client answered by the old node
         after the new one (before the next failover)."""
         attempts = self.prober.attempts()
-        double = overlaps(holder_intervals(self.monitors, self.holder_ends))
+        found = overlaps(holder_intervals(self.monitors, self.holder_ends))
         for index, (t0, old, new) in enumerate(self.failovers):
             t_next = self.failovers[index + 1][0] if index + 1 < len(self.failovers) else 1 << 62
             first_new = next((end for start, end, ok, data in attempts
                               if ok and start >= t0 and data.startswith(new + " ")), None)
-            if first_new is not None and any(
-                    ok and first_new <= start < t_next and data.startswith(old + " ")
-                    for start, end, ok, data in attempts):
-                double += 1
-        return double
+            late = next((start for start, end, ok, data in attempts
+                         if ok and first_new is not None and first_new <= start < t_next
+                         and data.startswith(old + " ")), None)
+            if late is not None:
+                found.append(f"the client got an answer from {old} at {late}, after {new} had "
+                             f"answered (failover at {t0})")
+        for text in found:
+            note(f"double active: {text}")
+        return len(found)
 
     def stop(self) -> None:
         self.prober.stop()

@@ -86,6 +86,9 @@ class Timing:
     hold_lease_ns: int = 40 * MS  # a member's locks after a confirmed beat
     authority_grace_ns: int = 15 * MS  # the authority's own locks after its lease
     early_ns: int = 5 * MS  # sessions are told Lost this long before the lease ends
+    #: a lost node's locks pass on this long after its lease (or grace) ends: time for its
+    #: holders, told Lost at least early_ns before, to kill what they run
+    takeover_guard_ns: int = 15 * MS
     drift_ppm: int = 10_000  # clock rate difference allowed between nodes (1%)
     switch_ns: int = 60 * MS  # a peer silent this long is not eligible (two nodes: absent)
     candidate_silence_ns: int = 15 * MS  # ... a candidate (it beats every beat_ns): this long
@@ -764,7 +767,7 @@ class Authority:
         for domain, rec in list(self.members.items()):
             if domain == self.node.domain or not rec.reported:
                 continue
-            expiry = rec.last_q + lease + 100 * US
+            expiry = rec.last_q + lease + self.node.timing.takeover_guard_ns + 100 * US
             if now >= expiry:
                 self.reset_member(domain, now)
             else:
@@ -873,11 +876,12 @@ class Authority:
         reported = self._accounted()
         prev = self.prev_authority
         expected = node.expected()
-        latest = self.started + node.timing.hold_lease_ns
+        guard = node.timing.takeover_guard_ns
+        latest = self.started + node.timing.hold_lease_ns + guard
         if len(reported) >= expected:
             return now
         if prev and prev not in reported and len(reported) >= expected - 1:
-            return min(latest, self.prev_bound + node.timing.authority_grace_ns)
+            return min(latest, self.prev_bound + node.timing.authority_grace_ns + guard)
         return latest
 
     def _activate(self, now: int) -> None:

@@ -67,6 +67,9 @@ FIELDS = (
     Field("hold_lease_ms", integer(3, 120_000), default=40, help="member hold lease, ms"),
     Field("authority_grace_ms", integer(1, 60_000), default=15,
           help="the authority's own locks after its lease, ms"),
+    Field("takeover_guard_ms", integer(0, 60_000), default=15,
+          help="a lost node's locks pass on this long after its lease ran out, ms: time for "
+               "its holders (told Lost before) to kill what they run"),
     Field("realtime_priority", integer(0, 99), default=5,
           help="SCHED_RR priority of the daemon's loop, 0 for none (the heartbeat thread's "
                "default is 10: keep this below it)"),
@@ -139,7 +142,8 @@ class LockApp(DaemonApp):
         self.timing = Timing(beat_ns=config["beat_ms"] * MS,
                              vote_lease_ns=config["vote_lease_ms"] * MS,
                              hold_lease_ns=config["hold_lease_ms"] * MS,
-                             authority_grace_ns=config["authority_grace_ms"] * MS)
+                             authority_grace_ns=config["authority_grace_ms"] * MS,
+                             takeover_guard_ns=config["takeover_guard_ms"] * MS)
         self.reference_ips = reference_ips_from(ctx.args, config)
         self.fence_command = config["fence_command"]
         self.fence_timeout = config["fence_timeout"]
