@@ -426,5 +426,6 @@ SPEC = DaemonSpec(
                 "and shared disks (the seed's Skyge HA)",
     build=build,
     config_fields=FIELDS,
-    add_arguments=lambda parser: add_reference_ips_argument(parser, "network isolation"),
+    add_arguments=lambda parser: add_reference_ips_argument(
+        parser, "an isolated node stops what it runs"),
 )
