@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Iterable
 
 import grpc
 
+from skyge.services.common.atomic import write_atomic
 from skyge.services.common.config import ConfigError, Field, integer, string
 from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.paths import TCP_PORTS
@@ -101,13 +102,7 @@ class FileStore:
 
     def save(self, state: dict[str, int]) -> None:
         self._extra.update(state)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(self._extra, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self._extra, sort_keys=True))
 
     def next_instance(self) -> int:
         """This start's daemon instance: above every earlier one, persisted before use."""
