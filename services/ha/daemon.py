@@ -74,7 +74,6 @@ EMON_TIMEOUT_S = 1.0
 INTENTS_FILE = "intents.json"
 #: the commands that set what this node wants of a service (kept across restarts)
 INTENT_OF = {"start": "start", "stop": "stop", "release": "stop", "stopall": "stop"}
-ACTIVE_PHASES = (policy.Phase.STARTING, policy.Phase.RUNNING, policy.Phase.STOPPING)
 
 FIELDS = (
     Field("config_dir", string(r"(/.*)?", "an absolute path, or empty"), default="",
@@ -254,14 +253,13 @@ class HaApp(DaemonApp):
 
     # -- faults: isolation, force_reboot
     async def _isolated(self, detail: str) -> None:
-        active = [s for s in self.services.values()
-                  if s.state.holding or s.state.phase in ACTIVE_PHASES]
+        active = [s for s in self.services.values() if policy.active(s.state)]
         ran = sorted({*self._ran_when_alone, *(s.config.name for s in active)})
         for supervisor in list(self.services.values()):
             supervisor.post(policy.Isolated(detail))
-        await asyncio.gather(*(s.wait_until(lambda s=s: s.state.phase not in ACTIVE_PHASES,
-                                            s.config.stop_timeout + s.config.release_timeout)
-                               for s in active))
+        await asyncio.gather(*(
+            s.wait_until(lambda s=s: s.state.phase not in policy.ACTIVE_PHASES,
+                         s.config.stop_timeout + s.config.release_timeout) for s in active))
         if not ran:
             self.logger.log(NOTICE, "isolated, but no service ran here: no isolation script")
             return
@@ -348,7 +346,7 @@ class HaApp(DaemonApp):
             peers = sum(1 for peer in follower.peers.values() if not peer.local)
             if not peers and not self.isolation.alone:
                 self._ran_when_alone = [s.config.name for s in self.services.values()
-                                        if s.state.holding or s.state.phase in ACTIVE_PHASES]
+                                        if policy.active(s.state)]
             self.isolation.update(peers)
         self._notify()
 
@@ -383,9 +381,7 @@ class HaApp(DaemonApp):
     async def stop(self) -> None:
         self.stopping = True
         self._notify()
-        running = [s for s in self.services.values()
-                   if s.state.holding or s.state.phase.value in ("starting", "running",
-                                                                 "stopping")]
+        running = [s for s in self.services.values() if policy.active(s.state)]
         if running:
             self.logger.log(NOTICE, "stopping %d service(s) before leaving: %s", len(running),
                             ", ".join(s.name for s in running))

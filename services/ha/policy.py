@@ -66,7 +66,8 @@ __all__ = [
     "StartDone", "StopDone", "CheckDone", "Failed", "RetryAcquire", "Refuse", "Isolated",
     "Adopted",
     "Acquire", "Release", "Start", "CancelStart", "Stop", "ScheduleCheck", "CancelCheck",
-    "ScheduleRetry", "Forget", "Reboot", "COMMANDS", "RETRY_S", "backoff_delay",
+    "ScheduleRetry", "Forget", "Reboot", "COMMANDS", "RETRY_S", "backoff_delay", "ACTIVE_PHASES",
+    "active",
 ]
 
 #: seconds between two Acquire attempts while the lock cannot be asked for (no quorum, lock
@@ -347,6 +348,15 @@ class Decision:
     message: str = ""
     #: the event was ignored (stale or unexpected, nothing changed)
     ignored: bool = False
+
+
+#: phases in which the service's resources may be in use on this node
+ACTIVE_PHASES = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
+
+
+def active(state: State) -> bool:
+    """This node holds the lock, or starts, runs or stops the service."""
+    return state.holding or state.phase in ACTIVE_PHASES
 
 
 def settled(state: State) -> bool:
