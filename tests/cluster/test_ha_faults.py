@@ -161,10 +161,15 @@ def test_a_service_whose_pulses_stop_is_switched(cluster):
     # pulses are not expected before the first one: well past the timeout it still runs on 1
     time.sleep(1.0)
     assert cluster.where("pulsed")[:2] == ("running", 1)
-    for _ in range(4):
-        done = cluster.cli(n1, "ha", "pulse", "-n", "pulsed")
-        assert done.returncode == 0 and "pulse taken" in done.stdout, done.stderr
-        time.sleep(0.2)
+    # the CLI's pulse (the seed's sk_user_heartbeat) arms it; an application then pulses over
+    # gRPC: a CLI start-up (~0.35 s, more in a namespace) is too slow for a 600 ms timeout
+    done = cluster.cli(n1, "ha", "pulse", "-n", "pulsed")
+    assert done.returncode == 0 and "pulse taken" in done.stdout, done.stderr
+    pulses_until = time.monotonic() + 1.5  # 2.5 timeouts
+    while time.monotonic() < pulses_until:
+        reply = ha_call(n1, "Pulse", pb.PulseRequest(name="pulsed"), timeout=5)
+        assert reply.pulse_timeout_ms == 600
+        time.sleep(0.1)
     assert cluster.where("pulsed")[:2] == ("running", 1)
     elsewhere = cluster.cli(n2, "ha", "pulse", "-t", "fifo", "-s", "2")
     assert elsewhere.returncode == 1 and "does not run on domain 2" in elsewhere.stderr
