@@ -54,3 +54,15 @@ class NodePaths:
 
     def pid_file(self, daemon: str) -> Path:
         return self.run / f"{daemon}.pid"
+
+    @property
+    def lease_file(self) -> Path:
+        """The lock daemon's word to the HA deadman: until when (CLOCK_BOOTTIME ns) this
+        node's holds are safe; 0 when none is."""
+        return self.run / "lock.lease"
+
+    @property
+    def deadman_file(self) -> Path:
+        """The HA daemon's word to the deadman: what each active service started (process
+        groups) and holds (floating IPs), to kill and remove when the lease runs out."""
+        return self.run / "ha" / "deadman.json"

@@ -48,6 +48,7 @@ from skyge.services.common.reference import (add_reference_ips_argument, referen
                                              reference_ips_from)
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
 from skyge.services.ha import policy
+from skyge.services.ha.deadman import Deadman
 from skyge.services.ha.isolation import IsolationMonitor
 from skyge.services.ha.service_config import (ServiceConfig, ha_config_dir, load_service,
                                               load_services)
@@ -72,6 +73,9 @@ REBOOT_TIMEOUT_S = 60.0
 #: how long the daemon asks emon, at start, whether new services are refused
 EMON_TIMEOUT_S = 1.0
 INTENTS_FILE = "intents.json"
+#: SCHED_FIFO priority of the deadman thread: above the lock daemon's loop (5) and the
+#: heartbeat thread (10), since it is what keeps a service from outliving its lock
+DEADMAN_PRIORITY = 15
 #: the commands that set what this node wants of a service (kept across restarts)
 INTENT_OF = {"start": "start", "stop": "stop", "release": "stop", "stopall": "stop"}
 
@@ -137,6 +141,7 @@ class HaApp(DaemonApp):
         self.refusing_new = False
         self.refuse_reason = ""
         self.intents_path = ctx.paths.lib / "ha" / INTENTS_FILE
+        self.deadman = Deadman(ctx.paths.lease_file, realtime_priority=DEADMAN_PRIORITY)
         self.intents: dict[str, str] = {}
         from skyge.services.ha.server import HaPeerServicer, HaServicer
         self.servicer = HaServicer(self)
@@ -149,6 +154,7 @@ class HaApp(DaemonApp):
 
     # -- life
     async def start(self) -> None:
+        self.deadman.start()
         self.intents = self._read_intents()
         self.refusing_new, self.refuse_reason = await self._emon_refusing()
         if self.refusing_new:
@@ -289,7 +295,7 @@ class HaApp(DaemonApp):
         supervisor = ServiceSupervisor(
             config, domain=self.domain, session_factory=self._session,
             log_dir=self.paths.log / "ha", on_change=self._changed, on_forget=self._forget,
-            on_reboot=self._reboot)
+            on_reboot=self._reboot, deadman=self.deadman)
         self.services[config.key] = supervisor
         supervisor.start()
         if self.refusing_new:
@@ -304,7 +310,8 @@ class HaApp(DaemonApp):
         slot, lock = lock_of(supervisor.config)
         return GrpcLockSession(
             self.lock_channel, session_label(supervisor.config), slot, lock, supervisor.post,
-            held_by_command=lambda: self.intents.get(_intent_key(supervisor.config)) == "stop")
+            held_by_command=lambda: self.intents.get(_intent_key(supervisor.config)) == "stop",
+            on_valid_until=supervisor.valid_until)
 
     def _forget(self, supervisor: ServiceSupervisor) -> None:
         if self.services.get(supervisor.key) is supervisor:
@@ -390,6 +397,7 @@ class HaApp(DaemonApp):
         await asyncio.gather(*(s.close() for s in list(self.services.values())),
                              return_exceptions=True)
         await self.isolation.close()
+        await asyncio.to_thread(self.deadman.close)
         await self.follower.stop()
         await self.channels.close()
         if self.lock_channel is not None:

@@ -33,11 +33,14 @@ from typing import Awaitable, Callable, Iterable, Protocol
 
 import grpc
 
+from skyge.services.common.clock import boot_ns
 from skyge.services.ha import policy
+from skyge.services.ha.deadman import Deadman
 from skyge.services.ha.resources import fip as fip_mod
 from skyge.services.ha.resources import garp as garp_mod
 from skyge.services.ha.resources import store as store_mod
-from skyge.services.ha.resources.script import PidfileError, ProcessWatch, ScriptRunner
+from skyge.services.ha.resources.script import (PidfileError, ProcessWatch, ScriptRunner,
+                                                kill_group)
 from skyge.services.ha.service_config import FloatingIp, ServiceConfig, Store
 from skyge.v1 import lock_pb2, lock_pb2_grpc
 
@@ -114,11 +117,14 @@ class GrpcLockSession:
 
     def __init__(self, channel: grpc.aio.Channel, label: str, slot: int, lock: int,
                  on_event: Callable[[policy.Event], None],
-                 held_by_command: Callable[[], bool] = lambda: False) -> None:
+                 held_by_command: Callable[[], bool] = lambda: False,
+                 on_valid_until: Callable[[int], None] = lambda until: None) -> None:
         self._stub = lock_pb2_grpc.LockStub(channel)
         self.label, self.slot, self.lock = label, slot, lock
         self._on_event = on_event
         self._held_by_command = held_by_command
+        #: told every ownership deadline (Granted, Opened.adopted, Renewed), before the event
+        self._on_valid_until = on_valid_until
         self._call: grpc.aio.StreamStreamCall | None = None
         self._reader: asyncio.Task | None = None
         self._opening = asyncio.Lock()
@@ -150,6 +156,7 @@ class GrpcLockSession:
             adopted = next((g for g in first.opened.adopted
                             if (g.slot, g.lock) == (self.slot, self.lock)), None)
             if adopted is not None:
+                self._on_valid_until(adopted.valid_until_boot_ns)
                 self._on_event(policy.Adopted(adopted.fencing_token, self._held_by_command()))
             return adopted is not None
 
@@ -184,9 +191,13 @@ class GrpcLockSession:
     def _map(self, event: lock_pb2.SessionEvent) -> policy.Event | None:
         kind = event.WhichOneof("event")
         body = getattr(event, kind) if kind else None
+        if kind == "renewed":  # the session's every hold: this one's too
+            self._on_valid_until(event.renewed.valid_until_boot_ns)
+            return None
         if body is None or kind == "opened" or (body.slot, body.lock) != (self.slot, self.lock):
             return None
         if kind == "granted":
+            self._on_valid_until(body.valid_until_boot_ns)
             return policy.Granted(body.fencing_token)
         if kind == "queued":
             return policy.Queued(body.position)
@@ -258,6 +269,8 @@ class Resources(Protocol):
     async def remove_fip(self, fip: FloatingIp) -> None: ...
     async def fip_present(self, fip: FloatingIp) -> bool: ...
     async def announce(self, fip: FloatingIp) -> None: ...
+    def remove_fip_now(self, fip: FloatingIp) -> None:
+        """Remove at once, from any thread (the deadman's)."""
 
 
 class SystemResources:
@@ -284,8 +297,15 @@ class SystemResources:
     async def announce(self, fip: FloatingIp) -> None:
         await garp_mod.announce(fip.nic, fip.ip)
 
+    def remove_fip_now(self, fip: FloatingIp) -> None:
+        fip_mod.remove_sync(fip)
+
 
 RESOURCE_ERRORS = (store_mod.StoreError, fip_mod.FipError, garp_mod.GarpError, OSError)
+
+
+class OwnershipExpired(Exception):
+    """The lock's ownership deadline passed before an irreversible step of a start."""
 
 
 async def _finish_then_cancel(awaitable: Awaitable[object]) -> object:
@@ -321,7 +341,8 @@ class ServiceSupervisor:
                  resources: Resources | None = None, log_dir: str | os.PathLike[str] | None = None,
                  on_change: Callable[[Change], None] | None = None,
                  on_forget: Callable[["ServiceSupervisor"], None] | None = None,
-                 on_reboot: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 on_reboot: Callable[[str], Awaitable[None]] | None = None,
+                 deadman: Deadman | None = None) -> None:
         self.config = config
         self.domain = domain
         self.resources: Resources = resources or SystemResources()
@@ -349,9 +370,17 @@ class ServiceSupervisor:
         self._running_since = 0.0
         self._process_watch: ProcessWatch | None = None
         self._watch_task: asyncio.Task | None = None
+        #: ownership: the lock's valid_until (CLOCK_BOOTTIME ns; 0 = not told, e.g. no lock
+        #: daemon deadline) and the thread that stops the service there unless renewed
+        self.valid_until_ns = 0
+        self.deadman = deadman
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: the process group of the last `script start`: what it left running (pidfile or not)
+        self._start_group = 0
         #: user heartbeat: time.monotonic() by which the next pulse is due (0: not armed)
         self.pulse_deadline = 0.0
         self._pulse_task: asyncio.Task | None = None
+        self._announcing: set[asyncio.Task] = set()  # gratuitous ARP bursts under way
 
     # -- identity
     @property
@@ -378,6 +407,7 @@ class ServiceSupervisor:
 
     # -- life
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name=f"ha-{self.config.type}-"
                                                            f"{self.config.slot}")
 
@@ -422,11 +452,14 @@ class ServiceSupervisor:
         """Stop the supervisor's tasks and its session (the service is left as it is)."""
         self._end_run_watches()
         self._close_process_watch()
-        for task in (self._start_task, self._stop_task, self._check_task, self._retry_task,
-                     self._task):
+        if self.deadman is not None:
+            self.deadman.disarm(self)  # the daemon stops: its session's holds end with it
+        tasks = (self._start_task, self._stop_task, self._check_task, self._retry_task,
+                 self._task, *self._announcing)
+        for task in tasks:
             if task is not None and not task.done():
                 task.cancel()
-        for task in (self._start_task, self._stop_task, self._check_task, self._task):
+        for task in tasks:
             if task is not None:
                 try:
                     await task
@@ -467,6 +500,7 @@ class ServiceSupervisor:
                 self._on_change is not None:
             self._on_change(Change(self, before.state_name, self.state.state_name,
                                    self.state.reason))
+        self._guard_ownership()
         for action in decision.actions:
             await self._execute(action)
         self._changed.set()
@@ -529,6 +563,56 @@ class ServiceSupervisor:
         await asyncio.sleep(delay)
         self.post(event)
 
+    # -- ownership deadline
+    def valid_until(self, until_ns: int) -> None:
+        """The lock daemon's word: this node's hold is safe until `until_ns` (grows only)."""
+        if until_ns > self.valid_until_ns:
+            self.valid_until_ns = until_ns
+            self._guard_ownership()
+
+    def _guard_ownership(self) -> None:
+        """The deadman guards the service while this node holds its lock."""
+        if self.deadman is None:
+            return
+        if self.state.holding and self.valid_until_ns:
+            self.deadman.arm(self, self.valid_until_ns)
+        else:
+            self.deadman.disarm(self)
+            if not self.state.holding:
+                self.valid_until_ns = 0
+
+    def _check_owned(self, step: str) -> None:
+        """Before an irreversible step: the hold must still be safe for a while."""
+        if self.deadman is None or not self.valid_until_ns:
+            return
+        left_ns = self.valid_until_ns - boot_ns()
+        if left_ns < self.deadman.margin_ns:
+            raise OwnershipExpired(f"not done: {step} would come {-left_ns / 1e6:.0f} ms after "
+                                   f"the lock's ownership deadline" if left_ns < 0 else
+                                   f"not done: {step}: the lock's ownership ends in "
+                                   f"{left_ns / 1e6:.0f} ms with no renewal")
+
+    def stop_now(self) -> list[str]:
+        """The deadman's stop, from its thread: SIGKILL of the service's process groups, then
+        its floating IPs removed (the urgent stop that follows runs `script stop`)."""
+        done = []
+        if self._process_watch is not None and self._process_watch.kill():
+            done.append(f"killed process {self._process_watch.pid} ({self.config.pidfile})")
+        if self._start_group and kill_group(self._start_group):
+            done.append(f"killed process group {self._start_group} (script start)")
+        for fip in reversed(self.config.fips):
+            try:
+                self.resources.remove_fip_now(fip)
+                done.append(f"removed {fip.ip}")
+            except RESOURCE_ERRORS as error:
+                done.append(f"{fip.ip} not removed: {error}")
+        return done
+
+    def expired(self, detail: str) -> None:
+        """From the deadman's thread: the hold is over, as if the lock daemon said Lost."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.post, policy.Lost("expired", detail))
+
     # -- work
     async def attach(self) -> None:
         """Open the lock session now (daemon start): a hold kept across a restart of this
@@ -543,12 +627,14 @@ class ServiceSupervisor:
         try:
             for store in c.stores:
                 if not (adopt and await self.resources.mounted(store)):
+                    self._check_owned(f"mount {store.mountpoint}")
                     await _finish_then_cancel(self.resources.mount(store))
             for fip in c.fips:
                 if adopt and await self.resources.fip_present(fip):
                     continue
+                self._check_owned(f"add {fip.ip}")
                 await self.resources.add_fip(fip)
-                asyncio.create_task(self._announce(fip))
+                self._announcing.add(asyncio.create_task(self._announce(fip)))
             if adopt:
                 status = await self.runner.status(token)
                 if status.ok:
@@ -559,19 +645,28 @@ class ServiceSupervisor:
                 logger.info("service %s: floating IPs up %.1f ms after the grant (%s)", self.name,
                             (time.monotonic() - (self._granted_at or began)) * 1000,
                             ", ".join(f"{f.cidr} {f.label}" for f in c.fips))
+            self._check_owned("script start")
             result = await self.runner.start(token)
+        except OwnershipExpired as error:
+            self.post(policy.Lost("expired", str(error)))
+            return
         except RESOURCE_ERRORS as error:
             self.post(policy.StartDone(False, str(error)))
             return
+        if result.pid:
+            self._start_group = result.pid
         self.last_start_ms = (time.monotonic() - began) * 1000
         self.post(policy.StartDone(result.ok, result.reason))
 
     async def _announce(self, fip: FloatingIp) -> None:
         try:
+            self._check_owned(f"gratuitous ARP for {fip.ip}")
             await self.resources.announce(fip)
-        except RESOURCE_ERRORS as error:
+        except (OwnershipExpired, *RESOURCE_ERRORS) as error:
             logger.warning("service %s: gratuitous ARP for %s failed: %s", self.name, fip.ip,
                            error)
+        finally:
+            self._announcing.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _remove_fips(self, errors: list[str]) -> None:
         for fip in reversed(self.config.fips):
@@ -589,7 +684,11 @@ class ServiceSupervisor:
             if self._process_watch is not None and self._process_watch.kill():
                 logger.warning("service %s: lock gone: killed process %d (%s)", self.name,
                                self._process_watch.pid, c.pidfile)
+            if self._start_group and kill_group(self._start_group):
+                logger.warning("service %s: lock gone: killed process group %d (what script "
+                               "start left running)", self.name, self._start_group)
             await self._remove_fips(errors)
+        self._start_group = 0
         result = await self.runner.stop(self.state.token)
         if not result.ok:
             errors.append(result.reason)

@@ -78,38 +78,74 @@ __all__ = ["Timing", "Store", "MemoryStore", "Node", "OpenRefused", "name_of", "
 
 @dataclass(frozen=True)
 class Timing:
-    """Every duration of the protocol, ns. Defaults suit a LAN and a ~25 ms heartbeat detector."""
+    """Every duration of the protocol, ns. The defaults ride out a stall of any one daemon (its
+    loop descheduled, a GC pause, a slow fsync, SIGSTOP) of up to ~300 ms without a new term or
+    a lost hold, measured against this machine's tail (2 vCPU, shared: 5 ms timers fire up to
+    18 ms late, fsync p99 14 ms, loops descheduled for tens of ms under load); a crash is still
+    taken over within the seed's second (lease bound), and sooner with a fence command.
 
-    beat_ns: int = 5 * MS  # candidate rounds (and the authority's confirmations)
-    idle_beat_ns: int = 20 * MS  # beats of nodes that are not candidates
-    vote_lease_ns: int = 20 * MS  # a vote's promise
-    hold_lease_ns: int = 40 * MS  # a member's locks after a confirmed beat
-    authority_grace_ns: int = 15 * MS  # the authority's own locks after its lease
-    early_ns: int = 5 * MS  # sessions are told Lost this long before the lease ends
+    - vote_lease (400 ms): an authority stalled for less than it minus a beat keeps its term;
+    - hold_lease (600 ms): a member stalled for less than it minus an idle beat keeps its
+      holds; a crashed holder's locks pass on after it plus the takeover guard;
+    - switch (derived, > hold lease + guard): a silent lock daemon counts as gone (two-node
+      rule), only once it can no longer hold or grant anything.
+    """
+
+    beat_ns: int = 20 * MS  # candidate rounds (and the authority's confirmations)
+    idle_beat_ns: int = 50 * MS  # beats of nodes that are not candidates
+    vote_lease_ns: int = 400 * MS  # a vote's promise
+    hold_lease_ns: int = 600 * MS  # a member's locks after a confirmed beat
+    authority_grace_ns: int = 50 * MS  # the authority's own locks after its lease
+    early_ns: int = 25 * MS  # sessions are told Lost this long before the lease ends
     #: a lost node's locks pass on this long after its lease (or grace) ends: time for its
     #: holders, told Lost at least early_ns before, to kill what they run
-    takeover_guard_ns: int = 15 * MS
+    takeover_guard_ns: int = 25 * MS
     drift_ppm: int = 10_000  # clock rate difference allowed between nodes (1%)
-    switch_ns: int = 60 * MS  # a peer silent this long is not eligible (two nodes: absent)
-    candidate_silence_ns: int = 15 * MS  # ... a candidate (it beats every beat_ns): this long
-    acquire_grace_ns: int = 1000 * MS  # a new acquire waits this long for an authority
+    #: a peer silent this long is not eligible (two nodes: absent); 0 = hold lease + guard +
+    #: authority grace + 100 ms, the least that keeps the two-node rule safe
+    switch_ns: int = 0
+    #: a candidate (it beats every beat_ns) silent this long is not eligible; 0 = 5 beats
+    candidate_silence_ns: int = 0
+    acquire_grace_ns: int = 2000 * MS  # a new acquire waits this long for an authority
     token_block: int = 1 << 16  # tokens reserved (persisted) ahead
     fence_retry_ns: int = 2000 * MS  # a failed fence is run again this long after
 
     def __post_init__(self) -> None:
+        if not self.switch_ns:
+            object.__setattr__(self, "switch_ns", self.hold_lease_ns + self.takeover_guard_ns
+                               + self.authority_grace_ns + 100 * MS)
+        if not self.candidate_silence_ns:
+            object.__setattr__(self, "candidate_silence_ns", 5 * self.beat_ns)
         if not 0 < self.beat_ns < self.vote_lease_ns:
             raise ValueError("beat must be shorter than the vote lease")
+        if not 0 < 2 * self.idle_beat_ns <= self.hold_lease_ns:
+            raise ValueError("idle beat must be at most half the hold lease")
         if self.hold_lease_ns <= self.vote_lease_ns + self.beat_ns:
             raise ValueError("the hold lease must exceed the vote lease plus one beat")
         if self.candidate_silence_ns < 2 * self.beat_ns:
             raise ValueError("candidate_silence_ns must cover at least two beats")
         if not 0 <= self.early_ns < self.authority_grace_ns:
             raise ValueError("early_ns must be below the authority grace")
+        if self.switch_ns <= max(self.hold_lease_ns + self.takeover_guard_ns,
+                                 self.vote_lease_ns + self.authority_grace_ns):
+            raise ValueError("switch_ns must exceed the hold lease plus the takeover guard "
+                             "(a silent daemon may hold locks until then)")
+
+    def drifted(self, duration_ns: int) -> int:
+        """What this node may count of a duration another node counts in full: less the drift
+        margin and 100 µs."""
+        return duration_ns - duration_ns * self.drift_ppm // 1_000_000 - 100 * US
 
     @property
     def vote_lease_counted_ns(self) -> int:
-        """What a candidate counts of a vote lease: less the drift margin and 100 µs."""
-        return self.vote_lease_ns - self.vote_lease_ns * self.drift_ppm // 1_000_000 - 100 * US
+        """What a candidate counts of a vote lease."""
+        return self.drifted(self.vote_lease_ns)
+
+    @property
+    def hold_lease_counted_ns(self) -> int:
+        """What a member counts of its hold lease (the authority counts it in full, from the
+        later receipt of the beat)."""
+        return self.drifted(self.hold_lease_ns)
 
 
 class Store(Protocol):
@@ -243,6 +279,7 @@ class Member:
         self.reported_epoch = -1
         self.report_gen = 0
         self.lease_until = 0
+        self.renewed_until = 0  # the lease end last told to the holders (Granted, Renewed)
         self.connected = False
         #: set when the node was cut off while connected: its holds were dropped at once, and the
         #: authority learns it (a report) only when the hold lease they had ends, so nothing is
@@ -330,6 +367,8 @@ class Member:
         node is not cut off."""
         if until > self.lease_until:
             self.lease_until = until
+            if self.connected and until - self.renewed_until >= self.node.timing.hold_lease_ns // 4:
+                self._renew_holders()
         if not self.connected and now < self.lease_until and self.resync_at is None and \
                 not self.node.cut_off(now):
             self.connected = True
@@ -340,6 +379,14 @@ class Member:
                     if not hold.delivered:
                         hold.delivered = True
                         self._granted(session, name, hold)
+
+    def _renew_holders(self) -> None:
+        """Tell every session that holds a lock how long its holds are now safe (a few times a
+        lease: a holder whose daemon stops speaking stops on its own at the last value)."""
+        self.renewed_until = self.lease_until
+        for session in self.sessions.values():
+            if session.campaign is None and any(h.delivered for h in session.holds.values()):
+                self._event(session.id, renewed=lp.Renewed(valid_until_boot_ns=self.lease_until))
 
     def drop_all(self, now: int, detail: str, reason: int = lp.LOST_NO_QUORUM) -> None:
         """The lease ran out (or the node is cut off, or its daemon stops): every hold is lost.
@@ -456,7 +503,8 @@ class Member:
         if session.campaign is not None:
             return  # campaigns learn from leader events
         slot, lock = _slot_lock(name)
-        self._event(session.id, granted=lp.Granted(slot=slot, lock=lock, fencing_token=hold.token))
+        self._event(session.id, granted=lp.Granted(slot=slot, lock=lock, fencing_token=hold.token,
+                                                   valid_until_boot_ns=self.lease_until))
 
     def acquire(self, session_id: int, name: Name, *, priority: int = 0, try_only: bool = False,
                 timeout_ms: int = 0, now: int) -> None:
@@ -1471,7 +1519,7 @@ class Node:
             if beat.confirm_seq:
                 sent = self.sent_log.get(beat.confirm_seq)
                 if sent is not None:
-                    member.extend(sent + self.timing.hold_lease_ns - self.timing.early_ns, now)
+                    member.extend(sent + self.timing.hold_lease_counted_ns - self.timing.early_ns, now)
         if beat.candidate_term and beat.round:
             self._answer(frm, beat, now)
         if beat.answer_seq and self.vote_for == self.domain:

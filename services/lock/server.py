@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Iterable
 import grpc
 
 from skyge.services.common.atomic import write_atomic
+from skyge.services.common.clock import boot_ns
 from skyge.services.common.config import ConfigError, Field, integer, string
 from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.paths import TCP_PORTS
@@ -63,12 +64,17 @@ FIELDS = (
           help="cluster key for signed datagrams (default: heartbeat.key when present)"),
     Field("peer_port", integer(1, 65535), default=TCP_PORTS["lock"],
           help="UDP port of the lock peer protocol, the same on every node"),
-    Field("beat_ms", integer(1, 1000), default=5, help="candidate round interval, ms"),
-    Field("vote_lease_ms", integer(2, 60_000), default=20, help="vote promise, ms"),
-    Field("hold_lease_ms", integer(3, 120_000), default=40, help="member hold lease, ms"),
-    Field("authority_grace_ms", integer(1, 60_000), default=15,
+    Field("beat_ms", integer(1, 1000), default=20,
+          help="candidate round interval (the authority renews its lease this often), ms"),
+    Field("vote_lease_ms", integer(2, 60_000), default=400,
+          help="vote promise, ms: an authority stalled for less than this minus a beat keeps "
+               "its term; a crashed authority is replaced after it"),
+    Field("hold_lease_ms", integer(3, 120_000), default=600,
+          help="member hold lease, ms: a node whose lock daemon is stalled for less than this "
+               "keeps its locks; a crashed node's locks pass on after it (without a fence)"),
+    Field("authority_grace_ms", integer(1, 60_000), default=50,
           help="the authority's own locks after its lease, ms"),
-    Field("takeover_guard_ms", integer(0, 60_000), default=15,
+    Field("takeover_guard_ms", integer(0, 60_000), default=25,
           help="a lost node's locks pass on this long after its lease ran out, ms: time for "
                "its holders (told Lost before) to kill what they run"),
     Field("realtime_priority", integer(0, 99), default=5,
@@ -134,11 +140,18 @@ class LockApp(DaemonApp):
     def __init__(self, ctx: DaemonContext) -> None:
         self.ctx = ctx
         config = ctx.config
-        self.timing = Timing(beat_ns=config["beat_ms"] * MS,
-                             vote_lease_ns=config["vote_lease_ms"] * MS,
-                             hold_lease_ns=config["hold_lease_ms"] * MS,
-                             authority_grace_ns=config["authority_grace_ms"] * MS,
-                             takeover_guard_ns=config["takeover_guard_ms"] * MS)
+        try:
+            self.timing = Timing(beat_ns=config["beat_ms"] * MS,
+                                 idle_beat_ns=min(Timing.idle_beat_ns,
+                                                  config["hold_lease_ms"] * MS // 2),
+                                 vote_lease_ns=config["vote_lease_ms"] * MS,
+                                 hold_lease_ns=config["hold_lease_ms"] * MS,
+                                 authority_grace_ns=config["authority_grace_ms"] * MS,
+                                 early_ns=min(Timing.early_ns,
+                                              config["authority_grace_ms"] * MS // 2),
+                                 takeover_guard_ns=config["takeover_guard_ms"] * MS)
+        except ValueError as error:
+            raise ConfigError(f"lease timing: {error}", key="hold_lease_ms") from None
         self.reference_ips = reference_ips_from(ctx.args, config)
         self.fence_command = config["fence_command"]
         self.fence_timeout = config["fence_timeout"]
@@ -165,7 +178,11 @@ class LockApp(DaemonApp):
         self._lone_event = asyncio.Event()
         self.lone_peer = 0
         self._fences: dict[int, asyncio.Task[bool]] = {}  # node -> its fence under way
-        self.wall_offset = time.time_ns() - time.monotonic_ns()
+        self.wall_offset = time.time_ns() - boot_ns()
+        #: the lease end last written for the HA deadman; a new daemon instance holds nothing
+        #: (the authority drops an earlier instance's holds at once), so it starts at 0
+        self._lease_written = -1
+        self._write_lease(0)
 
     # -- runner hooks ---------------------------------------------------------------------------
     def register(self, server: grpc.aio.Server) -> None:
@@ -190,7 +207,8 @@ class LockApp(DaemonApp):
             self._profile.enable()
         self._set_realtime()
         loop = asyncio.get_running_loop()
-        self.sock = PeerSocket(self.key, self._on_datagram, fresh_ns=30 * MS)
+        self.sock = PeerSocket(self.key, self._on_datagram,
+                               fresh_ns=3 * max(self.timing.idle_beat_ns, self.timing.beat_ns))
         try:
             await loop.create_datagram_endpoint(lambda: self.sock, local_addr=("0.0.0.0", self.port),
                                                 reuse_port=False)
@@ -227,13 +245,13 @@ class LockApp(DaemonApp):
         stops: no timer, no datagram."""
         node = self.node
         if node is not None and self.sock is not None:
-            held = node.stop_sessions(time.monotonic_ns())
+            held = node.stop_sessions(boot_ns())
             self._flush()
             for queue in (*self.queues.values(), *self.watchers.values()):
                 queue.put_nowait(None)  # after the events: the stream ends once they are out
             if held:
                 await asyncio.sleep(self.timing.early_ns / 1e9)
-            node.leave(time.monotonic_ns())
+            node.leave(boot_ns())
             self._flush()
         self._left = True
         for handle in (self._timer, self._flush_handle):
@@ -259,7 +277,7 @@ class LockApp(DaemonApp):
             return
         if self.node is not None:
             return
-        now = time.monotonic_ns()
+        now = boot_ns()
         self.node = Node(self.follower.local_domain, self.instance, netid=self.netid,
                          timing=self.timing, store=self.store, expected_nodes=self.expected_nodes,
                          now_ns=now, wall_ns=self.wall_ns)
@@ -274,7 +292,7 @@ class LockApp(DaemonApp):
         self._apply_view(now)
 
     def wall_ns(self) -> int:
-        return time.monotonic_ns() + self.wall_offset
+        return boot_ns() + self.wall_offset
 
     def _apply_view(self, now: int) -> None:
         node, sock = self.node, self.sock
@@ -299,11 +317,11 @@ class LockApp(DaemonApp):
         if self.node is None:
             asyncio.ensure_future(self._make_node())
             return
-        self._apply_view(time.monotonic_ns())
+        self._apply_view(boot_ns())
 
     def on_lost(self, follower: MembershipFollower) -> None:
         if self.node is not None:
-            self._apply_view(time.monotonic_ns())
+            self._apply_view(boot_ns())
 
     # -- datagrams ------------------------------------------------------------------------------
     def _on_datagram(self, payload: bytes, addr: tuple[str, int]) -> None:
@@ -314,7 +332,7 @@ class LockApp(DaemonApp):
         except Exception:  # noqa: BLE001 - a bad datagram must never hurt the daemon
             self.sock.stats["bad_mac"] += 1
             return
-        now = time.monotonic_ns()
+        now = boot_ns()
         if datagram.netid == self.netid and datagram.to_domain == self.links.node.domain:
             self.sock.learn(datagram.from_domain, addr, now)
         self.links.receive(datagram, now)
@@ -330,7 +348,7 @@ class LockApp(DaemonApp):
         node, links, sock = self.node, self.links, self.sock
         if node is None or links is None or sock is None or self._left:
             return
-        now = time.monotonic_ns()
+        now = boot_ns()
         if node.next_wakeup() <= now:
             node.tick(now)
         if node.lone_check_due(now):
@@ -354,11 +372,19 @@ class LockApp(DaemonApp):
             for line in node.log:
                 logger.log(25, "%s", line)
             node.log.clear()
+        if node.member.renewed_until != self._lease_written:
+            self._write_lease(node.member.renewed_until)
         wake = node.next_wakeup()
         deadline = links.deadline()
         if deadline is not None:
             wake = min(wake, deadline)
         self._schedule(wake)
+
+    def _write_lease(self, until_ns: int) -> None:
+        """Until when this node's holds are safe, for the HA deadman (a tmpfs file: no disk
+        write on the lease path)."""
+        self._lease_written = until_ns
+        write_atomic(self.ctx.paths.lease_file, str(until_ns), durable=False)
 
     def _schedule(self, wake_ns: int) -> None:
         if self._timer is not None:
@@ -366,14 +392,15 @@ class LockApp(DaemonApp):
                 return
             self._timer.cancel()
         self._timer_at = wake_ns
-        self._timer = asyncio.get_running_loop().call_at(wake_ns / 1e9, self._on_timer)
+        self._timer = asyncio.get_running_loop().call_later(max(0, wake_ns - boot_ns()) / 1e9,
+                                                            self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         node = self.node
         if node is None or self._left:
             return
-        node.tick(time.monotonic_ns())
+        node.tick(boot_ns())
         self._flush()
 
     # -- two-node rule --------------------------------------------------------------------------
@@ -385,17 +412,17 @@ class LockApp(DaemonApp):
                 pass
             self._lone_event.clear()
             node = self.node
-            if node is None or not node.lone(time.monotonic_ns()):
+            if node is None or not node.lone(boot_ns()):
                 continue
             peer = self.lone_peer
             if self.fence_command and peer not in node.fenced and not node.has_left(peer):
                 logger.warning("two-node rule: node %d is gone; fencing it", peer)
                 if not await asyncio.shield(self._start_fence(peer)):
-                    node.set_lone_ok(0, time.monotonic_ns())
+                    node.set_lone_ok(0, boot_ns())
                     await asyncio.sleep(self.timing.fence_retry_ns / 1e9)
                 continue
             ok = await ping_any(self.reference_ips)
-            now = time.monotonic_ns()
+            now = boot_ns()
             node.set_lone_ok(now + LONE_VALID_NS if ok else 0, now)
             self.flush_soon()
 
@@ -420,7 +447,7 @@ class LockApp(DaemonApp):
             logger.log(25, "node %d fenced (%s)", domain, result.summary)
         else:
             waiting = [node.fence_waiting(domain)] if node is not None else []
-            if node is not None and node.lone(time.monotonic_ns()) and domain == self.lone_peer:
+            if node is not None and node.lone(boot_ns()) and domain == self.lone_peer:
                 waiting.append("the two-node rule (this lone node takes over nothing)")
             waiting = [text for text in waiting if text]
             output = f", output: {result.output}" if result.output else ""
@@ -432,7 +459,7 @@ class LockApp(DaemonApp):
                 logger.warning("fence of node %d failed: %r %s%s; nothing waits for it any more",
                                domain, self.fence_command, result.summary, output)
         if node is not None:
-            node.fence_done(domain, result.ok, time.monotonic_ns())
+            node.fence_done(domain, result.ok, boot_ns())
             self._lone_event.set()
             self.flush_soon()
         return result.ok
@@ -524,7 +551,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "skyge-lock is stopping")
         try:
             session, adopted = node.open_session(app.new_session_id(), request.label,
-                                                 request.client_pid, time.monotonic_ns(),
+                                                 request.client_pid, boot_ns(),
                                                  keep_holds=request.keep_holds)
         except OpenRefused as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"open.keep_holds: {error}")
@@ -534,7 +561,8 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         reader = asyncio.create_task(self._read(context, session, queue))
         try:
             opened = lp.Opened(session_id=session, node=app.node_id(node.domain),
-                               adopted=[lp.Granted(slot=slot, lock=lock, fencing_token=token)
+                               adopted=[lp.Granted(slot=slot, lock=lock, fencing_token=token,
+                                                   valid_until_boot_ns=node.member.lease_until)
                                         for (slot, lock), token in adopted])
             await context.write(lp.SessionEvent(opened=opened))
             get, write = queue.get, context.write
@@ -548,7 +576,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         finally:
             reader.cancel()
             app.queues.pop(session, None)
-            node.close_session(session, time.monotonic_ns())
+            node.close_session(session, boot_ns())
             app.flush_soon()
 
     async def _read(self, context: grpc.aio.ServicerContext, session: int,
@@ -563,7 +591,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                 if request is grpc.aio.EOF:
                     return
                 kind = request.WhichOneof("request")
-                now = time.monotonic_ns()
+                now = boot_ns()
                 if kind == "acquire":
                     body = request.acquire
                     node.acquire(session, (body.slot, body.lock), now, priority=body.priority,
@@ -588,7 +616,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
     async def _forward(self, rpc: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
         node = await self._node(context)
         metadata = dict(context.invocation_metadata() or ())
-        info = node.authority_info(time.monotonic_ns())
+        info = node.authority_info(boot_ns())
         authority = info["authority"]
         if metadata.get(FORWARDED) or not authority or authority == node.domain:
             await context.abort(grpc.StatusCode.UNAVAILABLE,
@@ -607,7 +635,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
     def _local_table(self) -> bool:
         node = self.app.node
         return node is not None and node.auth is not None and node.auth.active and \
-            time.monotonic_ns() < node.lease_end
+            boot_ns() < node.lease_end
 
     async def Inspect(self, request: lp.InspectRequest,
                       context: grpc.aio.ServicerContext) -> lp.LockState:
@@ -640,7 +668,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         return reply
 
     def _authority_info(self, node: Node) -> lp.AuthorityInfo:
-        info = node.authority_info(time.monotonic_ns())
+        info = node.authority_info(boot_ns())
         reply = lp.AuthorityInfo(term=info["term"], has_quorum=info["has_quorum"],
                                  expected_votes=info["expected"], member_domains=info["members"],
                                  quorum_rule=info["rule"])
@@ -659,7 +687,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"expected_votes must be 1 to 64, got {request.expected_votes}")
         try:
-            node.set_expected(request.expected_votes, time.monotonic_ns())
+            node.set_expected(request.expected_votes, boot_ns())
         except ValueError as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         logger.log(25, "expected votes set to %d by an operator", request.expected_votes)
@@ -683,7 +711,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         watcher = app.watcher_counter
         queue: asyncio.Queue[Any] = asyncio.Queue()
         app.watchers[watcher] = queue
-        now = time.monotonic_ns()
+        now = boot_ns()
         session = 0
         if candidate is not None:
             session = app.new_session_id()
@@ -705,7 +733,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                 yield event
         finally:
             app.watchers.pop(watcher, None)
-            now = time.monotonic_ns()
+            now = boot_ns()
             node.unwatch(watcher, now)
             if session:
                 node.close_session(session, now)
@@ -733,7 +761,7 @@ class LockPeerServicer(lock_peer_pb2_grpc.LockPeerServicer):
         if node is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no membership yet")
         assert node is not None
-        now = time.monotonic_ns()
+        now = boot_ns()
         holds, waits = node.member.counts()
 
         def left(until: int) -> float:

@@ -11,12 +11,13 @@ from skyge.services.lock.authority import MS, Authority, MemoryStore, Node, Timi
 from skyge.services.lock.sim import Record, SimCluster, check_history
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_peer_pb2 as pp
+from tests.unit.lock_timing import COMPACT
 
 SETTLE = 200 * MS
 
 
 def settled(size: int = 3, **kwargs) -> SimCluster:
-    cluster = SimCluster(size, **kwargs)
+    cluster = SimCluster(size, **{"timing": COMPACT, **kwargs})
     cluster.run(SETTLE)
     assert cluster.active_authority() is not None, "no authority after settling"
     return cluster
@@ -52,7 +53,7 @@ def test_one_authority_and_everyone_follows_it():
 
 def test_asymmetric_views_never_make_two_authorities():
     """1 sees {1,3}, 2 sees {2,3}, 3 sees everyone: lowest-I-see alone would elect 1 and 2."""
-    cluster = SimCluster(3, seed=11)
+    cluster = SimCluster(3, seed=11, timing=COMPACT)
     cluster.set_view(1, {1, 3}, at=0)
     cluster.set_view(2, {2, 3}, at=0)
     cluster.set_view(3, {1, 2, 3}, at=0)
@@ -70,7 +71,7 @@ def test_asymmetric_views_never_make_two_authorities():
 
 
 def test_flapping_views_keep_one_authority():
-    cluster = SimCluster(5, seed=5)
+    cluster = SimCluster(5, seed=5, timing=COMPACT)
     rng = random.Random(3)
     for _ in range(40):
         for domain in range(1, 6):
@@ -80,14 +81,14 @@ def test_flapping_views_keep_one_authority():
 
 
 def test_a_minority_never_elects():
-    cluster = SimCluster(5, seed=2)
+    cluster = SimCluster(5, seed=2, timing=COMPACT)
     cluster.partition([1, 2], [3, 4, 5])
     run_checked(cluster, 300 * MS)
     assert cluster.authorities() == [3]
 
 
 def test_vote_lease_outlasts_the_authority_lease():
-    timing = Timing()
+    timing = COMPACT
     assert timing.vote_lease_counted_ns < timing.vote_lease_ns
     cluster = settled(3)
     authority = cluster.node(1)
@@ -171,7 +172,7 @@ def test_session_end_passes_locks_on():
 
 
 def test_holder_node_crash_passes_the_lock_after_the_hold_lease_and_the_guard():
-    timing = Timing()
+    timing = COMPACT
     cluster = settled(3, seed=4)
     holder, waiter = cluster.open(2), cluster.open(3)
     cluster.acquire(holder, (600, 1))
@@ -204,7 +205,7 @@ def test_authority_crash_keeps_held_locks_and_waiter_order():
     assert not cluster.of(held, "lost"), "a hold on a surviving node was lost"
     assert cluster.active_authority() == 2
     granted = first(cluster, waiters[0], "granted")
-    bound = 45 * MS + Timing().takeover_guard_ns
+    bound = 45 * MS + COMPACT.takeover_guard_ns
     assert granted.time - crash <= bound, (granted.time - crash) / MS
     for before, after in zip(waiters, waiters[1:]):
         cluster.release(before, (600, 2))
@@ -273,7 +274,7 @@ def test_long_authority_stall_moves_authority_safely():
     # fencing token is what lets the resource refuse the stale one
     lost, granted = first(cluster, own, "lost"), first(cluster, waiter, "granted")
     assert granted.token > first(cluster, own, "granted").token
-    assert granted.time - stalled >= Timing().authority_grace_ns  # not before the lease + grace
+    assert granted.time - stalled >= COMPACT.authority_grace_ns  # not before the lease + grace
     assert lost.time >= stalled + 150 * MS
     assert not cluster.of(other, "lost")
     assert check_history(cluster.records, excused=[(1, stalled, stalled + 150 * MS)]) == []
@@ -297,7 +298,7 @@ def test_daemon_restart_releases_its_locks_at_once():
 def test_a_member_reset_during_recovery_leaves_no_wait_behind():
     """A member reported a wait not queued yet, then lost its lease before the new authority
     activated: the wait must not come back at activation (its session is gone)."""
-    node = Node(1, 1, store=MemoryStore(), expected_nodes=3)
+    node = Node(1, 1, store=MemoryStore(), expected_nodes=3, timing=COMPACT)
     auth = Authority(node, 1, 0, 1, 0, 0)
     waiting = pp.PeerWaiting(session_id=7, name=pp.PeerLockName(slot=600, lock=1))
     report = pp.PeerReport(term=1, epoch=0, last=True, generation=1, waiting=[waiting])
@@ -390,7 +391,7 @@ def test_token_floor_is_persisted_before_use():
 
 
 def test_node_alone_without_expected_never_campaigns_blind():
-    node = Node(1, 1, store=MemoryStore())
+    node = Node(1, 1, store=MemoryStore(), timing=COMPACT)
     node.tick(0)
     assert node.vote_for == 0 and not node.established  # no view: no candidate
 
@@ -410,7 +411,7 @@ def random_run(seed: int, steps: int = 120, *, fencing: bool = False) -> dict[st
     most one authority lease at any time, never two holders of a lock, tokens increasing, and at
     the end no client waits for a free lock."""
     rng = random.Random(seed)
-    cluster = SimCluster(3, seed=seed, fencing=fencing)
+    cluster = SimCluster(3, seed=seed, fencing=fencing, timing=COMPACT)
     cluster.loss = 0.02
     cluster.run(SETTLE)
     locks = [(600, 1), (1100, 1), (100, 1)]

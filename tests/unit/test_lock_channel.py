@@ -16,6 +16,7 @@ from skyge.services.lock.peer import MAC_BYTES, PeerSocket, run_fence, sign, ver
 from skyge.services.common.reference import parse_reference_ips
 from skyge.services.lock.server import FIELDS
 from skyge.v1 import lock_peer_pb2 as pp
+from tests.unit.lock_timing import COMPACT
 
 
 def test_channel_delivers_in_order_exactly_once_despite_loss_and_reordering():
@@ -70,7 +71,7 @@ def test_in_channel_drops_gaps_and_duplicates():
 
 
 def _node(domain: int, instance: int = 1) -> Node:
-    node = Node(domain, instance, netid=7, store=MemoryStore(), expected_nodes=2)
+    node = Node(domain, instance, netid=7, store=MemoryStore(), expected_nodes=2, timing=COMPACT)
     node.on_view({1, 2}, 0)
     return node
 

@@ -8,8 +8,9 @@ import pytest
 from skyge.services.lock.authority import MS, Timing
 from skyge.services.lock.sim import SimCluster, check_history
 from tests.unit.test_lock_authority import SETTLE, first, random_run, settled
+from tests.unit.lock_timing import COMPACT
 
-RETRY = Timing().fence_retry_ns
+RETRY = COMPACT.fence_retry_ns
 
 
 def holder_and_waiter(cluster: SimCluster, holder_node: int, waiter_node: int,

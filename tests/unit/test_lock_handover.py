@@ -12,8 +12,9 @@ from skyge.services.lock.authority import MS, Timing
 from skyge.services.lock.sim import SimCluster, check_history
 from skyge.v1 import lock_pb2 as lp
 from tests.unit.test_lock_authority import SETTLE, first, run_checked, settled
+from tests.unit.lock_timing import COMPACT
 
-TIMING = Timing()
+TIMING = COMPACT
 
 
 def holding(cluster: SimCluster, domain: int, name=(600, 1)) -> int:
@@ -172,7 +173,7 @@ def test_two_nodes_a_node_back_in_the_view_before_its_lock_daemon_moves_nothing(
 
 
 def test_two_nodes_a_lock_daemon_that_was_never_heard_counts_as_absent_after_the_bound():
-    cluster = SimCluster(2, seed=27)
+    cluster = SimCluster(2, seed=27, timing=COMPACT)
     cluster.reference_ok.update({1: True})
     cluster.kill(2)
     run_checked(cluster, TIMING.switch_ns - 5 * MS)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from skyge.v1 import common_pb2 as skyge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13skyge/v1/lock.proto\x12\x08skyge.v1\x1a\x15skyge/v1/common.proto\"\x87\x01\n\x0eSessionRequest\x12\x1e\n\x04open\x18\x01 \x01(\x0b\x32\x0e.skyge.v1.OpenH\x00\x12$\n\x07\x61\x63quire\x18\x02 \x01(\x0b\x32\x11.skyge.v1.AcquireH\x00\x12$\n\x07release\x18\x03 \x01(\x0b\x32\x11.skyge.v1.ReleaseH\x00\x42\t\n\x07request\"=\n\x04Open\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nclient_pid\x18\x02 \x01(\r\x12\x12\n\nkeep_holds\x18\x03 \x01(\x08\"]\n\x07\x41\x63quire\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12\x10\n\x08try_only\x18\x04 \x01(\x08\x12\x10\n\x08priority\x18\x05 \x01(\x05\"%\n\x07Release\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\"\xf8\x01\n\x0cSessionEvent\x12\"\n\x06opened\x18\x01 \x01(\x0b\x32\x10.skyge.v1.OpenedH\x00\x12$\n\x07granted\x18\x02 \x01(\x0b\x32\x11.skyge.v1.GrantedH\x00\x12\"\n\x06queued\x18\x03 \x01(\x0b\x32\x10.skyge.v1.QueuedH\x00\x12)\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x17.skyge.v1.AcquireFailedH\x00\x12&\n\x08released\x18\x05 \x01(\x0b\x32\x12.skyge.v1.ReleasedH\x00\x12\x1e\n\x04lost\x18\x06 \x01(\x0b\x32\x0e.skyge.v1.LostH\x00\x42\x07\n\x05\x65vent\"`\n\x06Opened\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x1e\n\x04node\x18\x02 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\"\n\x07\x61\x64opted\x18\x03 \x03(\x0b\x32\x11.skyge.v1.Granted\"<\n\x07Granted\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12\x15\n\rfencing_token\x18\x03 \x01(\x04\"6\n\x06Queued\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12\x10\n\x08position\x18\x03 \x01(\r\"a\n\rAcquireFailed\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12$\n\x06reason\x18\x03 \x01(\x0e\x32\x14.skyge.v1.FailReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"&\n\x08Released\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\"X\n\x04Lost\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12$\n\x06reason\x18\x03 \x01(\x0e\x32\x14.skyge.v1.LostReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\",\n\x0eInspectRequest\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\"\x90\x01\n\tLockState\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12\"\n\x05order\x18\x03 \x01(\x0e\x32\x13.skyge.v1.WaitOrder\x12 \n\x06holder\x18\x04 \x01(\x0b\x32\x10.skyge.v1.Holder\x12!\n\x07waiters\x18\x05 \x03(\x0b\x32\x10.skyge.v1.Holder\"\xcb\x01\n\x06Holder\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x1e\n\x04node\x18\x02 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\r\n\x05label\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x04\x12\x17\n\x0fgranted_unix_ns\x18\x05 \x01(\x03\x12\x16\n\x0equeued_unix_ns\x18\x06 \x01(\x03\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x12\n\nclient_pid\x18\x08 \x01(\r\x12\x10\n\x08orphaned\x18\t \x01(\x08\".\n\x10ListLocksRequest\x12\x11\n\x04slot\x18\x01 \x01(\rH\x00\x88\x01\x01\x42\x07\n\x05_slot\"7\n\x11ListLocksResponse\x12\"\n\x05locks\x18\x01 \x03(\x0b\x32\x13.skyge.v1.LockState\"\x15\n\x13GetAuthorityRequest\"\x9b\x01\n\rAuthorityInfo\x12#\n\tauthority\x18\x01 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x12\n\nhas_quorum\x18\x03 \x01(\x08\x12\x16\n\x0e\x65xpected_votes\x18\x04 \x01(\r\x12\x16\n\x0emember_domains\x18\x05 \x03(\r\x12\x13\n\x0bquorum_rule\x18\x06 \x01(\t\"1\n\x17SetExpectedVotesRequest\x12\x16\n\x0e\x65xpected_votes\x18\x01 \x01(\r\"3\n\x0f\x43\x61mpaignRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x11\n\tcandidate\x18\x02 \x01(\t\"\x1f\n\x0eObserveRequest\x12\r\n\x05group\x18\x01 \x01(\t\"r\n\x0bLeaderEvent\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12%\n\x0bleader_node\x18\x03 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x0f\n\x07\x65lected\x18\x05 \x01(\x08*j\n\tWaitOrder\x12\x1a\n\x16WAIT_ORDER_UNSPECIFIED\x10\x00\x12\x0f\n\x0bWAIT_RANDOM\x10\x01\x12\r\n\tWAIT_FIFO\x10\x02\x12\x0e\n\nWAIT_STACK\x10\x03\x12\x11\n\rWAIT_PRIORITY\x10\x04*p\n\nFailReason\x12\x1b\n\x17\x46\x41IL_REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x46\x41IL_TIMEOUT\x10\x01\x12\r\n\tFAIL_BUSY\x10\x02\x12\x12\n\x0e\x46\x41IL_NO_QUORUM\x10\x03\x12\x10\n\x0c\x46\x41IL_INVALID\x10\x04*l\n\nLostReason\x12\x1b\n\x17LOST_REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOST_NO_QUORUM\x10\x01\x12\x12\n\x0eLOST_NODE_LEFT\x10\x02\x12\x19\n\x15LOST_AUTHORITY_CHANGE\x10\x03\x32\xdd\x03\n\x04Lock\x12?\n\x07Session\x12\x18.skyge.v1.SessionRequest\x1a\x16.skyge.v1.SessionEvent(\x01\x30\x01\x12\x38\n\x07Inspect\x12\x18.skyge.v1.InspectRequest\x1a\x13.skyge.v1.LockState\x12\x44\n\tListLocks\x12\x1a.skyge.v1.ListLocksRequest\x1a\x1b.skyge.v1.ListLocksResponse\x12\x46\n\x0cGetAuthority\x12\x1d.skyge.v1.GetAuthorityRequest\x1a\x17.skyge.v1.AuthorityInfo\x12N\n\x10SetExpectedVotes\x12!.skyge.v1.SetExpectedVotesRequest\x1a\x17.skyge.v1.AuthorityInfo\x12>\n\x08\x43\x61mpaign\x12\x19.skyge.v1.CampaignRequest\x1a\x15.skyge.v1.LeaderEvent0\x01\x12<\n\x07Observe\x12\x18.skyge.v1.ObserveRequest\x1a\x15.skyge.v1.LeaderEvent0\x01\x42K\n\x0c\x63om.skyge.v1B\tLockProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13skyge/v1/lock.proto\x12\x08skyge.v1\x1a\x15skyge/v1/common.proto\"\x87\x01\n\x0eSessionRequest\x12\x1e\n\x04open\x18\x01 \x01(\x0b\x32\x0e.skyge.v1.OpenH\x00\x12$\n\x07\x61\x63quire\x18\x02 \x01(\x0b\x32\x11.skyge.v1.AcquireH\x00\x12$\n\x07release\x18\x03 \x01(\x0b\x32\x11.skyge.v1.ReleaseH\x00\x42\t\n\x07request\"=\n\x04Open\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nclient_pid\x18\x02 \x01(\r\x12\x12\n\nkeep_holds\x18\x03 \x01(\x08\"]\n\x07\x41\x63quire\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12\x10\n\x08try_only\x18\x04 \x01(\x08\x12\x10\n\x08priority\x18\x05 \x01(\x05\"%\n\x07Release\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\"\x9e\x02\n\x0cSessionEvent\x12\"\n\x06opened\x18\x01 \x01(\x0b\x32\x10.skyge.v1.OpenedH\x00\x12$\n\x07granted\x18\x02 \x01(\x0b\x32\x11.skyge.v1.GrantedH\x00\x12\"\n\x06queued\x18\x03 \x01(\x0b\x32\x10.skyge.v1.QueuedH\x00\x12)\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x17.skyge.v1.AcquireFailedH\x00\x12&\n\x08released\x18\x05 \x01(\x0b\x32\x12.skyge.v1.ReleasedH\x00\x12\x1e\n\x04lost\x18\x06 \x01(\x0b\x32\x0e.skyge.v1.LostH\x00\x12$\n\x07renewed\x18\x07 \x01(\x0b\x32\x11.skyge.v1.RenewedH\x00\x42\x07\n\x05\x65vent\"&\n\x07Renewed\x12\x1b\n\x13valid_until_boot_ns\x18\x01 \x01(\x03\"`\n\x06Opened\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x1e\n\x04node\x18\x02 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\"\n\x07\x61\x64opted\x18\x03 \x03(\x0b\x32\x11.skyge.v1.Granted\"Y\n\x07Granted\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12\x15\n\rfencing_token\x18\x03 \x01(\x04\x12\x1b\n\x13valid_until_boot_ns\x18\x04 \x01(\x03\"6\n\x06Queued\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12\x10\n\x08position\x18\x03 \x01(\r\"a\n\rAcquireFailed\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12$\n\x06reason\x18\x03 \x01(\x0e\x32\x14.skyge.v1.FailReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"&\n\x08Released\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\"X\n\x04Lost\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12$\n\x06reason\x18\x03 \x01(\x0e\x32\x14.skyge.v1.LostReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\",\n\x0eInspectRequest\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\"\x90\x01\n\tLockState\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04lock\x18\x02 \x01(\r\x12\"\n\x05order\x18\x03 \x01(\x0e\x32\x13.skyge.v1.WaitOrder\x12 \n\x06holder\x18\x04 \x01(\x0b\x32\x10.skyge.v1.Holder\x12!\n\x07waiters\x18\x05 \x03(\x0b\x32\x10.skyge.v1.Holder\"\xcb\x01\n\x06Holder\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x1e\n\x04node\x18\x02 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\r\n\x05label\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x04\x12\x17\n\x0fgranted_unix_ns\x18\x05 \x01(\x03\x12\x16\n\x0equeued_unix_ns\x18\x06 \x01(\x03\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x12\n\nclient_pid\x18\x08 \x01(\r\x12\x10\n\x08orphaned\x18\t \x01(\x08\".\n\x10ListLocksRequest\x12\x11\n\x04slot\x18\x01 \x01(\rH\x00\x88\x01\x01\x42\x07\n\x05_slot\"7\n\x11ListLocksResponse\x12\"\n\x05locks\x18\x01 \x03(\x0b\x32\x13.skyge.v1.LockState\"\x15\n\x13GetAuthorityRequest\"\x9b\x01\n\rAuthorityInfo\x12#\n\tauthority\x18\x01 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x12\n\nhas_quorum\x18\x03 \x01(\x08\x12\x16\n\x0e\x65xpected_votes\x18\x04 \x01(\r\x12\x16\n\x0emember_domains\x18\x05 \x03(\r\x12\x13\n\x0bquorum_rule\x18\x06 \x01(\t\"1\n\x17SetExpectedVotesRequest\x12\x16\n\x0e\x65xpected_votes\x18\x01 \x01(\r\"3\n\x0f\x43\x61mpaignRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x11\n\tcandidate\x18\x02 \x01(\t\"\x1f\n\x0eObserveRequest\x12\r\n\x05group\x18\x01 \x01(\t\"r\n\x0bLeaderEvent\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12%\n\x0bleader_node\x18\x03 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x0f\n\x07\x65lected\x18\x05 \x01(\x08*j\n\tWaitOrder\x12\x1a\n\x16WAIT_ORDER_UNSPECIFIED\x10\x00\x12\x0f\n\x0bWAIT_RANDOM\x10\x01\x12\r\n\tWAIT_FIFO\x10\x02\x12\x0e\n\nWAIT_STACK\x10\x03\x12\x11\n\rWAIT_PRIORITY\x10\x04*p\n\nFailReason\x12\x1b\n\x17\x46\x41IL_REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x46\x41IL_TIMEOUT\x10\x01\x12\r\n\tFAIL_BUSY\x10\x02\x12\x12\n\x0e\x46\x41IL_NO_QUORUM\x10\x03\x12\x10\n\x0c\x46\x41IL_INVALID\x10\x04*l\n\nLostReason\x12\x1b\n\x17LOST_REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOST_NO_QUORUM\x10\x01\x12\x12\n\x0eLOST_NODE_LEFT\x10\x02\x12\x19\n\x15LOST_AUTHORITY_CHANGE\x10\x03\x32\xdd\x03\n\x04Lock\x12?\n\x07Session\x12\x18.skyge.v1.SessionRequest\x1a\x16.skyge.v1.SessionEvent(\x01\x30\x01\x12\x38\n\x07Inspect\x12\x18.skyge.v1.InspectRequest\x1a\x13.skyge.v1.LockState\x12\x44\n\tListLocks\x12\x1a.skyge.v1.ListLocksRequest\x1a\x1b.skyge.v1.ListLocksResponse\x12\x46\n\x0cGetAuthority\x12\x1d.skyge.v1.GetAuthorityRequest\x1a\x17.skyge.v1.AuthorityInfo\x12N\n\x10SetExpectedVotes\x12!.skyge.v1.SetExpectedVotesRequest\x1a\x17.skyge.v1.AuthorityInfo\x12>\n\x08\x43\x61mpaign\x12\x19.skyge.v1.CampaignRequest\x1a\x15.skyge.v1.LeaderEvent0\x01\x12<\n\x07Observe\x12\x18.skyge.v1.ObserveRequest\x1a\x15.skyge.v1.LeaderEvent0\x01\x42K\n\x0c\x63om.skyge.v1B\tLockProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skyge.v1.lock_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014com.skyge.v1B\tLockProtoP\001Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1'
-  _globals['_WAITORDER']._serialized_start=2025
-  _globals['_WAITORDER']._serialized_end=2131
-  _globals['_FAILREASON']._serialized_start=2133
-  _globals['_FAILREASON']._serialized_end=2245
-  _globals['_LOSTREASON']._serialized_start=2247
-  _globals['_LOSTREASON']._serialized_end=2355
+  _globals['_WAITORDER']._serialized_start=2132
+  _globals['_WAITORDER']._serialized_end=2238
+  _globals['_FAILREASON']._serialized_start=2240
+  _globals['_FAILREASON']._serialized_end=2352
+  _globals['_LOSTREASON']._serialized_start=2354
+  _globals['_LOSTREASON']._serialized_end=2462
   _globals['_SESSIONREQUEST']._serialized_start=57
   _globals['_SESSIONREQUEST']._serialized_end=192
   _globals['_OPEN']._serialized_start=194
@@ -48,41 +48,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELEASE']._serialized_start=352
   _globals['_RELEASE']._serialized_end=389
   _globals['_SESSIONEVENT']._serialized_start=392
-  _globals['_SESSIONEVENT']._serialized_end=640
-  _globals['_OPENED']._serialized_start=642
-  _globals['_OPENED']._serialized_end=738
-  _globals['_GRANTED']._serialized_start=740
-  _globals['_GRANTED']._serialized_end=800
-  _globals['_QUEUED']._serialized_start=802
-  _globals['_QUEUED']._serialized_end=856
-  _globals['_ACQUIREFAILED']._serialized_start=858
-  _globals['_ACQUIREFAILED']._serialized_end=955
-  _globals['_RELEASED']._serialized_start=957
-  _globals['_RELEASED']._serialized_end=995
-  _globals['_LOST']._serialized_start=997
-  _globals['_LOST']._serialized_end=1085
-  _globals['_INSPECTREQUEST']._serialized_start=1087
-  _globals['_INSPECTREQUEST']._serialized_end=1131
-  _globals['_LOCKSTATE']._serialized_start=1134
-  _globals['_LOCKSTATE']._serialized_end=1278
-  _globals['_HOLDER']._serialized_start=1281
-  _globals['_HOLDER']._serialized_end=1484
-  _globals['_LISTLOCKSREQUEST']._serialized_start=1486
-  _globals['_LISTLOCKSREQUEST']._serialized_end=1532
-  _globals['_LISTLOCKSRESPONSE']._serialized_start=1534
-  _globals['_LISTLOCKSRESPONSE']._serialized_end=1589
-  _globals['_GETAUTHORITYREQUEST']._serialized_start=1591
-  _globals['_GETAUTHORITYREQUEST']._serialized_end=1612
-  _globals['_AUTHORITYINFO']._serialized_start=1615
-  _globals['_AUTHORITYINFO']._serialized_end=1770
-  _globals['_SETEXPECTEDVOTESREQUEST']._serialized_start=1772
-  _globals['_SETEXPECTEDVOTESREQUEST']._serialized_end=1821
-  _globals['_CAMPAIGNREQUEST']._serialized_start=1823
-  _globals['_CAMPAIGNREQUEST']._serialized_end=1874
-  _globals['_OBSERVEREQUEST']._serialized_start=1876
-  _globals['_OBSERVEREQUEST']._serialized_end=1907
-  _globals['_LEADEREVENT']._serialized_start=1909
-  _globals['_LEADEREVENT']._serialized_end=2023
-  _globals['_LOCK']._serialized_start=2358
-  _globals['_LOCK']._serialized_end=2835
+  _globals['_SESSIONEVENT']._serialized_end=678
+  _globals['_RENEWED']._serialized_start=680
+  _globals['_RENEWED']._serialized_end=718
+  _globals['_OPENED']._serialized_start=720
+  _globals['_OPENED']._serialized_end=816
+  _globals['_GRANTED']._serialized_start=818
+  _globals['_GRANTED']._serialized_end=907
+  _globals['_QUEUED']._serialized_start=909
+  _globals['_QUEUED']._serialized_end=963
+  _globals['_ACQUIREFAILED']._serialized_start=965
+  _globals['_ACQUIREFAILED']._serialized_end=1062
+  _globals['_RELEASED']._serialized_start=1064
+  _globals['_RELEASED']._serialized_end=1102
+  _globals['_LOST']._serialized_start=1104
+  _globals['_LOST']._serialized_end=1192
+  _globals['_INSPECTREQUEST']._serialized_start=1194
+  _globals['_INSPECTREQUEST']._serialized_end=1238
+  _globals['_LOCKSTATE']._serialized_start=1241
+  _globals['_LOCKSTATE']._serialized_end=1385
+  _globals['_HOLDER']._serialized_start=1388
+  _globals['_HOLDER']._serialized_end=1591
+  _globals['_LISTLOCKSREQUEST']._serialized_start=1593
+  _globals['_LISTLOCKSREQUEST']._serialized_end=1639
+  _globals['_LISTLOCKSRESPONSE']._serialized_start=1641
+  _globals['_LISTLOCKSRESPONSE']._serialized_end=1696
+  _globals['_GETAUTHORITYREQUEST']._serialized_start=1698
+  _globals['_GETAUTHORITYREQUEST']._serialized_end=1719
+  _globals['_AUTHORITYINFO']._serialized_start=1722
+  _globals['_AUTHORITYINFO']._serialized_end=1877
+  _globals['_SETEXPECTEDVOTESREQUEST']._serialized_start=1879
+  _globals['_SETEXPECTEDVOTESREQUEST']._serialized_end=1928
+  _globals['_CAMPAIGNREQUEST']._serialized_start=1930
+  _globals['_CAMPAIGNREQUEST']._serialized_end=1981
+  _globals['_OBSERVEREQUEST']._serialized_start=1983
+  _globals['_OBSERVEREQUEST']._serialized_end=2014
+  _globals['_LEADEREVENT']._serialized_start=2016
+  _globals['_LEADEREVENT']._serialized_end=2130
+  _globals['_LOCK']._serialized_start=2465
+  _globals['_LOCK']._serialized_end=2942
 # @@protoc_insertion_point(module_scope)

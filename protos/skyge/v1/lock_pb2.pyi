@@ -88,20 +88,28 @@ class Release(_message.Message):
     def __init__(self, slot: _Optional[int] = ..., lock: _Optional[int] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
-    __slots__ = ("opened", "granted", "queued", "failed", "released", "lost")
+    __slots__ = ("opened", "granted", "queued", "failed", "released", "lost", "renewed")
     OPENED_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
     LOST_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_FIELD_NUMBER: _ClassVar[int]
     opened: Opened
     granted: Granted
     queued: Queued
     failed: AcquireFailed
     released: Released
     lost: Lost
-    def __init__(self, opened: _Optional[_Union[Opened, _Mapping]] = ..., granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., failed: _Optional[_Union[AcquireFailed, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., lost: _Optional[_Union[Lost, _Mapping]] = ...) -> None: ...
+    renewed: Renewed
+    def __init__(self, opened: _Optional[_Union[Opened, _Mapping]] = ..., granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., failed: _Optional[_Union[AcquireFailed, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., lost: _Optional[_Union[Lost, _Mapping]] = ..., renewed: _Optional[_Union[Renewed, _Mapping]] = ...) -> None: ...
+
+class Renewed(_message.Message):
+    __slots__ = ("valid_until_boot_ns",)
+    VALID_UNTIL_BOOT_NS_FIELD_NUMBER: _ClassVar[int]
+    valid_until_boot_ns: int
+    def __init__(self, valid_until_boot_ns: _Optional[int] = ...) -> None: ...
 
 class Opened(_message.Message):
     __slots__ = ("session_id", "node", "adopted")
@@ -114,14 +122,16 @@ class Opened(_message.Message):
     def __init__(self, session_id: _Optional[int] = ..., node: _Optional[_Union[_common_pb2.NodeId, _Mapping]] = ..., adopted: _Optional[_Iterable[_Union[Granted, _Mapping]]] = ...) -> None: ...
 
 class Granted(_message.Message):
-    __slots__ = ("slot", "lock", "fencing_token")
+    __slots__ = ("slot", "lock", "fencing_token", "valid_until_boot_ns")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     LOCK_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_BOOT_NS_FIELD_NUMBER: _ClassVar[int]
     slot: int
     lock: int
     fencing_token: int
-    def __init__(self, slot: _Optional[int] = ..., lock: _Optional[int] = ..., fencing_token: _Optional[int] = ...) -> None: ...
+    valid_until_boot_ns: int
+    def __init__(self, slot: _Optional[int] = ..., lock: _Optional[int] = ..., fencing_token: _Optional[int] = ..., valid_until_boot_ns: _Optional[int] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("slot", "lock", "position")

@@ -48,7 +48,8 @@ from skyge.services.ha.service_config import ServiceConfig
 
 __all__ = [
     "ACTIONS", "Outcome", "ScriptResult", "ScriptRunner", "run_script", "classify",
-    "ProcessWatch", "PidfileError", "read_pidfile", "OUTPUT_TAIL_BYTES", "LOG_ROTATE_BYTES",
+    "ProcessWatch", "PidfileError", "read_pidfile", "kill_group", "OUTPUT_TAIL_BYTES",
+    "LOG_ROTATE_BYTES",
 ]
 
 ACTIONS = ("start", "stop", "status")
@@ -160,11 +161,13 @@ def _tail(path: Path, start: int, limit: int) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _kill_group(pgid: int) -> None:
+def kill_group(pgid: int) -> bool:
+    """SIGKILL a process group; False when no process of it was left."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass
+        return False
+    return True
 
 
 async def run_script(script: str, action: str, *, timeout: float, kind: str = "seed",
@@ -202,13 +205,13 @@ async def run_script(script: str, action: str, *, timeout: float, kind: str = "s
             returncode: int | None = await asyncio.wait_for(proc.wait(), timeout)
         except asyncio.TimeoutError:
             timed_out = True
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             try:
                 returncode = await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
             except asyncio.TimeoutError:
                 returncode = None
     except asyncio.CancelledError:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         raise
     seconds = loop.time() - began
     if timed_out:

@@ -1,0 +1,123 @@
+"""Ownership under pauses, on a 3-node lab with the real daemons and the demo service: a pause
+shorter than the leases moves nothing; a longer one moves the service once, and never leaves its
+floating IP on two nodes at once. Judged from outside: `ip monitor address` in every node
+namespace, and where the service runs.
+
+One lab for the module; the tests run in order.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from bench.failover import AddressMonitor, configure, holder_intervals
+from skyge.clients.lab import Lab, LabNode
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, configure_heartbeat, service_status,
+                                    start_node, wait_members, wait_placement)
+from skyge.services.ha.resources.script import read_pidfile
+from skyge.services.lock.authority import Timing
+
+from .conftest import lab_unavailable, unique_lab_name
+
+pytestmark = pytest.mark.lab
+
+#: well past any pause the leases ride out: a move would have happened by then
+SETTLE_S = 3 * Timing().hold_lease_ns / 1e9
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    lab = Lab.up(nodes=3, name=unique_lab_name())
+    monitors: list[AddressMonitor] = []
+    try:
+        configure_heartbeat(lab)
+        configure(lab)
+        for node in lab.nodes:
+            start_node(node, [d for d in CLUSTER_DAEMONS if d != "ha"])
+        wait_members(lab.node(1), lab.size)
+        # watching before any service starts: every address a node ever holds is seen added
+        monitors = [AddressMonitor(node, "own") for node in lab.nodes]
+        for node in lab.nodes:  # n1's HA first: it runs the service, the others queue in order
+            start_node(node, ("ha",))
+            if node.id == 1:
+                wait_placement(node, lambda p: p[0] == "running", what="running", timeout=30)
+        yield lab, monitors
+    finally:
+        for monitor in monitors:
+            monitor.stop()
+        lab.down()
+
+
+def daemon_pid(node: LabNode, daemon: str) -> int:
+    return read_pidfile(node.root / "run" / "skyge" / f"{daemon}.pid")
+
+
+def pause(node: LabNode, daemon: str, seconds: float) -> None:
+    pid = daemon_pid(node, daemon)
+    node.kill(pid, signal.SIGSTOP, wait=0)
+    try:
+        time.sleep(seconds)
+    finally:
+        node.kill(pid, signal.SIGCONT, wait=0)
+
+
+def active(lab: Lab) -> tuple[int, int]:
+    """(active domain, the service's fencing token) once it runs with two waiters."""
+    _, domain, _ = wait_placement(lab.node(1), lambda p: p[0] == "running" and len(p[2]) == 2,
+                                  what="running, two waiting", timeout=30)
+    status = service_status(lab.node(domain))
+    assert status is not None
+    return domain, status.fencing_token
+
+
+def two_holders(monitors: list[AddressMonitor], since_ns: int) -> list[str]:
+    """Every stretch after `since_ns` in which two nodes held the floating IP."""
+    intervals = [(start, end, node) for node, spans in holder_intervals(monitors, {}).items()
+                 for start, end in spans if end > since_ns]
+    found = []
+    for i, (start_a, end_a, node_a) in enumerate(intervals):
+        for start_b, end_b, node_b in intervals[i + 1:]:
+            if node_a != node_b and start_a < end_b and start_b < end_a:
+                found.append(f"{node_a} and {node_b} for "
+                             f"{(min(end_a, end_b) - max(start_a, start_b)) / 1e6:.1f} ms")
+    return found
+
+
+@pytest.mark.parametrize("daemon", ["lock", "ha"])
+def test_a_200_ms_pause_of_a_daemon_on_the_active_node_moves_nothing(cluster, daemon):
+    lab, monitors = cluster
+    domain, token = active(lab)
+    pause(lab.node(domain), daemon, 0.2)
+    time.sleep(SETTLE_S)
+    assert active(lab) == (domain, token)
+
+
+def test_a_frozen_lock_daemon_costs_the_service_its_node_but_never_two_owners(cluster):
+    """The lock daemon of the active node is stopped for 3 s: no Lost can come from it, yet the
+    HA daemon's deadman stops the service at its ownership deadline, before the next node is
+    granted the lock; the service moves once."""
+    lab, monitors = cluster
+    domain, token = active(lab)
+    since = time.time_ns()
+    pause(lab.node(domain), "lock", 3.0)
+    moved, new_token = active(lab)
+    assert moved != domain and new_token > token
+    assert two_holders(monitors, since) == []
+    log = (lab.node(domain).root / "var" / "log" / "skyge-ha.log").read_text(errors="replace")
+    assert "ownership deadline passed" in log
+
+
+def test_a_frozen_ha_daemon_with_a_live_lock_daemon_keeps_its_service(cluster):
+    """The HA daemon of the active node is stopped for 2 s (longer than the lease): its lock
+    daemon renewed all along, so its deadman, thawed past the deadline it last heard of, reads
+    the renewal on the lease file and kills nothing."""
+    lab, monitors = cluster
+    domain, token = active(lab)
+    pause(lab.node(domain), "ha", 2.0)
+    time.sleep(SETTLE_S)
+    assert active(lab) == (domain, token)
