@@ -49,6 +49,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabNode
 from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_PORT, DEMO_VIP, Prober,
@@ -67,17 +68,22 @@ _LINE = re.compile(r"^\[(?P<ts>[0-9T:.-]+)\] (?P<deleted>Deleted )?\d+: (?P<nic>
 
 
 class AddressMonitor:
-    """`ip -ts monitor address` in a node, logged to a file."""
+    """`ip -ts monitor address` in a node, logged to a file. The addresses the node already had
+    when the monitor started count as added then (a monitor started after the service is not
+    blind to the first holder)."""
 
     def __init__(self, node: LabNode, tag: str) -> None:
         self.node = node
         self.name = f"addrmon{tag}"
         self.log = node.lab.root / f"addrmon-{node.key}-{tag}.log"
         node.spawn(["ip", "-ts", "monitor", "address"], name=self.name, log_path=self.log)
+        self.started_ns = time.time_ns()
+        listed = node.run(["ip", "-o", "-4", "addr", "show"], timeout=10).stdout
+        self.present_at_start = set(re.findall(r" inet ([0-9.]+)/", listed))
 
     def events(self, ip: str = DEMO_VIP) -> list[tuple[int, bool]]:
         """(time ns, added?) for `ip`, in order."""
-        found = []
+        found = [(self.started_ns, True)] if ip in self.present_at_start else []
         if not self.log.exists():
             return found
         for line in self.log.read_text(errors="replace").splitlines():
@@ -117,16 +123,77 @@ def holder_intervals(monitors: list[AddressMonitor], ends: dict[str, list[int]],
     return result_
 
 
-def overlaps(intervals: dict[str, list[tuple[int, int]]]) -> list[str]:
-    """Every time two nodes' holding intervals overlap, described."""
+class Overlap(NamedTuple):
+    """Two nodes holding the floating IP at once."""
+
+    start_ns: int
+    end_ns: int
+    nodes: tuple[str, str]
+
+    @property
+    def ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+    def __str__(self) -> str:
+        return (f"{self.nodes[0]} and {self.nodes[1]} both held the floating IP for "
+                f"{self.ms:.1f} ms from {self.start_ns}")
+
+
+def overlap_spans(intervals: dict[str, list[tuple[int, int]]]) -> list[Overlap]:
+    """Every time two nodes' holding intervals overlap, in time order."""
     flat = [(s, e, k) for k, spans in intervals.items() for s, e in spans]
     found = []
     for i, (s1, e1, k1) in enumerate(flat):
         for s2, e2, k2 in flat[i + 1:]:
             if k1 != k2 and s1 < e2 and s2 < e1:
-                found.append(f"{k1} and {k2} both held the floating IP for "
-                             f"{(min(e1, e2) - max(s1, s2)) / 1e6:.1f} ms from {max(s1, s2)}")
-    return found
+                found.append(Overlap(max(s1, s2), min(e1, e2), tuple(sorted((k1, k2)))))
+    return sorted(found)
+
+
+def overlaps(intervals: dict[str, list[tuple[int, int]]]) -> list[str]:
+    """Every time two nodes' holding intervals overlap, described."""
+    return [str(overlap) for overlap in overlap_spans(intervals)]
+
+
+class Interleaving(NamedTuple):
+    """The client answered by a server after another one had answered in its place."""
+
+    old: str  # the answer ("n1 token 7") of the server that had been replaced
+    new: str
+    replaced_ns: int  # end of the new server's first answer
+    late_ns: int  # end of the old server's last answer after that
+
+    @property
+    def ms(self) -> float:
+        return (self.late_ns - self.replaced_ns) / 1e6
+
+    def __str__(self) -> str:
+        return (f"the client got {self.old!r} at {self.late_ns}, {self.ms:.1f} ms after "
+                f"{self.new!r} had answered")
+
+
+def interleaved_answers(attempts: Sequence[tuple[int, int, bool, str]], start_ns: int,
+                        end_ns: int) -> list[Interleaving]:
+    """Answers from a replaced server among the prober's attempts started in [start_ns,
+    end_ns): A answered, then B, then A again (the last answer before start_ns counts as the
+    first one). A server is its answer, node and fencing token: a node that took the service
+    back under a new token is a move, not a replaced server answering. One per replaced server,
+    with its last late answer."""
+    answers = [(start, end, data) for start, end, ok, data in attempts
+               if ok and data and start < end_ns]
+    before = [a for a in answers if a[0] < start_ns]
+    window = before[-1:] + [a for a in answers if a[0] >= start_ns]
+    replaced: dict[str, tuple[str, int]] = {}  # old server -> (new server, its first answer)
+    late: dict[str, Interleaving] = {}
+    current = None
+    for _, end, server in window:
+        if server in replaced:
+            new, replaced_ns = replaced[server]
+            late[server] = Interleaving(server, new, replaced_ns, end)
+        elif current is not None and server != current and current not in replaced:
+            replaced[current] = (server, end)
+        current = server
+    return sorted(late.values(), key=lambda i: i.replaced_ns)
 
 
 def live_node(lab: Lab, exclude: int = 0) -> LabNode:
@@ -169,11 +236,30 @@ def configure(lab: Lab) -> None:
             render_config({"reference_ips": ":".join(GATEWAY_IPS)}))
 
 
+def start_cluster(lab: Lab, daemons: Sequence[str] = CLUSTER_DAEMONS,
+                  lock_config: Mapping[str, Any] | None = None) -> None:
+    """Heartbeat config and `configure`, then `daemons` on every node: HA last (membership and
+    locks first), n1's first, so that n1 runs the service and the others queue in order."""
+    configure_heartbeat(lab)
+    configure(lab)
+    if lock_config is not None:
+        for node in lab.nodes:
+            (node.root / "etc" / "skyge" / "lock.cfg").write_text(render_config(lock_config))
+    for node in lab.nodes:
+        start_node(node, [d for d in daemons if d != "ha"], extra_args=("-l", "LOG_NOTICE"))
+    wait_members(lab.node(1), lab.size)
+    for node in lab.nodes:
+        start_node(node, ("ha",), extra_args=("-l", "LOG_NOTICE"))
+        if node.id == 1:
+            wait_placement(node, lambda p: p[0] == "running", what="running", timeout=30)
+
+
 def ready(lab: Lab) -> tuple[LabNode, LabNode]:
-    """Wait until the service runs with two waiters: (active node, next waiter)."""
+    """Wait until the service runs with every other node waiting: (active node, next waiter)."""
+    waiters = lab.size - 1
     _, active, waiting = wait_placement(
-        live_node(lab), lambda p: p[0] == "running" and len(p[2]) == 2,
-        what="running with 2 waiters", timeout=30)
+        live_node(lab), lambda p: p[0] == "running" and len(p[2]) == waiters,
+        what=f"running with {waiters} waiters", timeout=30)
     time.sleep(SETTLE_S)
     return lab.node(active), lab.node(waiting[0])
 
@@ -273,16 +359,10 @@ class Run:
         after the new one (before the next failover)."""
         attempts = self.prober.attempts()
         found = overlaps(holder_intervals(self.monitors, self.holder_ends))
-        for index, (t0, old, new) in enumerate(self.failovers):
-            t_next = self.failovers[index + 1][0] if index + 1 < len(self.failovers) else 1 << 62
-            first_new = next((end for start, end, ok, data in attempts
-                              if ok and start >= t0 and data.startswith(new + " ")), None)
-            late = next((start for start, end, ok, data in attempts
-                         if ok and first_new is not None and first_new <= start < t_next
-                         and data.startswith(old + " ")), None)
-            if late is not None:
-                found.append(f"the client got an answer from {old} at {late}, after {new} had "
-                             f"answered (failover at {t0})")
+        starts = [t0 for t0, _, _ in self.failovers]
+        for t0, t_next in zip(starts, starts[1:] + [1 << 62]):
+            found += [f"{late} (failover at {t0})"
+                      for late in interleaved_answers(attempts, t0, t_next)]
         for text in found:
             note(f"double active: {text}")
         return len(found)
@@ -299,15 +379,7 @@ class Run:
 
 def run(trials: int, kills: int, isolations: int, switchovers: int) -> dict:
     with Lab.up(nodes=3, name=lab_name("fo")) as lab:
-        configure_heartbeat(lab)
-        configure(lab)
-        for node in lab.nodes:  # membership and locks first
-            start_node(node, CLUSTER_DAEMONS[:-1], extra_args=("-l", "LOG_NOTICE"))
-        wait_members(lab.node(1), 3)
-        for node in lab.nodes:
-            start_node(node, ("ha",), extra_args=("-l", "LOG_NOTICE"))
-            if node.id == 1:
-                wait_placement(node, lambda p: p[0] == "running", what="running", timeout=30)
+        start_cluster(lab)
         bench = Run(lab)
         try:
             for kind, count in ((bench.crash, trials), (bench.kill_process, kills),

@@ -5,6 +5,8 @@ demo service on each node (`slots/fifo/0/service.cfg`: a small TCP server starte
 script, behind the floating IP 192.168.1.100 on the public network), shows `skyge ha status`,
 fetches from the service in the client namespace, crashes the active node (power off), and shows
 the client reaching the service again on the next node, with the measured time.
+`bench.demo_repeat` runs the same steps in labs of its own and watches them from outside through
+a `DemoWatch`.
 
 The helpers here (heartbeat config, the demo service, the client-side prober, status calls) are
 shared with the HA lab tests and `bench.failover`.
@@ -320,74 +322,40 @@ def _reaches(node: LabHost, address: str) -> bool:
                     timeout=5).returncode == 0
 
 
-def run_demo(say: Callable[[str], None], nodes: int = 3) -> dict:
-    """Run the demo, narrating through `say`; returns what was observed (for --output json)."""
+class DemoWatch:
+    """Where an observer (bench.demo_repeat) looks at the demo from outside: the demo calls these
+    at fixed points and ignores what they do. This base class does nothing."""
+
+    def lab_up(self, lab: Lab) -> None:
+        """The lab is up; no daemon runs yet."""
+
+    def before_crash(self, lab: Lab, victim: LabNode) -> None:
+        """Called right before `victim.crash()`."""
+
+    def before_shutdown(self, lab: Lab) -> None:
+        """The demo is over (or failed): called before its daemons are stopped, while the lab and
+        its logs are still there."""
+
+
+def run_demo(say: Callable[[str], None], nodes: int = 3, *, lab_name: str = DEMO_LAB,
+             watch: DemoWatch | None = None) -> dict:
+    """Run the demo, narrating through `say`; returns what was observed (for --output json).
+
+    `lab_name` and `watch` let a benchmark run the same steps in its own lab and observe them."""
+    watch = watch or DemoWatch()
     report: dict = {"nodes": nodes}
     started = time.monotonic()
-    with Lab.up(nodes=nodes, name=DEMO_LAB) as lab:
-        say(f"lab '{DEMO_LAB}' up: {nodes} nodes (eth0 192.168.1.11.., eth1 10.0.0.11..), "
+    with Lab.up(nodes=nodes, name=lab_name) as lab:
+        say(f"lab '{lab_name}' up: {nodes} nodes (eth0 192.168.1.11.., eth1 10.0.0.11..), "
             f"gateway {' '.join(GATEWAY_IPS)}, client {lab.client.address()}")
-        for nic, network in (("eth0", "public"), ("eth1", "private")):
-            address_of = {"eth0": lambda n: n.public_ip, "eth1": lambda n: n.private_ip}[nic]
-            matrix = {src.key: {dst.key: _reaches(src, address_of(dst)) for dst in lab.nodes
-                                if dst is not src} for src in lab.nodes}
-            report[f"{network}_reachability"] = matrix
-        ok = all(all(row.values()) for key in ("public_reachability", "private_reachability")
-                 for row in report[key].values())
-        say(f"networks: every node reaches every other on eth0 and eth1: {'yes' if ok else 'NO'}")
-
-        configure_heartbeat(lab)
-        install_demo_service(lab)
-        say(f"service 'demo' (slots/fifo/0/service.cfg on every node): a TCP server on port "
-            f"{DEMO_PORT} started by a user script, floating IP {DEMO_VIP} on eth0, onstart")
-        for node in lab.nodes:  # membership and locks first
-            start_node(node, CLUSTER_DAEMONS[:-1])
-        wait_members(lab.node(1), nodes)
-        for node in lab.nodes:  # n1 first: with fifo order it runs the service, n2 then n3 wait
-            start_node(node, ("ha",))
-            if node.id == 1:
-                wait_placement(node, lambda p: p[0] == "running" and p[1] == 1,
-                               what="running on 1")
-        say(f"started skyge-{', skyge-'.join(CLUSTER_DAEMONS)} on " +
-            ", ".join(n.key for n in lab.nodes))
-        report["daemons_serving"] = True
-        observer = lab.node(lab.size)
-        _, active, waiting = wait_placement(
-            observer, lambda p: p[0] == "running" and len(p[2]) == nodes - 1,
-            what=f"running, {nodes - 1} nodes waiting")
-        report.update(active_before=active, waiting_before=waiting)
-        text = status_text(observer)
-        report["status_before"] = text
-        say("$ skyge ha status\n" + text)
-        answer = fetch(lab.client)
-        report["answer_before"] = answer
-        say(f"client {lab.client.address()} -> {DEMO_VIP}:{DEMO_PORT}: {answer!r}")
-
-        victim = lab.node(active)
-        prober = Prober(lab)
+        watch.lab_up(lab)
         try:
-            time.sleep(0.3)
-            say(f"crashing {victim.key} (power off: cables dead, every process killed) ...")
-            t0 = time.time_ns()
-            victim.crash()
-            found = prober.wait_answer_after(t0, exclude=victim.key, timeout=15)
+            _check_networks(lab, say, report)
+            _start_cluster(lab, say, report)
+            _crash_active(lab, say, report, watch)
         finally:
-            prober.stop()
-        if found is None:
-            raise LabError("the service did not come back on another node within 15 s")
-        end_ns, answer_after = found
-        report["answer_after"] = answer_after
-        report["failover_ms"] = round((end_ns - t0) / 1e6, 1)
-        say(f"client -> {DEMO_VIP}:{DEMO_PORT}: {answer_after!r}, "
-            f"{report['failover_ms']} ms after the crash")
-        survivor = lab.node(waiting[0])
-        _, report["active_after"], report["waiting_after"] = wait_placement(
-            survivor, lambda p: p[0] == "running" and p[1] != active and
-            len(p[2]) == nodes - 2, what=f"running, {nodes - 2} node(s) waiting")
-        text = status_text(survivor)
-        report["status_after"] = text
-        say(f"$ skyge ha status   (on {survivor.key})\n" + text)
-        survivors = [n for n in lab.nodes if n.id != active]
+            watch.before_shutdown(lab)
+        survivors = [n for n in lab.nodes if n.id != report["active_before"]]
         for node in reversed(survivors):  # waiters first: nothing is taken over on the way out
             stop_daemons(node, ("ha",))
         for node in survivors:
@@ -396,3 +364,75 @@ def run_demo(say: Callable[[str], None], nodes: int = 3) -> dict:
     report["seconds"] = round(time.monotonic() - started, 2)
     say(f"done in {report['seconds']} s: no namespace, link or process left behind")
     return report
+
+
+def _check_networks(lab: Lab, say: Callable[[str], None], report: dict) -> None:
+    for nic, network in (("eth0", "public"), ("eth1", "private")):
+        address_of = {"eth0": lambda n: n.public_ip, "eth1": lambda n: n.private_ip}[nic]
+        matrix = {src.key: {dst.key: _reaches(src, address_of(dst)) for dst in lab.nodes
+                            if dst is not src} for src in lab.nodes}
+        report[f"{network}_reachability"] = matrix
+    ok = all(all(row.values()) for key in ("public_reachability", "private_reachability")
+             for row in report[key].values())
+    say(f"networks: every node reaches every other on eth0 and eth1: {'yes' if ok else 'NO'}")
+
+
+def _start_cluster(lab: Lab, say: Callable[[str], None], report: dict) -> None:
+    """Daemons on every node, the demo service running with every other node waiting."""
+    nodes = lab.size
+    configure_heartbeat(lab)
+    install_demo_service(lab)
+    say(f"service 'demo' (slots/fifo/0/service.cfg on every node): a TCP server on port "
+        f"{DEMO_PORT} started by a user script, floating IP {DEMO_VIP} on eth0, onstart")
+    for node in lab.nodes:  # membership and locks first
+        start_node(node, CLUSTER_DAEMONS[:-1])
+    wait_members(lab.node(1), nodes)
+    for node in lab.nodes:  # n1 first: with fifo order it runs the service, n2 then n3 wait
+        start_node(node, ("ha",))
+        if node.id == 1:
+            wait_placement(node, lambda p: p[0] == "running" and p[1] == 1,
+                           what="running on 1")
+    say(f"started skyge-{', skyge-'.join(CLUSTER_DAEMONS)} on " +
+        ", ".join(n.key for n in lab.nodes))
+    report["daemons_serving"] = True
+    observer = lab.node(lab.size)
+    _, active, waiting = wait_placement(
+        observer, lambda p: p[0] == "running" and len(p[2]) == nodes - 1,
+        what=f"running, {nodes - 1} nodes waiting")
+    report.update(active_before=active, waiting_before=waiting)
+    text = status_text(observer)
+    report["status_before"] = text
+    say("$ skyge ha status\n" + text)
+    answer = fetch(lab.client)
+    report["answer_before"] = answer
+    say(f"client {lab.client.address()} -> {DEMO_VIP}:{DEMO_PORT}: {answer!r}")
+
+
+def _crash_active(lab: Lab, say: Callable[[str], None], report: dict, watch: DemoWatch) -> None:
+    """Crash the active node; the client is answered by the next node."""
+    nodes, active, waiting = lab.size, report["active_before"], report["waiting_before"]
+    victim = lab.node(active)
+    prober = Prober(lab)
+    try:
+        time.sleep(0.3)
+        say(f"crashing {victim.key} (power off: cables dead, every process killed) ...")
+        watch.before_crash(lab, victim)
+        t0 = time.time_ns()
+        victim.crash()
+        found = prober.wait_answer_after(t0, exclude=victim.key, timeout=15)
+    finally:
+        prober.stop()
+    if found is None:
+        raise LabError("the service did not come back on another node within 15 s")
+    end_ns, answer_after = found
+    report["answer_after"] = answer_after
+    report["failover_ms"] = round((end_ns - t0) / 1e6, 1)
+    say(f"client -> {DEMO_VIP}:{DEMO_PORT}: {answer_after!r}, "
+        f"{report['failover_ms']} ms after the crash")
+    survivor = lab.node(waiting[0])
+    _, report["active_after"], report["waiting_after"] = wait_placement(
+        survivor, lambda p: p[0] == "running" and p[1] != active and
+        len(p[2]) == nodes - 2, what=f"running, {nodes - 2} node(s) waiting")
+    text = status_text(survivor)
+    report["status_after"] = text
+    say(f"$ skyge ha status   (on {survivor.key})\n" + text)

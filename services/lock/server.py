@@ -177,6 +177,7 @@ class LockApp(DaemonApp):
         self._tasks: list[asyncio.Task[Any]] = []
         self._lone_event = asyncio.Event()
         self.lone_peer = 0
+        self._unseen_peer_logged = False
         self._fences: dict[int, asyncio.Task[bool]] = {}  # node -> its fence under way
         self.wall_offset = time.time_ns() - boot_ns()
         #: the lease end last written for the HA deadman; a new daemon instance holds nothing
@@ -415,6 +416,14 @@ class LockApp(DaemonApp):
             if node is None or not node.lone(boot_ns()):
                 continue
             peer = self.lone_peer
+            if self.fence_command and not peer:
+                # never saw the other node: there is no domain to fence, so no taking over alone
+                node.set_lone_ok(0, boot_ns())
+                if not self._unseen_peer_logged:
+                    self._unseen_peer_logged = True
+                    logger.warning("two-node rule: the other node was never seen, so it cannot "
+                                   "be fenced; this node does not act alone until it was")
+                continue
             if self.fence_command and peer not in node.fenced and not node.has_left(peer):
                 logger.warning("two-node rule: node %d is gone; fencing it", peer)
                 if not await asyncio.shield(self._start_fence(peer)):
