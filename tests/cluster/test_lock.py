@@ -711,7 +711,9 @@ def test_a_cut_off_holder_is_told_well_before_its_lock_passes_on(make_lab, fault
           f"the Lost")
     assert margin_ms >= Timing().early_ns / MS, (told_ms, margin_ms)
     if fault == "heartbeat":
-        assert told_ms < 10, told_ms  # at once: the membership is unknown
+        # at once (the membership is unknown), not at the lease end: under a quarter lease even
+        # on a loaded host
+        assert told_ms < Timing().hold_lease_ns / MS / 4, told_ms
     for client in (holder, waiter):
         client.close()
 
