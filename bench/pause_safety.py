@@ -74,7 +74,7 @@ ANSWER_TIMEOUT_S = 10.0
 CUT_S = 15.0
 AFTER_HEAL_S = 15.0
 #: time kept for the two-node part when the 3-node part runs out of its budget
-TWO_NODE_RESERVE_S = 150.0
+TWO_NODE_RESERVE_S = 230.0
 
 
 class TailingProber(Prober):
@@ -403,6 +403,10 @@ def run_pauses(trials: int, pauses: Sequence[int], targets: Sequence[str],
     return figures
 
 
+#: fence_priority_delay_ms of the "fence_priority" two-node variant: well above the lab fence's
+#: run time (a `skyge lab crash`, ~0.3 s), as Pacemaker advises for priority-fencing-delay
+PRIORITY_DELAY_MS = 2000
+
 class LabFence:
     """A lock.cfg fence_command that powers the lost node off through the lab (`skyge lab
     crash`) and then logs "DOMAIN WALL_NS" (so the crash's end is known even though the crashed
@@ -473,10 +477,12 @@ def two_node_cut(variant: str, cut_s: float) -> dict:
     """One 2-node lab, the cut between the nodes for `cut_s`, healed; what both held."""
     with Lab.up(nodes=2, name=lab_name("p2")) as lab:
         first, second = lab.nodes
-        fence = LabFence(lab) if variant == "fence" else None
+        fence = LabFence(lab) if variant.startswith("fence") else None
         lock_config = {"expected_nodes": 2, "reference_ips": ":".join(GATEWAY_IPS)}
         if fence:
             lock_config["fence_command"] = fence.command
+        if variant == "fence_priority":
+            lock_config["fence_priority_delay_ms"] = PRIORITY_DELAY_MS
         start_cluster(lab, lock_config=lock_config)
         monitors = [AddressMonitor(node, "0") for node in lab.nodes]
         prober = TailingProber(lab)
@@ -523,6 +529,7 @@ def two_node_cut(variant: str, cut_s: float) -> dict:
             "client_answered_by_after_cut": answered_by,
             "client_interleaved": len(late),
             "fenced_ms_after_cut": fenced if fence else None,
+            "holder_kept_the_service": holders_after == [active.key],
             "holders_after": holders_after}
 
 
@@ -561,7 +568,7 @@ def main() -> None:
     notes = []
     if args.two_node:
         detail = {}
-        for variant in ("plain", "fence"):
+        for variant in ("plain", "fence", "fence_priority"):
             try:
                 detail[variant] = two_node_cut(variant, args.cut_s)
             except LabError as error:
@@ -571,10 +578,17 @@ def main() -> None:
         figures.update(
             two_node_unprotected_double_active_ms=detail["plain"]["double_active_ms"],
             two_node_double_active_ms={"fence": detail["fence"]["double_active_ms"],
+                                       "fence_priority": detail["fence_priority"][
+                                           "double_active_ms"],
                                        "witness": None},
+            two_node_holder_kept_the_service={
+                v: detail[v].get("holder_kept_the_service") for v in detail},
             two_node_detail=detail, two_node_cut_s=args.cut_s)
         notes += ["two_node_double_active_ms.fence: lock.cfg fence_command = `skyge lab crash` "
                   "of the lost node (the lab has no fence command of its own yet)",
+                  f"two_node_double_active_ms.fence_priority: the same with "
+                  f"fence_priority_delay_ms = {PRIORITY_DELAY_MS} (the node holding no lock "
+                  f"fences later, so the active side wins the race)",
                   "two_node_double_active_ms.witness: null, skyge has no witness yet "
                   "(issue 13, item 7)"]
     else:

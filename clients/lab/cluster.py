@@ -517,6 +517,11 @@ class LabNode(LabHost):
                 data["frozen"].remove(self.key)
         lab._reap()
 
+    def fence_script_case(self) -> str:
+        """This node's branch of the lab fence script (see `Lab.fence_command`)."""
+        ports = " ".join(self.port(nic) for nic in self.nics)
+        return f'  {self.id}) ports="{ports}"; netns={shlex.quote(self.netns)} ;;'
+
     def self_crash_command(self) -> str:
         """A shell command that, run inside this node, powers it off as `crash()` does: the lab's
         stand-in for a reboot (HA's ``reboot_command``). The crash spares its own process, which
@@ -689,6 +694,31 @@ class Lab:
                         what="configuring hosts")
 
     # -- network faults -------------------------------------------------------------------------
+    def fence_command(self) -> str:
+        """A lock.cfg `fence_command` that powers node n$SKYGE_FENCE_DOMAIN off, as a power
+        switch would: its cables go dead and every process of it is SIGKILLed within a few ms
+        (then `crash()` records it, in the background); exit 0 once it is off, also when it was
+        off already. Written under the lab root, for every node of the lab."""
+        script = self.root / "fence.sh"
+        switch = shlex.quote(_netns(self.name, SWITCH))
+        record = shlex.join([sys.executable, "-m", "skyge.clients.cli.main", "lab", "crash",
+                             "--name", self.name])
+        cases = "\n".join(node.fence_script_case() for node in self.nodes)
+        script.write_text(f"""#!/bin/sh
+# skyge lab fence: power node $SKYGE_FENCE_DOMAIN of lab {self.name} off
+case "$SKYGE_FENCE_DOMAIN" in
+{cases}
+  *) echo "lab {self.name} has no node $SKYGE_FENCE_DOMAIN" >&2; exit 1 ;;
+esac
+for port in $ports; do ip -n {switch} link set dev "$port" down || exit 1; done
+pids=$(ip netns pids "$netns") || exit 1
+[ -z "$pids" ] || kill -KILL $pids 2>/dev/null
+setsid {record} "n$SKYGE_FENCE_DOMAIN" >/dev/null 2>&1 < /dev/null &
+echo "node $SKYGE_FENCE_DOMAIN is off"
+""")
+        script.chmod(0o755)
+        return f"sh {shlex.quote(str(script))}"
+
     def partition(self, groups: Sequence[Iterable[int | str]], *,
                   gateway: int | None = 0) -> list[list[int]]:
         """Split the nodes into groups that cannot reach each other on either network.

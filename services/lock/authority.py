@@ -109,6 +109,11 @@ class Timing:
     acquire_grace_ns: int = 2000 * MS  # a new acquire waits this long for an authority
     token_block: int = 1 << 16  # tokens reserved (persisted) ahead
     fence_retry_ns: int = 2000 * MS  # a failed fence is run again this long after
+    #: with a fence command: a node out of the membership this long is fenced at once, and its
+    #: locks pass on when the fence succeeded instead of at its lease end. Longer than the
+    #: pauses the leases ride out is not needed (a paused node that is fenced is off), but a
+    #: pause longer than this costs the paused node its services: 250 ms keeps 200 ms pauses
+    fence_after_ns: int = 250 * MS
 
     def __post_init__(self) -> None:
         if not self.switch_ns:
@@ -880,6 +885,8 @@ class Authority:
         if domain in self.fences:
             return
         self.fences[domain] = None
+        if self.node.fence_asked.get(domain, 0) is None:
+            return  # the node's own fence of it (out of the membership) is running
         self.node.fence_requests.append(domain)
         self.node.log.append(f"fencing node {domain}: {why}")
 
@@ -914,7 +921,8 @@ class Authority:
         authority if it stopped cleanly (its sessions were told first; and as the last authority,
         nobody granted anything to a later instance of it)."""
         accounted = {d for d, r in self.members.items() if r.reported}
-        if self.prev_authority and self.node.has_left(self.prev_authority):
+        if self.prev_authority and (self.node.has_left(self.prev_authority) or
+                                    self.prev_authority in self.node.fenced):
             accounted.add(self.prev_authority)
         return accounted
 
@@ -1195,6 +1203,10 @@ class Node:
         #: nodes fenced successfully and not heard from since (a fence stands until the node
         #: shows life again: a datagram from it, or back in the membership view)
         self.fenced: set[int] = set()
+        #: when each peer last left the membership view (fenced `fence_after_ns` later)
+        self.left_view_ns: dict[int, int] = {}
+        #: nodes whose fence this node asked for: domain -> when to ask again (None: running)
+        self.fence_asked: dict[int, int | None] = {}
         self.last_now = now_ns
         self._wake: int | None = None
         # outputs
@@ -1373,6 +1385,8 @@ class Node:
             if end is not None:
                 beat.has_promise_end = True
                 beat.promise_end_us = (end - now) // US
+        if self.fenced:
+            beat.fenced.extend(sorted(self.fenced))
         if self.auth is not None and beat.established:
             rec = self.auth.rec(to)
             beat.confirm_seq = rec.confirm_seq
@@ -1430,6 +1444,10 @@ class Node:
             self.fenced -= self.view  # back in the membership: an earlier fence no longer stands
             for domain in self.view - before:
                 self.joined_ns[domain] = now
+                self.left_view_ns.pop(domain, None)
+                self.fence_asked.pop(domain, None)
+            for domain in before - self.view:
+                self.left_view_ns[domain] = now
         if self.view is not None and not self.expected_config and \
                 len(self.view) > self.expected_learned:
             self.expected_learned = len(self.view)
@@ -1495,6 +1513,11 @@ class Node:
         if beat.leaving:
             self._peer_left(frm, now)
             return
+        for domain in beat.fenced:
+            if domain != self.domain and domain not in self.fenced and \
+                    domain not in (self.view or ()):
+                self.fenced.add(domain)
+                self._peer_gone(domain, now, f"node {domain} is off: fenced by node {frm}")
         peer.candidate_term = beat.candidate_term
         if beat.candidate_term:
             peer.candidate_ns = now
@@ -1533,9 +1556,14 @@ class Node:
         """A peer's daemon stopped cleanly: it grants, confirms and votes no more, and told its
         sessions first. So a vote promised to it is void, an authority drops its state at once (as
         for a restarted daemon), and it is neither eligible nor (two-node rule) present."""
-        peer = self._peer(domain)
-        peer.left = True
-        self.log.append(f"lock daemon of node {domain} stopped")
+        self._peer(domain).left = True
+        self._peer_gone(domain, now, f"lock daemon of node {domain} stopped")
+
+    def _peer_gone(self, domain: int, now: int, what: str) -> None:
+        """A peer that grants, confirms and holds nothing any more: its daemon stopped cleanly,
+        or its node was fenced (off). Vote promises to it are void and an authority drops what
+        it held at once, so nobody waits for its leases."""
+        self.log.append(what)
         if self.promise_to == domain:
             self.promise_end = min(self.promise_end, now)
         if domain in self.promise_ends:
@@ -1737,6 +1765,8 @@ class Node:
             self.want_tick(max(self._absent_at(d) for d in self.view if d != self.domain))
         if self.established:
             self.want_tick(self.lease_end)
+        if self.fencing:
+            self._fence_lost(now)
         if self.auth is not None:
             deadline = self.auth.tick(now)
             if deadline is not None:
@@ -1747,6 +1777,36 @@ class Node:
             self.want_tick(self.member.deadlines)
         if self.promise_to and now < self.promise_end:
             self.want_tick(self.promise_end)
+
+    def _fence_lost(self, now: int) -> None:
+        """Fence a node out of the membership for `fence_after_ns` that may hold locks, so they
+        pass on as soon as it is off: a member holding locks of this node's authority (the
+        authority fences it), or the authority this node follows or promised its vote to (the
+        lowest domain of the view fences it; it is the next candidate). Only from a side with a quorum; never
+        the two-node rule's peer (the daemon's lone check fences that one)."""
+        if self.view is None or self.expected() <= 2 or not self.partition_quorum(now):
+            return
+        suspects = ({d for d in self.auth.members if self.auth.table.names_held_by_node(d)}
+                    if self.auth is not None else set())
+        if min(self.view) == self.domain:
+            suspects |= {self.member.authority, self.promise_to, self.vote_for}
+        running = self.auth.fences if self.auth is not None else {}
+        for domain, left in self.left_view_ns.items():
+            if domain not in suspects or domain in self.fenced or domain in self.view or \
+                    not domain or domain in running:
+                continue
+            due = left + self.timing.fence_after_ns
+            asked = self.fence_asked.get(domain, 0)
+            if asked is None:
+                continue  # running
+            due = max(due, asked)
+            if now >= due:
+                self.fence_asked[domain] = None
+                self.fence_requests.append(domain)
+                self.log.append(f"fencing node {domain}: out of the membership for "
+                                f"{(now - left) // MS} ms")
+            else:
+                self.want_tick(due)
 
     def next_wakeup(self) -> int:
         return self._wake if self._wake is not None else self.last_now + self.timing.beat_ns
@@ -1815,10 +1875,18 @@ class Node:
     def fence_done(self, domain: int, ok: bool, now: int) -> None:
         """The fence command for `domain` finished (ok: it exited 0 in time)."""
         self._check_lease(now)
+        asked = domain in self.fence_asked
+        if asked:
+            self.fence_asked[domain] = None if ok else now + self.timing.fence_retry_ns
+            if not ok:
+                self.want_tick(now + self.timing.fence_retry_ns)
         if ok:
             self.fenced.add(domain)
         if self.auth is not None:
             self.auth.fence_done(domain, ok, now)
+        if ok and asked and domain not in (self.view or ()):
+            self._peer_gone(domain, now, f"node {domain} is off: fenced after it left the "
+                                         f"membership")
 
     def fence_waiting(self, domain: int) -> str:
         """What this node's authority waits for from a node's fence (empty: nothing)."""

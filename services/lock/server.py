@@ -60,6 +60,15 @@ FIELDS = (
                "of two takes over)"),
     Field("fence_timeout", integer(1, 600), default=60,
           help="seconds the fence command may run before it is killed and counts as failed"),
+    Field("fence_after_ms", integer(1, 600_000), default=250,
+          help="with a fence command: a node out of the membership this long is fenced, and "
+               "its locks pass on once the fence succeeded rather than at its lease end, ms; a "
+               "node paused longer than this is powered off"),
+    Field("fence_priority_delay_ms", integer(0, 600_000), default=0,
+          help="two nodes cut apart, both fencing each other: a node that holds no lock waits "
+               "this long before it fences the other, so the side that runs the services wins "
+               "the race (Pacemaker's priority-fencing-delay); it also delays the takeover "
+               "after a crash of the node that held them, ms"),
     Field("key_file", string(), default="",
           help="cluster key for signed datagrams (default: heartbeat.key when present)"),
     Field("peer_port", integer(1, 65535), default=TCP_PORTS["lock"],
@@ -149,12 +158,14 @@ class LockApp(DaemonApp):
                                  authority_grace_ns=config["authority_grace_ms"] * MS,
                                  early_ns=min(Timing.early_ns,
                                               config["authority_grace_ms"] * MS // 2),
-                                 takeover_guard_ns=config["takeover_guard_ms"] * MS)
+                                 takeover_guard_ns=config["takeover_guard_ms"] * MS,
+                                 fence_after_ns=config["fence_after_ms"] * MS)
         except ValueError as error:
             raise ConfigError(f"lease timing: {error}", key="hold_lease_ms") from None
         self.reference_ips = reference_ips_from(ctx.args, config)
         self.fence_command = config["fence_command"]
         self.fence_timeout = config["fence_timeout"]
+        self.fence_priority_delay_s = config["fence_priority_delay_ms"] / 1000
         self.expected_nodes = config["expected_nodes"]
         self.port = config["peer_port"]
         self.key = _key(ctx)
@@ -290,6 +301,11 @@ class LockApp(DaemonApp):
                    self.expected_nodes or f"learned ({self.node.expected()})",
                    ", ".join(self.reference_ips) or "none",
                    repr(self.fence_command) if self.fence_command else "none")
+        if self.node.expected() == 2 and not self.fence_command:
+            logger.warning("two nodes and no fence_command: if both heartbeat paths between the "
+                           "nodes fail while both still reach a reference IP, both run the "
+                           "services (a ping target cannot pick one); configure a "
+                           "fence_command to protect the cluster against that cut")
         self._apply_view(now)
 
     def wall_ns(self) -> int:
@@ -425,6 +441,13 @@ class LockApp(DaemonApp):
                                    "be fenced; this node does not act alone until it was")
                 continue
             if self.fence_command and peer not in node.fenced and not node.has_left(peer):
+                if self.fence_priority_delay_s and not node.member.counts()[0]:
+                    logger.warning("two-node rule: node %d is gone; this node holds no lock, so "
+                                   "it fences node %d only after %g s (fence_priority_delay_ms)",
+                                   peer, peer, self.fence_priority_delay_s)
+                    await asyncio.sleep(self.fence_priority_delay_s)
+                    if not node.lone(boot_ns()) or peer in node.fenced:
+                        continue
                 logger.warning("two-node rule: node %d is gone; fencing it", peer)
                 if not await asyncio.shield(self._start_fence(peer)):
                     node.set_lone_ok(0, boot_ns())

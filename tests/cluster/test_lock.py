@@ -535,6 +535,43 @@ def test_a_crashed_holders_lock_passes_on_after_its_fence(make_lab, victim):
     holder.close()
 
 
+@pytest.mark.parametrize("victim", ["member", "authority"])
+def test_a_frozen_node_is_fenced_and_its_lock_passes_on_without_waiting_for_its_leases(
+        make_lab, victim):
+    """With the lab's fence command (power off): a node frozen as a whole (its kernel still holds
+    its addresses; nothing in it can say it is lost) is fenced by the node whose job it is once
+    it has been out of the membership for fence_after_ms (the authority fences a member; the
+    next candidate fences a lost authority and tells the voters, who release their promises),
+    and its lock passes on when it is off, without waiting for its lease."""
+    lab = make_lab(3)
+    authority = ls.start_cluster(lab, fence_command=lab.fence_command())
+    lost = lab.node(authority if victim == "authority" else authority % 3 + 1)
+    heir_node = next(n for n in lab.nodes if n.id not in (authority, lost.id))
+    holder, waiter = ls.Client(lost), ls.Client(heir_node)
+    holder.acquire(800, 1)
+    token = holder.wait("granted").message.fencing_token
+    waiter.acquire(800, 1)
+    waiter.wait("queued")
+    frozen = time.monotonic_ns()
+    lost.freeze()
+    granted = waiter.wait("granted", timeout=10)
+    print(f"{victim} frozen: granted elsewhere {(granted.time - frozen) / 1e6:.0f} ms later")
+    assert granted.message.fencing_token > token
+    deadline = time.monotonic() + 10  # the fence's bookkeeping (`lab crash`) runs after it
+    while not lost.crashed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lost.crashed and not lost.pids(), "the fenced node was not powered off"
+    fencer = heir_node if victim == "authority" else lab.node(authority)
+    log = (fencer.root / "var" / "log" / "skyge-lock.log").read_text(errors="replace")
+    assert f"fencing node {lost.id}: out of the membership for" in log
+    if victim == "authority":  # the third node released its vote on the fencer's word
+        third = next(n for n in lab.nodes if n.id not in (lost.id, heir_node.id))
+        voter_log = (third.root / "var" / "log" / "skyge-lock.log").read_text(errors="replace")
+        assert f"node {lost.id} is off: fenced by node {heir_node.id}" in voter_log
+    waiter.close()
+    holder.close()
+
+
 def test_a_failing_fence_blocks_the_lost_nodes_locks_loudly_until_it_works(make_lab):
     lab = make_lab(3)
     fence = ls.Fence(lab, failing=True)
