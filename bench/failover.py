@@ -1,7 +1,13 @@
 """Failover of an HA service on a 3-node lab: crash the active node, kill its user process,
 isolate it (both NICs cut), many times each; then switch.
 
-    python -m bench.failover --trials 10
+    python -m bench.failover --trials 10              # fenced path (the lab's fence command)
+    python -m bench.failover --trials 10 --no-fence   # lease path
+
+With a fence command (default), a lost node is powered off once it has been out of the
+membership for `fence_after_ms` (250 ms) and its service is taken over as soon as it is off;
+with `--no-fence`, once its leases ran out (hold lease 600 ms; the authority's own node: vote
+lease 400 ms + grace).
 
 Setup: a 3-node lab running skyge-heartbeat, -bus, -lock and -ha; the demo service of
 `skyge.clients.lab.demo` (fifo/0: a small TCP server started by a user script, floating IP
@@ -304,8 +310,12 @@ class Run:
             note(f"crash {trial}/{trials}: {victim.key} crashed; floating IP on {new} after "
                  f"{(added - t0) / 1e6 if added else float('nan'):.1f} ms, client answered "
                  f"after {self.ms['node_crash'][-1]:.1f} ms (expected next: {successor.key})")
+        self.reboot(victim, f"c{trial}")
+
+    def reboot(self, victim: LabNode, tag: str) -> None:
+        """Power a crashed (or fenced) node on again; its daemons start and it queues again."""
         victim.boot()
-        self.monitors.append(AddressMonitor(victim, str(trial)))
+        self.monitors.append(AddressMonitor(victim, tag))
         start_node(victim, extra_args=("-l", "LOG_NOTICE"))
 
     def kill_process(self, trial: int, trials: int) -> None:
@@ -341,6 +351,13 @@ class Run:
                  f"{self.ms['isolated_stop'][-1] if died and removed else float('nan'):.1f} ms")
         for nic in ("eth0", "eth1"):
             victim.restore(nic)
+        if any(node == victim.id and at > t0 for node, at in self.lab.fence_log()):
+            # fenced (powered off) by the others while it was cut off: once the lab recorded
+            # the crash, power it on again
+            deadline = time.monotonic() + ANSWER_TIMEOUT_S
+            while not victim.crashed and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.reboot(victim, f"i{trial}")
         wait_members(victim, 3)
 
     def switch(self, turn: int, turns: int) -> None:
@@ -377,9 +394,9 @@ class Run:
                     pass
 
 
-def run(trials: int, kills: int, isolations: int, switchovers: int) -> dict:
+def run(trials: int, kills: int, isolations: int, switchovers: int, fence: bool) -> dict:
     with Lab.up(nodes=3, name=lab_name("fo")) as lab:
-        start_cluster(lab)
+        start_cluster(lab, lock_config={"fence_command": lab.fence_command()} if fence else None)
         bench = Run(lab)
         try:
             for kind, count in ((bench.crash, trials), (bench.kill_process, kills),
@@ -404,6 +421,7 @@ def run(trials: int, kills: int, isolations: int, switchovers: int) -> dict:
         "isolated_stop_ms_max": rounded(max(ms["isolated_stop"], default=None)),
         "switchover_p50_ms": rounded(percentile(ms["switchover"], 50)),
         "double_active": double,
+        "fenced": fence,
         "trials": trials,
         "kills": kills,
         "isolations": isolations,
@@ -421,6 +439,10 @@ def main() -> None:
                         help="isolations of the active node (default: as many as --trials)")
     parser.add_argument("--switchovers", type=int, default=None,
                         help="commanded switch-overs (default: half the trials, at least 3)")
+    parser.add_argument("--no-fence", dest="fence", action="store_false",
+                        help="no fence command: a lost node's service is taken over when its "
+                             "leases ran out (default: the lab's fence command powers the lost "
+                             "node off, and it is taken over once off)")
     args = parser.parse_args()
     counts = {"trials": args.trials,
               "kills": args.kills if args.kills is not None else args.trials,
@@ -430,7 +452,7 @@ def main() -> None:
     for name, count in counts.items():
         if not (1 if name == "trials" else 0) <= count <= 200:
             parser.error(f"--{name}: must be from {1 if name == 'trials' else 0} to 200")
-    figures = run(**counts)
+    figures = run(**counts, fence=args.fence)
     keepalived = shutil.which("keepalived")
     if keepalived:
         note(f"keepalived is installed ({keepalived}) but this benchmark does not drive it yet; "

@@ -46,9 +46,7 @@ import argparse
 import bisect
 import json
 import os
-import shlex
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
@@ -408,26 +406,18 @@ def run_pauses(trials: int, pauses: Sequence[int], targets: Sequence[str],
 PRIORITY_DELAY_MS = 2000
 
 class LabFence:
-    """A lock.cfg fence_command that powers the lost node off through the lab (`skyge lab
-    crash`) and then logs "DOMAIN WALL_NS" (so the crash's end is known even though the crashed
-    node's address monitor dies with it)."""
+    """The lab's own fence command (`Lab.fence_command`: the lost node is powered off) and when
+    each fence had it off (the crashed node's address monitor dies with it)."""
 
     def __init__(self, lab: Lab) -> None:
-        self.log = lab.root / "fenced"
-        script = lab.root / "fence.sh"
-        crash = shlex.join([sys.executable, "-m", "skyge.clients.cli.main", "lab", "crash",
-                            "--name", lab.name])
-        script.write_text(f'#!/bin/sh\n{crash} "n$SKYGE_FENCE_DOMAIN" || exit 1\n'
-                          f'echo "$SKYGE_FENCE_DOMAIN $(date +%s%N)" >> {self.log}\n')
-        self.command = f"sh {script}"
+        self.lab = lab
+        self.command = lab.fence_command()
 
     def crashes(self) -> dict[str, list[int]]:
-        """Node -> wall ns at which its fence (crash) had completed."""
+        """Node -> wall ns at which its fence had it off."""
         found: dict[str, list[int]] = {}
-        if self.log.exists():
-            for line in self.log.read_text().splitlines():
-                domain, stamp = line.split()
-                found.setdefault(f"n{domain}", []).append(int(stamp))
+        for node, stamp in self.lab.fence_log():
+            found.setdefault(f"n{node}", []).append(stamp)
         return found
 
 
@@ -584,8 +574,8 @@ def main() -> None:
             two_node_holder_kept_the_service={
                 v: detail[v].get("holder_kept_the_service") for v in detail},
             two_node_detail=detail, two_node_cut_s=args.cut_s)
-        notes += ["two_node_double_active_ms.fence: lock.cfg fence_command = `skyge lab crash` "
-                  "of the lost node (the lab has no fence command of its own yet)",
+        notes += ["two_node_double_active_ms.fence: lock.cfg fence_command = the lab's "
+                  "(Lab.fence_command: the lost node is powered off)",
                   f"two_node_double_active_ms.fence_priority: the same with "
                   f"fence_priority_delay_ms = {PRIORITY_DELAY_MS} (the node holding no lock "
                   f"fences later, so the active side wins the race)",

@@ -697,9 +697,11 @@ class Lab:
     def fence_command(self) -> str:
         """A lock.cfg `fence_command` that powers node n$SKYGE_FENCE_DOMAIN off, as a power
         switch would: its cables go dead and every process of it is SIGKILLed within a few ms
-        (then `crash()` records it, in the background); exit 0 once it is off, also when it was
-        off already. Written under the lab root, for every node of the lab."""
+        (then `crash()` records it, in the background: `crashed` turns true within a second or
+        so); exit 0 once it is off, also when it was off already; each fence is logged in `fence_log()`. Written under the lab root, for
+        every node of the lab."""
         script = self.root / "fence.sh"
+        log = shlex.quote(str(self.root / "fenced.log"))
         switch = shlex.quote(_netns(self.name, SWITCH))
         record = shlex.join([sys.executable, "-m", "skyge.clients.cli.main", "lab", "crash",
                              "--name", self.name])
@@ -712,12 +714,22 @@ case "$SKYGE_FENCE_DOMAIN" in
 esac
 for port in $ports; do ip -n {switch} link set dev "$port" down || exit 1; done
 pids=$(ip netns pids "$netns") || exit 1
-[ -z "$pids" ] || kill -KILL $pids 2>/dev/null
+echo "$SKYGE_FENCE_DOMAIN $(date +%s%N)" >> {log}
+if [ -z "$pids" ]; then echo "node $SKYGE_FENCE_DOMAIN was off already"; exit 0; fi
+kill -KILL $pids 2>/dev/null
 setsid {record} "n$SKYGE_FENCE_DOMAIN" >/dev/null 2>&1 < /dev/null &
 echo "node $SKYGE_FENCE_DOMAIN is off"
 """)
         script.chmod(0o755)
         return f"sh {shlex.quote(str(script))}"
+
+    def fence_log(self) -> list[tuple[int, int]]:
+        """(node id, wall-clock ns it was off) for every fence by `fence_command()`, in order."""
+        path = self.root / "fenced.log"
+        if not path.exists():
+            return []
+        return [(int(node), int(ns)) for node, ns in
+                (line.split() for line in path.read_text().splitlines() if line.strip())]
 
     def partition(self, groups: Sequence[Iterable[int | str]], *,
                   gateway: int | None = 0) -> list[list[int]]:

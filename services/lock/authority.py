@@ -425,6 +425,20 @@ class Member:
         for group in list(self.watchers):
             self._leader_changed(group, 0, 0, "", 0)
 
+    def fail_waits_in_grace(self, detail: str) -> None:
+        """The waits kept for a next authority (`drop_all`) fail now: none can come (a lone
+        node's reference-IP check failed)."""
+        for session in list(self.sessions.values()):
+            for name, wait in list(session.waits.items()):
+                if wait.grace_ns is None:
+                    continue
+                del session.waits[name]
+                if wait.sent and self.can_send():
+                    self._send(pp.PeerData(release=pp.PeerRelease(
+                        term=self.term, session_id=session.id, name=name_proto(name),
+                        request_id=wait.req)))
+                self._fail(session.id, name, lp.FAIL_NO_QUORUM, detail)
+
     def tick(self, now: int) -> None:
         if self.connected and now >= self.lease_until:
             self.drop_all(now, "this node lost quorum (no confirmation from an authority)")
@@ -1193,6 +1207,10 @@ class Node:
         self.lone_until = 0
         self.lone_possible = False  # reference IPs are configured (the daemon sets it)
         self.lone_since = 0
+        #: the last reference-IP check failed (this node may have been the cut-off side) and
+        #: the other was not heard since; see `set_lone_ok`
+        self.lone_failed = False
+        self.lone_rejoin_at: int | None = None
         self.lone_checked = -1
         self.was_lone = False
         #: when each peer last entered the membership view (the silence of a lock daemon never
@@ -1281,7 +1299,19 @@ class Node:
         daemon cannot grant, nor keep holds)."""
         if self.expected() != 2 or self.view is None:
             return False
-        return all(now >= self._absent_at(d) for d in self.view if d != self.domain)
+        return now >= self._lone_at()
+
+    def _lone_at(self) -> int:
+        """When the other node counts as absent (two expected nodes, known view): its
+        `_absent_at` while in the view; once out of it, two idle beats after its lock daemon
+        was last heard (a daemon still speaking means a cut that just healed, its heartbeat
+        not back yet)."""
+        assert self.view is not None
+        ends = [self._absent_at(d) for d in self.view if d != self.domain]
+        ends += [peer.heard_ns + 2 * self.timing.idle_beat_ns for d, peer in self.peers.items()
+                 if d != self.domain and d not in self.view and not peer.left and
+                 peer.heard_ns >= 0]
+        return max(ends, default=0)
 
     def _track_lone(self, now: int) -> None:
         """Note when the node becomes lone (a reference-IP check is due: `lone_check_due`) and
@@ -1317,7 +1347,14 @@ class Node:
         """A quorum, or a lone two-node member whose reference-IP check is still under way."""
         if self.partition_quorum(now):
             return True
-        return self.lone_possible and self.lone_check_due(now)
+        return self.lone_possible and (self.lone_check_due(now) or self._lone_pending(now))
+
+    def _lone_pending(self, now: int) -> bool:
+        """The other left the view but its lock daemon spoke lately: lone (and checked) within
+        two idle beats unless it speaks again."""
+        if self.expected() != 2 or self.view is None or self.lone(now):
+            return False
+        return all(now >= self._absent_at(d) for d in self.view if d != self.domain)
 
     def cut_off(self, now: int) -> bool:
         """No authority can confirm this node's locks any more: its membership is unknown, or
@@ -1457,9 +1494,29 @@ class Node:
         self.want_tick(now)  # the member side checks whether the node is cut off
 
     def set_lone_ok(self, until: int, now: int) -> None:
-        """Two-node rule: the reference IP answered (and the fence ran); valid until `until`."""
+        """Two-node rule: the reference IP answered (and the fence ran); valid until `until`
+        (0: it did not). A node that failed the check (cut off from the reference IP too, so the
+        other may have taken over) may act alone again only once the other stayed silent for
+        `switch_ns` after the reference IP came back: were it alive, its daemon would have been
+        heard by then, since a cut that spares the reference IP rarely spares the peer's path."""
         self._check_lease(now)
         self.lone_checked = now
+        if not until:
+            self.lone_failed = True
+            self.lone_rejoin_at = None
+            if not self.partition_quorum(now):
+                self.member.fail_waits_in_grace("this node's partition has no quorum: "
+                                                + self.quorum_rule(now))
+        elif self.lone_failed:
+            if self.lone_rejoin_at is None:
+                self.lone_rejoin_at = now + self.timing.switch_ns
+                self.log.append("two-node rule: the reference IP answers again; acting alone "
+                                "only if the other node stays silent for "
+                                f"{self.timing.switch_ns // MS} ms")
+            if now < self.lone_rejoin_at:
+                until = 0  # the daemon checks again every LONE_CHECK_S
+            else:
+                self.lone_failed, self.lone_rejoin_at = False, None
         self.lone_until = until if self.lone(now) else 0
 
     def set_expected(self, expected: int, now: int) -> None:
@@ -1492,6 +1549,7 @@ class Node:
         if instance < peer.instance:
             return False
         self.fenced.discard(domain)  # it shows life: an earlier fence no longer stands
+        self.lone_failed, self.lone_rejoin_at = False, None  # the other is heard: no doubt left
         if instance > peer.instance:
             known = peer.instance != 0
             peer = self.peers[domain] = PeerInfo(instance=instance)
@@ -1762,7 +1820,7 @@ class Node:
         if self.vote_for != self.domain:
             self.want_tick(self.next_idle_ns)
         if self.expected() == 2 and self.view is not None and not self.lone(now):
-            self.want_tick(max(self._absent_at(d) for d in self.view if d != self.domain))
+            self.want_tick(self._lone_at())
         if self.established:
             self.want_tick(self.lease_end)
         if self.fencing:

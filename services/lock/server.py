@@ -389,8 +389,10 @@ class LockApp(DaemonApp):
             for line in node.log:
                 logger.log(25, "%s", line)
             node.log.clear()
-        if node.member.renewed_until != self._lease_written:
-            self._write_lease(node.member.renewed_until)
+        safe_until = node.member.lease_until if node.member.connected else 0
+        if (safe_until == 0) != (self._lease_written == 0) or \
+                abs(safe_until - self._lease_written) >= self.timing.idle_beat_ns // 2:
+            self._write_lease(safe_until)
         wake = node.next_wakeup()
         deadline = links.deadline()
         if deadline is not None:
@@ -398,8 +400,8 @@ class LockApp(DaemonApp):
         self._schedule(wake)
 
     def _write_lease(self, until_ns: int) -> None:
-        """Until when this node's holds are safe, for the HA deadman (a tmpfs file: no disk
-        write on the lease path)."""
+        """Until when this node's holds are safe (0: none is), for the HA deadman, at most
+        every half idle beat (a tmpfs file: no disk write on the lease path)."""
         self._lease_written = until_ns
         write_atomic(self.ctx.paths.lease_file, str(until_ns), durable=False)
 

@@ -3,7 +3,6 @@ trusts the lock daemon's lease file over a renewal the (stalled) loop has not ta
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest

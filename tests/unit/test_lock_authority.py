@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from skyge.services.lock.authority import MS, Authority, MemoryStore, Node, Timing
+from skyge.services.lock.authority import MS, Authority, MemoryStore, Node
 from skyge.services.lock.sim import Record, SimCluster, check_history
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_peer_pb2 as pp

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from skyge.services.lock.authority import MS, Timing
+from skyge.services.lock.authority import MS
 from skyge.services.lock.sim import SimCluster, check_history
 from skyge.v1 import lock_pb2 as lp
 from tests.unit.test_lock_authority import SETTLE, first, run_checked, settled
