@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -48,7 +49,7 @@ from skyge.services.common.reference import (add_reference_ips_argument, referen
                                              reference_ips_from)
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
 from skyge.services.ha import policy
-from skyge.services.ha.deadman import Deadman
+from skyge.services.ha.deadman import Deadman, Registry, spawn_backstop
 from skyge.services.ha.isolation import IsolationMonitor
 from skyge.services.ha.service_config import (ServiceConfig, ha_config_dir, load_service,
                                               load_services)
@@ -142,6 +143,8 @@ class HaApp(DaemonApp):
         self.refuse_reason = ""
         self.intents_path = ctx.paths.lib / "ha" / INTENTS_FILE
         self.deadman = Deadman(ctx.paths.lease_file, realtime_priority=DEADMAN_PRIORITY)
+        self.registry = Registry(ctx.paths.deadman_file)
+        self.backstop: subprocess.Popen[bytes] | None = None
         self.intents: dict[str, str] = {}
         from skyge.services.ha.server import HaPeerServicer, HaServicer
         self.servicer = HaServicer(self)
@@ -155,6 +158,7 @@ class HaApp(DaemonApp):
     # -- life
     async def start(self) -> None:
         self.deadman.start()
+        self.backstop = spawn_backstop(self.paths, self.paths.log / "skyge-ha-deadman.log")
         self.intents = self._read_intents()
         self.refusing_new, self.refuse_reason = await self._emon_refusing()
         if self.refusing_new:
@@ -295,7 +299,7 @@ class HaApp(DaemonApp):
         supervisor = ServiceSupervisor(
             config, domain=self.domain, session_factory=self._session,
             log_dir=self.paths.log / "ha", on_change=self._changed, on_forget=self._forget,
-            on_reboot=self._reboot, deadman=self.deadman)
+            on_reboot=self._reboot, deadman=self.deadman, registry=self.registry)
         self.services[config.key] = supervisor
         supervisor.start()
         if self.refusing_new:
@@ -398,6 +402,9 @@ class HaApp(DaemonApp):
                              return_exceptions=True)
         await self.isolation.close()
         await asyncio.to_thread(self.deadman.close)
+        if self.backstop is not None:  # every service is stopped: nothing left to guard
+            self.backstop.terminate()
+            await asyncio.to_thread(self.backstop.wait)
         await self.follower.stop()
         await self.channels.close()
         if self.lock_channel is not None:

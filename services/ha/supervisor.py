@@ -35,7 +35,7 @@ import grpc
 
 from skyge.services.common.clock import boot_ns
 from skyge.services.ha import policy
-from skyge.services.ha.deadman import Deadman
+from skyge.services.ha.deadman import Deadman, Registry
 from skyge.services.ha.resources import fip as fip_mod
 from skyge.services.ha.resources import garp as garp_mod
 from skyge.services.ha.resources import store as store_mod
@@ -342,7 +342,7 @@ class ServiceSupervisor:
                  on_change: Callable[[Change], None] | None = None,
                  on_forget: Callable[["ServiceSupervisor"], None] | None = None,
                  on_reboot: Callable[[str], Awaitable[None]] | None = None,
-                 deadman: Deadman | None = None) -> None:
+                 deadman: Deadman | None = None, registry: Registry | None = None) -> None:
         self.config = config
         self.domain = domain
         self.resources: Resources = resources or SystemResources()
@@ -374,6 +374,7 @@ class ServiceSupervisor:
         #: daemon deadline) and the thread that stops the service there unless renewed
         self.valid_until_ns = 0
         self.deadman = deadman
+        self.registry = registry  # the same, for the backstop process (see deadman.py)
         self._loop: asyncio.AbstractEventLoop | None = None
         #: the process group of the last `script start`: what it left running (pidfile or not)
         self._start_group = 0
@@ -574,12 +575,32 @@ class ServiceSupervisor:
         """The deadman guards the service while this node holds its lock."""
         if self.deadman is None:
             return
+        key = f"{self.config.type}/{self.config.slot}"
         if self.state.holding and self.valid_until_ns:
             self.deadman.arm(self, self.valid_until_ns)
+            if self.registry is not None:
+                self.registry.put(key, self.name, self._groups(), [
+                    {"nic": f.nic, "ip": f.ip, "netmask": f.netmask, "broadcast": f.broadcast,
+                     "label": f.label} for f in self.config.fips])
         else:
             self.deadman.disarm(self)
+            if self.registry is not None:
+                self.registry.remove(key)
             if not self.state.holding:
                 self.valid_until_ns = 0
+
+    def _groups(self) -> list[int]:
+        """The process groups the service runs in, as far as known: the one `script start`
+        ran in and the pidfile's process's when it leads one."""
+        groups = [self._start_group] if self._start_group else []
+        watch = self._process_watch
+        if watch is not None and not watch.dead:
+            try:
+                if os.getpgid(watch.pid) == watch.pid:
+                    groups.append(watch.pid)
+            except ProcessLookupError:
+                pass
+        return groups
 
     def _check_owned(self, step: str) -> None:
         """Before an irreversible step: the hold must still be safe for a while."""
@@ -655,6 +676,7 @@ class ServiceSupervisor:
             return
         if result.pid:
             self._start_group = result.pid
+            self._guard_ownership()  # the backstop learns the group
         self.last_start_ms = (time.monotonic() - began) * 1000
         self.post(policy.StartDone(result.ok, result.reason))
 
@@ -774,6 +796,7 @@ class ServiceSupervisor:
     def _watch_process(self, run: int) -> None:
         watch = ProcessWatch.from_pidfile(self.config.pidfile)
         self._process_watch = watch
+        self._guard_ownership()  # the backstop learns its group
         logger.info("service %s: watching process %d (%s)", self.name, watch.pid,
                     self.config.pidfile)
         watch.add_callback(lambda pid: self.post(policy.Failed(

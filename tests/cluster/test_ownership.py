@@ -57,13 +57,15 @@ def daemon_pid(node: LabNode, daemon: str) -> int:
     return read_pidfile(node.root / "run" / "skyge" / f"{daemon}.pid")
 
 
-def pause(node: LabNode, daemon: str, seconds: float) -> None:
-    pid = daemon_pid(node, daemon)
-    node.kill(pid, signal.SIGSTOP, wait=0)
+def pause(node: LabNode, daemons: str | tuple[str, ...], seconds: float) -> None:
+    pids = [daemon_pid(node, d) for d in ((daemons,) if isinstance(daemons, str) else daemons)]
+    for pid in pids:
+        node.kill(pid, signal.SIGSTOP, wait=0)
     try:
         time.sleep(seconds)
     finally:
-        node.kill(pid, signal.SIGCONT, wait=0)
+        for pid in pids:
+            node.kill(pid, signal.SIGCONT, wait=0)
 
 
 def active(lab: Lab) -> tuple[int, int]:
@@ -121,3 +123,19 @@ def test_a_frozen_ha_daemon_with_a_live_lock_daemon_keeps_its_service(cluster):
     pause(lab.node(domain), "ha", 2.0)
     time.sleep(SETTLE_S)
     assert active(lab) == (domain, token)
+
+
+def test_all_five_daemons_frozen_cost_the_service_its_node_but_never_two_owners(cluster):
+    """Every skyge daemon the lab runs on the active node is stopped for 3 s (the HA daemon's own deadman
+    thread with it): the backstop process, which outlives and outruns a frozen HA daemon, stops
+    the service at the lease's end, before the next node is granted the lock."""
+    lab, monitors = cluster
+    domain, token = active(lab)
+    since = time.time_ns()
+    pause(lab.node(domain), tuple(CLUSTER_DAEMONS), 3.0)
+    moved, new_token = active(lab)
+    assert moved != domain and new_token > token
+    assert two_holders(monitors, since) == []
+    log = (lab.node(domain).root / "var" / "log" / "skyge" / "skyge-ha-deadman.log").read_text(
+        errors="replace")
+    assert "ownership deadline passed" in log

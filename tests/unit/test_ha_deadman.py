@@ -3,6 +3,7 @@ trusts the lock daemon's lease file over a renewal the (stalled) loop has not ta
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,37 @@ def test_a_disarmed_service_is_left_alone_and_deadlines_only_grow(deadman):
     assert deadman.deadline(service) == now + 400 * MS
     deadman.disarm(service)
     assert not service.fired.wait(0.6)
+
+
+def test_the_backstop_stops_a_registered_service_when_the_lease_on_file_runs_out(tmp_path):
+    """The backstop process's loop (run here in a thread): a registered service whose lease on
+    file runs out has its process group killed; one whose lease is renewed on file is left."""
+    import os
+    import signal
+    import subprocess
+
+    from skyge.services.common.paths import NodePaths
+    from skyge.services.ha.deadman import Registry, run_backstop
+
+    paths = NodePaths.at(tmp_path)
+    paths.lease_file.parent.mkdir(parents=True)
+    paths.lease_file.write_text(str(boot_ns() + 400 * MS))
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    stop = threading.Event()
+    guard = threading.Thread(target=run_backstop, args=(paths,), kwargs={"stop": stop})
+    try:
+        Registry(paths.deadman_file).put("fifo/0", "web (fifo/0)", [victim.pid], [])
+        guard.start()
+        renewed_until = time.monotonic() + 0.6  # renewed on file past the first lease...
+        while time.monotonic() < renewed_until:
+            paths.lease_file.write_text(str(boot_ns() + 400 * MS))
+            time.sleep(0.05)
+        assert victim.poll() is None
+        victim.wait(timeout=5)  # ...then no more: killed at the last lease on file
+        assert victim.returncode == -signal.SIGKILL
+    finally:
+        stop.set()
+        guard.join(timeout=5)
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait()
