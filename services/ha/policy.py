@@ -62,7 +62,7 @@ from typing import Union
 
 __all__ = [
     "Phase", "Then", "State", "Settings", "Decision", "decide", "settled",
-    "Command", "Granted", "Queued", "AcquireFailed", "Released", "Lost", "SessionDown",
+    "Command", "Granted", "Queued", "AcquireFailed", "Released", "Lost", "Expired", "SessionDown",
     "StartDone", "StopDone", "CheckDone", "Failed", "RetryAcquire", "Refuse", "Isolated",
     "Adopted",
     "Acquire", "Release", "Start", "CancelStart", "Stop", "ScheduleCheck", "CancelCheck",
@@ -194,6 +194,15 @@ class Lost:
 
 
 @dataclass(frozen=True)
+class Expired:
+    """The lock's ownership deadline passed with no renewal (the deadman fired, or a start found
+    it past): stop at once. Unlike `Lost`, the lock daemon may still count the hold (it was
+    frozen, or its renewal is late), so the lock is released before this node queues again."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class SessionDown:
     """The lock session ended (lock daemon stopped or unreachable): holds and waits are gone."""
 
@@ -262,8 +271,8 @@ class Adopted:
     held: bool = False
 
 
-Event = Union[Command, Granted, Queued, AcquireFailed, Released, Lost, SessionDown, StartDone,
-              StopDone, CheckDone, Failed, RetryAcquire, Refuse, Isolated, Adopted]
+Event = Union[Command, Granted, Queued, AcquireFailed, Released, Lost, Expired, SessionDown,
+              StartDone, StopDone, CheckDone, Failed, RetryAcquire, Refuse, Isolated, Adopted]
 
 
 # --- actions ------------------------------------------------------------------------------------
@@ -593,6 +602,13 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
         return Decision(replace(state, releasing=False,
                                 holding=state.holding and state.phase not in (
                                     Phase.IDLE, Phase.WAITING, Phase.FAILED)))
+
+    if isinstance(event, Expired):
+        if state.holding and phase in (Phase.STARTING, Phase.RUNNING):
+            new, acts = _stop(state, Then.REQUEUE, "ownership deadline passed", event.detail,
+                              urgent=True)
+            return Decision(new, acts)
+        return Decision(state, ignored=True)
 
     if isinstance(event, (Lost, SessionDown)):
         if isinstance(event, Lost):

@@ -606,7 +606,10 @@ class ServiceSupervisor:
         """Before an irreversible step: the hold must still be safe for a while."""
         if self.deadman is None or not self.valid_until_ns:
             return
-        left_ns = self.valid_until_ns - boot_ns()
+        now = boot_ns()
+        if self.valid_until_ns - now < self.deadman.margin_ns:  # a renewal the loop has not
+            self.valid_until(self.deadman.lease_on_file())      # taken yet is on file
+        left_ns = self.valid_until_ns - now
         if left_ns < self.deadman.margin_ns:
             raise OwnershipExpired(f"not done: {step} would come {-left_ns / 1e6:.0f} ms after "
                                    f"the lock's ownership deadline" if left_ns < 0 else
@@ -630,9 +633,9 @@ class ServiceSupervisor:
         return done
 
     def expired(self, detail: str) -> None:
-        """From the deadman's thread: the hold is over, as if the lock daemon said Lost."""
+        """From the deadman's thread: the hold's deadline passed (see `policy.Expired`)."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.post, policy.Lost("expired", detail))
+            self._loop.call_soon_threadsafe(self.post, policy.Expired(detail))
 
     # -- work
     async def attach(self) -> None:
@@ -669,7 +672,7 @@ class ServiceSupervisor:
             self._check_owned("script start")
             result = await self.runner.start(token)
         except OwnershipExpired as error:
-            self.post(policy.Lost("expired", str(error)))
+            self.post(policy.Expired(str(error)))
             return
         except RESOURCE_ERRORS as error:
             self.post(policy.StartDone(False, str(error)))

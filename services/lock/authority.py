@@ -142,6 +142,12 @@ class Timing:
         return duration_ns - duration_ns * self.drift_ppm // 1_000_000 - 100 * US
 
     @property
+    def leave_warning_ns(self) -> int:
+        """A cleanly stopping daemon's sessions are told this long before its last beat lets
+        their locks pass on: the same warning a lease end gives (early + takeover guard)."""
+        return self.early_ns + self.takeover_guard_ns
+
+    @property
     def vote_lease_counted_ns(self) -> int:
         """What a candidate counts of a vote lease."""
         return self.drifted(self.vote_lease_ns)
@@ -1873,7 +1879,7 @@ class Node:
     def stop_sessions(self, now: int) -> bool:
         """First step of a clean stop: every session loses what it holds and awaits (told at
         once) and no acquire is taken any more. Returns whether a lock was held: then the daemon
-        waits `early_ns` before `leave`, so its sessions are told at least that long before the
+        waits `leave_warning_ns` before `leave`, so its sessions are told at least that long before the
         locks can pass on, as on a lease end."""
         self._check_lease(now)
         self.stopping = True

@@ -252,7 +252,8 @@ class LockApp(DaemonApp):
 
     async def _leave(self) -> None:
         """A clean stop: the sessions lose everything (told at once) and their streams end;
-        `early_ns` later, when they held locks, the last beat tells the peers this daemon is
+        `early_ns` + the takeover guard later (what a lease end gives them), when they held
+        locks, the last beat tells the peers this daemon is
         gone, so a successor takes over without waiting for its leases. Then the loop glue
         stops: no timer, no datagram."""
         node = self.node
@@ -262,7 +263,7 @@ class LockApp(DaemonApp):
             for queue in (*self.queues.values(), *self.watchers.values()):
                 queue.put_nowait(None)  # after the events: the stream ends once they are out
             if held:
-                await asyncio.sleep(self.timing.early_ns / 1e9)
+                await asyncio.sleep(self.timing.leave_warning_ns / 1e9)
             node.leave(boot_ns())
             self._flush()
         self._left = True

@@ -244,13 +244,13 @@ class SimCluster:
 
     def stop(self, domain: int) -> None:
         """A clean stop of the node's lock daemon (SIGTERM): its sessions are told they lost
-        everything; `early_ns` later when they held locks (at once otherwise) its last beat says
+        everything; `leave_warning_ns` later when they held locks (at once otherwise) its last beat says
         it leaves, and it is gone. Its heartbeat daemon runs on: no view changes. A stalled
         daemon stops when its stall ends."""
         def stopping(local: int) -> None:
             held = self.nodes[domain].node.stop_sessions(local)
             self._leaving[domain] = self._global(
-                domain, local + (self.timing.early_ns if held else 0))
+                domain, local + (self.timing.leave_warning_ns if held else 0))
 
         self._call(domain, stopping)
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from bench.failover import AddressMonitor, configure, holder_intervals
-from skyge.clients.lab import Lab, LabNode
+from skyge.clients.lab import Lab, LabError, LabNode
 from skyge.clients.lab.demo import (CLUSTER_DAEMONS, configure_heartbeat, service_status,
                                     start_node, wait_members, wait_placement)
 from skyge.services.ha.resources.script import read_pidfile
@@ -70,8 +70,17 @@ def pause(node: LabNode, daemons: str | tuple[str, ...], seconds: float) -> None
 
 def active(lab: Lab) -> tuple[int, int]:
     """(active domain, the service's fencing token) once it runs with two waiters."""
-    _, domain, _ = wait_placement(lab.node(1), lambda p: p[0] == "running" and len(p[2]) == 2,
-                                  what="running, two waiting", timeout=30)
+    try:
+        _, domain, _ = wait_placement(lab.node(1), lambda p: p[0] == "running" and
+                                      len(p[2]) == 2, what="running, two waiting", timeout=30)
+    except LabError as error:
+        tails = []
+        for node in lab.nodes:
+            for daemon in ("ha", "lock"):
+                path = node.root / "var" / "log" / f"skyge-{daemon}.log"
+                lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+                tails.append(f"--- {node.key} {daemon}\n" + "\n".join(lines[-12:]))
+        raise LabError(f"{error}\n" + "\n".join(tails)) from None
     status = service_status(lab.node(domain))
     assert status is not None
     return domain, status.fencing_token

@@ -77,12 +77,13 @@ def test_the_backstop_stops_a_registered_service_when_the_lease_on_file_runs_out
     import signal
     import subprocess
 
+    from skyge.services.common.atomic import write_atomic
     from skyge.services.common.paths import NodePaths
     from skyge.services.ha.deadman import Registry, run_backstop
 
     paths = NodePaths.at(tmp_path)
     paths.lease_file.parent.mkdir(parents=True)
-    paths.lease_file.write_text(str(boot_ns() + 400 * MS))
+    write_atomic(paths.lease_file, str(boot_ns() + 400 * MS), durable=False)
     victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
     stop = threading.Event()
     guard = threading.Thread(target=run_backstop, args=(paths,), kwargs={"stop": stop})
@@ -91,7 +92,8 @@ def test_the_backstop_stops_a_registered_service_when_the_lease_on_file_runs_out
         guard.start()
         renewed_until = time.monotonic() + 0.6  # renewed on file past the first lease...
         while time.monotonic() < renewed_until:
-            paths.lease_file.write_text(str(boot_ns() + 400 * MS))
+            # as the lock daemon writes it: renamed into place, never seen half-written
+            write_atomic(paths.lease_file, str(boot_ns() + 400 * MS), durable=False)
             time.sleep(0.05)
         assert victim.poll() is None
         victim.wait(timeout=5)  # ...then no more: killed at the last lease on file

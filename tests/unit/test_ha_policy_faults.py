@@ -117,3 +117,16 @@ def test_refusing_new_services_leaves_the_queue_and_takes_them_again_when_it_end
     assert "not queued until accepted" in started.state.reason
     run = P.decide(running(s), P.Refuse(True), s)
     assert run.actions == () and run.state.phase is P.Phase.RUNNING
+
+
+def test_an_ownership_deadline_that_passed_stops_at_once_and_gives_the_lock_back():
+    """The deadman fired (the lock daemon was frozen, or its renewal is late): the lock daemon
+    may still count the hold, so after the urgent stop the lock is released before queueing
+    again (an Acquire on a held lock would be refused)."""
+    state = P.State(phase=P.Phase.RUNNING, holding=True, token=7, run=1)
+    stop = P.decide(state, P.Expired("no renewal"))
+    assert stop.state.phase is P.Phase.STOPPING and P.Stop(urgent=True) in stop.actions
+    after = P.decide(stop.state, P.StopDone(True, "stopped"))
+    assert after.actions[:2] == (P.Release(), P.Acquire())
+    assert after.state.phase is P.Phase.WAITING and not after.state.holding
+    assert P.decide(P.State(phase=P.Phase.WAITING), P.Expired()).ignored

@@ -64,8 +64,8 @@ def test_a_stopping_daemon_tells_its_sessions_before_its_locks_pass_on(stopping,
     cluster.stop(stopping)
     cluster.run(SETTLE)
     lost, granted = first(cluster, own, "lost"), first(cluster, waiter, "granted")
-    assert granted.time - lost.time >= TIMING.early_ns
-    assert granted.time - lost.time < TIMING.early_ns + 5 * MS  # no lease to wait for
+    assert granted.time - lost.time >= TIMING.leave_warning_ns
+    assert granted.time - lost.time < TIMING.leave_warning_ns + 5 * MS  # no lease to wait for
     assert granted.token > first(cluster, own, "granted").token
     assert check_history(cluster.records) == []
 
