@@ -152,7 +152,12 @@ def ownership_log_lines(node_roots: Mapping[str, Path], since_ns: int,
             if until_ns is None or t <= until_ns]
 
 
-def timeline(entries: Iterable[tuple[int, str, str]], t0_ns: int) -> list[str]:
-    """(time ns, where, what) entries in time order, as "+12.3 ms  n2  what" (relative to t0)."""
-    return [f"{(t - t0_ns) / 1e6:+10.1f} ms  {where:<6} {what}"
-            for t, where, what in sorted(entries)]
+def timeline(entries: Iterable[tuple[int, str, str]], t0_ns: int,
+             limit: int | None = None) -> list[str]:
+    """(time ns, where, what) entries in time order, as "+12.3 ms  n2  what" (relative to t0);
+    past `limit` lines, the rest is counted in a last line."""
+    lines = [f"{(t - t0_ns) / 1e6:+10.1f} ms  {where:<6} {what}"
+             for t, where, what in sorted(entries)]
+    if limit is not None and len(lines) > limit:
+        lines = lines[:limit] + [f"... {len(lines) - limit} more"]
+    return lines

@@ -193,9 +193,7 @@ def print_timeline(run: int, seen: Observation) -> None:
     if seen.t0_ns is not None:
         entries.append((seen.t0_ns, seen.victim or "?", "CRASHED by the demo"))
     entries += seen.logs
-    lines = timeline(entries, t0)
-    if len(lines) > TIMELINE_LINES_MAX:
-        lines = lines[:TIMELINE_LINES_MAX] + [f"... {len(lines) - TIMELINE_LINES_MAX} more"]
+    lines = timeline(entries, t0, TIMELINE_LINES_MAX)
     note(f"run {run} timeline (ms from the {'crash' if seen.t0_ns else 'lab start'}):\n  "
          + "\n  ".join(lines))
 

@@ -231,9 +231,7 @@ def explain(watch: Watchers, group: list[tuple[int, str]]) -> None:
                 for _, _, vip in SERVICES.values() for m in watch.monitors
                 for t, added in m.events(vip) if since <= t <= until]
     entries += [(t, "bench", f">>> {what}") for t, what in group]
-    lines = timeline(entries, first)
-    if len(lines) > TIMELINE_LINES_MAX:
-        lines = lines[:TIMELINE_LINES_MAX] + [f"... {len(lines) - TIMELINE_LINES_MAX} more"]
+    lines = timeline(entries, first, TIMELINE_LINES_MAX)
     note(f"{len(group)} change(s) from {group[0][1]}; timeline (ms from it):\n  "
          + "\n  ".join(lines))
 

@@ -514,11 +514,9 @@ def wall(event) -> int:
     return event.time + time.time_ns() - time.monotonic_ns()
 
 
-@pytest.mark.parametrize("victim", ["member", "authority"])
-def test_a_crashed_holders_lock_passes_on_after_its_fence(make_lab, victim):
-    lab = make_lab(3)
-    fence = ls.Fence(lab)
-    authority = ls.start_cluster(lab, fence_command=fence.command)
+def holder_and_waiter(lab, authority: int, victim: str):
+    """A holder of 800/1 on the victim (the authority's node, or a member's) and a waiter on the
+    other member: (victim node, waiter's node, holder, waiter, the holder's token)."""
     lost = lab.node(authority if victim == "authority" else authority % 3 + 1)
     heir_node = next(n for n in lab.nodes if n.id not in (authority, lost.id))
     holder, waiter = ls.Client(lost), ls.Client(heir_node)
@@ -526,6 +524,15 @@ def test_a_crashed_holders_lock_passes_on_after_its_fence(make_lab, victim):
     token = holder.wait("granted").message.fencing_token
     waiter.acquire(800, 1)
     waiter.wait("queued")
+    return lost, heir_node, holder, waiter, token
+
+
+@pytest.mark.parametrize("victim", ["member", "authority"])
+def test_a_crashed_holders_lock_passes_on_after_its_fence(make_lab, victim):
+    lab = make_lab(3)
+    fence = ls.Fence(lab)
+    authority = ls.start_cluster(lab, fence_command=fence.command)
+    lost, heir_node, holder, waiter, token = holder_and_waiter(lab, authority, victim)
     lost.crash()
     granted = waiter.wait("granted", timeout=10)
     fenced = [t for domain, t in fence.fenced() if domain == lost.id]
@@ -545,13 +552,7 @@ def test_a_frozen_node_is_fenced_and_its_lock_passes_on_without_waiting_for_its_
     and its lock passes on when it is off, without waiting for its lease."""
     lab = make_lab(3)
     authority = ls.start_cluster(lab, fence_command=lab.fence_command())
-    lost = lab.node(authority if victim == "authority" else authority % 3 + 1)
-    heir_node = next(n for n in lab.nodes if n.id not in (authority, lost.id))
-    holder, waiter = ls.Client(lost), ls.Client(heir_node)
-    holder.acquire(800, 1)
-    token = holder.wait("granted").message.fencing_token
-    waiter.acquire(800, 1)
-    waiter.wait("queued")
+    lost, heir_node, holder, waiter, token = holder_and_waiter(lab, authority, victim)
     frozen = time.monotonic_ns()
     lost.freeze()
     granted = waiter.wait("granted", timeout=10)
