@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 from skyge.clients.lab import GATEWAY_IPS, NICS, Lab, LabError, LabNode
-from skyge.clients.lab.demo import DEMO_VIP, Prober, placement
+from skyge.clients.lab.demo import DEMO_VIP, Prober, placement, start_node
 from skyge.services.common.paths import DAEMONS, NodePaths
 from skyge.services.ha.resources.script import PidfileError, read_pidfile
 
@@ -162,7 +162,8 @@ def pause(node: LabNode, target: str, seconds: float) -> PauseTimes:
             time.sleep(seconds)
         finally:
             resuming = time.time_ns()
-            node.thaw()
+            if not node.crashed:  # (fenced while frozen: powered off, nothing to thaw)
+                node.thaw()
         return PauseTimes(stopping, stopped, resuming, time.time_ns())
     fds = [os.pidfd_open(pid) for pid in daemon_pids(node, TARGET_DAEMONS[target])]
     try:
@@ -255,6 +256,7 @@ class PauseRun:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.monitors = [AddressMonitor(node, "0") for node in lab.nodes]
+        self.boots = 0
         self.prober = TailingProber(lab)
         self.trials: list[Trial] = []
 
@@ -291,6 +293,7 @@ class PauseRun:
         pid_before = server_pid(self.lab, node)
         trial = Trial(target, pause_ms, node.key, answer, pid_before,
                       pause(node, target, pause_ms / 1000))
+        self.boot_if_fenced(node, trial.stopped_ns)
         trial.settled, trial.window_end_ns = self.settle(trial.resumed_ns)
         last = self.prober.last_answer()
         if last is not None and last[0] >= trial.resumed_ns:
@@ -310,13 +313,33 @@ class PauseRun:
              f"pid {trial.pid_before} -> {trial.pid_after}); outage {trial.outage_ms:.1f} ms")
         return trial
 
+    def fence_ends(self) -> dict[str, list[int]]:
+        """Node -> when each fence had it off (its address monitor died with it)."""
+        found: dict[str, list[int]] = {}
+        for node, stamp in self.lab.fence_log():
+            found.setdefault(f"n{node}", []).append(stamp)
+        return found
+
+    def boot_if_fenced(self, node: LabNode, since_ns: int) -> None:
+        """A node the others fenced (powered off) during the trial is powered on again, its
+        daemons started and watched, so that the next trial finds three nodes."""
+        if not any(f"n{n}" == node.key and at >= since_ns for n, at in self.lab.fence_log()):
+            return
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S  # the lab records the crash after it
+        while not node.crashed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.boots += 1
+        node.boot()
+        self.monitors.append(AddressMonitor(node, f"b{self.boots}"))
+        start_node(node, DAEMONS, extra_args=("-l", "LOG_NOTICE"))
+
     def double_active(self) -> dict[int, list[Overlap | Interleaving]]:
         """Per trial index (-1: before the first trial): the overlaps of the floating IP and
         the client's interleaved answers that began in its window."""
         attempts = self.prober.attempts()
         starts = [t.stopped_ns for t in self.trials]
         found: dict[int, list[Overlap | Interleaving]] = {}
-        for overlap in overlap_spans(holder_intervals(self.monitors, {})):
+        for overlap in overlap_spans(holder_intervals(self.monitors, self.fence_ends())):
             found.setdefault(bisect.bisect_right(starts, overlap.start_ns) - 1, []).append(overlap)
         for index, (start, end) in enumerate(zip(starts, starts[1:] + [1 << 62])):
             found.setdefault(index, []).extend(interleaved_answers(attempts, start, end))
@@ -343,13 +366,14 @@ class PauseRun:
 
 
 def run_pauses(trials: int, pauses: Sequence[int], targets: Sequence[str],
-               deadline: float) -> dict:
+               deadline: float, fence: bool = False) -> dict:
     """The 3-node part: every target x pause, `trials` times (round-robin, so a budget cut
     leaves every case with as many trials as possible)."""
     figures: dict = {}
     skipped, failed = 0, []
     with Lab.up(nodes=3, name=lab_name("ps")) as lab:
-        start_cluster(lab, daemons=DAEMONS)
+        start_cluster(lab, daemons=DAEMONS,
+                      lock_config={"fence_command": lab.fence_command()} if fence else None)
         bench = PauseRun(lab)
         try:
             for round_ in range(1, trials + 1):
@@ -530,6 +554,11 @@ def main() -> None:
                         help="pause lengths in ms, comma-separated (default: %(default)s)")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help="what to pause, comma-separated (default: %(default)s)")
+    parser.add_argument("--fence", action="store_true",
+                        help="the 3-node part with the lab's fence command: a node out of the "
+                             "membership for fence_after_ms (250) is powered off, then taken "
+                             "over (a whole node frozen longer than that is never beside its "
+                             "successor)")
     parser.add_argument("--two-node", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the two-node cut (default: yes)")
     parser.add_argument("--cut-s", type=float, default=CUT_S,
@@ -553,8 +582,8 @@ def main() -> None:
         parser.error("--cut-s: from 1 to 120")
     deadline = time.monotonic() + args.budget_min * 60 - (TWO_NODE_RESERVE_S if args.two_node
                                                            else 0)
-    figures = run_pauses(args.trials, pauses, targets, deadline)
-    figures.update(trials=args.trials, pauses_ms=pauses, targets=targets)
+    figures = run_pauses(args.trials, pauses, targets, deadline, fence=args.fence)
+    figures.update(trials=args.trials, pauses_ms=pauses, targets=targets, fenced=args.fence)
     notes = []
     if args.two_node:
         detail = {}

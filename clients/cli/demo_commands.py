@@ -12,6 +12,10 @@ from skyge.clients.lab import LabError
 def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("demo", help="run the virtual-cluster demo (needs root)")
     parser.add_argument("--nodes", type=ranged_int(2, 8), default=3, help="nodes (2-8, default 3)")
+    parser.add_argument("--fence", action="store_true",
+                        help="give the lock daemons the lab's fence command (power a lost node "
+                             "off): the crashed node's service is taken over once it is off, "
+                             "not when its leases ran out")
     parser.set_defaults(handler=run, daemon_target=None)
 
 
@@ -20,7 +24,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     narrate = (lambda line: sys.stderr.write(line + "\n")) if out.json else print
     try:
-        report = run_demo(narrate, nodes=args.nodes)
+        report = run_demo(narrate, nodes=args.nodes, fence=args.fence)
     except LabError as error:
         raise CommandFailed(f"demo: {error}") from None
     out.result(report, "")

@@ -338,10 +338,12 @@ class DemoWatch:
 
 
 def run_demo(say: Callable[[str], None], nodes: int = 3, *, lab_name: str = DEMO_LAB,
-             watch: DemoWatch | None = None) -> dict:
+             watch: DemoWatch | None = None, fence: bool = False) -> dict:
     """Run the demo, narrating through `say`; returns what was observed (for --output json).
 
-    `lab_name` and `watch` let a benchmark run the same steps in its own lab and observe them."""
+    `lab_name` and `watch` let a benchmark run the same steps in its own lab and observe them.
+    With `fence`, every lock daemon has the lab's fence command: the crashed node's service is
+    taken over once it is known off rather than when its leases ran out."""
     watch = watch or DemoWatch()
     report: dict = {"nodes": nodes}
     started = time.monotonic()
@@ -351,7 +353,7 @@ def run_demo(say: Callable[[str], None], nodes: int = 3, *, lab_name: str = DEMO
         watch.lab_up(lab)
         try:
             _check_networks(lab, say, report)
-            _start_cluster(lab, say, report)
+            _start_cluster(lab, say, report, fence)
             _crash_active(lab, say, report, watch)
         finally:
             watch.before_shutdown(lab)
@@ -377,11 +379,22 @@ def _check_networks(lab: Lab, say: Callable[[str], None], report: dict) -> None:
     say(f"networks: every node reaches every other on eth0 and eth1: {'yes' if ok else 'NO'}")
 
 
-def _start_cluster(lab: Lab, say: Callable[[str], None], report: dict) -> None:
+def _start_cluster(lab: Lab, say: Callable[[str], None], report: dict, fence: bool) -> None:
     """Daemons on every node, the demo service running with every other node waiting."""
     nodes = lab.size
     configure_heartbeat(lab)
     install_demo_service(lab)
+    report["fenced"] = fence
+    if fence:
+        command = lab.fence_command()
+        for node in lab.nodes:
+            (node.root / "etc" / "skyge" / "lock.cfg").write_text(
+                render_config({"fence_command": command}))
+        say("fence_command (lock.cfg): the lab's power switch; a node out of the membership "
+            "for 250 ms is powered off, and its service is taken over once it is off")
+    else:
+        say("no fence_command: a lost node's service is taken over when its leases ran out "
+            "(run `skyge demo --fence` for the fenced path)")
     say(f"service 'demo' (slots/fifo/0/service.cfg on every node): a TCP server on port "
         f"{DEMO_PORT} started by a user script, floating IP {DEMO_VIP} on eth0, onstart")
     for node in lab.nodes:  # membership and locks first
