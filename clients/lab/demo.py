@@ -113,7 +113,10 @@ while True:
     try:
         s.connect((vip, port))
         s.settimeout(answer_timeout)
-        data, ok = s.recv(64).decode().strip(), True
+        data = s.recv(64).decode().strip()
+        if not data:  # closed with no answer (a server being killed): not an answer
+            raise ConnectionResetError
+        ok = True
     except OSError as e:
         data, ok = type(e).__name__, False
     finally:
