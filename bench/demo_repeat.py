@@ -46,7 +46,7 @@ from skyge.clients.lab.demo import DEMO_VIP, DemoWatch, Prober, run_demo
 
 from bench._common import (Move, address_moves, lab_name, note, ownership_log_lines, percentile,
                            result, rounded, timeline)
-from bench.failover import AddressMonitor, holder_intervals, overlaps
+from skyge.clients.lab.observe import AddressMonitor, holder_intervals, overlaps
 
 RUN_TIMEOUT_S = 180.0
 SETTLE_S = 1.0

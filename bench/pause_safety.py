@@ -57,8 +57,9 @@ from skyge.services.common.paths import DAEMONS, NodePaths
 from skyge.services.ha.resources.script import PidfileError, read_pidfile
 
 from bench._common import lab_name, note, result, rounded
-from bench.failover import (AddressMonitor, Interleaving, Overlap, holder_intervals,
-                            interleaved_answers, overlap_spans, pidfile, ready, start_cluster)
+from bench.failover import pidfile, ready, start_cluster
+from skyge.clients.lab.observe import (AddressMonitor, Interleaving, Overlap, holder_intervals,
+                                       interleaved_answers, overlap_spans)
 
 PAUSES_MS = (50, 200, 1000, 5000, 30000)
 TARGETS = ("lock", "ha", "daemons", "node")

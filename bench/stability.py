@@ -53,7 +53,7 @@ from tests.cluster import heartbeat_support as hs
 
 from bench._common import (Hog, address_moves, lab_name, log_lines, note, ownership_log_lines,
                            result, timeline)
-from bench.failover import AddressMonitor, holder_intervals, overlap_spans
+from skyge.clients.lab.observe import AddressMonitor, holder_intervals, overlap_spans
 
 #: service name -> (fifo slot, port, floating IP)
 SERVICES = {f"demo{slot}": (slot, 8080 + slot, f"192.168.1.{100 + slot}") for slot in range(4)}

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from bench.failover import AddressMonitor, configure, holder_intervals
+from bench.failover import configure
+from skyge.clients.lab.observe import AddressMonitor, holder_intervals
 from skyge.clients.lab import Lab, LabError, LabNode
 from skyge.clients.lab.demo import (CLUSTER_DAEMONS, configure_heartbeat, service_status,
                                     start_node, wait_members, wait_placement)
