@@ -84,7 +84,8 @@ def render_service(s: dict[str, Any]) -> str:
 
 
 def render_status(data: dict[str, Any]) -> str:
-    return "\n".join(render_service(s) for s in data.get("services", [])) or "(no services)"
+    text = "\n".join(render_service(s) for s in data.get("services", [])) or "(no services)"
+    return "\n".join([f"WARNING: {w}" for w in data.get("warnings", [])] + [text])
 
 
 def render_event(data: dict[str, Any]) -> str:

@@ -246,9 +246,21 @@ class HaServicer(ha_pb2_grpc.HaServicer):
         return pb.QueryResponse(services=[config_pb(s.config, self.domain)
                                           for s in self.app.sorted_services()])
 
+    async def warnings(self) -> list[str]:
+        """Cluster-wide warnings for `ha status`: the lock daemon's word on protection."""
+        if self.app.lock_channel is None:
+            return []
+        try:
+            info = await lock_pb2_grpc.LockStub(self.app.lock_channel).GetAuthority(
+                lock_pb2.GetAuthorityRequest(), timeout=LOCK_TIMEOUT_S)
+        except grpc.aio.AioRpcError:
+            return []
+        return [info.unprotected] if info.unprotected else []
+
     async def Status(self, request: pb.StatusRequest, context) -> pb.StatusResponse:
         await self._not_ready(context)
-        return pb.StatusResponse(services=await self.cluster_status())
+        services, warnings = await asyncio.gather(self.cluster_status(), self.warnings())
+        return pb.StatusResponse(services=services, warnings=warnings)
 
     async def WatchStatus(self, request: pb.WatchStatusRequest,
                           context) -> AsyncIterator[pb.StatusEvent]:

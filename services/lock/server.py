@@ -43,6 +43,11 @@ __all__ = ["LockApp", "FIELDS", "build", "FileStore", "add_arguments"]
 STATE_FILE = "lock.state"
 FORWARDED = "x-skyge-forwarded"
 GROUP_RE = re.compile(r"[A-Za-z0-9._/-]{1,128}")
+#: said at start and in AuthorityInfo.unprotected (so in `skyge ha status`)
+TWO_NODES_UNPROTECTED = ("two nodes and no fence_command: if both heartbeat paths between the "
+                         "nodes fail while both still reach a reference IP, both run the "
+                         "services (a ping target cannot pick one); configure a fence_command "
+                         "(lock.cfg) to protect the cluster against that cut")
 LONE_CHECK_S = 0.2
 LONE_VALID_NS = 1000 * MS
 MEMBERSHIP_WAIT_S = 5.0
@@ -303,10 +308,7 @@ class LockApp(DaemonApp):
                    ", ".join(self.reference_ips) or "none",
                    repr(self.fence_command) if self.fence_command else "none")
         if self.node.expected() == 2 and not self.fence_command:
-            logger.warning("two nodes and no fence_command: if both heartbeat paths between the "
-                           "nodes fail while both still reach a reference IP, both run the "
-                           "services (a ping target cannot pick one); configure a "
-                           "fence_command to protect the cluster against that cut")
+            logger.warning("%s", TWO_NODES_UNPROTECTED)
         self._apply_view(now)
 
     def wall_ns(self) -> int:
@@ -709,6 +711,8 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                                  quorum_rule=info["rule"])
         if info["authority"]:
             reply.authority.CopyFrom(self.app.node_id(info["authority"]))
+        if info["expected"] == 2 and not self.app.fence_command:
+            reply.unprotected = TWO_NODES_UNPROTECTED
         return reply
 
     async def GetAuthority(self, request: lp.GetAuthorityRequest,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11skyge/v1/ha.proto\x12\x08skyge.v1\"\x8a\x04\n\rServiceConfig\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x65sc\x18\x04 \x01(\t\x12\x0e\n\x06script\x18\x05 \x01(\t\x12\"\n\x04\x66ips\x18\x06 \x03(\x0b\x32\x14.skyge.v1.FloatingIp\x12\x1f\n\x06stores\x18\x07 \x03(\x0b\x32\x0f.skyge.v1.Store\x12\x17\n\x0fstart_timeout_s\x18\x08 \x01(\r\x12\x16\n\x0estop_timeout_s\x18\t \x01(\r\x12\x19\n\x11release_timeout_s\x18\n \x01(\r\x12\x0f\n\x07onstart\x18\x0b \x01(\x08\x12\x18\n\x10\x63heck_interval_s\x18\x0c \x01(\r\x12\x16\n\x0e\x63heck_failures\x18\r \x01(\r\x12\x12\n\nforce_load\x18\x0e \x01(\x08\x12\x14\n\x0c\x66orce_reboot\x18\x0f \x01(\x08\x12\x18\n\x10pulse_timeout_ms\x18\x10 \x01(\r\x12\x0f\n\x07pidfile\x18\x11 \x01(\t\x12\x0e\n\x06\x64omain\x18\x12 \x01(\r\x12\x13\n\x0b\x63onfig_path\x18\x13 \x01(\t\x12\x10\n\x08restarts\x18\x14 \x01(\r\x12\x19\n\x11\x66\x61ilure_backoff_s\x18\x15 \x01(\r\x12\x1d\n\x15\x66\x61ilure_backoff_max_s\x18\x16 \x01(\r\"X\n\nFloatingIp\x12\x0b\n\x03nic\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0f\n\x07netmask\x18\x03 \x01(\t\x12\x11\n\tbroadcast\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\"h\n\x05Store\x12\x10\n\x08\x61rray_ip\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x12\n\nmountpoint\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\r\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\r\n\x05group\x18\x06 \x01(\t\"\x1e\n\x0cQueryRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\":\n\rQueryResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceConfig\"\x0f\n\rStatusRequest\";\n\x0eStatusResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"\xbe\x02\n\rServiceStatus\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.skyge.v1.ServiceState\x12\x15\n\ractive_domain\x18\x05 \x01(\r\x12\x17\n\x0fwaiting_domains\x18\x06 \x03(\r\x12\x15\n\rsince_unix_ns\x18\x07 \x01(\x03\x12\x15\n\rfencing_token\x18\x08 \x01(\x04\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x15\n\rfailed_checks\x18\n \x01(\r\x12\x12\n\nfail_count\x18\x0b \x01(\r\x12*\n\x05nodes\x18\x0c \x03(\x0b\x32\x1b.skyge.v1.NodeServiceStatus\"\xc7\x01\n\x11NodeServiceStatus\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.skyge.v1.ServiceState\x12\x15\n\rsince_unix_ns\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nholds_lock\x18\x05 \x01(\x08\x12\x15\n\rfencing_token\x18\x06 \x01(\x04\x12\x15\n\rfailed_checks\x18\x07 \x01(\r\x12\x12\n\nfail_count\x18\x08 \x01(\r\"\x14\n\x12WatchStatusRequest\"\xb2\x01\n\x0bStatusEvent\x12\x14\n\x0ctime_unix_ns\x18\x01 \x01(\x03\x12,\n\x08snapshot\x18\x02 \x01(\x0b\x32\x18.skyge.v1.StatusSnapshotH\x00\x12*\n\x07\x63hanged\x18\x03 \x01(\x0b\x32\x17.skyge.v1.ServiceStatusH\x00\x12*\n\x07removed\x18\x04 \x01(\x0b\x32\x17.skyge.v1.ServiceStatusH\x00\x42\x07\n\x05\x65vent\";\n\x0eStatusSnapshot\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"w\n\x0e\x43ommandRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x03 \x01(\r\x12 \n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x10.skyge.v1.Action\"H\n\x0c\x43ommandReply\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.skyge.v1.ServiceStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x10\n\x0eStopAllRequest\"<\n\x0fStopAllResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"Q\n\x0cPulseRequest\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\"C\n\rPulseResponse\x12\x18\n\x10pulse_timeout_ms\x18\x01 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_unix_ns\x18\x02 \x01(\x03\"5\n\x13SetRefuseNewRequest\x12\x0e\n\x06refuse\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"C\n\x14SetRefuseNewResponse\x12\x10\n\x08refusing\x18\x01 \x01(\x08\x12\x19\n\x11services_affected\x18\x02 \x01(\r\"\x13\n\x11NodeStatusRequest\"N\n\x12NodeStatusResponse\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12(\n\x08services\x18\x02 \x03(\x0b\x32\x16.skyge.v1.LocalService\"d\n\x0cLocalService\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.skyge.v1.ServiceConfig\x12+\n\x06status\x18\x02 \x01(\x0b\x32\x1b.skyge.v1.NodeServiceStatus\"(\n\x10StopLocalRequest\x12\x14\n\x0cwaiting_only\x18\x01 \x01(\x08\"=\n\x11StopLocalResponse\x12(\n\x08services\x18\x01 \x03(\x0b\x32\x16.skyge.v1.LocalService*k\n\rTakeoverOrder\x12\x1e\n\x1aTAKEOVER_ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0fTAKEOVER_RANDOM\x10\x01\x12\x11\n\rTAKEOVER_FIFO\x10\x02\x12\x12\n\x0eTAKEOVER_STACK\x10\x03*\xc2\x01\n\x0cServiceState\x12\x1d\n\x19SERVICE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSERVICE_STOPPED\x10\x01\x12\x13\n\x0fSERVICE_WAITING\x10\x02\x12\x14\n\x10SERVICE_STARTING\x10\x03\x12\x13\n\x0fSERVICE_RUNNING\x10\x04\x12\x14\n\x10SERVICE_STOPPING\x10\x05\x12\x14\n\x10SERVICE_RELEASED\x10\x06\x12\x12\n\x0eSERVICE_FAILED\x10\x07*\x8d\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_ADD\x10\x01\x12\x10\n\x0c\x41\x43TION_START\x10\x02\x12\x0f\n\x0b\x41\x43TION_STOP\x10\x03\x12\x12\n\x0e\x41\x43TION_RELEASE\x10\x04\x12\x11\n\rACTION_REMOVE\x10\x05\x12\x11\n\rACTION_SWITCH\x10\x06\x32\xc7\x03\n\x02Ha\x12\x38\n\x05Query\x12\x16.skyge.v1.QueryRequest\x1a\x17.skyge.v1.QueryResponse\x12;\n\x06Status\x12\x17.skyge.v1.StatusRequest\x1a\x18.skyge.v1.StatusResponse\x12\x44\n\x0bWatchStatus\x12\x1c.skyge.v1.WatchStatusRequest\x1a\x15.skyge.v1.StatusEvent0\x01\x12;\n\x07\x43ommand\x12\x18.skyge.v1.CommandRequest\x1a\x16.skyge.v1.CommandReply\x12>\n\x07StopAll\x12\x18.skyge.v1.StopAllRequest\x1a\x19.skyge.v1.StopAllResponse\x12\x38\n\x05Pulse\x12\x16.skyge.v1.PulseRequest\x1a\x17.skyge.v1.PulseResponse\x12M\n\x0cSetRefuseNew\x12\x1d.skyge.v1.SetRefuseNewRequest\x1a\x1e.skyge.v1.SetRefuseNewResponse2\x97\x01\n\x06HaPeer\x12G\n\nNodeStatus\x12\x1b.skyge.v1.NodeStatusRequest\x1a\x1c.skyge.v1.NodeStatusResponse\x12\x44\n\tStopLocal\x12\x1a.skyge.v1.StopLocalRequest\x1a\x1b.skyge.v1.StopLocalResponseBI\n\x0c\x63om.skyge.v1B\x07HaProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11skyge/v1/ha.proto\x12\x08skyge.v1\"\x8a\x04\n\rServiceConfig\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x65sc\x18\x04 \x01(\t\x12\x0e\n\x06script\x18\x05 \x01(\t\x12\"\n\x04\x66ips\x18\x06 \x03(\x0b\x32\x14.skyge.v1.FloatingIp\x12\x1f\n\x06stores\x18\x07 \x03(\x0b\x32\x0f.skyge.v1.Store\x12\x17\n\x0fstart_timeout_s\x18\x08 \x01(\r\x12\x16\n\x0estop_timeout_s\x18\t \x01(\r\x12\x19\n\x11release_timeout_s\x18\n \x01(\r\x12\x0f\n\x07onstart\x18\x0b \x01(\x08\x12\x18\n\x10\x63heck_interval_s\x18\x0c \x01(\r\x12\x16\n\x0e\x63heck_failures\x18\r \x01(\r\x12\x12\n\nforce_load\x18\x0e \x01(\x08\x12\x14\n\x0c\x66orce_reboot\x18\x0f \x01(\x08\x12\x18\n\x10pulse_timeout_ms\x18\x10 \x01(\r\x12\x0f\n\x07pidfile\x18\x11 \x01(\t\x12\x0e\n\x06\x64omain\x18\x12 \x01(\r\x12\x13\n\x0b\x63onfig_path\x18\x13 \x01(\t\x12\x10\n\x08restarts\x18\x14 \x01(\r\x12\x19\n\x11\x66\x61ilure_backoff_s\x18\x15 \x01(\r\x12\x1d\n\x15\x66\x61ilure_backoff_max_s\x18\x16 \x01(\r\"X\n\nFloatingIp\x12\x0b\n\x03nic\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0f\n\x07netmask\x18\x03 \x01(\t\x12\x11\n\tbroadcast\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\"h\n\x05Store\x12\x10\n\x08\x61rray_ip\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x12\n\nmountpoint\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\r\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\r\n\x05group\x18\x06 \x01(\t\"\x1e\n\x0cQueryRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\":\n\rQueryResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceConfig\"\x0f\n\rStatusRequest\"M\n\x0eStatusResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\x12\x10\n\x08warnings\x18\x02 \x03(\t\"\xbe\x02\n\rServiceStatus\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.skyge.v1.ServiceState\x12\x15\n\ractive_domain\x18\x05 \x01(\r\x12\x17\n\x0fwaiting_domains\x18\x06 \x03(\r\x12\x15\n\rsince_unix_ns\x18\x07 \x01(\x03\x12\x15\n\rfencing_token\x18\x08 \x01(\x04\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x15\n\rfailed_checks\x18\n \x01(\r\x12\x12\n\nfail_count\x18\x0b \x01(\r\x12*\n\x05nodes\x18\x0c \x03(\x0b\x32\x1b.skyge.v1.NodeServiceStatus\"\xc7\x01\n\x11NodeServiceStatus\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.skyge.v1.ServiceState\x12\x15\n\rsince_unix_ns\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nholds_lock\x18\x05 \x01(\x08\x12\x15\n\rfencing_token\x18\x06 \x01(\x04\x12\x15\n\rfailed_checks\x18\x07 \x01(\r\x12\x12\n\nfail_count\x18\x08 \x01(\r\"\x14\n\x12WatchStatusRequest\"\xb2\x01\n\x0bStatusEvent\x12\x14\n\x0ctime_unix_ns\x18\x01 \x01(\x03\x12,\n\x08snapshot\x18\x02 \x01(\x0b\x32\x18.skyge.v1.StatusSnapshotH\x00\x12*\n\x07\x63hanged\x18\x03 \x01(\x0b\x32\x17.skyge.v1.ServiceStatusH\x00\x12*\n\x07removed\x18\x04 \x01(\x0b\x32\x17.skyge.v1.ServiceStatusH\x00\x42\x07\n\x05\x65vent\";\n\x0eStatusSnapshot\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"w\n\x0e\x43ommandRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x03 \x01(\r\x12 \n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x10.skyge.v1.Action\"H\n\x0c\x43ommandReply\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.skyge.v1.ServiceStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x10\n\x0eStopAllRequest\"<\n\x0fStopAllResponse\x12)\n\x08services\x18\x01 \x03(\x0b\x32\x17.skyge.v1.ServiceStatus\"Q\n\x0cPulseRequest\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.skyge.v1.TakeoverOrder\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\"C\n\rPulseResponse\x12\x18\n\x10pulse_timeout_ms\x18\x01 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_unix_ns\x18\x02 \x01(\x03\"5\n\x13SetRefuseNewRequest\x12\x0e\n\x06refuse\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"C\n\x14SetRefuseNewResponse\x12\x10\n\x08refusing\x18\x01 \x01(\x08\x12\x19\n\x11services_affected\x18\x02 \x01(\r\"\x13\n\x11NodeStatusRequest\"N\n\x12NodeStatusResponse\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12(\n\x08services\x18\x02 \x03(\x0b\x32\x16.skyge.v1.LocalService\"d\n\x0cLocalService\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.skyge.v1.ServiceConfig\x12+\n\x06status\x18\x02 \x01(\x0b\x32\x1b.skyge.v1.NodeServiceStatus\"(\n\x10StopLocalRequest\x12\x14\n\x0cwaiting_only\x18\x01 \x01(\x08\"=\n\x11StopLocalResponse\x12(\n\x08services\x18\x01 \x03(\x0b\x32\x16.skyge.v1.LocalService*k\n\rTakeoverOrder\x12\x1e\n\x1aTAKEOVER_ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0fTAKEOVER_RANDOM\x10\x01\x12\x11\n\rTAKEOVER_FIFO\x10\x02\x12\x12\n\x0eTAKEOVER_STACK\x10\x03*\xc2\x01\n\x0cServiceState\x12\x1d\n\x19SERVICE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSERVICE_STOPPED\x10\x01\x12\x13\n\x0fSERVICE_WAITING\x10\x02\x12\x14\n\x10SERVICE_STARTING\x10\x03\x12\x13\n\x0fSERVICE_RUNNING\x10\x04\x12\x14\n\x10SERVICE_STOPPING\x10\x05\x12\x14\n\x10SERVICE_RELEASED\x10\x06\x12\x12\n\x0eSERVICE_FAILED\x10\x07*\x8d\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_ADD\x10\x01\x12\x10\n\x0c\x41\x43TION_START\x10\x02\x12\x0f\n\x0b\x41\x43TION_STOP\x10\x03\x12\x12\n\x0e\x41\x43TION_RELEASE\x10\x04\x12\x11\n\rACTION_REMOVE\x10\x05\x12\x11\n\rACTION_SWITCH\x10\x06\x32\xc7\x03\n\x02Ha\x12\x38\n\x05Query\x12\x16.skyge.v1.QueryRequest\x1a\x17.skyge.v1.QueryResponse\x12;\n\x06Status\x12\x17.skyge.v1.StatusRequest\x1a\x18.skyge.v1.StatusResponse\x12\x44\n\x0bWatchStatus\x12\x1c.skyge.v1.WatchStatusRequest\x1a\x15.skyge.v1.StatusEvent0\x01\x12;\n\x07\x43ommand\x12\x18.skyge.v1.CommandRequest\x1a\x16.skyge.v1.CommandReply\x12>\n\x07StopAll\x12\x18.skyge.v1.StopAllRequest\x1a\x19.skyge.v1.StopAllResponse\x12\x38\n\x05Pulse\x12\x16.skyge.v1.PulseRequest\x1a\x17.skyge.v1.PulseResponse\x12M\n\x0cSetRefuseNew\x12\x1d.skyge.v1.SetRefuseNewRequest\x1a\x1e.skyge.v1.SetRefuseNewResponse2\x97\x01\n\x06HaPeer\x12G\n\nNodeStatus\x12\x1b.skyge.v1.NodeStatusRequest\x1a\x1c.skyge.v1.NodeStatusResponse\x12\x44\n\tStopLocal\x12\x1a.skyge.v1.StopLocalRequest\x1a\x1b.skyge.v1.StopLocalResponseBI\n\x0c\x63om.skyge.v1B\x07HaProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,12 +32,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skyge.v1.ha_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014com.skyge.v1B\007HaProtoP\001Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1'
-  _globals['_TAKEOVERORDER']._serialized_start=2568
-  _globals['_TAKEOVERORDER']._serialized_end=2675
-  _globals['_SERVICESTATE']._serialized_start=2678
-  _globals['_SERVICESTATE']._serialized_end=2872
-  _globals['_ACTION']._serialized_start=2875
-  _globals['_ACTION']._serialized_end=3016
+  _globals['_TAKEOVERORDER']._serialized_start=2586
+  _globals['_TAKEOVERORDER']._serialized_end=2693
+  _globals['_SERVICESTATE']._serialized_start=2696
+  _globals['_SERVICESTATE']._serialized_end=2890
+  _globals['_ACTION']._serialized_start=2893
+  _globals['_ACTION']._serialized_end=3034
   _globals['_SERVICECONFIG']._serialized_start=32
   _globals['_SERVICECONFIG']._serialized_end=554
   _globals['_FLOATINGIP']._serialized_start=556
@@ -51,45 +51,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=844
   _globals['_STATUSREQUEST']._serialized_end=859
   _globals['_STATUSRESPONSE']._serialized_start=861
-  _globals['_STATUSRESPONSE']._serialized_end=920
-  _globals['_SERVICESTATUS']._serialized_start=923
-  _globals['_SERVICESTATUS']._serialized_end=1241
-  _globals['_NODESERVICESTATUS']._serialized_start=1244
-  _globals['_NODESERVICESTATUS']._serialized_end=1443
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=1445
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=1465
-  _globals['_STATUSEVENT']._serialized_start=1468
-  _globals['_STATUSEVENT']._serialized_end=1646
-  _globals['_STATUSSNAPSHOT']._serialized_start=1648
-  _globals['_STATUSSNAPSHOT']._serialized_end=1707
-  _globals['_COMMANDREQUEST']._serialized_start=1709
-  _globals['_COMMANDREQUEST']._serialized_end=1828
-  _globals['_COMMANDREPLY']._serialized_start=1830
-  _globals['_COMMANDREPLY']._serialized_end=1902
-  _globals['_STOPALLREQUEST']._serialized_start=1904
-  _globals['_STOPALLREQUEST']._serialized_end=1920
-  _globals['_STOPALLRESPONSE']._serialized_start=1922
-  _globals['_STOPALLRESPONSE']._serialized_end=1982
-  _globals['_PULSEREQUEST']._serialized_start=1984
-  _globals['_PULSEREQUEST']._serialized_end=2065
-  _globals['_PULSERESPONSE']._serialized_start=2067
-  _globals['_PULSERESPONSE']._serialized_end=2134
-  _globals['_SETREFUSENEWREQUEST']._serialized_start=2136
-  _globals['_SETREFUSENEWREQUEST']._serialized_end=2189
-  _globals['_SETREFUSENEWRESPONSE']._serialized_start=2191
-  _globals['_SETREFUSENEWRESPONSE']._serialized_end=2258
-  _globals['_NODESTATUSREQUEST']._serialized_start=2260
-  _globals['_NODESTATUSREQUEST']._serialized_end=2279
-  _globals['_NODESTATUSRESPONSE']._serialized_start=2281
-  _globals['_NODESTATUSRESPONSE']._serialized_end=2359
-  _globals['_LOCALSERVICE']._serialized_start=2361
-  _globals['_LOCALSERVICE']._serialized_end=2461
-  _globals['_STOPLOCALREQUEST']._serialized_start=2463
-  _globals['_STOPLOCALREQUEST']._serialized_end=2503
-  _globals['_STOPLOCALRESPONSE']._serialized_start=2505
-  _globals['_STOPLOCALRESPONSE']._serialized_end=2566
-  _globals['_HA']._serialized_start=3019
-  _globals['_HA']._serialized_end=3474
-  _globals['_HAPEER']._serialized_start=3477
-  _globals['_HAPEER']._serialized_end=3628
+  _globals['_STATUSRESPONSE']._serialized_end=938
+  _globals['_SERVICESTATUS']._serialized_start=941
+  _globals['_SERVICESTATUS']._serialized_end=1259
+  _globals['_NODESERVICESTATUS']._serialized_start=1262
+  _globals['_NODESERVICESTATUS']._serialized_end=1461
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=1463
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=1483
+  _globals['_STATUSEVENT']._serialized_start=1486
+  _globals['_STATUSEVENT']._serialized_end=1664
+  _globals['_STATUSSNAPSHOT']._serialized_start=1666
+  _globals['_STATUSSNAPSHOT']._serialized_end=1725
+  _globals['_COMMANDREQUEST']._serialized_start=1727
+  _globals['_COMMANDREQUEST']._serialized_end=1846
+  _globals['_COMMANDREPLY']._serialized_start=1848
+  _globals['_COMMANDREPLY']._serialized_end=1920
+  _globals['_STOPALLREQUEST']._serialized_start=1922
+  _globals['_STOPALLREQUEST']._serialized_end=1938
+  _globals['_STOPALLRESPONSE']._serialized_start=1940
+  _globals['_STOPALLRESPONSE']._serialized_end=2000
+  _globals['_PULSEREQUEST']._serialized_start=2002
+  _globals['_PULSEREQUEST']._serialized_end=2083
+  _globals['_PULSERESPONSE']._serialized_start=2085
+  _globals['_PULSERESPONSE']._serialized_end=2152
+  _globals['_SETREFUSENEWREQUEST']._serialized_start=2154
+  _globals['_SETREFUSENEWREQUEST']._serialized_end=2207
+  _globals['_SETREFUSENEWRESPONSE']._serialized_start=2209
+  _globals['_SETREFUSENEWRESPONSE']._serialized_end=2276
+  _globals['_NODESTATUSREQUEST']._serialized_start=2278
+  _globals['_NODESTATUSREQUEST']._serialized_end=2297
+  _globals['_NODESTATUSRESPONSE']._serialized_start=2299
+  _globals['_NODESTATUSRESPONSE']._serialized_end=2377
+  _globals['_LOCALSERVICE']._serialized_start=2379
+  _globals['_LOCALSERVICE']._serialized_end=2479
+  _globals['_STOPLOCALREQUEST']._serialized_start=2481
+  _globals['_STOPLOCALREQUEST']._serialized_end=2521
+  _globals['_STOPLOCALRESPONSE']._serialized_start=2523
+  _globals['_STOPLOCALRESPONSE']._serialized_end=2584
+  _globals['_HA']._serialized_start=3037
+  _globals['_HA']._serialized_end=3492
+  _globals['_HAPEER']._serialized_start=3495
+  _globals['_HAPEER']._serialized_end=3646
 # @@protoc_insertion_point(module_scope)

@@ -236,20 +236,22 @@ class GetAuthorityRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AuthorityInfo(_message.Message):
-    __slots__ = ("authority", "term", "has_quorum", "expected_votes", "member_domains", "quorum_rule")
+    __slots__ = ("authority", "term", "has_quorum", "expected_votes", "member_domains", "quorum_rule", "unprotected")
     AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     HAS_QUORUM_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VOTES_FIELD_NUMBER: _ClassVar[int]
     MEMBER_DOMAINS_FIELD_NUMBER: _ClassVar[int]
     QUORUM_RULE_FIELD_NUMBER: _ClassVar[int]
+    UNPROTECTED_FIELD_NUMBER: _ClassVar[int]
     authority: _common_pb2.NodeId
     term: int
     has_quorum: bool
     expected_votes: int
     member_domains: _containers.RepeatedScalarFieldContainer[int]
     quorum_rule: str
-    def __init__(self, authority: _Optional[_Union[_common_pb2.NodeId, _Mapping]] = ..., term: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., expected_votes: _Optional[int] = ..., member_domains: _Optional[_Iterable[int]] = ..., quorum_rule: _Optional[str] = ...) -> None: ...
+    unprotected: str
+    def __init__(self, authority: _Optional[_Union[_common_pb2.NodeId, _Mapping]] = ..., term: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., expected_votes: _Optional[int] = ..., member_domains: _Optional[_Iterable[int]] = ..., quorum_rule: _Optional[str] = ..., unprotected: _Optional[str] = ...) -> None: ...
 
 class SetExpectedVotesRequest(_message.Message):
     __slots__ = ("expected_votes",)
