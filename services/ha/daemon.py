@@ -53,8 +53,9 @@ from skyge.services.ha.deadman import Deadman, Registry, spawn_backstop
 from skyge.services.ha.isolation import IsolationMonitor
 from skyge.services.ha.service_config import (ServiceConfig, ha_config_dir, load_service,
                                               load_services)
-from skyge.services.ha.supervisor import (Change, GrpcLockSession, ServiceSupervisor, by_key,
-                                          lock_channel, lock_of, session_label)
+from skyge.services.ha.supervisor import (Change, GrpcLockSession, ServiceSupervisor,
+                                          SystemResources, by_key, lock_channel, lock_of,
+                                          session_label)
 from skyge.v1 import emon_pb2, emon_pb2_grpc
 
 STATE_BUS = "state.service.ha.skyge.com"
@@ -94,6 +95,10 @@ FIELDS = (
           help="s the isolation script may run"),
     Field("reboot_command", string(), default=DEFAULT_REBOOT,
           help="run (sh -c) when a service with force_reboot fails to stop"),
+    Field("dad_timeout_ms", integer(0, 1000), default=20,
+          help="before adding a floating IP, an ARP probe waits this long for another host "
+               "that still answers for it (then the IP is not added and the start fails); "
+               "0 = no probe. It adds this much to every takeover"),
 )
 
 
@@ -136,6 +141,7 @@ class HaApp(DaemonApp):
         self.isolation_script = config["isolation_script"]
         self.isolation_timeout = float(config["isolation_timeout"])
         self.reboot_command = config["reboot_command"]
+        self.resources = SystemResources(dad_timeout_s=config["dad_timeout_ms"] / 1000)
         self._rebooting = False
         #: services active here when the last peer was lost (for the isolation script)
         self._ran_when_alone: list[str] = []
@@ -297,7 +303,7 @@ class HaApp(DaemonApp):
 
     def _add(self, config: ServiceConfig) -> ServiceSupervisor:
         supervisor = ServiceSupervisor(
-            config, domain=self.domain, session_factory=self._session,
+            config, domain=self.domain, session_factory=self._session, resources=self.resources,
             log_dir=self.paths.log / "ha", on_change=self._changed, on_forget=self._forget,
             on_reboot=self._reboot, deadman=self.deadman, registry=self.registry)
         self.services[config.key] = supervisor

@@ -55,6 +55,8 @@ OPEN_TIMEOUT_S = 3.0
 #: how long, after a start, to look for the process of a service's pidfile
 PIDFILE_WAIT_S = 2.0
 PIDFILE_POLL_S = 0.02
+#: how often a start probes again for a floating IP another host still answers for
+DAD_RETRY_S = 0.1
 #: gRPC options of the channel to the local lock daemon: reconnect fast after it restarts
 LOCK_CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 50),
@@ -269,12 +271,20 @@ class Resources(Protocol):
     async def remove_fip(self, fip: FloatingIp) -> None: ...
     async def fip_present(self, fip: FloatingIp) -> bool: ...
     async def announce(self, fip: FloatingIp) -> None: ...
+    async def answered_by(self, fip: FloatingIp) -> str | None:
+        """Another host's MAC if one answers for the floating IP already (else None)."""
     def remove_fip_now(self, fip: FloatingIp) -> None:
         """Remove at once, from any thread (the deadman's)."""
 
 
 class SystemResources:
-    """The real thing: netlink floating IPs, raw-socket gratuitous ARP, mount(2)."""
+    """The real thing: netlink floating IPs, raw-socket gratuitous ARP, mount(2).
+
+    `dad_timeout_s`: how long an ARP probe waits for another host claiming a floating IP before
+    it is added (0: no probe)."""
+
+    def __init__(self, dad_timeout_s: float = 0.0) -> None:
+        self.dad_timeout_s = dad_timeout_s
 
     async def mount(self, store: Store) -> None:
         await store_mod.mount_async(store)
@@ -299,6 +309,11 @@ class SystemResources:
 
     def remove_fip_now(self, fip: FloatingIp) -> None:
         fip_mod.remove_sync(fip)
+
+    async def answered_by(self, fip: FloatingIp) -> str | None:
+        if self.dad_timeout_s <= 0:
+            return None
+        return await asyncio.to_thread(garp_mod.answered_by, fip.nic, fip.ip, self.dad_timeout_s)
 
 
 RESOURCE_ERRORS = (store_mod.StoreError, fip_mod.FipError, garp_mod.GarpError, OSError)
@@ -656,6 +671,7 @@ class ServiceSupervisor:
             for fip in c.fips:
                 if adopt and await self.resources.fip_present(fip):
                     continue
+                await self._wait_address_free(fip)
                 self._check_owned(f"add {fip.ip}")
                 await self.resources.add_fip(fip)
                 self._announcing.add(asyncio.create_task(self._announce(fip)))
@@ -682,6 +698,26 @@ class ServiceSupervisor:
             self._guard_ownership()  # the backstop learns the group
         self.last_start_ms = (time.monotonic() - began) * 1000
         self.post(policy.StartDone(result.ok, result.reason))
+
+    async def _wait_address_free(self, fip: FloatingIp) -> None:
+        """Duplicate address detection: while another host answers ARP for the floating IP (a
+        node frozen or cut off with its copy still up: its kernel answers), wait, probing every
+        DAD_RETRY_S, holding the lock, at most start_timeout; then the start fails."""
+        claimant = await self.resources.answered_by(fip)
+        if claimant is None:
+            return
+        logger.warning("service %s: %s already answers for %s on %s: waiting until it is free "
+                       "before adding it", self.name, claimant, fip.ip, fip.nic)
+        deadline = time.monotonic() + self.config.start_timeout
+        while claimant is not None:
+            if time.monotonic() >= deadline:
+                raise fip_mod.FipError(
+                    f"{fip.ip} not added: {claimant} still answers for it on {fip.nic} after "
+                    f"{self.config.start_timeout} s (another host holds it)")
+            await asyncio.sleep(DAD_RETRY_S)
+            self._check_owned(f"add {fip.ip}")
+            claimant = await self.resources.answered_by(fip)
+        logger.info("service %s: %s is free now", self.name, fip.ip)
 
     async def _announce(self, fip: FloatingIp) -> None:
         try:

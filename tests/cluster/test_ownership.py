@@ -8,6 +8,8 @@ One lab for the module; the tests run in order.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,8 +17,9 @@ import pytest
 from bench.failover import configure
 from skyge.clients.lab.observe import AddressMonitor, holder_intervals
 from skyge.clients.lab import Lab, LabError, LabNode
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, configure_heartbeat, service_status,
-                                    start_node, wait_members, wait_placement)
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_VIP, configure_heartbeat,
+                                    service_status, start_node, wait_members, wait_placement)
+from skyge.services.common.config import render_config
 from skyge.services.ha.resources.script import read_pidfile
 from skyge.services.lock.authority import Timing
 
@@ -149,3 +152,49 @@ def test_all_five_daemons_frozen_cost_the_service_its_node_but_never_two_owners(
     log = (lab.node(domain).root / "var" / "log" / "skyge" / "skyge-ha-deadman.log").read_text(
         errors="replace")
     assert "ownership deadline passed" in log
+
+
+def test_ha_status_says_when_two_nodes_are_not_protected_against_a_cut(make_lab):
+    """Two nodes: without a fence command `skyge ha status` warns that a cut where both reach the
+    reference IP runs the services on both; with one (n1 here) it does not."""
+    lab = make_lab(2)
+    configure_heartbeat(lab)
+    configure(lab)
+    n1, n2 = lab.nodes
+    (n1.root / "etc" / "skyge" / "lock.cfg").write_text(render_config(
+        {"expected_nodes": 2, "fence_command": lab.fence_command()}))
+    (n2.root / "etc" / "skyge" / "lock.cfg").write_text(render_config({"expected_nodes": 2}))
+    for node in lab.nodes:
+        start_node(node)
+    wait_placement(n1, lambda p: p[0] == "running", what="running", timeout=30)
+    shown = {node.key: subprocess.run(
+        [sys.executable, "-m", "skyge.clients.cli.main", "--root", str(node.root), "ha",
+         "status"], capture_output=True, text=True, timeout=60) for node in lab.nodes}
+    assert shown["n2"].returncode == 0, shown["n2"].stderr
+    assert "WARNING: two nodes and no fence_command" in shown["n2"].stdout
+    assert shown["n1"].returncode == 0 and "WARNING" not in shown["n1"].stdout, shown["n1"].stdout
+
+
+def test_a_floating_ip_another_host_answers_for_is_not_added_until_it_is_free(make_lab):
+    """Duplicate address detection: while another host (here the gateway, standing in for a
+    frozen or cut-off node whose kernel still answers for the address) answers ARP for the
+    floating IP, the node granted the lock waits without adding it; once the address is free,
+    it adds it and the service runs."""
+    lab = make_lab(2)
+    lab.gateway.run(["ip", "addr", "add", f"{DEMO_VIP}/24", "dev", "eth0"], check=True)
+    configure_heartbeat(lab)
+    configure(lab)
+    for node in lab.nodes:
+        start_node(node)
+    _, domain, _ = wait_placement(lab.node(1), lambda p: p[0] == "starting", what="starting",
+                                  timeout=30)
+    log = lab.node(domain).root / "var" / "log" / "skyge-ha.log"
+    deadline = time.monotonic() + 30
+    while "waiting until it is free" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "no duplicate address detected"
+        time.sleep(0.1)
+    for node in lab.nodes:
+        assert DEMO_VIP not in node.run(["ip", "-o", "-4", "addr", "show"]).stdout
+    lab.gateway.run(["ip", "addr", "del", f"{DEMO_VIP}/24", "dev", "eth0"], check=True)
+    wait_placement(lab.node(1), lambda p: p[0] == "running" and p[1] == domain,
+                   what="running once the address is free", timeout=30)

@@ -230,10 +230,13 @@ def _freeze_active(seconds: float) -> Callable[[CtsCluster, random.Random], Expe
         c.wait_running_on([waiting[0]], NEXT_TO_RUN_S)
         c.wait_copy_stopped(node, NEXT_TO_RUN_S)
         c.wait_baseline()
-        # the takeover happens while the node is frozen: the client is served within the freeze
-        return Expect({waiting[0]}, frozen, answer_within_s=min(seconds, FAILOVER_S))
+        # the next waiter holds the lock after the leases, but the frozen node's kernel still
+        # answers for the floating IP: the address is added elsewhere (and the client served)
+        # once the thawed node has dropped it, never beside it (no fence command in the CTS)
+        return Expect({waiting[0]}, frozen, answer_within_s=seconds + FAILOVER_S)
     freeze.__doc__ = (f"Freeze the active node (SIGSTOP of all its processes) for {seconds:g} s: "
-                      f"the next waiter takes over; thawed, the node stops its copy at once.")
+                      f"the next waiter takes the lock over but adds the floating IP only once "
+                      f"the thawed node, which stops its copy at once, has dropped it.")
     return freeze
 
 

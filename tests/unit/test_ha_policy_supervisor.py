@@ -99,6 +99,7 @@ class FakeResources:
         self.journal, self.domain = journal, domain
         self.fips: set[str] = set()
         self.mounts: set[str] = set()
+        self.peers: list["FakeResources"] = []  # the other nodes, on the same LAN
 
     async def mount(self, store):
         self.journal.append(f"{self.domain} mount {store.mountpoint}")
@@ -124,6 +125,10 @@ class FakeResources:
 
     async def announce(self, fip):
         self.journal.append(f"{self.domain} garp {fip.ip}")
+
+    async def answered_by(self, fip):
+        """Another fake node that holds the address answers the probe."""
+        return next((f"node {r.domain}" for r in self.peers if fip.ip in r.fips), None)
 
 
 SCRIPT = """#!/bin/sh
@@ -165,6 +170,8 @@ class Cluster:
         self.tmp = tmp_path
         config = parse_service(make(tmp_path, script, **options), type, 0)
         self.res = {d: FakeResources(self.journal, d) for d in domains}
+        for res in self.res.values():
+            res.peers = [other for other in self.res.values() if other is not res]
         self.sup = {d: ServiceSupervisor(config, domain=d,
                                          session_factory=lambda s: FakeSession(self.authority, s),
                                          resources=self.res[d], log_dir=tmp_path / f"log{d}")
@@ -331,3 +338,26 @@ def test_session_labels_round_trip():
     assert lock_of(config) == (1024, 17)
     assert lock_of(parse_service('name = "a"; script = "/bin/true";', "random", 3)) == (0, 3)
     assert lock_of(parse_service('name = "a"; script = "/bin/true";', "fifo", 1023)) == (512, 1023)
+
+
+def test_a_floating_ip_another_host_still_answers_for_is_added_only_once_it_is_free(world):
+    """Duplicate address detection: node 1 still holds the floating IP although it no longer
+    holds the lock (its kernel answers: frozen, or the other half of a cut two-node cluster).
+    Node 2, granted the lock, waits in STARTING without adding it; once node 1 dropped it, node
+    2 adds it and starts."""
+    tmp, script = world
+
+    async def main():
+        c = Cluster(tmp, script, domains=(1, 2))
+        c.res[1].fips.add("192.168.1.100")
+        refused, message = await c.sup[2].command("start", timeout=0.1)
+        await c.until(lambda: c.sup[2].state.phase is P.Phase.STARTING)
+        await asyncio.sleep(0.5)
+        assert c.sup[2].state.phase is P.Phase.STARTING
+        assert "2 fip+ 192.168.1.100" not in c.journal and c.script_journal() == []
+        c.res[1].fips.discard("192.168.1.100")
+        await c.until(lambda: c.sup[2].state.phase is P.Phase.RUNNING)
+        assert c.res[2].fips == {"192.168.1.100"}
+        await c.close()
+
+    run(main())

@@ -20,8 +20,8 @@ import socket
 import struct
 import time
 
-__all__ = ["GarpError", "arp_frames", "nic_mac", "send_garp", "announce",
-           "DEFAULT_COUNT", "DEFAULT_INTERVAL_S"]
+__all__ = ["GarpError", "arp_frames", "nic_mac", "send_garp", "announce", "probe_frame",
+           "answered_by", "DEFAULT_COUNT", "DEFAULT_INTERVAL_S"]
 
 ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6
@@ -110,3 +110,47 @@ async def announce(nic: str, ip: str, *, count: int = DEFAULT_COUNT,
                 await asyncio.sleep(interval)
             sent += _send(sock, frames)
     return sent
+
+
+def probe_frame(mac: bytes, ip: str) -> bytes:
+    """An RFC 5227 ARP probe for `ip`: a broadcast request from sender IP 0.0.0.0, so that no
+    neighbour learns anything from it."""
+    header = BROADCAST + mac + struct.pack("!H", ETH_P_ARP)
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, b"\0" * 4, b"\0" * 6,
+                       ipaddress.IPv4Address(ip).packed)
+    return (header + body).ljust(MIN_FRAME, b"\0")
+
+
+def _claimant(frame: bytes, ip: bytes, own: bytes) -> str | None:
+    """The MAC of another host that says it has `ip` (an ARP reply or request from it)."""
+    if len(frame) < 42 or frame[12:14] != struct.pack("!H", ETH_P_ARP):
+        return None
+    sender_mac, sender_ip = frame[22:28], frame[28:32]
+    if sender_ip != ip or sender_mac == own:
+        return None
+    return ":".join(f"{b:02x}" for b in sender_mac)
+
+
+def answered_by(nic: str, ip: str, timeout_s: float) -> str | None:
+    """Duplicate address detection: probe for `ip` on `nic` and wait up to `timeout_s` for any
+    other host to claim it; its MAC, or None (blocking: run it in a thread)."""
+    sock, mac = _open(nic)
+    wanted = ipaddress.IPv4Address(ip).packed
+    deadline = time.monotonic() + timeout_s
+    with sock:
+        try:
+            sock.send(probe_frame(mac, ip))
+        except OSError as error:
+            raise GarpError(f"ARP probe for {ip} on {nic} failed: {error.strerror}") from None
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                frame = sock.recv(128)
+            except TimeoutError:
+                break
+            except OSError as error:
+                raise GarpError(f"ARP probe for {ip} on {nic} failed: {error.strerror}") from None
+            claimant = _claimant(frame, wanted, mac)
+            if claimant is not None:
+                return claimant
+    return None
