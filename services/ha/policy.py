@@ -589,13 +589,6 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
     if isinstance(event, AcquireFailed):
         if phase is not Phase.WAITING or not state.acquiring:
             return Decision(replace(state, acquiring=False, queued=False), ignored=True)
-        if event.reason == "already":
-            # the lock daemon still counts a hold or wait of this node this one does not know
-            # of (a Lost it sent while it kept the entry): give it back, then ask again
-            return Decision(replace(state, acquiring=False, queued=True, releasing=True,
-                                    reason="the lock daemon still counted a hold or wait here: "
-                                           "released, asking again"),
-                            (Release(), ScheduleRetry(RETRY_S)))
         if event.reason == "invalid":
             return Decision(replace(state, phase=Phase.FAILED, acquiring=False, queued=False,
                                     reason=f"the lock refused the request: {event.detail}"))

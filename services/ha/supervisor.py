@@ -102,8 +102,6 @@ class LockSession(Protocol):
     async def close(self) -> None: ...
 
 
-#: the lock daemon's answer to an Acquire of a lock the session holds or awaits already
-ALREADY_HELD = "already holds or awaits"
 _FAIL = {lock_pb2.FAIL_TIMEOUT: "timeout", lock_pb2.FAIL_BUSY: "busy",
          lock_pb2.FAIL_NO_QUORUM: "no_quorum", lock_pb2.FAIL_INVALID: "invalid"}
 _LOST = {lock_pb2.LOST_NO_QUORUM: "no_quorum", lock_pb2.LOST_NODE_LEFT: "node_left",
@@ -206,10 +204,7 @@ class GrpcLockSession:
         if kind == "queued":
             return policy.Queued(body.position)
         if kind == "failed":
-            reason = _FAIL.get(body.reason, "unknown")
-            if reason == "invalid" and ALREADY_HELD in body.detail:
-                reason = "already"  # the lock daemon still counts a hold or wait of ours
-            return policy.AcquireFailed(reason, body.detail)
+            return policy.AcquireFailed(_FAIL.get(body.reason, "unknown"), body.detail)
         if kind == "released":
             return policy.Released()
         if kind == "lost":

@@ -130,15 +130,3 @@ def test_an_ownership_deadline_that_passed_stops_at_once_and_gives_the_lock_back
     assert after.actions[:2] == (P.Release(), P.Acquire())
     assert after.state.phase is P.Phase.WAITING and not after.state.holding
     assert P.decide(P.State(phase=P.Phase.WAITING), P.Expired()).ignored
-
-
-def test_an_acquire_refused_because_the_lock_daemon_still_counts_a_hold_releases_and_retries():
-    """After a Lost the lock daemon may still count this node's hold or wait ("this session
-    already holds or awaits the lock"): the node gives it back and asks again, instead of
-    going FAILED and out of the queue."""
-    state = P.State(phase=P.Phase.WAITING, acquiring=True)
-    refused = P.decide(state, P.AcquireFailed("already", "this session already holds or awaits"))
-    assert refused.state.phase is P.Phase.WAITING and not refused.state.acquiring
-    assert refused.actions == (P.Release(), P.ScheduleRetry(P.RETRY_S))
-    retry = P.decide(P.decide(refused.state, P.Released()).state, P.RetryAcquire())
-    assert retry.actions == (P.Acquire(),)
