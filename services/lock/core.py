@@ -116,6 +116,12 @@ class _Lock:
         self.holder: Entry | None = None
         self.waiters: list[Entry] = []  # sorted by key
 
+    def entry_of(self, session: int) -> Entry | None:
+        """The session's hold or wait on this lock."""
+        if self.holder is not None and self.holder.session == session:
+            return self.holder
+        return next((w for w in self.waiters if w.session == session), None)
+
     def serve_order(self) -> list[Entry]:
         """Waiters in the order they will be served (random: arrival order)."""
         if self.order == STACK:
@@ -245,9 +251,11 @@ class LockTable:
         lock = self.locks.get(name)
         if lock is None:
             lock = self.locks[name] = _Lock(name)
-        if (lock.holder is not None and lock.holder.session == entry.session) or any(
-                w.session == entry.session for w in lock.waiters):
-            return Acquired("duplicate")
+        mine = lock.entry_of(entry.session)
+        if mine is not None:
+            if not entry.req or entry.req <= mine.req:
+                return Acquired("duplicate")
+            return self._supersede(lock, mine, entry, now_ns, try_only)
         if lock.holder is None and not lock.waiters:
             token = self._take_token()
             if token is not None:
@@ -265,6 +273,29 @@ class LockTable:
         self._index(name, entry)
         if lock.holder is None:
             self.blocked.add(name)
+        return Acquired("queued", key=entry.key, position=lock.position(entry))
+
+    def _supersede(self, lock: _Lock, mine: Entry, entry: Entry, now_ns: int,
+                   try_only: bool) -> Acquired:
+        """A session asks again for a lock this table still counts as its own: its node gave
+        the earlier hold or wait up (a lease lapse, a brief cut-off) before this table heard. The
+        newer request takes the earlier one's place, so a blip neither moves the lock to the
+        next waiter nor leaves the session refused. A hold is granted again with a new token
+        (the old one when none may be handed out yet: the same session, whose earlier holder
+        has stopped)."""
+        if lock.holder is mine:
+            token = self._take_token() or mine.token
+            entry.token, entry.granted_ns = token, now_ns
+            lock.holder = entry
+            return Acquired("granted", token=token)
+        index = next(i for i, waiter in enumerate(lock.waiters) if waiter is mine)
+        if try_only:
+            del lock.waiters[index]
+            self._unindex(lock.name, mine)
+            self._gc(lock)
+            return Acquired("busy")
+        entry.key, entry.queued_ns = mine.key, mine.queued_ns
+        lock.waiters[index] = entry
         return Acquired("queued", key=entry.key, position=lock.position(entry))
 
     def release(self, name: Name, session: int, now_ns: int,
@@ -342,8 +373,7 @@ class LockTable:
         lock = self.locks.get(name)
         if lock is None:
             lock = self.locks[name] = _Lock(name)
-        if (lock.holder is not None and lock.holder.session == entry.session) or any(
-                w.session == entry.session for w in lock.waiters):
+        if lock.entry_of(entry.session) is not None:
             return False
         if entry.key:
             self.next_key = max(self.next_key, entry.key + 1)

@@ -239,6 +239,32 @@ def test_partition_minority_is_told_lost_before_the_majority_regrants():
         assert check_history(cluster.records) == []
 
 
+def test_a_holder_cut_off_briefly_gets_its_lock_again_when_it_asks_again():
+    """A node's view shrinks to itself for a moment: its session is told Lost at once (its HA
+    stops the service) while the authority keeps the hold until the lease end. When the session
+    asks again, it is granted again (a restart in place, no move to the waiter), never refused
+    as a duplicate, and never while its earlier hold could still be counted."""
+    cluster = settled(3, seed=4)
+    holder, waiter = cluster.open(3), cluster.open(2)
+    cluster.acquire(holder, (600, 1))
+    cluster.run(5 * MS)
+    granted = first(cluster, holder, "granted")
+    cluster.acquire(waiter, (600, 1))
+    cluster.run(5 * MS)
+    cluster.set_view(3, {3}, at=cluster.now)
+    cluster.run(2 * MS)
+    first(cluster, holder, "lost")
+    cluster.set_view(3, {1, 2, 3}, at=cluster.now)
+    cluster.run(2 * MS)
+    cluster.acquire(holder, (600, 1))
+    run_checked(cluster, 200 * MS)
+    assert not cluster.of(holder, "failed")
+    again = cluster.of(holder, "granted")[1]
+    assert again.token > granted.token and again.time >= granted.valid_until
+    assert not cluster.of(waiter, "granted")
+    assert check_history(cluster.records) == []
+
+
 def test_slow_round_trips_suspend_and_resume_the_same_term():
     """Round trips longer than the vote lease (an overloaded host): the authority cannot renew,
     suspends (grants nothing), and when answers come in time again a quorum for the same term

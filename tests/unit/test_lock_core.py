@@ -112,6 +112,26 @@ def test_duplicate_acquire_is_refused():
     assert table.acquire((600, 1), entry(2), 0).outcome == "duplicate"
 
 
+def test_a_newer_request_of_the_same_session_takes_the_earlier_ones_place():
+    """A node that gave up a hold or wait (lease lapse) asks again before the table heard: the
+    session keeps its place (the lock does not pass to the next waiter) with a new token."""
+    table = LockTable()
+    name = (600, 1)
+    first = table.acquire(name, Entry(1, 1, req=1), 0)
+    table.acquire(name, Entry(2, 2, req=1), 0)
+    table.acquire(name, Entry(3, 3, req=1), 0)
+    again = table.acquire(name, Entry(1, 1, req=2), 0)
+    assert again.outcome == "granted" and again.token > first.token
+    assert table.holder(name).req == 2
+    requeued = table.acquire(name, Entry(2, 2, req=5), 0)
+    assert (requeued.outcome, requeued.position) == ("queued", 1)
+    assert [w.session for w in table.waiters(name)] == [2, 3]
+    assert table.acquire(name, Entry(3, 3, req=2), 0, try_only=True).outcome == "busy"
+    assert [w.session for w in table.waiters(name)] == [2]
+    # the earlier request's release no longer matches anything
+    assert table.release(name, 1, 0, req=1) == (False, [])
+
+
 def test_release_cancels_a_wait_without_granting():
     table = LockTable()
     table.acquire((600, 1), entry(1), 0)
