@@ -777,6 +777,14 @@ echo "node $SKYGE_FENCE_DOMAIN is off"
             data["partition"] = {"groups": effective, "gateway": gateway}
         return effective
 
+    def cut_between(self, first: "LabNode", second: "LabNode", percent: float = 100) -> None:
+        """Drop `percent` % of the frames between two nodes on both networks (0: heal), while
+        both still reach every other host (the gateway, the client): the two-node cut in which
+        both sides reach the reference IP."""
+        for nic in NICS:
+            first.set_loss(nic, percent, "both", peer=second)
+            second.set_loss(nic, percent, "both", peer=first)
+
     def heal(self) -> None:
         """Undo `partition()`: every node back on the main bridges."""
         with _state.mutate(self.name) as data:

@@ -15,16 +15,19 @@ from typing import Iterable, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from skyge.clients.lab.cluster import LabNode
+from skyge.clients.lab._net import GATEWAY_IPS
+from skyge.clients.lab.cluster import Lab, LabHost, LabNode
 from skyge.clients.lab.errors import LabError
-from skyge.services.common.paths import DAEMONS, NodePaths
+from skyge.services.common.config import render_config
+from skyge.services.common.paths import DAEMONS, WITNESS_PORT, NodePaths
+from skyge.v1 import witness_pb2, witness_pb2_grpc
 
 START_TIMEOUT_S = 20.0
 POLL_INTERVAL_S = 0.02
 STOP_TIMEOUT_S = 10.0
 
 
-def is_serving(node: LabNode, daemon: str, timeout_s: float = 1.0) -> bool:
+def is_serving(node: LabHost, daemon: str, timeout_s: float = 1.0) -> bool:
     """True when the node's daemon answers SERVING on its Unix socket."""
     socket = NodePaths.at(node.root).socket(daemon)
     if not socket.exists():
@@ -38,7 +41,7 @@ def is_serving(node: LabNode, daemon: str, timeout_s: float = 1.0) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def wait_serving(node: LabNode, daemons: Iterable[str], timeout_s: float = START_TIMEOUT_S) -> None:
+def wait_serving(node: LabHost, daemons: Iterable[str], timeout_s: float = START_TIMEOUT_S) -> None:
     """Wait until every named daemon serves; LabError naming the laggards (and their log) if not."""
     waiting = list(daemons)
     deadline = time.monotonic() + timeout_s
@@ -72,3 +75,33 @@ def stop_daemons(node: LabNode, daemons: Sequence[str] = DAEMONS) -> None:
     for daemon in daemons:
         if node.find(f"skyge-{daemon}"):
             node.kill(f"skyge-{daemon}", signal.SIGTERM, wait=STOP_TIMEOUT_S)
+
+
+#: where the lab's witness listens: the gateway, which both networks' nodes reach on eth0
+WITNESS_ADDRESS = f"{GATEWAY_IPS[0]}:{WITNESS_PORT}"
+#: the longest hold-over the lab's witness allows: above the lock daemon's default switch time
+#: (775 ms), short enough that its startup hold (vote + this) stays near 2 s
+WITNESS_MAX_HOLDOVER_MS = 1000
+
+
+def start_witness(lab: Lab) -> str:
+    """Run `skyge-witness` in the gateway (the two-node clusters' third machine) and wait until
+    its startup hold is over (a real witness runs long before the cluster); returns the address
+    to give lock.cfg's `witness`."""
+    gateway = lab.gateway
+    config = NodePaths.at(gateway.root).config_file("witness")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(render_config({"max_holdover_ms": WITNESS_MAX_HOLDOVER_MS}))
+    gateway.spawn([sys.executable, "-m", "skyge.services.witness", "-r", str(gateway.root),
+                   "--listen", WITNESS_ADDRESS, "-l", "LOG_INFO"], name="skyge-witness")
+    wait_serving(gateway, ("witness",))
+    socket = NodePaths.at(gateway.root).socket("witness")
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        stub = witness_pb2_grpc.WitnessStub(channel)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (hold_ms := stub.Status(witness_pb2.WitnessStatusRequest(),
+                                      timeout=5).startup_hold_ms):
+            if time.monotonic() > deadline:
+                raise LabError(f"the witness still holds its votes after {START_TIMEOUT_S:g} s")
+            time.sleep(hold_ms / 1000)
+    return WITNESS_ADDRESS

@@ -12,6 +12,8 @@ from pathlib import Path
 DAEMONS = ("heartbeat", "bus", "lock", "ha", "emon")
 #: TCP port each daemon serves its gRPC API on for peers (the Unix socket serves local clients)
 TCP_PORTS = {"heartbeat": 7410, "bus": 7411, "lock": 7412, "ha": 7413, "emon": 7414}
+#: the two-node witness's TCP port (it runs on a third machine, not on the nodes)
+WITNESS_PORT = 7415
 
 
 @dataclass(frozen=True)

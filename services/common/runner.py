@@ -106,11 +106,13 @@ class DaemonSpec:
     build: Callable[[DaemonContext], DaemonApp]
     config_fields: tuple[Field, ...] = ()
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    #: default TCP port when the daemon is not one of the node's (TCP_PORTS)
+    port: int | None = None
 
     @property
     def tcp_port(self) -> int:
         """The daemon's default TCP port for peers (one table for daemons and clients)."""
-        return TCP_PORTS[self.name]
+        return self.port or TCP_PORTS[self.name]
 
 
 class StartupError(Exception):

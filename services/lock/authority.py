@@ -1211,6 +1211,10 @@ class Node:
         self.auth: Authority | None = None
         self.member = Member(self)
         self.lone_until = 0
+        #: lone_until is a witness's vote: it stays this node's until it lapses, also once the
+        #: other node is back (the witness gives it to nobody else meanwhile), so the node
+        #: keeps its quorum while the other rejoins
+        self.lone_arbitrated = False
         self.lone_possible = False  # reference IPs are configured (the daemon sets it)
         self.lone_since = 0
         #: the last reference-IP check failed (this node may have been the cut-off side) and
@@ -1325,7 +1329,7 @@ class Node:
         lone = self.lone(now)
         if lone and not self.was_lone:
             self.lone_since = now
-        if not lone:
+        if not lone and not self.lone_arbitrated:
             self.lone_until = 0
         self.was_lone = lone
 
@@ -1337,7 +1341,7 @@ class Node:
         expected = self.expected()
         if expected <= 1:
             return 1
-        if expected == 2 and self.lone(now) and now < self.lone_until:
+        if expected == 2 and now < self.lone_until and (self.lone_arbitrated or self.lone(now)):
             return 1
         return expected // 2 + 1
 
@@ -1499,14 +1503,18 @@ class Node:
         self._reconsider(now)
         self.want_tick(now)  # the member side checks whether the node is cut off
 
-    def set_lone_ok(self, until: int, now: int) -> None:
-        """Two-node rule: the reference IP answered (and the fence ran); valid until `until`
-        (0: it did not). A node that failed the check (cut off from the reference IP too, so the
-        other may have taken over) may act alone again only once the other stayed silent for
-        `switch_ns` after the reference IP came back: were it alive, its daemon would have been
-        heard by then, since a cut that spares the reference IP rarely spares the peer's path."""
+    def set_lone_ok(self, until: int, now: int, *, arbitrated: bool = False) -> None:
+        """Two-node rule: the reference IP answered (and the fence ran), or the witness gave its
+        vote (`arbitrated`); valid until `until` (0: it did not). A node that failed a reference-IP
+        check (cut off from the reference IP too, so the other may have taken over) may act alone
+        again only once the other stayed silent for `switch_ns` after the reference IP came back:
+        were it alive, its daemon would have been heard by then, since a cut that spares the
+        reference IP rarely spares the peer's path. A witness's vote needs no such wait: it is
+        never the other node's at the same time."""
         self._check_lease(now)
         self.lone_checked = now
+        if arbitrated and until:
+            self.lone_failed, self.lone_rejoin_at = False, None
         if not until:
             self.lone_failed = True
             self.lone_rejoin_at = None
@@ -1523,6 +1531,7 @@ class Node:
                 until = 0  # the daemon checks again every LONE_CHECK_S
             else:
                 self.lone_failed, self.lone_rejoin_at = False, None
+        self.lone_arbitrated = arbitrated and bool(until)
         self.lone_until = until if self.lone(now) else 0
 
     def set_expected(self, expected: int, now: int) -> None:

@@ -37,6 +37,7 @@ from .authority import MS, Node, OpenRefused, Timing
 from .core import LOCKS_PER_SLOT, SLOTS, Name, order_of
 from .links import Links
 from .peer import PeerSocket, run_fence
+from .witness import Witness
 
 __all__ = ["LockApp", "FIELDS", "build", "FileStore", "add_arguments"]
 
@@ -44,10 +45,11 @@ STATE_FILE = "lock.state"
 FORWARDED = "x-skyge-forwarded"
 GROUP_RE = re.compile(r"[A-Za-z0-9._/-]{1,128}")
 #: said at start and in AuthorityInfo.unprotected (so in `skyge ha status`)
-TWO_NODES_UNPROTECTED = ("two nodes and no fence_command: if both heartbeat paths between the "
-                         "nodes fail while both still reach a reference IP, both run the "
-                         "services (a ping target cannot pick one); configure a fence_command "
-                         "(lock.cfg) to protect the cluster against that cut")
+TWO_NODES_UNPROTECTED = ("two nodes and neither fence_command nor witness: if both heartbeat "
+                         "paths between the nodes fail while both still reach a reference IP, "
+                         "both run the services (a ping target cannot pick one); configure a "
+                         "fence_command or a witness (lock.cfg) to protect the cluster against "
+                         "that cut")
 LONE_CHECK_S = 0.2
 LONE_VALID_NS = 1000 * MS
 MEMBERSHIP_WAIT_S = 5.0
@@ -74,6 +76,13 @@ FIELDS = (
                "this long before it fences the other, so the side that runs the services wins "
                "the race (Pacemaker's priority-fencing-delay); it also delays the takeover "
                "after a crash of the node that held them, ms"),
+    Field("witness", string(r"\S+:\d{1,5}", 'HOST:PORT, e.g. "192.168.1.1:7415"'), default="",
+          help="two-node rule: the skyge-witness on a third machine that gives its vote to one "
+               "node at a time; when set, a lone node acts alone only with the witness's vote "
+               "(reference IPs are not asked)"),
+    Field("witness_priority_delay_ms", integer(0, 60_000), default=300,
+          help="a lone node that holds no lock asks the witness only after this, so the side "
+               "that runs the services keeps the vote, ms"),
     Field("key_file", string(), default="",
           help="cluster key for signed datagrams (default: heartbeat.key when present)"),
     Field("peer_port", integer(1, 65535), default=TCP_PORTS["lock"],
@@ -171,6 +180,9 @@ class LockApp(DaemonApp):
         self.fence_command = config["fence_command"]
         self.fence_timeout = config["fence_timeout"]
         self.fence_priority_delay_s = config["fence_priority_delay_ms"] / 1000
+        self.witness = Witness(config["witness"], self.timing.switch_ns,
+                               config["witness_priority_delay_ms"] / 1000) \
+            if config["witness"] else None
         self.expected_nodes = config["expected_nodes"]
         self.port = config["peer_port"]
         self.key = _key(ctx)
@@ -252,6 +264,8 @@ class LockApp(DaemonApp):
             task.cancel()
         await self.follower.stop()
         await self.channels.close()
+        if self.witness is not None:
+            await self.witness.close()
         if self.sock is not None and self.sock.transport is not None:
             self.sock.transport.close()
 
@@ -299,20 +313,26 @@ class LockApp(DaemonApp):
         self.node = Node(self.follower.local_domain, self.instance, netid=self.netid,
                          timing=self.timing, store=self.store, expected_nodes=self.expected_nodes,
                          now_ns=now, wall_ns=self.wall_ns)
-        self.node.lone_possible = bool(self.reference_ips)
+        self.node.lone_possible = bool(self.reference_ips or self.witness)
         self.node.fencing = bool(self.fence_command)
         self.links = Links(self.node, rto_ns=max(15 * MS, 3 * self.timing.beat_ns))
-        logger.log(25, "node %d.%d, instance %d, expected nodes %s, reference IPs %s, fence %s",
-                   self.netid, self.node.domain, self.instance,
+        logger.log(25, "node %d.%d, instance %d, expected nodes %s, reference IPs %s, fence %s, "
+                   "witness %s", self.netid, self.node.domain, self.instance,
                    self.expected_nodes or f"learned ({self.node.expected()})",
                    ", ".join(self.reference_ips) or "none",
-                   repr(self.fence_command) if self.fence_command else "none")
-        if self.node.expected() == 2 and not self.fence_command:
+                   repr(self.fence_command) if self.fence_command else "none",
+                   self.witness.address if self.witness else "none")
+        if self.node.expected() == 2 and not self.protected:
             logger.warning("%s", TWO_NODES_UNPROTECTED)
         self._apply_view(now)
 
     def wall_ns(self) -> int:
         return boot_ns() + self.wall_offset
+
+    @property
+    def protected(self) -> bool:
+        """Two nodes cut apart cannot both act alone: a fence or a witness decides."""
+        return bool(self.fence_command or self.witness)
 
     def _apply_view(self, now: int) -> None:
         node, sock = self.node, self.sock
@@ -458,9 +478,18 @@ class LockApp(DaemonApp):
                     node.set_lone_ok(0, boot_ns())
                     await asyncio.sleep(self.timing.fence_retry_ns / 1e9)
                 continue
-            ok = await ping_any(self.reference_ips)
-            now = boot_ns()
-            node.set_lone_ok(now + LONE_VALID_NS if ok else 0, now)
+            if self.witness is not None:
+                wait_s = self.witness.priority_wait_s(node)
+                if wait_s:
+                    await asyncio.sleep(wait_s)
+                    if not node.lone(boot_ns()):
+                        continue
+                until = await self.witness.vote(node, self.netid)
+                node.set_lone_ok(until, boot_ns(), arbitrated=True)
+            else:
+                ok = await ping_any(self.reference_ips)
+                now = boot_ns()
+                node.set_lone_ok(now + LONE_VALID_NS if ok else 0, now)
             self.flush_soon()
 
     # -- fencing --------------------------------------------------------------------------------
@@ -711,7 +740,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                                  quorum_rule=info["rule"])
         if info["authority"]:
             reply.authority.CopyFrom(self.app.node_id(info["authority"]))
-        if info["expected"] == 2 and not self.app.fence_command:
+        if info["expected"] == 2 and not self.app.protected:
             reply.unprotected = TWO_NODES_UNPROTECTED
         return reply
 

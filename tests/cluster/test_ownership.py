@@ -12,16 +12,20 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 
 from bench.failover import configure
 from skyge.clients.lab.observe import AddressMonitor, holder_intervals
-from skyge.clients.lab import Lab, LabError, LabNode
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_VIP, configure_heartbeat,
+from skyge.clients.lab import GATEWAY_IPS, Lab, LabError, LabNode
+from skyge.clients.lab.daemons import start_witness
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_VIP, configure_heartbeat, placement,
                                     service_status, start_node, wait_members, wait_placement)
 from skyge.services.common.config import render_config
 from skyge.services.ha.resources.script import read_pidfile
+from skyge.services.common.paths import NodePaths
 from skyge.services.lock.authority import Timing
+from skyge.v1 import witness_pb2, witness_pb2_grpc
 
 from .conftest import lab_unavailable, unique_lab_name
 
@@ -171,7 +175,7 @@ def test_ha_status_says_when_two_nodes_are_not_protected_against_a_cut(make_lab)
         [sys.executable, "-m", "skyge.clients.cli.main", "--root", str(node.root), "ha",
          "status"], capture_output=True, text=True, timeout=60) for node in lab.nodes}
     assert shown["n2"].returncode == 0, shown["n2"].stderr
-    assert "WARNING: two nodes and no fence_command" in shown["n2"].stdout
+    assert "WARNING: two nodes and neither fence_command nor witness" in shown["n2"].stdout
     assert shown["n1"].returncode == 0 and "WARNING" not in shown["n1"].stdout, shown["n1"].stdout
 
 
@@ -198,3 +202,60 @@ def test_a_floating_ip_another_host_answers_for_is_not_added_until_it_is_free(ma
     lab.gateway.run(["ip", "addr", "del", f"{DEMO_VIP}/24", "dev", "eth0"], check=True)
     wait_placement(lab.node(1), lambda p: p[0] == "running" and p[1] == domain,
                    what="running once the address is free", timeout=30)
+
+
+def witness_refusals(lab: Lab) -> int:
+    """Votes the lab's witness refused so far (it counts them)."""
+    socket = NodePaths.at(lab.gateway.root).socket("witness")
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        status = witness_pb2_grpc.WitnessStub(channel).Status(witness_pb2.WitnessStatusRequest(),
+                                                               timeout=10)
+    return sum(cluster.refused for cluster in status.clusters)
+
+
+def test_two_nodes_cut_apart_with_a_witness_run_the_service_on_the_holders_side_only(make_lab):
+    """Both heartbeat paths between the two nodes cut, both still reaching the gateway, which
+    runs skyge-witness: the node running the service keeps the witness's vote and the service;
+    the other asks, is refused again and again, and never adds the floating IP. After the heal
+    nothing moved; when the active node then crashes, the survivor gets the vote once the
+    crashed node's has run out, and takes the service over."""
+    lab = make_lab(2)
+    witness = start_witness(lab)
+    configure_heartbeat(lab)
+    configure(lab)
+    for node in lab.nodes:
+        (node.root / "etc" / "skyge" / "lock.cfg").write_text(render_config(
+            {"expected_nodes": 2, "reference_ips": ":".join(GATEWAY_IPS), "witness": witness}))
+        start_node(node, [d for d in CLUSTER_DAEMONS if d != "ha"])
+    wait_members(lab.node(1), lab.size)
+    monitors = [AddressMonitor(node, "own") for node in lab.nodes]
+    try:
+        for node in lab.nodes:
+            start_node(node, ("ha",))
+        _, domain, _ = wait_placement(lab.node(1), lambda p: p[0] == "running" and
+                                      len(p[2]) == 1, what="running, one waiting", timeout=30)
+        holder, other = lab.node(domain), next(n for n in lab.nodes if n.id != domain)
+        token = service_status(holder).fencing_token
+        since = time.time_ns()
+        lab.cut_between(holder, other, 100)
+        refused = witness_refusals(lab)
+        deadline = time.monotonic() + 60
+        while witness_refusals(lab) < refused + 8:  # ~4 s of asking: any vote would have passed
+            assert time.monotonic() < deadline, "the cut-off node never asked the witness"
+            time.sleep(0.2)
+        assert two_holders(monitors, since) == []
+        status = service_status(holder)
+        assert status is not None and status.fencing_token == token
+        assert placement(holder)[:2] == ("running", domain)
+        lab.cut_between(holder, other, 0)
+        wait_placement(holder, lambda p: p == ("running", domain, [other.id]),
+                       what="running where it ran, the other waiting", timeout=30)
+        assert two_holders(monitors, since) == []
+        assert service_status(holder).fencing_token == token
+        holder.crash()
+        wait_placement(other, lambda p: p[:2] == ("running", other.id),
+                       what="taken over by the survivor", timeout=30)
+    finally:
+        for monitor in monitors:
+            if not monitor.node.crashed:
+                monitor.stop()

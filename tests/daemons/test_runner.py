@@ -19,14 +19,14 @@ DAEMON = [sys.executable, str(Path(__file__).with_name("contract_only_daemon.py"
 START_TIMEOUT_S = 20
 
 
-def wait_serving(socket_path, timeout=START_TIMEOUT_S):
+def wait_serving(socket_path, timeout=START_TIMEOUT_S, service="skyge.v1.Emon"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if socket_path.exists():
             with grpc.insecure_channel(f"unix:{socket_path}") as channel:
                 try:
                     reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(service="skyge.v1.Emon"), timeout=1)
+                        health_pb2.HealthCheckRequest(service=service), timeout=1)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError:
