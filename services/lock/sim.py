@@ -21,6 +21,12 @@ What a loaded host does to a daemon is modelled too, since that is where ownersh
 - *the holder's reaction* (`reaction_ns`): a holder told `Lost` (or whose stream broke) stops
   using the lock a random while later (the HA daemon killing the service).
 
+Two-node clusters check a reference IP (`reference_ok`, answered at once) or, with `witness` set,
+ask the witness (services/witness/core.py's `VoteBook`, on global time) as the lock daemon does
+(services/lock/witness.py): at most every 200 ms while lone, 300 ms later when holding no lock,
+each request and answer a network delay away (none when `witness_reachable` says no: the answer
+is a failure after 500 ms), the vote counted from the node's clock reading at sending.
+
 `check_history` excuses nothing unless told: a session owns a lock from its `granted` record until
 the first of its release, its `lost` + reaction, and the `valid_until` its node gave it (Granted,
 Renewed; 0 = no deadline); any instant with two owners is a failure. `ownership_run` (and
@@ -42,6 +48,8 @@ from typing import Callable, Iterable, Sequence
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_peer_pb2 as pp
 
+from skyge.services.witness.core import VoteBook
+
 from .authority import MS, US, MemoryStore, Node, Timing
 from .core import Name
 from .links import Links, Outgoing
@@ -51,6 +59,8 @@ __all__ = ["SimCluster", "SimNode", "Record", "Clock", "Ownership", "Overlap", "
            "timing_from_text", "timing_from_env", "summarize", "TIMING_ENV", "SEC"]
 
 SEC = 1000 * MS
+#: the lock daemon's witness loop (services/lock/server.py, services/lock/witness.py)
+WITNESS_CHECK_NS, WITNESS_PRIORITY_NS, WITNESS_TIMEOUT_NS = 200 * MS, 300 * MS, 500 * MS
 NEVER = 1 << 62  # "no deadline" as a time
 #: environment variable with a Timing for the randomized check (see `timing_from_text`)
 TIMING_ENV = "SKYGE_LOCK_SIM_TIMING"
@@ -161,6 +171,9 @@ class SimCluster:
         self.handlers: list[Callable[[Record], None]] = []
         self.view_changes: list[tuple[int, int, frozenset[int]]] = []  # (time, domain, view)
         self.reference_ok: dict[int, bool] = {}
+        self.witness: VoteBook | None = None
+        self.witness_reachable: dict[int, bool] = {}  # missing: reachable
+        self._witness_asked: dict[int, int] = {}  # node -> global time of its last request
         self.leader_log: list[tuple[int, int, lp.LeaderEvent]] = []
         self.node_log: list[tuple[int, int, str]] = []  # (time, domain, line of Node.log)
         self.stalled_until: dict[int, int] = {}
@@ -450,12 +463,16 @@ class SimCluster:
             return
         if self.loss and self.rng.random() < self.loss:
             return
+        self._counter += 1
+        heapq.heappush(self.queue, (self.now + self._delay(), self._counter, src, dst, data))
+
+    def _delay(self) -> int:
+        """One datagram's way through the network: latency, jitter, now and then a long tail."""
         delay = self.latency + int(self.rng.random() * self.jitter)
         if self.tail_fraction and self.chance.random() < self.tail_fraction:
             extra = self.tail_scale * (self.chance.paretovariate(self.tail_alpha) - 1)
             delay += min(self.tail_cap, int(extra))
-        self._counter += 1
-        heapq.heappush(self.queue, (self.now + delay, self._counter, src, dst, data))
+        return delay
 
     def _next_time(self) -> int:
         times = []
@@ -540,6 +557,9 @@ class SimCluster:
                     self._after(domain)
 
     def _lone_check(self, sim: SimNode) -> None:
+        if self.witness is not None:
+            self._ask_witness(sim)
+            return
         node = sim.node
         local = self.local(sim.domain)
         node.lone_possible = sim.domain in self.reference_ok
@@ -547,6 +567,44 @@ class SimCluster:
             node.set_lone_ok(local + 500 * MS, local)
         elif node.lone(local):
             node.set_lone_ok(0, local)
+
+    def _ask_witness(self, sim: SimNode) -> None:
+        """The lock daemon's witness loop (services/lock/witness.py), on the virtual network."""
+        node, domain = sim.node, sim.domain
+        node.lone_possible = True
+        asked = self._witness_asked.get(domain)
+        if not node.lone(self.local(domain)) or (asked is not None and
+                                                 self.now < asked + WITNESS_CHECK_NS):
+            return
+        delay = 0 if node.lone_arbitrated or node.member.counts()[0] else WITNESS_PRIORITY_NS
+        self._witness_asked[domain] = self.now + delay
+        holdover_ns = -(-self.timing.switch_ns // MS) * MS
+        book = self.witness
+        assert book is not None
+
+        def answer(until: int) -> None:
+            if self.nodes[domain].node is node:
+                self._call(domain, lambda now: node.set_lone_ok(until, now, arbitrated=True))
+
+        def send(sent: int) -> None:
+            if self.nodes[domain].node is not node or not node.lone(sent):
+                return
+            if not self.witness_reachable.get(domain, True):
+                self.call_at(self.now + WITNESS_TIMEOUT_NS, lambda: answer(0))
+                return
+
+            def decide() -> None:
+                verdict = book.vote(self.netid, domain, holdover_ns, self.now)
+                until = 0
+                if verdict.granted:
+                    valid = verdict.valid_ns // MS * MS
+                    until = sent + valid - valid * self.timing.drift_ppm // 1_000_000
+                self.call_at(self.now + self._delay(), lambda: answer(until))
+
+            self.call_at(self.now + self._delay(), decide)
+
+        self.call_at(self.now + delay, lambda: self._call(domain, send)
+                     if self.nodes[domain].node is node else None)
 
     # -- queries --------------------------------------------------------------------------------
     def authorities(self) -> list[int]:
@@ -764,6 +822,9 @@ class Conditions:
     #: two nodes: a partition cuts the isolated node's reference IP too (False: both still
     #: reach it, the seed's rule's known hole, issue 13 item 7)
     two_node_cut_hides_reference: bool = True
+    #: two nodes: a witness arbitrates instead of the reference IP; a partition cuts the
+    #: isolated node off it half of the time
+    witness: bool = False
 
 
 def stall_length(rng: random.Random, conditions: Conditions, *, quiet: bool) -> int:
@@ -867,6 +928,8 @@ def ownership_run(seed: int, size: int = 3, *, timing: Timing | None = None,
     cluster.loss, cluster.fence_powers_off = c.loss, True
     if size == 2:
         cluster.reference_ok.update({1: True, 2: True})
+        if c.witness:
+            cluster.witness = VoteBook(vote_ns=SEC, max_holdover_ns=5 * SEC, started_ns=-NEVER)
     holders = _HaDaemons(cluster, [(600, k) for k in range(1, c.services + 1)], c, rng)
     for domain in cluster.nodes:
         holders.start(domain)
@@ -887,6 +950,8 @@ def ownership_run(seed: int, size: int = 3, *, timing: Timing | None = None,
             cluster.partition([victim], [d for d in cluster.nodes if d != victim])
             if size == 2 and c.two_node_cut_hides_reference:
                 cluster.reference_ok[victim] = False
+            if cluster.witness is not None:
+                cluster.witness_reachable[victim] = rng.random() < 0.5
         else:
             getattr(cluster, kind)(victim)
         cluster.call_at(cluster.now + rng.randrange(300 * MS, 1500 * MS),
@@ -897,6 +962,7 @@ def ownership_run(seed: int, size: int = 3, *, timing: Timing | None = None,
             cluster.heal()
             if size == 2:
                 cluster.reference_ok[victim] = True
+                cluster.witness_reachable[victim] = True
         elif cluster.nodes[victim].alive:  # a stopping daemon stalled before it left
             cluster.call_at(cluster.now + 100 * MS, lambda: undo(victim, kind))
             return
@@ -1028,6 +1094,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default 0.005 200 500)")
     parser.add_argument("--fencing", action="store_true",
                         help="every node has a fence command (it powers its target off)")
+    parser.add_argument("--witness", action="store_true",
+                        help="two nodes: a witness arbitrates a cut (both reach the reference "
+                             "IP; the cut-off node reaches the witness half of the time)")
     parser.add_argument("--rate-error-ppm", type=int,
                         help="bound on each clock's rate error (default: drift_ppm / 2)")
     parser.add_argument("--timelines", type=int, default=3,
@@ -1036,7 +1105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = timing_from_text(args.timing)
     conditions = Conditions(duration_ns=int(args.duration * SEC), quiet_ns=int(args.quiet * SEC),
                             faults=not args.no_faults, rate_error_ppm=args.rate_error_ppm,
-                            fencing=args.fencing)
+                            fencing=args.fencing, witness=args.witness,
+                            two_node_cut_hides_reference=not args.witness)
     if args.long_stalls:
         share, low, high = args.long_stalls
         conditions = dataclasses.replace(conditions, long_stall_share=share,
