@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from skyge.v1 import lock_peer_pb2 as pp
 
-from .authority import MS, Node
+from .protocol import MS, Node
 from .channel import InChannel, OutChannel, pack
 
 __all__ = ["Links", "Outgoing"]

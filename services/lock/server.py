@@ -33,8 +33,8 @@ from skyge.v1 import lock_pb2_grpc
 from skyge.v1 import lock_peer_pb2 as pp
 from skyge.v1 import lock_peer_pb2_grpc
 
-from .authority import MS, Node, OpenRefused, Timing
-from .core import LOCKS_PER_SLOT, SLOTS, Name, order_of
+from .protocol import MS, Node, OpenRefused, Timing
+from .protocol.table import LOCKS_PER_SLOT, SLOTS, Name, order_of
 from .links import Links
 from .peer import PeerSocket, run_fence
 from .witness import Witness
@@ -393,25 +393,21 @@ class LockApp(DaemonApp):
             node.tick(now)
         if node.lone_check_due(now):
             self._lone_event.set()
-        events, node.events = node.events, []
-        for session, event in events:
+        produced = node.take_outputs()
+        for session, event in produced.events:
             queue = self.queues.get(session)
             if queue is not None:
                 queue.put_nowait(event)
-        leaders, node.leader_events = node.leader_events, []
-        for watcher, event in leaders:
+        for watcher, event in produced.leader_events:
             queue = self.watchers.get(watcher)
             if queue is not None:
                 queue.put_nowait(event)
-        fences, node.fence_requests = node.fence_requests, []
-        for domain in fences:
+        for domain in produced.fence_requests:
             self._start_fence(domain)
         for out in links.flush(now):
             sock.send(out.domain, out.datagram.SerializeToString(), out.all_paths, now)
-        if node.log:
-            for line in node.log:
-                logger.log(25, "%s", line)
-            node.log.clear()
+        for line in produced.log:
+            logger.log(25, "%s", line)
         safe_until = node.member.lease_until if node.member.connected else 0
         if (safe_until == 0) != (self._lease_written == 0) or \
                 abs(safe_until - self._lease_written) >= self.timing.idle_beat_ns // 2:

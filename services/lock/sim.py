@@ -50,8 +50,8 @@ from skyge.v1 import lock_peer_pb2 as pp
 
 from skyge.services.witness.core import VoteBook
 
-from .authority import MS, US, MemoryStore, Node, Timing
-from .core import Name
+from .protocol import MS, US, MemoryStore, Node, Timing
+from .protocol.table import Name
 from .links import Links, Outgoing
 
 __all__ = ["SimCluster", "SimNode", "Record", "Clock", "Ownership", "Overlap", "check_history",
@@ -95,7 +95,6 @@ class SimNode:
     links: Links
     alive: bool = True
     sessions: int = 0
-    logged: int = 0  # lines of node.log copied into SimCluster.node_log
 
 
 @dataclass
@@ -223,6 +222,10 @@ class SimCluster:
 
     def node(self, domain: int) -> Node:
         return self.nodes[domain].node
+
+    def log_of(self, domain: int) -> list[str]:
+        """Every line node `domain`'s Node logged (all its instances)."""
+        return [line for _, d, line in self.node_log if d == domain]
 
     def set_view(self, domain: int, view: Iterable[int] | None, at: int | None = None) -> None:
         """Node `domain` sees `view` from time `at` (default now)."""
@@ -412,15 +415,13 @@ class SimCluster:
     def _collect(self, domain: int) -> _Outputs:
         sim = self.nodes[domain]
         node = sim.node
-        events, node.events = node.events, []
-        leaders, node.leader_events = node.leader_events, []
+        produced = node.take_outputs()
         orphans = [s for s in self.orphans if self.session_node[s] == domain and
                    s not in node.member.sessions]
         self.orphans.difference_update(orphans)
-        fences, node.fence_requests = node.fence_requests, []
-        self.node_log += [(self.now, domain, line) for line in node.log[sim.logged:]]
-        sim.logged = len(node.log)
-        return _Outputs(events, leaders, orphans, fences, sim.links.flush(self.local(domain)))
+        self.node_log += [(self.now, domain, line) for line in produced.log]
+        return _Outputs(produced.events, produced.leader_events, orphans,
+                        produced.fence_requests, sim.links.flush(self.local(domain)))
 
     def _emit(self, domain: int, outputs: _Outputs) -> None:
         """Outputs leave the node: datagrams onto the network, events into the records."""

@@ -19,10 +19,10 @@ from skyge.v1 import common_pb2
 from skyge.v1 import witness_pb2 as wp
 from skyge.v1 import witness_pb2_grpc
 
-from .authority import MS
+from .protocol import MS
 
 if TYPE_CHECKING:
-    from .authority import Node
+    from .protocol import Node
 
 TIMEOUT_S = 0.5
 

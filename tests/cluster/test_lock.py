@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from skyge.clients.lab.daemons import start_daemons, stop_daemons
-from skyge.services.lock.authority import MS, Timing
+from skyge.services.lock.protocol import MS, Timing
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc
 from tests.cluster import heartbeat_support as hs

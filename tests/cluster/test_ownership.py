@@ -24,7 +24,7 @@ from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_VIP, configure_heartbe
 from skyge.services.common.config import render_config
 from skyge.services.ha.resources.script import read_pidfile
 from skyge.services.common.paths import NodePaths
-from skyge.services.lock.authority import Timing
+from skyge.services.lock.protocol import Timing
 from skyge.v1 import witness_pb2, witness_pb2_grpc
 
 from .conftest import lab_unavailable, unique_lab_name

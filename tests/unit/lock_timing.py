@@ -7,7 +7,7 @@ of ms, sized to ride out pauses) are exercised by the randomized simulation and 
 """
 from __future__ import annotations
 
-from skyge.services.lock.authority import MS, Timing
+from skyge.services.lock.protocol import MS, Timing
 
 COMPACT = Timing(beat_ns=5 * MS, idle_beat_ns=20 * MS, vote_lease_ns=20 * MS,
                  hold_lease_ns=40 * MS, authority_grace_ns=15 * MS, early_ns=5 * MS,

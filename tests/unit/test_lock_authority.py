@@ -1,4 +1,4 @@
-"""The lock protocol (services/lock/authority.py) on a simulated cluster (services/lock/sim.py):
+"""The lock protocol (services/lock/protocol/) on a simulated cluster (services/lock/sim.py):
 votes and leases, asymmetric views, crashes, partitions, the two-node rule, recovery, tokens, and
 a randomised run with faults whose history is checked."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from skyge.services.lock.authority import MS, Authority, MemoryStore, Node
+from skyge.services.lock.protocol import MS, Authority, MemoryStore, Node
 from skyge.services.lock.sim import Record, SimCluster, check_history
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_peer_pb2 as pp
@@ -277,7 +277,7 @@ def test_slow_round_trips_suspend_and_resume_the_same_term():
     cluster.latency = 150_000
     run_checked(cluster, 100 * MS)
     assert cluster.node(1).member.term == term and cluster.active_authority() == 1
-    assert any("regained" in line for line in cluster.node(1).log)
+    assert any("regained" in line for line in cluster.log_of(1))
     session = cluster.open(2)
     cluster.acquire(session, (600, 1))
     cluster.run(5 * MS)

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from skyge.services.common.config import ConfigError, Schema, parse_config
-from skyge.services.lock.authority import MS, MemoryStore, Node
+from skyge.services.lock.protocol import MS, MemoryStore, Node
 from skyge.services.lock.channel import InChannel, OutChannel, pack
 from skyge.services.lock.links import Links
 from skyge.services.lock.peer import MAC_BYTES, PeerSocket, run_fence, sign, verify

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from skyge.services.lock.authority import MS
+from skyge.services.lock.protocol import MS
 from skyge.services.lock.sim import SimCluster, check_history
 from tests.unit.test_lock_authority import SETTLE, first, random_run, settled
 from tests.unit.lock_timing import COMPACT

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from skyge.services.lock.authority import MS
+from skyge.services.lock.protocol import MS
 from skyge.services.lock.sim import SimCluster, check_history
 from skyge.v1 import lock_pb2 as lp
 from tests.unit.test_lock_authority import SETTLE, first, run_checked, settled
@@ -49,7 +49,7 @@ def test_a_clean_stop_of_the_authority_hands_over_at_once_without_losing_holds()
     run_checked(cluster, SETTLE)
     assert not cluster.of(heir, "lost") and not cluster.of(kept, "lost")
     assert cluster.node(2).member.connected and cluster.node(3).member.connected
-    assert any("lock daemon of node 1 stopped" in line for line in cluster.node(2).log)
+    assert any("lock daemon of node 1 stopped" in line for line in cluster.log_of(2))
     assert cluster.now - stopped > 5 * TIMING.hold_lease_ns  # the holds outlived many leases
     assert check_history(cluster.records) == []
 

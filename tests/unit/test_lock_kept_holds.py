@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from skyge.services.lock.authority import MS, OpenRefused
+from skyge.services.lock.protocol import MS, OpenRefused
 from skyge.services.lock.sim import check_history
 from skyge.v1 import lock_pb2 as lp
 from tests.unit.test_lock_authority import SETTLE, first, settled

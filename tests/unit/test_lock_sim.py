@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from skyge.services.lock.authority import MS, Timing
+from skyge.services.lock.protocol import MS, Timing
 from skyge.services.lock.sim import (Clock, Record, SimCluster, check_history, find_overlaps,
                                      timing_from_text)
 from tests.unit.lock_timing import COMPACT

@@ -1,11 +1,11 @@
-"""The lock table (services/lock/core.py): waiter order per slot range, tokens, recovery."""
+"""The lock table (services/lock/protocol/table.py): waiter order per slot range, tokens, recovery."""
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from skyge.services.lock.core import (FIFO, PRIORITY, RANDOM, STACK, Entry, LockTable, check_name,
+from skyge.services.lock.protocol.table import (FIFO, PRIORITY, RANDOM, STACK, Entry, LockTable, check_name,
                                       order_of)
 
 

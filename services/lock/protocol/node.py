@@ -1,0 +1,888 @@
+"""One lock daemon's protocol state: membership view and quorum (the two-node rule included),
+votes and leases (the election), and the member and authority sides it drives."""
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from skyge.v1 import lock_pb2 as lp
+from skyge.v1 import lock_peer_pb2 as pp
+
+from .authority import Authority
+from .member import Member
+from .store import MemoryStore, Store
+from .table import Name, sort_key
+from .timing import MS, US, Timing
+
+
+
+@dataclass
+class PeerInfo:
+    """What a node knows of a peer from its beats."""
+
+    instance: int = 0
+    last_seq: int = 0
+    heard_ns: int = -1
+    candidate_term: int = 0
+    candidate_ns: int = -1  # last beat that said it is a candidate
+    established_ns: int = -1
+    vote_for: int = 0
+    highest_term: int = 0
+    token_floor: int = 0
+    view_bits: int = 0
+    left: bool = False  # this instance stopped cleanly (its last beat said `leaving`)
+
+
+@dataclass
+class VoteInfo:
+    floor: int
+    last_authority: int
+    last_authority_term: int
+    promise_end_ns: int | None
+
+
+@dataclass
+class Round:
+    sent_ns: int
+    term: int
+    votes: dict[int, VoteInfo] = field(default_factory=dict)
+
+
+
+@dataclass
+class Outputs:
+    """What a node produced since it was last asked (`Node.take_outputs`), for the daemon (or
+    the simulator) to act on in one go. Datagrams are not in it: `Links` drains `out_beats` and
+    `out_data` itself, with retransmission."""
+
+    events: list[tuple[int, lp.SessionEvent]]  # (session, event)
+    leader_events: list[tuple[int, lp.LeaderEvent]]  # (watcher, event)
+    fence_requests: list[int]  # nodes to fence (the daemon runs the command)
+    log: list[str]  # notable transitions, for the daemon's log
+
+
+class Node:
+    """One lock daemon: election, authority (when established) and member side."""
+
+    def __init__(self, domain: int, instance: int, *, netid: int = 0, timing: Timing | None = None,
+                 store: Store | None = None, expected_nodes: int = 0, now_ns: int = 0,
+                 rng: random.Random | None = None,
+                 wall_ns: Callable[[], int] | None = None) -> None:
+        self.domain, self.instance, self.netid = domain, instance, netid
+        self.timing = timing or Timing()
+        self.store = store or MemoryStore()
+        self.rng = rng or random.Random()
+        self.wall_ns = wall_ns or (lambda: 0)
+        state = self.store.load()
+        self.highest_term = int(state.get("highest_term", 0))
+        self.highest_owner = int(state.get("highest_owner", 0))
+        self.token_floor = int(state.get("token_floor", 0))
+        self.expected_config = expected_nodes
+        self.expected_learned = max(1, int(state.get("expected", 1)))
+        self.expected_version = int(state.get("expected_version", 0))
+        self.view: set[int] | None = None
+        self.peers: dict[int, PeerInfo] = {}
+        # voting
+        self.vote_for = 0
+        self.promise_to = 0
+        self.promise_end = 0
+        self.promise_ends: dict[int, int] = {}
+        # candidacy
+        self.beat_seq = 0
+        self.sent_log: dict[int, int] = {}
+        self._sent_order: deque[int] = deque()
+        self.cand_term = 0
+        self.rounds: dict[int, Round] = {}
+        self.established = False
+        self.lease_end = 0
+        self.next_round_ns = 0
+        self.next_idle_ns = 0
+        #: a daemon that just started runs for authority only from then on: it listens first,
+        #: so that it joins an established authority rather than start an election
+        self.listen_until = now_ns + self.timing.candidate_silence_ns
+        self.seen_term = self.highest_term
+        self.auth: Authority | None = None
+        self.member = Member(self)
+        self.lone_until = 0
+        #: lone_until is a witness's vote: it stays this node's until it lapses, also once the
+        #: other node is back (the witness gives it to nobody else meanwhile), so the node
+        #: keeps its quorum while the other rejoins
+        self.lone_arbitrated = False
+        self.lone_possible = False  # reference IPs are configured (the daemon sets it)
+        self.lone_since = 0
+        #: the last reference-IP check failed (this node may have been the cut-off side) and
+        #: the other was not heard since; see `set_lone_ok`
+        self.lone_failed = False
+        self.lone_rejoin_at: int | None = None
+        self.lone_checked = -1
+        self.was_lone = False
+        #: when each peer last entered the membership view (the silence of a lock daemon never
+        #: heard counts from then)
+        self.joined_ns: dict[int, int] = {}
+        self.stopping = False  # the daemon stops: no acquire is taken any more
+        self.fencing = False  # a fence command is configured (the daemon sets it)
+        #: nodes fenced successfully and not heard from since (a fence stands until the node
+        #: shows life again: a datagram from it, or back in the membership view)
+        self.fenced: set[int] = set()
+        #: when each peer last left the membership view (fenced `fence_after_ns` later)
+        self.left_view_ns: dict[int, int] = {}
+        #: nodes whose fence this node asked for: domain -> when to ask again (None: running)
+        self.fence_asked: dict[int, int | None] = {}
+        self.last_now = now_ns
+        self._wake: int | None = None
+        # outputs
+        self.out_beats: list[tuple[int, pp.Beat, bool]] = []  # (to, beat, on every path)
+        self.out_data: list[tuple[int, pp.PeerData]] = []
+        self.events: list[tuple[int, lp.SessionEvent]] = []
+        self.leader_events: list[tuple[int, lp.LeaderEvent]] = []
+        self.fence_requests: list[int] = []  # nodes to fence (the daemon runs the command)
+        self.log: list[str] = []  # notable transitions, for the daemon's log
+
+    # -- persistence ----------------------------------------------------------------------------
+    def _save(self) -> None:
+        self.store.save({"highest_term": self.highest_term, "highest_owner": self.highest_owner,
+                         "token_floor": self.token_floor, "expected": self.expected_learned,
+                         "expected_version": self.expected_version})
+
+    def persist_floor(self, floor: int) -> None:
+        if floor > self.token_floor:
+            self.token_floor = floor
+            self._save()
+
+    # -- small helpers ---------------------------------------------------------------------------
+    def node_id(self, domain: int) -> Any:
+        from skyge.v1 import common_pb2
+        return common_pb2.NodeId(netid=self.netid, domain=domain)
+
+    def want_tick(self, at: int) -> None:
+        if self._wake is None or at < self._wake:
+            self._wake = at
+
+    def expected(self) -> int:
+        return self.expected_config or self.expected_learned
+
+    def _peer(self, domain: int) -> PeerInfo:
+        peer = self.peers.get(domain)
+        if peer is None:
+            peer = self.peers[domain] = PeerInfo()
+        return peer
+
+    def _fresh(self, domain: int, now: int) -> bool:
+        """Heard from lately: within switch_ns, or candidate_silence_ns for a peer whose last
+        beat said it runs (a candidate beats every beat_ns, so a few missed rounds mean it
+        stalled or died)."""
+        peer = self.peers.get(domain)
+        if peer is None or peer.left or peer.heard_ns < 0 or \
+                now - peer.heard_ns >= self.timing.switch_ns:
+            return False
+        if peer.candidate_term:
+            return now - peer.candidate_ns < self.timing.candidate_silence_ns
+        return True
+
+    def has_left(self, domain: int) -> bool:
+        """The peer's lock daemon stopped cleanly (and no later instance of it was heard)."""
+        peer = self.peers.get(domain)
+        return peer is not None and peer.left
+
+    def _absent_at(self, domain: int) -> int:
+        """When a peer in the view counts as absent for the two-node rule: at once when its
+        lock daemon stopped cleanly, else `switch_ns` after its lock daemon was last heard (a node
+        coming back into the view does not restart the count: only its daemon speaking does), or
+        after it joined the view if never heard."""
+        peer = self.peers.get(domain)
+        if peer is not None and peer.left:
+            return 0
+        if peer is not None and peer.heard_ns >= 0:
+            return peer.heard_ns + self.timing.switch_ns
+        return self.joined_ns.get(domain, 0) + self.timing.switch_ns
+
+    def lone(self, now: int) -> bool:
+        """The two-node rule applies: two expected nodes and the other one absent: out of the
+        view, or its lock daemon stopped or silent for `switch_ns` (see ARCHITECTURE.md: such a
+        daemon cannot grant, nor keep holds)."""
+        if self.expected() != 2 or self.view is None:
+            return False
+        return now >= self._lone_at()
+
+    def _lone_at(self) -> int:
+        """When the other node counts as absent (two expected nodes, known view): its
+        `_absent_at` while in the view; once out of it, two idle beats after its lock daemon
+        was last heard (a daemon still speaking means a cut that just healed, its heartbeat
+        not back yet)."""
+        assert self.view is not None
+        ends = [self._absent_at(d) for d in self.view if d != self.domain]
+        ends += [peer.heard_ns + 2 * self.timing.idle_beat_ns for d, peer in self.peers.items()
+                 if d != self.domain and d not in self.view and not peer.left and
+                 peer.heard_ns >= 0]
+        return max(ends, default=0)
+
+    def _track_lone(self, now: int) -> None:
+        """Note when the node becomes lone (a reference-IP check is due: `lone_check_due`) and
+        void an earlier check once it is not lone any more."""
+        lone = self.lone(now)
+        if lone and not self.was_lone:
+            self.lone_since = now
+        if not lone and not self.lone_arbitrated:
+            self.lone_until = 0
+        self.was_lone = lone
+
+    def lone_check_due(self, now: int) -> bool:
+        """Lone, and no reference-IP check since it became so."""
+        return self.lone(now) and self.lone_checked < self.lone_since
+
+    def quorum_needed(self, now: int) -> int:
+        expected = self.expected()
+        if expected <= 1:
+            return 1
+        if expected == 2 and now < self.lone_until and (self.lone_arbitrated or self.lone(now)):
+            return 1
+        return expected // 2 + 1
+
+    def partition_quorum(self, now: int) -> bool:
+        """Does the membership view hold a quorum (view-based; the leases decide grants)?"""
+        if self.view is None:
+            return False
+        if self.lone(now):
+            return now < self.lone_until
+        return len(self.view) >= self.quorum_needed(now)
+
+    def may_have_quorum(self, now: int) -> bool:
+        """A quorum, or a lone two-node member whose reference-IP check is still under way."""
+        if self.partition_quorum(now):
+            return True
+        return self.lone_possible and (self.lone_check_due(now) or self._lone_pending(now))
+
+    def _lone_pending(self, now: int) -> bool:
+        """The other left the view but its lock daemon spoke lately: lone (and checked) within
+        two idle beats unless it speaks again."""
+        if self.expected() != 2 or self.view is None or self.lone(now):
+            return False
+        return all(now >= self._absent_at(d) for d in self.view if d != self.domain)
+
+    def cut_off(self, now: int) -> bool:
+        """No authority can confirm this node's locks any more: its membership is unknown, or
+        its view gives it no quorum (and no two-node check is under way). Its sessions are told
+        at once rather than at the lease end."""
+        return not self.may_have_quorum(now)
+
+    def quorum_rule(self, now: int) -> str:
+        expected = self.expected()
+        seen = len(self.view) if self.view is not None else 0
+        if self.view is None:
+            return "membership unknown (heartbeat daemon unreachable)"
+        if expected <= 1:
+            return "single node"
+        if self.lone(now):
+            alone = ("lone node" if seen == 1 else
+                     "the other node's lock daemon stopped or is silent")
+            if now < self.lone_until:
+                return f"two-node: {alone}, reference IP reachable"
+            return f"two-node: {alone}, no reference IP reachable (or fence not done)"
+        return f"majority: {expected // 2 + 1} of {expected} (members seen: {seen})"
+
+    def view_bits(self) -> int:
+        bits = 0
+        for domain in self.view or ():
+            if 1 <= domain <= 64:
+                bits |= 1 << (domain - 1)
+        return bits
+
+    # -- routing --------------------------------------------------------------------------------
+    def route_to_authority(self, authority: int, data: pp.PeerData) -> None:
+        if authority == self.domain:
+            if self.auth is not None:
+                self.auth.on_data(self.domain, data, self.last_now)
+        elif authority:
+            self.out_data.append((authority, data))
+
+    def route_to_member(self, domain: int, data: pp.PeerData) -> None:
+        if domain == self.domain:
+            self.member.on_authority(self.domain, data, self.last_now)
+        else:
+            self.out_data.append((domain, data))
+
+    # -- beats ----------------------------------------------------------------------------------
+    def _next_seq(self, now: int) -> int:
+        self.beat_seq += 1
+        self.sent_log[self.beat_seq] = now
+        self._sent_order.append(self.beat_seq)
+        while len(self._sent_order) > 512:
+            self.sent_log.pop(self._sent_order.popleft(), None)
+        return self.beat_seq
+
+    def _beat(self, to: int, seq: int, now: int) -> pp.Beat:
+        beat = pp.Beat(seq=seq, vote_for=self.vote_for, highest_term=self.highest_term,
+                       highest_term_owner=self.highest_owner, token_floor=self.token_floor,
+                       expected=self.expected(), expected_version=self.expected_version,
+                       view_bits=self.view_bits())
+        if self.vote_for == self.domain and self.cand_term:
+            beat.candidate_term = self.cand_term
+            beat.established = self.established and now < self.lease_end
+        last, last_term = self.member.last_authority
+        if last:
+            beat.last_authority, beat.last_authority_term = last, last_term
+            end = self.promise_ends.get(last)
+            if end is not None:
+                beat.has_promise_end = True
+                beat.promise_end_us = (end - now) // US
+        if self.fenced:
+            beat.fenced.extend(sorted(self.fenced))
+        if self.auth is not None and beat.established:
+            rec = self.auth.rec(to)
+            beat.confirm_seq = rec.confirm_seq
+            beat.report_term, beat.report_epoch = self.auth.term, rec.epoch
+            beat.token_reserve = self.auth.reserve
+        return beat
+
+    def send_info_beat(self, to: int, now: int) -> None:
+        """An immediate beat that needs no answer (after a report, a first confirmation)."""
+        self.out_beats.append((to, self._beat(to, self._next_seq(now), now), False))
+
+    def _targets(self, now: int) -> list[int]:
+        targets = set(self.view or ()) | {d for d in self.peers if self._fresh(d, now)}
+        targets.discard(self.domain)
+        return sorted(targets)
+
+    def _send_round(self, now: int) -> None:
+        if self.established and now >= self.lease_end:
+            self._suspend(now)
+        if self.auth is not None and not self.established and self.seen_term > self.auth.term:
+            # a higher term was proposed, maybe elected, while this one was suspended: it cannot
+            # resume (a voter that saw it would refuse; a lone node has no voter to ask)
+            self._lose_authority(now)
+        if not self.cand_term:
+            if self.auth is not None:
+                self._lose_authority(now)
+            self._propose(now)
+        seq = self._next_seq(now)
+        self.promise_to = self.domain
+        self.promise_end = max(self.promise_end, now + self.timing.vote_lease_ns)
+        self.promise_ends[self.domain] = self.promise_end
+        round_ = self.rounds[seq] = Round(now, self.cand_term)
+        for old in [s for s, r in self.rounds.items()
+                    if now - r.sent_ns > self.timing.vote_lease_ns]:
+            del self.rounds[old]
+        for to in self._targets(now):
+            beat = self._beat(to, seq, now)
+            beat.round = True
+            self.out_beats.append((to, beat, True))
+        self.next_round_ns = now + self.timing.beat_ns
+        self._evaluate(round_, now)  # a lone node is established here: it says so at once
+
+    def _propose(self, now: int) -> None:
+        self.cand_term = max(self.highest_term, self.seen_term) + 1
+        self.highest_term, self.highest_owner = self.cand_term, self.domain
+        self._save()
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def on_view(self, view: Iterable[int] | None, now: int) -> None:
+        """The membership view (domains, this node included), or None when unknown."""
+        self.last_now = now
+        before = self.view or set()
+        self.view = set(view) | {self.domain} if view is not None else None
+        if self.view is not None:
+            self.fenced -= self.view  # back in the membership: an earlier fence no longer stands
+            for domain in self.view - before:
+                self.joined_ns[domain] = now
+                self.left_view_ns.pop(domain, None)
+                self.fence_asked.pop(domain, None)
+            for domain in before - self.view:
+                self.left_view_ns[domain] = now
+        if self.view is not None and not self.expected_config and \
+                len(self.view) > self.expected_learned:
+            self.expected_learned = len(self.view)
+            self._save()
+        self._track_lone(now)
+        self._reconsider(now)
+        self.want_tick(now)  # the member side checks whether the node is cut off
+
+    def set_lone_ok(self, until: int, now: int, *, arbitrated: bool = False) -> None:
+        """Two-node rule: the reference IP answered (and the fence ran), or the witness gave its
+        vote (`arbitrated`); valid until `until` (0: it did not). A node that failed a reference-IP
+        check (cut off from the reference IP too, so the other may have taken over) may act alone
+        again only once the other stayed silent for `switch_ns` after the reference IP came back:
+        were it alive, its daemon would have been heard by then, since a cut that spares the
+        reference IP rarely spares the peer's path. A witness's vote needs no such wait: it is
+        never the other node's at the same time."""
+        self._check_lease(now)
+        self.lone_checked = now
+        if arbitrated and until:
+            self.lone_failed, self.lone_rejoin_at = False, None
+        if not until:
+            self.lone_failed = True
+            self.lone_rejoin_at = None
+            if not self.partition_quorum(now):
+                self.member.fail_waits_in_grace("this node's partition has no quorum: "
+                                                + self.quorum_rule(now))
+        elif self.lone_failed:
+            if self.lone_rejoin_at is None:
+                self.lone_rejoin_at = now + self.timing.switch_ns
+                self.log.append("two-node rule: the reference IP answers again; acting alone "
+                                "only if the other node stays silent for "
+                                f"{self.timing.switch_ns // MS} ms")
+            if now < self.lone_rejoin_at:
+                until = 0  # the daemon checks again every LONE_CHECK_S
+            else:
+                self.lone_failed, self.lone_rejoin_at = False, None
+        self.lone_arbitrated = arbitrated and bool(until)
+        self.lone_until = until if self.lone(now) else 0
+
+    def set_expected(self, expected: int, now: int) -> None:
+        """An operator sets the expected number of nodes (ValueError when impossible)."""
+        if self.expected_config:
+            raise ValueError(f"expected_nodes = {self.expected_config} is set in lock.cfg; "
+                             "change it there")
+        if not 1 <= expected <= 64:
+            raise ValueError(f"expected votes must be 1 to 64, got {expected}")
+        members = len(self.view or {self.domain})
+        if expected < members:
+            raise ValueError(f"expected votes cannot be below the {members} current members")
+        self.expected_learned = expected
+        self.expected_version += 1
+        self._save()
+        self.next_idle_ns = now
+
+    def _learn_expected(self, expected: int, version: int) -> None:
+        if self.expected_config or not expected:
+            return
+        if version > self.expected_version or (version == self.expected_version and
+                                               expected > self.expected_learned):
+            self.expected_learned, self.expected_version = expected, version
+            self._save()
+
+    def on_peer_instance(self, domain: int, instance: int, now: int) -> bool:
+        """A datagram from `domain` says its daemon instance is `instance`: the daemon is heard
+        from. False when it is an older instance (to be ignored)."""
+        peer = self._peer(domain)
+        if instance < peer.instance:
+            return False
+        self.fenced.discard(domain)  # it shows life: an earlier fence no longer stands
+        self.lone_failed, self.lone_rejoin_at = False, None  # the other is heard: no doubt left
+        if instance > peer.instance:
+            known = peer.instance != 0
+            peer = self.peers[domain] = PeerInfo(instance=instance)
+            if known:
+                self.log.append(f"lock daemon of node {domain} restarted (instance {instance})")
+                if self.promise_to == domain:
+                    self.promise_end = min(self.promise_end, now)
+                if self.auth is not None:
+                    self.auth.reset_member(domain, now, restarted=True)
+        peer.heard_ns = now
+        return True
+
+    def on_beat(self, frm: int, beat: pp.Beat, now: int) -> None:
+        self._check_lease(now)
+        peer = self._peer(frm)
+        if beat.seq <= peer.last_seq:
+            return
+        peer.last_seq = beat.seq
+        if beat.leaving:
+            self._peer_left(frm, now)
+            return
+        for domain in beat.fenced:
+            if domain != self.domain and domain not in self.fenced and \
+                    domain not in (self.view or ()):
+                self.fenced.add(domain)
+                self._peer_gone(domain, now, f"node {domain} is off: fenced by node {frm}")
+        peer.candidate_term = beat.candidate_term
+        if beat.candidate_term:
+            peer.candidate_ns = now
+        if beat.established:
+            peer.established_ns = now
+        peer.vote_for, peer.highest_term = beat.vote_for, beat.highest_term
+        peer.token_floor = max(peer.token_floor, beat.token_floor)
+        peer.view_bits = beat.view_bits
+        self.seen_term = max(self.seen_term, beat.highest_term, beat.candidate_term)
+        self._learn_expected(beat.expected, beat.expected_version)
+        if beat.established and beat.token_reserve > self.token_floor:
+            self.persist_floor(beat.token_reserve)
+        member = self.member
+        if beat.established and beat.candidate_term > member.term:
+            epoch = beat.report_epoch if beat.report_term == beat.candidate_term else 0
+            self.log.append(f"following authority {frm}, term {beat.candidate_term}")
+            member.adopt(frm, beat.candidate_term, epoch, now)
+        elif (frm == member.authority and beat.established and
+              beat.candidate_term == member.term):
+            if beat.report_term == member.term and beat.report_epoch > member.reported_epoch:
+                member.report(beat.report_epoch, now)
+            if beat.confirm_seq:
+                sent = self.sent_log.get(beat.confirm_seq)
+                if sent is not None:
+                    member.extend(sent + self.timing.hold_lease_counted_ns - self.timing.early_ns, now)
+        if beat.candidate_term and beat.round:
+            self._answer(frm, beat, now)
+        if beat.answer_seq and self.vote_for == self.domain:
+            self._count(frm, beat, now)
+        if self.auth is not None:
+            self.auth.on_member_beat(frm, beat, now)
+            self.auth.check_tokens(now)
+        self._reconsider(now)
+
+    def _peer_left(self, domain: int, now: int) -> None:
+        """A peer's daemon stopped cleanly: it grants, confirms and votes no more, and told its
+        sessions first. So a vote promised to it is void, an authority drops its state at once (as
+        for a restarted daemon), and it is neither eligible nor (two-node rule) present."""
+        self._peer(domain).left = True
+        self._peer_gone(domain, now, f"lock daemon of node {domain} stopped")
+
+    def _peer_gone(self, domain: int, now: int, what: str) -> None:
+        """A peer that grants, confirms and holds nothing any more: its daemon stopped cleanly,
+        or its node was fenced (off). Vote promises to it are void and an authority drops what
+        it held at once, so nobody waits for its leases."""
+        self.log.append(what)
+        if self.promise_to == domain:
+            self.promise_end = min(self.promise_end, now)
+        if domain in self.promise_ends:
+            self.promise_ends[domain] = min(self.promise_ends[domain], now)
+        if self.auth is not None:
+            self.auth.reset_member(domain, now, restarted=True)
+        self._track_lone(now)
+        self._reconsider(now)
+        self.want_tick(now)
+
+    def _answer(self, frm: int, beat: pp.Beat, now: int) -> None:
+        term = beat.candidate_term
+        vote = False
+        if self.vote_for == frm and (self.promise_to in (0, frm) or now >= self.promise_end):
+            if beat.established or term > self.highest_term or (
+                    term == self.highest_term and self.highest_owner == frm):
+                vote = True
+        if vote:
+            if term > self.highest_term or (term == self.highest_term and
+                                            self.highest_owner != frm and not beat.established):
+                self.highest_term, self.highest_owner = term, frm
+                self._save()
+            if self.promise_to != frm:
+                self.promise_end = 0
+            self.promise_to = frm
+            self.promise_end = max(self.promise_end, now + self.timing.vote_lease_ns)
+            self.promise_ends[frm] = self.promise_end
+        reply = self._beat(frm, self._next_seq(now), now)
+        reply.answer_seq, reply.vote = beat.seq, vote
+        self.out_beats.append((frm, reply, False))
+
+    def _count(self, frm: int, beat: pp.Beat, now: int) -> None:
+        round_ = self.rounds.get(beat.answer_seq)
+        if round_ is None or round_.term != self.cand_term:
+            return
+        if not beat.vote:
+            if not self.established and beat.highest_term >= self.cand_term and \
+                    beat.highest_term_owner != self.domain:
+                # someone proposed a higher term: ours cannot be (re)established any more
+                if self.auth is not None:
+                    self._lose_authority(now)
+                self.cand_term = 0  # propose a higher term next round
+            return
+        end = now + beat.promise_end_us * US if beat.has_promise_end else None
+        round_.votes[frm] = VoteInfo(beat.token_floor, beat.last_authority,
+                                     beat.last_authority_term, end)
+        self._evaluate(round_, now)
+
+    def _evaluate(self, round_: Round, now: int) -> None:
+        if len(round_.votes) + 1 < self.quorum_needed(now):
+            return
+        lease = round_.sent_ns + self.timing.vote_lease_counted_ns
+        if now >= lease:
+            return
+        extended = lease > self.lease_end
+        if extended:
+            self.lease_end = lease
+        if not self.established:
+            if self.auth is not None and self.auth.term == round_.term:
+                self._resume(now)
+            else:
+                self._establish(round_, now)
+        elif not extended:
+            return
+        if self.auth is not None and self.member.authority == self.domain:
+            self.member.extend(self.lease_end + self.timing.authority_grace_ns
+                               - self.timing.early_ns, now)
+
+    def _establish(self, round_: Round, now: int) -> None:
+        term = round_.term
+        self.established = True
+        floors = [self.token_floor] + [v.floor for v in round_.votes.values()]
+        candidates = [(v.last_authority_term, v.last_authority) for v in round_.votes.values()]
+        mine = self.member.last_authority
+        candidates.append((mine[1], mine[0]))
+        prev_term, prev = max(candidates)
+        bounds = [v.promise_end_ns for v in round_.votes.values()
+                  if v.last_authority == prev and v.promise_end_ns is not None]
+        if prev in self.promise_ends:
+            bounds.append(self.promise_ends[prev])
+        prev_bound = min(now, max(bounds)) if bounds else now
+        if prev == self.domain:
+            prev = 0  # this node reports to itself
+        self.auth = Authority(self, term, now, max(floors) + 1, prev if prev_term else 0,
+                              prev_bound)
+        self.log.append(f"authority for term {term} (votes from {sorted(round_.votes)}; "
+                        f"previous authority {prev or '-'})")
+        self.member.adopt(self.domain, term, 0, now)
+        self.next_round_ns = now  # tell everyone at once
+        self.want_tick(now)
+
+    def _suspend(self, now: int) -> None:
+        """The authority lease lapsed: grant nothing, confirm nothing, but keep term and table:
+        a quorum voting for this same term again proves nobody else was elected meanwhile (a
+        voter that saw a higher term refuses it), so the term can resume without recovery."""
+        self.established = False
+        if self.auth is not None:
+            self.auth.suspend()
+            self.log.append(f"authority lease of term {self.auth.term} lapsed: suspended")
+
+    def _resume(self, now: int) -> None:
+        self.established = True
+        assert self.auth is not None
+        self.log.append(f"authority lease of term {self.auth.term} regained")
+        self.auth.resume(now)
+        self.next_round_ns = now
+        self.want_tick(now)
+
+    def _lose_authority(self, now: int) -> None:
+        if self.auth is not None:
+            self.log.append(f"authority term {self.auth.term} given up")
+        self.established = False
+        self.auth = None
+        self.cand_term = 0
+        self.rounds.clear()
+
+    # -- vote choice ------------------------------------------------------------------------------
+    def _eligible(self, now: int) -> list[int]:
+        """This node and the peers of its view heard from lately that know their membership
+        (a node whose view is unknown does not campaign)."""
+        if self.view is None:
+            return []  # membership unknown: no candidate at all
+        return sorted({self.domain} | {d for d in self.view if self._fresh(d, now) and
+                                       self.peers[d].view_bits >> (d - 1) & 1})
+
+    def _established_fresh(self, domain: int, now: int) -> bool:
+        """Holds the authority lease, or a peer still running that held it lately (a lapse may
+        be brief: it resumes its term if it gets the votes again)."""
+        if domain == self.domain:
+            return self.established and now < self.lease_end
+        peer = self.peers.get(domain)
+        return peer is not None and peer.candidate_term != 0 and peer.established_ns >= 0 and \
+            now - peer.established_ns < self.timing.switch_ns
+
+    def _established_peer(self, eligible: list[int], now: int) -> int:
+        """An eligible peer that holds (or lately held) the authority lease, the highest term
+        first; 0 = none."""
+        established = [(self.peers[d].candidate_term, d) for d in eligible
+                       if d != self.domain and self._established_fresh(d, now)]
+        return max(established)[1] if established else 0
+
+    def _reconsider(self, now: int) -> None:
+        """Choose whom to vote for: the current choice while it is an established authority,
+        else an established authority (a node whose candidacy got no votes joins it instead of
+        going on with an election), else the lowest eligible domain, this node only once it has
+        listened for a while after its start (see `listen_until`)."""
+        eligible = self._eligible(now)
+        current = self.vote_for
+        if current in eligible and self._established_fresh(current, now):
+            target = current
+        else:
+            target = self._established_peer(eligible, now) or (eligible[0] if eligible else 0)
+        if target == self.domain and now < self.listen_until:
+            target = 0
+            self.want_tick(self.listen_until)
+        if target == current:
+            return
+        if current == self.domain:  # stop running (our own promise must still run out)
+            if self.established:
+                self._lose_authority(now)
+            self.cand_term = 0
+            self.rounds.clear()
+            self.vote_for = current = 0
+            self.next_idle_ns = now
+            self.want_tick(now)
+        if self.promise_to not in (0, target) and now < self.promise_end:
+            self.want_tick(self.promise_end)
+            return
+        self.vote_for = target
+        if target == self.domain:
+            self.next_round_ns = now
+        self.next_idle_ns = now
+        self.want_tick(now)
+
+    # -- time -----------------------------------------------------------------------------------
+    def _check_lease(self, now: int) -> None:
+        """No grant after the authority lease: every input checks it first."""
+        self.last_now = now
+        self._track_lone(now)
+        if self.established and now >= self.lease_end:
+            self._suspend(now)
+
+    def tick(self, now: int) -> None:
+        self._check_lease(now)
+        self._wake = None
+        self._reconsider(now)
+        if self.vote_for == self.domain:
+            if now >= self.next_round_ns:
+                self._send_round(now)
+            self.want_tick(self.next_round_ns)
+        elif now >= self.next_idle_ns:
+            seq = self._next_seq(now)
+            for to in self._targets(now):
+                self.out_beats.append((to, self._beat(to, seq, now), True))
+            self.next_idle_ns = now + self.timing.idle_beat_ns
+        if self.vote_for != self.domain:
+            self.want_tick(self.next_idle_ns)
+        if self.expected() == 2 and self.view is not None and not self.lone(now):
+            self.want_tick(self._lone_at())
+        if self.established:
+            self.want_tick(self.lease_end)
+        if self.fencing:
+            self._fence_lost(now)
+        if self.auth is not None:
+            deadline = self.auth.tick(now)
+            if deadline is not None:
+                self.want_tick(deadline)
+            self.auth.check_tokens(now)
+        self.member.tick(now)
+        if self.member.deadlines is not None:
+            self.want_tick(self.member.deadlines)
+        if self.promise_to and now < self.promise_end:
+            self.want_tick(self.promise_end)
+
+    def _fence_lost(self, now: int) -> None:
+        """Fence a node out of the membership for `fence_after_ns` that may hold locks, so they
+        pass on as soon as it is off: a member holding locks of this node's authority (the
+        authority fences it), or the authority this node follows or promised its vote to (the
+        lowest domain of the view fences it; it is the next candidate). Only from a side with a quorum; never
+        the two-node rule's peer (the daemon's lone check fences that one)."""
+        if self.view is None or self.expected() <= 2 or not self.partition_quorum(now):
+            return
+        suspects = ({d for d in self.auth.members if self.auth.table.names_held_by_node(d)}
+                    if self.auth is not None else set())
+        if min(self.view) == self.domain:
+            suspects |= {self.member.authority, self.promise_to, self.vote_for}
+        running = self.auth.fences if self.auth is not None else {}
+        for domain, left in self.left_view_ns.items():
+            if domain not in suspects or domain in self.fenced or domain in self.view or \
+                    not domain or domain in running:
+                continue
+            due = left + self.timing.fence_after_ns
+            asked = self.fence_asked.get(domain, 0)
+            if asked is None:
+                continue  # running
+            due = max(due, asked)
+            if now >= due:
+                self.fence_asked[domain] = None
+                self.fence_requests.append(domain)
+                self.log.append(f"fencing node {domain}: out of the membership for "
+                                f"{(now - left) // MS} ms")
+            else:
+                self.want_tick(due)
+
+    def take_outputs(self) -> Outputs:
+        """Everything produced since the last call; the node starts afresh."""
+        taken = Outputs(self.events, self.leader_events, self.fence_requests, self.log)
+        self.events, self.leader_events, self.fence_requests, self.log = [], [], [], []
+        return taken
+
+    def next_wakeup(self) -> int:
+        return self._wake if self._wake is not None else self.last_now + self.timing.beat_ns
+
+    # -- a clean stop -----------------------------------------------------------------------------
+    def stop_sessions(self, now: int) -> bool:
+        """First step of a clean stop: every session loses what it holds and awaits (told at
+        once) and no acquire is taken any more. Returns whether a lock was held: then the daemon
+        waits `leave_warning_ns` before `leave`, so its sessions are told at least that long before the
+        locks can pass on, as on a lease end."""
+        self._check_lease(now)
+        self.stopping = True
+        held = any(session.holds for session in self.member.sessions.values())
+        self.member.drop_all(now, "the lock daemon of this node is stopping", lp.LOST_NODE_LEFT)
+        return held
+
+    def leave(self, now: int) -> None:
+        """Last step of a clean stop: give up any candidacy or authority and tell every peer, on
+        every path, that this daemon instance is gone, so they need not wait for its leases (see
+        `_peer_left`). The daemon sends nothing after this."""
+        self._check_lease(now)
+        if self.vote_for == self.domain:
+            self._lose_authority(now)
+        self.vote_for = 0
+        seq = self._next_seq(now)
+        for to in self._targets(now):
+            beat = self._beat(to, seq, now)
+            beat.leaving = True
+            self.out_beats.append((to, beat, True))
+
+    # -- local sessions ---------------------------------------------------------------------------
+    def open_session(self, session_id: int, label: str, pid: int, now: int,
+                     campaign: str | None = None,
+                     keep_holds: bool = False) -> tuple[int, list[tuple[Name, int]]]:
+        """Open a session as `session_id`, or with `keep_holds` continue the orphaned session
+        of its label. Returns the session's id and the holds it adopted, (name, token) in lock
+        order. Raises OpenRefused when refused (see Member.open)."""
+        self._check_lease(now)
+        session = self.member.open(session_id, label, pid, campaign, keep_holds)
+        adopted = sorted(((name, hold.token) for name, hold in session.holds.items()),
+                         key=lambda item: sort_key(item[0]))
+        return session.id, adopted
+
+    def acquire(self, session_id: int, name: Name, now: int, *, priority: int = 0,
+                try_only: bool = False, timeout_ms: int = 0) -> None:
+        self._check_lease(now)
+        self.member.acquire(session_id, name, priority=priority, try_only=try_only,
+                            timeout_ms=timeout_ms, now=now)
+
+    def release(self, session_id: int, name: Name, now: int) -> None:
+        self._check_lease(now)
+        self.member.release(session_id, name, now)
+
+    def close_session(self, session_id: int, now: int) -> None:
+        self._check_lease(now)
+        self.member.close(session_id, now)
+
+    def watch(self, watcher: int, group: str, session: int, now: int) -> None:
+        self._check_lease(now)
+        self.member.watch(watcher, group, session)
+
+    def unwatch(self, watcher: int, now: int) -> None:
+        self._check_lease(now)
+        self.member.unwatch(watcher)
+
+    def fence_done(self, domain: int, ok: bool, now: int) -> None:
+        """The fence command for `domain` finished (ok: it exited 0 in time)."""
+        self._check_lease(now)
+        asked = domain in self.fence_asked
+        if asked:
+            self.fence_asked[domain] = None if ok else now + self.timing.fence_retry_ns
+            if not ok:
+                self.want_tick(now + self.timing.fence_retry_ns)
+        if ok:
+            self.fenced.add(domain)
+        if self.auth is not None:
+            self.auth.fence_done(domain, ok, now)
+        if ok and asked and domain not in (self.view or ()):
+            self._peer_gone(domain, now, f"node {domain} is off: fenced after it left the "
+                                         f"membership")
+
+    def fence_waiting(self, domain: int) -> str:
+        """What this node's authority waits for from a node's fence (empty: nothing)."""
+        return self.auth.fence_waiting(domain) if self.auth is not None else ""
+
+    def on_data(self, frm: int, data: pp.PeerData, now: int) -> None:
+        """An in-order data message from a peer."""
+        self._check_lease(now)
+        kind = data.WhichOneof("body")
+        if kind in ("grant", "queued", "failed", "revoke", "leader"):
+            self.member.on_authority(frm, data, now)
+        elif kind in ("acquire", "release", "end_session", "report", "watch"):
+            if self.auth is not None:
+                self.auth.on_data(frm, data, now)
+
+    # -- state for GetAuthority / GetPeerState ---------------------------------------------------
+    def authority_info(self, now: int) -> dict[str, Any]:
+        member = self.member
+        valid = member.connected and now < member.lease_until
+        authority = member.authority if valid else (self.domain if self.established and
+                                                    now < self.lease_end else 0)
+        return {"authority": authority, "term": member.term if valid else 0,
+                "has_quorum": bool(valid or (self.established and now < self.lease_end)),
+                "expected": self.expected(), "members": sorted(self.view or ()),
+                "rule": self.quorum_rule(now)}

@@ -1,0 +1,90 @@
+"""The lock protocol's durations (`Timing`) and the time units it counts in (nanoseconds)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MS = 1_000_000
+US = 1_000
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every duration of the protocol, ns. The defaults ride out a stall of any one daemon (its
+    loop descheduled, a GC pause, a slow fsync, SIGSTOP) of up to ~300 ms without a new term or
+    a lost hold, measured against this machine's tail (2 vCPU, shared: 5 ms timers fire up to
+    18 ms late, fsync p99 14 ms, loops descheduled for tens of ms under load); a crash is still
+    taken over within the seed's second (lease bound), and sooner with a fence command.
+
+    - vote_lease (400 ms): an authority stalled for less than it minus a beat keeps its term;
+    - hold_lease (600 ms): a member stalled for less than it minus an idle beat keeps its
+      holds; a crashed holder's locks pass on after it plus the takeover guard;
+    - switch (derived, > hold lease + guard): a silent lock daemon counts as gone (two-node
+      rule), only once it can no longer hold or grant anything.
+    """
+
+    beat_ns: int = 20 * MS  # candidate rounds (and the authority's confirmations)
+    idle_beat_ns: int = 50 * MS  # beats of nodes that are not candidates
+    vote_lease_ns: int = 400 * MS  # a vote's promise
+    hold_lease_ns: int = 600 * MS  # a member's locks after a confirmed beat
+    authority_grace_ns: int = 50 * MS  # the authority's own locks after its lease
+    early_ns: int = 25 * MS  # sessions are told Lost this long before the lease ends
+    #: a lost node's locks pass on this long after its lease (or grace) ends: time for its
+    #: holders, told Lost at least early_ns before, to kill what they run
+    takeover_guard_ns: int = 25 * MS
+    drift_ppm: int = 10_000  # clock rate difference allowed between nodes (1%)
+    #: a peer silent this long is not eligible (two nodes: absent); 0 = hold lease + guard +
+    #: authority grace + 100 ms, the least that keeps the two-node rule safe
+    switch_ns: int = 0
+    #: a candidate (it beats every beat_ns) silent this long is not eligible; 0 = 5 beats
+    candidate_silence_ns: int = 0
+    acquire_grace_ns: int = 2000 * MS  # a new acquire waits this long for an authority
+    token_block: int = 1 << 16  # tokens reserved (persisted) ahead
+    fence_retry_ns: int = 2000 * MS  # a failed fence is run again this long after
+    #: with a fence command: a node out of the membership this long is fenced at once, and its
+    #: locks pass on when the fence succeeded instead of at its lease end. Longer than the
+    #: pauses the leases ride out is not needed (a paused node that is fenced is off), but a
+    #: pause longer than this costs the paused node its services: 250 ms keeps 200 ms pauses
+    fence_after_ns: int = 250 * MS
+
+    def __post_init__(self) -> None:
+        if not self.switch_ns:
+            object.__setattr__(self, "switch_ns", self.hold_lease_ns + self.takeover_guard_ns
+                               + self.authority_grace_ns + 100 * MS)
+        if not self.candidate_silence_ns:
+            object.__setattr__(self, "candidate_silence_ns", 5 * self.beat_ns)
+        if not 0 < self.beat_ns < self.vote_lease_ns:
+            raise ValueError("beat must be shorter than the vote lease")
+        if not 0 < 2 * self.idle_beat_ns <= self.hold_lease_ns:
+            raise ValueError("idle beat must be at most half the hold lease")
+        if self.hold_lease_ns <= self.vote_lease_ns + self.beat_ns:
+            raise ValueError("the hold lease must exceed the vote lease plus one beat")
+        if self.candidate_silence_ns < 2 * self.beat_ns:
+            raise ValueError("candidate_silence_ns must cover at least two beats")
+        if not 0 <= self.early_ns < self.authority_grace_ns:
+            raise ValueError("early_ns must be below the authority grace")
+        if self.switch_ns <= max(self.hold_lease_ns + self.takeover_guard_ns,
+                                 self.vote_lease_ns + self.authority_grace_ns):
+            raise ValueError("switch_ns must exceed the hold lease plus the takeover guard "
+                             "(a silent daemon may hold locks until then)")
+
+    def drifted(self, duration_ns: int) -> int:
+        """What this node may count of a duration another node counts in full: less the drift
+        margin and 100 µs."""
+        return duration_ns - duration_ns * self.drift_ppm // 1_000_000 - 100 * US
+
+    @property
+    def leave_warning_ns(self) -> int:
+        """A cleanly stopping daemon's sessions are told this long before its last beat lets
+        their locks pass on: the same warning a lease end gives (early + takeover guard)."""
+        return self.early_ns + self.takeover_guard_ns
+
+    @property
+    def vote_lease_counted_ns(self) -> int:
+        """What a candidate counts of a vote lease."""
+        return self.drifted(self.vote_lease_ns)
+
+    @property
+    def hold_lease_counted_ns(self) -> int:
+        """What a member counts of its hold lease (the authority counts it in full, from the
+        later receipt of the beat)."""
+        return self.drifted(self.hold_lease_ns)
