@@ -388,6 +388,7 @@ class ServiceSupervisor:
         #: ownership: the lock's valid_until (CLOCK_BOOTTIME ns; 0 = not told, e.g. no lock
         #: daemon deadline) and the thread that stops the service there unless renewed
         self.valid_until_ns = 0
+        self._fired_until_ns = 0  # the deadline the deadman last fired at
         self.deadman = deadman
         self.registry = registry  # the same, for the backstop process (see deadman.py)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -591,7 +592,7 @@ class ServiceSupervisor:
         if self.deadman is None:
             return
         key = f"{self.config.type}/{self.config.slot}"
-        if self.state.holding and self.valid_until_ns:
+        if self.state.holding and self.valid_until_ns > self._fired_until_ns:
             self.deadman.arm(self, self.valid_until_ns)
             if self.registry is not None:
                 self.registry.put(key, self.name, self._groups(), [
@@ -633,7 +634,9 @@ class ServiceSupervisor:
 
     def stop_now(self) -> list[str]:
         """The deadman's stop, from its thread: SIGKILL of the service's process groups, then
-        its floating IPs removed (the urgent stop that follows runs `script stop`)."""
+        its floating IPs removed (the urgent stop that follows runs `script stop`). It fires
+        once per deadline: until a renewal, the loop's state changes do not arm it again."""
+        self._fired_until_ns = self.valid_until_ns
         done = []
         if self._process_watch is not None and self._process_watch.kill():
             done.append(f"killed process {self._process_watch.pid} ({self.config.pidfile})")

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from skyge.services.common.clock import boot_ns
 from skyge.services.ha import policy as P
+from skyge.services.ha.deadman import Deadman
 from skyge.services.ha.service_config import parse_service
 from skyge.services.ha.supervisor import ServiceSupervisor, lock_of, parse_label, session_label
 
@@ -120,6 +122,11 @@ class FakeResources:
         self.journal.append(f"{self.domain} fip- {fip.ip}")
         self.fips.discard(fip.ip)
 
+    def remove_fip_now(self, fip):
+        """The deadman's removal, from its thread."""
+        self.journal.append(f"{self.domain} deadman fip- {fip.ip}")
+        self.fips.discard(fip.ip)
+
     async def fip_present(self, fip):
         return fip.ip in self.fips
 
@@ -164,7 +171,8 @@ def make(tmp_path: Path, script: Path, type: str = "fifo", slot: int = 0, **opti
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, script: Path, domains=(1, 2, 3), type="fifo", **options):
+    def __init__(self, tmp_path: Path, script: Path, domains=(1, 2, 3), type="fifo",
+                 deadman: Deadman | None = None, **options):
         self.authority = FakeAuthority()
         self.journal: list[str] = []
         self.tmp = tmp_path
@@ -174,7 +182,8 @@ class Cluster:
             res.peers = [other for other in self.res.values() if other is not res]
         self.sup = {d: ServiceSupervisor(config, domain=d,
                                          session_factory=lambda s: FakeSession(self.authority, s),
-                                         resources=self.res[d], log_dir=tmp_path / f"log{d}")
+                                         resources=self.res[d], log_dir=tmp_path / f"log{d}",
+                                         deadman=deadman)
                     for d in domains}
         for s in self.sup.values():
             s.start()
@@ -359,5 +368,29 @@ def test_a_floating_ip_another_host_still_answers_for_is_added_only_once_it_is_f
         await c.until(lambda: c.sup[2].state.phase is P.Phase.RUNNING)
         assert c.res[2].fips == {"192.168.1.100"}
         await c.close()
+
+    run(main())
+
+
+def test_the_deadman_stops_a_service_once_per_deadline(world):
+    """No renewal after the deadline: the deadman stops the service once; the urgent stop and the
+    state changes that follow do not arm it again with the deadline that already passed."""
+    tmp, script = world
+
+    async def main():
+        guard = Deadman(tmp / "lock.lease", margin_ns=10 * 1_000_000)
+        guard.start()
+        c = Cluster(tmp, script, domains=(1,), deadman=guard)
+        try:
+            await c.sup[1].command("start")
+            assert c.states() == {1: "running"}
+            c.sup[1].valid_until(boot_ns() + 100 * 1_000_000)
+            await c.until(lambda: "1 deadman fip- 192.168.1.100" in c.journal)
+            await c.until(lambda: c.sup[1].state.phase is P.Phase.RUNNING)  # queued again, granted
+            assert c.journal.count("1 deadman fip- 192.168.1.100") == 1, c.journal
+            assert c.sup[1].state.cause.startswith("ownership deadline passed")
+        finally:
+            await c.close()
+            guard.close()
 
     run(main())
