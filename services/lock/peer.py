@@ -15,17 +15,18 @@ of the two-node rule is `skyge.services.common.reference`.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 from skyge.services.common.commands import CommandResult, run_command
 
 MAC_BYTES = 16
 MS = 1_000_000
+MAX_READ_PER_TURN = 256  # datagrams read in one go (the rest waits for the next turn)
+BUFFER_BYTES = 4 << 20
 
 __all__ = ["PeerSocket", "run_fence", "sign", "verify", "MAC_BYTES"]
 
@@ -56,18 +57,18 @@ class PeerAddresses:
     heard: dict[int, int] = field(default_factory=dict)  # path -> monotonic ns
 
 
-class PeerSocket(asyncio.DatagramProtocol):
-    """The daemon's UDP socket: sends to peers by domain, hands verified datagrams on."""
+class PeerSocket:
+    """The daemon's UDP socket (non-blocking; read by the protocol thread): sends to peers by
+    domain, returns verified datagrams."""
 
-    def __init__(self, key: bytes | None, on_datagram: Callable[[bytes, tuple[str, int]], None],
-                 *, fresh_ns: int = 30 * MS) -> None:
+    def __init__(self, key: bytes | None, *, fresh_ns: int = 30 * MS) -> None:
         self.key = key
-        self.on_datagram = on_datagram  # (payload, source address)
         self.fresh_ns = fresh_ns
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
         self.peers: dict[int, PeerAddresses] = {}
         self.by_address: dict[str, tuple[int, int]] = {}  # ip -> (domain, path)
-        self.stats = {"sent": 0, "received": 0, "bad_mac": 0, "send_errors": 0, "no_address": 0}
+        self.stats = {"sent": 0, "received": 0, "bad_mac": 0, "send_errors": 0, "no_address": 0,
+                      "receive_errors": 0}
 
     # -- addresses --------------------------------------------------------------------------------
     def set_peer(self, domain: int, paths: dict[int, list[str]], port: int) -> None:
@@ -90,30 +91,53 @@ class PeerSocket(asyncio.DatagramProtocol):
         if entry is not None:
             entry.heard[path] = now
 
-    # -- asyncio ----------------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
+    # -- the socket -------------------------------------------------------------------------------
+    def bind(self, port: int, host: str = "0.0.0.0") -> None:
+        """Open the socket (OSError when the port is taken)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
+                    sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
                 except OSError:
                     pass
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None  # closed (the daemon stops): sending is a no-op from here on
+    def fileno(self) -> int:
+        return self.sock.fileno() if self.sock is not None else -1
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        payload = verify(self.key, data)
-        if payload is None:
-            self.stats["bad_mac"] += 1
-            return
-        self.stats["received"] += 1
-        self.on_datagram(payload, addr)
+    def receive(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """The verified payloads queued in the socket, with their source (bounded per call)."""
+        found: list[tuple[bytes, tuple[str, int]]] = []
+        sock = self.sock
+        if sock is None:
+            return found
+        for _ in range(MAX_READ_PER_TURN):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.stats["receive_errors"] += 1
+                break
+            payload = verify(self.key, data)
+            if payload is None:
+                self.stats["bad_mac"] += 1
+                continue
+            self.stats["received"] += 1
+            found.append((payload, addr))
+        return found
 
-    def error_received(self, exc: Exception) -> None:
-        self.stats["send_errors"] += 1
+    def close(self) -> None:
+        """Closed (the daemon stops): sending is a no-op from here on."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
     def learn(self, domain: int, address: tuple[str, int], now: int) -> int:
         """A verified datagram from `domain` came from `address`: remember it; returns the path."""
@@ -137,7 +161,8 @@ class PeerSocket(asyncio.DatagramProtocol):
         return min(fresh) if fresh else None
 
     def send(self, domain: int, payload: bytes, all_paths: bool, now: int) -> None:
-        if self.transport is None or self.transport.is_closing():
+        sock = self.sock
+        if sock is None:
             return
         entry = self.peers.get(domain)
         if entry is None or not entry.paths:
@@ -156,7 +181,7 @@ class PeerSocket(asyncio.DatagramProtocol):
             if not addresses:
                 continue
             try:
-                self.transport.sendto(data, (addresses[0], entry.port))
+                sock.sendto(data, (addresses[0], entry.port))
                 self.stats["sent"] += 1
             except OSError:
                 self.stats["send_errors"] += 1

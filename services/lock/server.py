@@ -1,9 +1,12 @@
 """skyge-lock as the runner sees it: config, the app tying Node, Links, UDP and membership, and
 the thin gRPC servicers (Lock, LockPeer).
 
-Everything runs on the asyncio loop: inputs (client requests, datagrams, membership changes,
-timers) go into the `Node`; a flush scheduled once per loop iteration sends what it produced
-(datagrams out, events to the session streams), so a burst of requests leaves in few datagrams.
+Two threads share the `Node` under `LockApp.lock`. The protocol thread (transport.py) owns the
+UDP socket and the timers: datagrams in, ticks when due, then a flush that sends what the node
+produced and hands session events, fence requests and log lines to the asyncio loop. The asyncio
+loop runs the gRPC servicers, the membership follower, fences and the two-node rule: each changes
+the node under the lock and wakes the protocol thread, whose next turn flushes (so a burst of
+requests still leaves in few datagrams).
 """
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
@@ -37,6 +40,8 @@ from .protocol import MS, Node, OpenRefused, Timing
 from .protocol.table import LOCKS_PER_SLOT, SLOTS, Name, order_of
 from .links import Links
 from .peer import PeerSocket, run_fence
+from .protocol import Outputs
+from .transport import ProtocolThread
 from .witness import Witness
 
 __all__ = ["LockApp", "FIELDS", "build", "FileStore", "add_arguments"]
@@ -101,7 +106,7 @@ FIELDS = (
           help="a lost node's locks pass on this long after its lease ran out, ms: time for "
                "its holders (told Lost before) to kill what they run"),
     Field("realtime_priority", integer(0, 99), default=5,
-          help="SCHED_RR priority of the daemon's loop, 0 for none (the heartbeat thread's "
+          help="SCHED_RR priority of the protocol thread, 0 for none (the heartbeat thread's "
                "default is 10: keep this below it)"),
 )
 
@@ -190,17 +195,19 @@ class LockApp(DaemonApp):
         self.instance = self.store.next_instance()
         self.follower = MembershipFollower(ctx.paths, listeners=[self])
         self.channels = PeerChannels(self.follower, "lock")
+        #: the node, its links and the socket's address book are shared by the protocol thread
+        #: and the asyncio loop: either touches them only while holding this lock
+        self.lock = threading.RLock()
         self.node: Node | None = None
         self.links: Links | None = None
         self.sock: PeerSocket | None = None
+        self.protocol: ProtocolThread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.netid = 0
         self.session_counter = 0
         self.watcher_counter = 0
         self.queues: dict[int, asyncio.Queue[Any]] = {}
         self.watchers: dict[int, asyncio.Queue[Any]] = {}
-        self._flush_handle: asyncio.Handle | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0
         self._left = False  # the last beat is out (clean stop): nothing runs or leaves any more
         self._tasks: list[asyncio.Task[Any]] = []
         self._lone_event = asyncio.Event()
@@ -218,32 +225,20 @@ class LockApp(DaemonApp):
         lock_pb2_grpc.add_LockServicer_to_server(LockServicer(self), server)
         lock_peer_pb2_grpc.add_LockPeerServicer_to_server(LockPeerServicer(self), server)
 
-    def _set_realtime(self) -> None:
-        priority = self.ctx.config["realtime_priority"]
-        if priority <= 0:
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))
-        except (OSError, AttributeError) as error:
-            logger.warning("running without real-time priority (SCHED_RR %d refused: %s); a "
-                           "loaded CPU may delay lease renewals and cost locks",
-                           priority, getattr(error, "strerror", error))
-
     async def start(self) -> None:
-        if os.environ.get("SKYGE_LOCK_PROFILE"):  # developer aid: cProfile of the loop thread
-            import cProfile
-            self._profile = cProfile.Profile()
-            self._profile.enable()
-        self._set_realtime()
-        loop = asyncio.get_running_loop()
-        self.sock = PeerSocket(self.key, self._on_datagram,
+        self._loop = asyncio.get_running_loop()
+        self.sock = PeerSocket(self.key,
                                fresh_ns=3 * max(self.timing.idle_beat_ns, self.timing.beat_ns))
         try:
-            await loop.create_datagram_endpoint(lambda: self.sock, local_addr=("0.0.0.0", self.port),
-                                                reuse_port=False)
+            self.sock.bind(self.port)
         except OSError as error:
             from skyge.services.common.runner import StartupError
             raise StartupError(f"cannot bind UDP port {self.port}: {error}") from None
+        self.protocol = ProtocolThread(self.sock, self.lock, on_datagrams=self._on_datagrams,
+                                       turn=self._turn,
+                                       realtime_priority=self.ctx.config["realtime_priority"],
+                                       logger=logger)
+        self.protocol.start()
         self.follower.start()
         self._tasks.append(asyncio.create_task(self._lone_loop(), name="lock-two-node"))
         if await self.follower.wait_known(MEMBERSHIP_WAIT_S):
@@ -255,41 +250,42 @@ class LockApp(DaemonApp):
         gc.freeze()
 
     async def stop(self) -> None:
-        profile = getattr(self, "_profile", None)
-        if profile is not None:
-            profile.disable()
-            profile.dump_stats(os.environ["SKYGE_LOCK_PROFILE"])
         await self._leave()
+        if self.protocol is not None:
+            await asyncio.to_thread(self.protocol.stop)
         for task in [*self._tasks, *self._fences.values()]:
             task.cancel()
         await self.follower.stop()
         await self.channels.close()
         if self.witness is not None:
             await self.witness.close()
-        if self.sock is not None and self.sock.transport is not None:
-            self.sock.transport.close()
+        if self.sock is not None:
+            self.sock.close()
 
     async def _leave(self) -> None:
         """A clean stop: the sessions lose everything (told at once) and their streams end;
         `early_ns` + the takeover guard later (what a lease end gives them), when they held
         locks, the last beat tells the peers this daemon is
-        gone, so a successor takes over without waiting for its leases. Then the loop glue
-        stops: no timer, no datagram."""
+        gone, so a successor takes over without waiting for its leases. Then the protocol
+        thread's turns do nothing: no datagram leaves any more."""
         node = self.node
         if node is not None and self.sock is not None:
-            held = node.stop_sessions(boot_ns())
-            self._flush()
-            for queue in (*self.queues.values(), *self.watchers.values()):
-                queue.put_nowait(None)  # after the events: the stream ends once they are out
+            with self.lock:
+                held = node.stop_sessions(boot_ns())
+                self._flush(boot_ns())
+            # after the events just handed to the loop: the streams end once they are out
+            asyncio.get_running_loop().call_soon(self._end_streams)
             if held:
                 await asyncio.sleep(self.timing.leave_warning_ns / 1e9)
-            node.leave(boot_ns())
-            self._flush()
+            with self.lock:
+                node.leave(boot_ns())
+                self._flush(boot_ns())
+                self._left = True
         self._left = True
-        for handle in (self._timer, self._flush_handle):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._flush_handle = None
+
+    def _end_streams(self) -> None:
+        for queue in (*self.queues.values(), *self.watchers.values()):
+            queue.put_nowait(None)
 
     # -- node -----------------------------------------------------------------------------------
     async def _identity(self) -> int:
@@ -310,12 +306,14 @@ class LockApp(DaemonApp):
         if self.node is not None:
             return
         now = boot_ns()
-        self.node = Node(self.follower.local_domain, self.instance, netid=self.netid,
-                         timing=self.timing, store=self.store, expected_nodes=self.expected_nodes,
-                         now_ns=now, wall_ns=self.wall_ns)
-        self.node.lone_possible = bool(self.reference_ips or self.witness)
-        self.node.fencing = bool(self.fence_command)
-        self.links = Links(self.node, rto_ns=max(15 * MS, 3 * self.timing.beat_ns))
+        node = Node(self.follower.local_domain, self.instance, netid=self.netid,
+                    timing=self.timing, store=self.store, expected_nodes=self.expected_nodes,
+                    now_ns=now, wall_ns=self.wall_ns)
+        node.lone_possible = bool(self.reference_ips or self.witness)
+        node.fencing = bool(self.fence_command)
+        with self.lock:
+            self.node = node
+            self.links = Links(node, rto_ns=max(15 * MS, 3 * self.timing.beat_ns))
         logger.log(25, "node %d.%d, instance %d, expected nodes %s, reference IPs %s, fence %s, "
                    "witness %s", self.netid, self.node.domain, self.instance,
                    self.expected_nodes or f"learned ({self.node.expected()})",
@@ -338,18 +336,19 @@ class LockApp(DaemonApp):
         node, sock = self.node, self.sock
         if node is None or sock is None:
             return
-        if not self.follower.known:
-            node.on_view(None, now)
-        else:
-            view = set(self.follower.peers)
-            for domain, peer in self.follower.peers.items():
-                if not peer.local:
-                    sock.set_peer(domain, peer.addresses, self.port)
-            sock.forget_missing(view)
-            others = view - {node.domain}
-            if others:
-                self.lone_peer = min(others)
-            node.on_view(view, now)
+        with self.lock:
+            if not self.follower.known:
+                node.on_view(None, now)
+            else:
+                view = set(self.follower.peers)
+                for domain, peer in self.follower.peers.items():
+                    if not peer.local:
+                        sock.set_peer(domain, peer.addresses, self.port)
+                sock.forget_missing(view)
+                others = view - {node.domain}
+                if others:
+                    self.lone_peer = min(others)
+                node.on_view(view, now)
         self.flush_soon()
 
     # membership listener
@@ -363,37 +362,60 @@ class LockApp(DaemonApp):
         if self.node is not None:
             self._apply_view(boot_ns())
 
-    # -- datagrams ------------------------------------------------------------------------------
-    def _on_datagram(self, payload: bytes, addr: tuple[str, int]) -> None:
-        if self.links is None or self.sock is None or self._left:
-            return
-        try:
-            datagram = pp.PeerDatagram.FromString(payload)
-        except Exception:  # noqa: BLE001 - a bad datagram must never hurt the daemon
-            self.sock.stats["bad_mac"] += 1
+    # -- the protocol thread's side (under the lock) --------------------------------------------
+    def _on_datagrams(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        links, sock = self.links, self.sock
+        if links is None or sock is None or self._left:
             return
         now = boot_ns()
-        if datagram.netid == self.netid and datagram.to_domain == self.links.node.domain:
-            self.sock.learn(datagram.from_domain, addr, now)
-        self.links.receive(datagram, now)
-        self.flush_soon()
+        for payload, addr in datagrams:
+            try:
+                datagram = pp.PeerDatagram.FromString(payload)
+            except Exception:  # noqa: BLE001 - a bad datagram must never hurt the daemon
+                sock.stats["bad_mac"] += 1
+                continue
+            if datagram.netid == self.netid and datagram.to_domain == links.node.domain:
+                sock.learn(datagram.from_domain, addr, now)
+            links.receive(datagram, now)
 
-    # -- flushing and timers --------------------------------------------------------------------
-    def flush_soon(self) -> None:
-        if self._flush_handle is None and not self._left:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        node, links, sock = self.node, self.links, self.sock
-        if node is None or links is None or sock is None or self._left:
-            return
+    def _turn(self) -> int | None:
+        """Tick when due, flush; the next wake-up (None: no node yet, or the daemon left)."""
+        node, links = self.node, self.links
+        if node is None or links is None or self._left:
+            return None
         now = boot_ns()
         if node.next_wakeup() <= now:
             node.tick(now)
+        self._flush(now)
+        wake = node.next_wakeup()
+        deadline = links.deadline()
+        return wake if deadline is None else min(wake, deadline)
+
+    def _flush(self, now: int) -> None:
+        """Send what the node produced, hand the rest to the asyncio loop (`_deliver`), and
+        write the lease file for the HA deadman."""
+        node, links, sock, loop = self.node, self.links, self.sock, self._loop
+        if node is None or links is None or sock is None or loop is None or self._left:
+            return
         if node.lone_check_due(now):
-            self._lone_event.set()
+            loop.call_soon_threadsafe(self._lone_event.set)
         produced = node.take_outputs()
+        if produced.events or produced.leader_events or produced.fence_requests or produced.log:
+            loop.call_soon_threadsafe(self._deliver, produced)
+        for out in links.flush(now):
+            sock.send(out.domain, out.datagram.SerializeToString(), out.all_paths, now)
+        safe_until = node.member.lease_until if node.member.connected else 0
+        if (safe_until == 0) != (self._lease_written == 0) or \
+                abs(safe_until - self._lease_written) >= self.timing.idle_beat_ns // 2:
+            self._write_lease(safe_until)
+
+    # -- the asyncio loop's side ------------------------------------------------------------------
+    def flush_soon(self) -> None:
+        """The node changed: the protocol thread flushes at its next turn, at once."""
+        if self.protocol is not None and not self._left:
+            self.protocol.wake()
+
+    def _deliver(self, produced: Outputs) -> None:
         for session, event in produced.events:
             queue = self.queues.get(session)
             if queue is not None:
@@ -404,42 +426,14 @@ class LockApp(DaemonApp):
                 queue.put_nowait(event)
         for domain in produced.fence_requests:
             self._start_fence(domain)
-        for out in links.flush(now):
-            sock.send(out.domain, out.datagram.SerializeToString(), out.all_paths, now)
         for line in produced.log:
             logger.log(25, "%s", line)
-        safe_until = node.member.lease_until if node.member.connected else 0
-        if (safe_until == 0) != (self._lease_written == 0) or \
-                abs(safe_until - self._lease_written) >= self.timing.idle_beat_ns // 2:
-            self._write_lease(safe_until)
-        wake = node.next_wakeup()
-        deadline = links.deadline()
-        if deadline is not None:
-            wake = min(wake, deadline)
-        self._schedule(wake)
 
     def _write_lease(self, until_ns: int) -> None:
         """Until when this node's holds are safe (0: none is), for the HA deadman, at most
         every half idle beat (a tmpfs file: no disk write on the lease path)."""
         self._lease_written = until_ns
         write_atomic(self.ctx.paths.lease_file, str(until_ns), durable=False)
-
-    def _schedule(self, wake_ns: int) -> None:
-        if self._timer is not None:
-            if self._timer_at <= wake_ns:
-                return
-            self._timer.cancel()
-        self._timer_at = wake_ns
-        self._timer = asyncio.get_running_loop().call_later(max(0, wake_ns - boot_ns()) / 1e9,
-                                                            self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        node = self.node
-        if node is None or self._left:
-            return
-        node.tick(boot_ns())
-        self._flush()
 
     # -- two-node rule --------------------------------------------------------------------------
     async def _lone_loop(self) -> None:
@@ -450,43 +444,59 @@ class LockApp(DaemonApp):
                 pass
             self._lone_event.clear()
             node = self.node
-            if node is None or not node.lone(boot_ns()):
+            if node is None or not self._lone(node):
                 continue
             peer = self.lone_peer
             if self.fence_command and not peer:
                 # never saw the other node: there is no domain to fence, so no taking over alone
-                node.set_lone_ok(0, boot_ns())
+                self._set_lone_ok(node, 0)
                 if not self._unseen_peer_logged:
                     self._unseen_peer_logged = True
                     logger.warning("two-node rule: the other node was never seen, so it cannot "
                                    "be fenced; this node does not act alone until it was")
                 continue
-            if self.fence_command and peer not in node.fenced and not node.has_left(peer):
-                if self.fence_priority_delay_s and not node.member.counts()[0]:
+            with self.lock:
+                must_fence = peer not in node.fenced and not node.has_left(peer)
+                holds = node.member.counts()[0]
+            if self.fence_command and must_fence:
+                if self.fence_priority_delay_s and not holds:
                     logger.warning("two-node rule: node %d is gone; this node holds no lock, so "
                                    "it fences node %d only after %g s (fence_priority_delay_ms)",
                                    peer, peer, self.fence_priority_delay_s)
                     await asyncio.sleep(self.fence_priority_delay_s)
-                    if not node.lone(boot_ns()) or peer in node.fenced:
-                        continue
+                    with self.lock:
+                        if not node.lone(boot_ns()) or peer in node.fenced:
+                            continue
                 logger.warning("two-node rule: node %d is gone; fencing it", peer)
                 if not await asyncio.shield(self._start_fence(peer)):
-                    node.set_lone_ok(0, boot_ns())
+                    self._set_lone_ok(node, 0)
                     await asyncio.sleep(self.timing.fence_retry_ns / 1e9)
                 continue
             if self.witness is not None:
-                wait_s = self.witness.priority_wait_s(node)
+                with self.lock:
+                    wait_s = self.witness.priority_wait_s(node)
                 if wait_s:
                     await asyncio.sleep(wait_s)
-                    if not node.lone(boot_ns()):
+                    if not self._lone(node):
                         continue
                 until = await self.witness.vote(node, self.netid)
-                node.set_lone_ok(until, boot_ns(), arbitrated=True)
+                self._set_lone_ok(node, until, arbitrated=True)
             else:
                 ok = await ping_any(self.reference_ips)
-                now = boot_ns()
-                node.set_lone_ok(now + LONE_VALID_NS if ok else 0, now)
-            self.flush_soon()
+                self._set_lone_ok(node, LONE_VALID_NS if ok else 0, relative=True)
+
+    def _lone(self, node: Node) -> bool:
+        with self.lock:
+            return node.lone(boot_ns())
+
+    def _set_lone_ok(self, node: Node, until: int, *, arbitrated: bool = False,
+                     relative: bool = False) -> None:
+        """The two-node check's outcome (`relative`: `until` counts from now)."""
+        with self.lock:
+            now = boot_ns()
+            node.set_lone_ok(now + until if relative and until else until, now,
+                             arbitrated=arbitrated)
+        self.flush_soon()
 
     # -- fencing --------------------------------------------------------------------------------
     def _start_fence(self, domain: int) -> asyncio.Task[bool]:
@@ -508,9 +518,10 @@ class LockApp(DaemonApp):
         if result.ok:
             logger.log(25, "node %d fenced (%s)", domain, result.summary)
         else:
-            waiting = [node.fence_waiting(domain)] if node is not None else []
-            if node is not None and node.lone(boot_ns()) and domain == self.lone_peer:
-                waiting.append("the two-node rule (this lone node takes over nothing)")
+            with self.lock:
+                waiting = [node.fence_waiting(domain)] if node is not None else []
+                if node is not None and node.lone(boot_ns()) and domain == self.lone_peer:
+                    waiting.append("the two-node rule (this lone node takes over nothing)")
             waiting = [text for text in waiting if text]
             output = f", output: {result.output}" if result.output else ""
             if waiting:
@@ -521,7 +532,8 @@ class LockApp(DaemonApp):
                 logger.warning("fence of node %d failed: %r %s%s; nothing waits for it any more",
                                domain, self.fence_command, result.summary, output)
         if node is not None:
-            node.fence_done(domain, result.ok, boot_ns())
+            with self.lock:
+                node.fence_done(domain, result.ok, boot_ns())
             self._lone_event.set()
             self.flush_soon()
         return result.ok
@@ -612,9 +624,11 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         if node.stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "skyge-lock is stopping")
         try:
-            session, adopted = node.open_session(app.new_session_id(), request.label,
-                                                 request.client_pid, boot_ns(),
-                                                 keep_holds=request.keep_holds)
+            with app.lock:
+                session, adopted = node.open_session(app.new_session_id(), request.label,
+                                                     request.client_pid, boot_ns(),
+                                                     keep_holds=request.keep_holds)
+                lease_until = node.member.lease_until
         except OpenRefused as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"open.keep_holds: {error}")
         app.flush_soon()  # the adoption's log line
@@ -624,7 +638,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         try:
             opened = lp.Opened(session_id=session, node=app.node_id(node.domain),
                                adopted=[lp.Granted(slot=slot, lock=lock, fencing_token=token,
-                                                   valid_until_boot_ns=node.member.lease_until)
+                                                   valid_until_boot_ns=lease_until)
                                         for (slot, lock), token in adopted])
             await context.write(lp.SessionEvent(opened=opened))
             get, write = queue.get, context.write
@@ -638,7 +652,8 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         finally:
             reader.cancel()
             app.queues.pop(session, None)
-            node.close_session(session, boot_ns())
+            with app.lock:
+                node.close_session(session, boot_ns())
             app.flush_soon()
 
     async def _read(self, context: grpc.aio.ServicerContext, session: int,
@@ -646,25 +661,27 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         app = self.app
         node = app.node
         assert node is not None
-        read, flush = context.read, app.flush_soon
+        read, flush, lock = context.read, app.flush_soon, app.lock
         try:
             while True:
                 request = await read()
                 if request is grpc.aio.EOF:
                     return
                 kind = request.WhichOneof("request")
-                now = boot_ns()
                 if kind == "acquire":
                     body = request.acquire
-                    node.acquire(session, (body.slot, body.lock), now, priority=body.priority,
-                                 try_only=body.try_only, timeout_ms=body.timeout_ms)
+                    with lock:
+                        node.acquire(session, (body.slot, body.lock), boot_ns(),
+                                     priority=body.priority, try_only=body.try_only,
+                                     timeout_ms=body.timeout_ms)
                 elif kind == "release":
                     body = request.release
                     if body.slot >= SLOTS or body.lock >= LOCKS_PER_SLOT:
                         queue.put_nowait(lp.SessionEvent(released=lp.Released(
                             slot=body.slot, lock=body.lock)))
                         continue
-                    node.release(session, (body.slot, body.lock), now)
+                    with lock:
+                        node.release(session, (body.slot, body.lock), boot_ns())
                 elif kind == "open":
                     queue.put_nowait("open was sent twice on one session")
                     return
@@ -678,7 +695,8 @@ class LockServicer(lock_pb2_grpc.LockServicer):
     async def _forward(self, rpc: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
         node = await self._node(context)
         metadata = dict(context.invocation_metadata() or ())
-        info = node.authority_info(boot_ns())
+        with self.app.lock:
+            info = node.authority_info(boot_ns())
         authority = info["authority"]
         if metadata.get(FORWARDED) or not authority or authority == node.domain:
             await context.abort(grpc.StatusCode.UNAVAILABLE,
@@ -695,6 +713,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
             await context.abort(error.code(), f"authority node {authority}: {error.details()}")
 
     def _local_table(self) -> bool:
+        """This node is the active authority (call under the lock)."""
         node = self.app.node
         return node is not None and node.auth is not None and node.auth.active and \
             boot_ns() < node.lease_end
@@ -706,11 +725,13 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                                 f"slot must be 0 to {SLOTS - 1} and lock 0 to "
                                 f"{LOCKS_PER_SLOT - 1}; got slot {request.slot}, "
                                 f"lock {request.lock}")
-        if self._local_table():
-            state = _lock_state(self.app, (request.slot, request.lock))
-        else:
+        with self.app.lock:
+            state = _lock_state(self.app, (request.slot, request.lock)) \
+                if self._local_table() else None
+        if state is None:
             state = await self._forward("Inspect", request, context)
-        _mark_orphans(self.app, [state])
+        with self.app.lock:
+            _mark_orphans(self.app, [state])
         return state
 
     async def ListLocks(self, request: lp.ListLocksRequest,
@@ -718,19 +739,23 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         if request.HasField("slot") and request.slot >= SLOTS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"slot must be 0 to {SLOTS - 1}, got {request.slot}")
-        if self._local_table():
-            node = self.app.node
-            assert node is not None and node.auth is not None
-            names = sorted(n for n in node.auth.table.names() if isinstance(n, tuple) and
-                           (not request.HasField("slot") or n[0] == request.slot))
-            reply = lp.ListLocksResponse(locks=[_lock_state(self.app, n) for n in names])
-        else:
+        reply = None
+        with self.app.lock:
+            if self._local_table():
+                node = self.app.node
+                assert node is not None and node.auth is not None
+                names = sorted(n for n in node.auth.table.names() if isinstance(n, tuple) and
+                               (not request.HasField("slot") or n[0] == request.slot))
+                reply = lp.ListLocksResponse(locks=[_lock_state(self.app, n) for n in names])
+        if reply is None:
             reply = await self._forward("ListLocks", request, context)
-        _mark_orphans(self.app, reply.locks)
+        with self.app.lock:
+            _mark_orphans(self.app, reply.locks)
         return reply
 
     def _authority_info(self, node: Node) -> lp.AuthorityInfo:
-        info = node.authority_info(boot_ns())
+        with self.app.lock:
+            info = node.authority_info(boot_ns())
         reply = lp.AuthorityInfo(term=info["term"], has_quorum=info["has_quorum"],
                                  expected_votes=info["expected"], member_domains=info["members"],
                                  quorum_rule=info["rule"])
@@ -751,7 +776,8 @@ class LockServicer(lock_pb2_grpc.LockServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"expected_votes must be 1 to 64, got {request.expected_votes}")
         try:
-            node.set_expected(request.expected_votes, boot_ns())
+            with self.app.lock:
+                node.set_expected(request.expected_votes, boot_ns())
         except ValueError as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         logger.log(25, "expected votes set to %d by an operator", request.expected_votes)
@@ -775,14 +801,15 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         watcher = app.watcher_counter
         queue: asyncio.Queue[Any] = asyncio.Queue()
         app.watchers[watcher] = queue
-        now = boot_ns()
         session = 0
-        if candidate is not None:
-            session = app.new_session_id()
-            node.open_session(session, candidate, 0, now, campaign=group)
-        node.watch(watcher, group, session, now)
-        if session:
-            node.acquire(session, group, now)
+        with app.lock:
+            now = boot_ns()
+            if candidate is not None:
+                session = app.new_session_id()
+                node.open_session(session, candidate, 0, now, campaign=group)
+            node.watch(watcher, group, session, now)
+            if session:
+                node.acquire(session, group, now)
         app.flush_soon()
         try:
             last = None
@@ -797,10 +824,11 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                 yield event
         finally:
             app.watchers.pop(watcher, None)
-            now = boot_ns()
-            node.unwatch(watcher, now)
-            if session:
-                node.close_session(session, now)
+            with app.lock:
+                now = boot_ns()
+                node.unwatch(watcher, now)
+                if session:
+                    node.close_session(session, now)
             app.flush_soon()
 
     async def Campaign(self, request: lp.CampaignRequest,
@@ -825,6 +853,11 @@ class LockPeerServicer(lock_peer_pb2_grpc.LockPeerServicer):
         if node is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no membership yet")
         assert node is not None
+        with app.lock:
+            return self._peer_state(node)
+
+    def _peer_state(self, node: Node) -> pp.PeerState:
+        app = self.app
         now = boot_ns()
         holds, waits = node.member.counts()
 
