@@ -44,6 +44,8 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
+from skyge.services.common.wakepipe import WakePipe
+
 from .core import Event, HeartbeatCore
 
 __all__ = ["UdpTransport", "open_path_socket", "SWITCH_INTERVAL_S"]
@@ -115,7 +117,7 @@ class UdpTransport:
         self._sockets: dict[int, socket.socket] = {}
         self._poll_all = select.epoll()  # every path's socket and the wake pipe
         self._poll_wake = select.epoll()  # the wake pipe only (while receiving is held)
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = WakePipe()
         self._stopping = False
         self._oldest_arrival_ns = STALE_ARRIVAL_NS
         self._thread: threading.Thread | None = None
@@ -134,7 +136,7 @@ class UdpTransport:
             self.close()
             raise
         for poller in (self._poll_all, self._poll_wake):
-            poller.register(self._wake_r, select.EPOLLIN)
+            poller.register(self._wake.read_fd, select.EPOLLIN)
 
     def start(self) -> None:
         if not self._sockets:
@@ -145,10 +147,7 @@ class UdpTransport:
 
     def wake(self) -> None:
         """Make the loop re-read the core's next wake-up (after a publish, say)."""
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # already woken
+        self._wake.wake()
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Send LEAVE on every path, end the thread, close the sockets."""
@@ -167,11 +166,7 @@ class UdpTransport:
         self._sockets.clear()
         self._poll_all.close()
         self._poll_wake.close()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._wake.close()
 
     # ---- the loop (heartbeat thread)
 
@@ -189,7 +184,7 @@ class UdpTransport:
     def _run(self) -> None:
         self._set_realtime()
         clock, core, lock = self.clock, self.core, self.lock
-        poll_all, poll_wake, wake_fd = self._poll_all, self._poll_wake, self._wake_r
+        poll_all, poll_wake, wake_fd = self._poll_all, self._poll_wake, self._wake.read_fd
         hold_until = 0  # sockets are not polled before this (receive batching)
         while not self._stopping:
             try:
@@ -210,7 +205,7 @@ class UdpTransport:
                 ready = {fd for fd, _ in (poll_wake if holding else poll_all).poll(
                     timeout_ns / 1e9)}
                 if wake_fd in ready:
-                    self._drain_wake()
+                    self._wake.drain()
                     ready.discard(wake_fd)
                 if ready:  # a socket is readable (only polled when not holding)
                     self._drain_all()
@@ -220,13 +215,6 @@ class UdpTransport:
                 self.logger.exception("heartbeat loop error (continuing)")
                 time.sleep(0.001)
         self._send_leave()
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 64):
-                pass
-        except BlockingIOError:
-            pass
 
     def _drain_all(self) -> None:
         """Read every queued datagram of every path (bounded), stamped with its kernel arrival

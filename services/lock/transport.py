@@ -25,6 +25,7 @@ import time
 from typing import Callable
 
 from skyge.services.common.clock import boot_ns
+from skyge.services.common.wakepipe import WakePipe
 
 from .peer import PeerSocket
 
@@ -45,9 +46,9 @@ class ProtocolThread:
         self.on_datagrams, self.turn = on_datagrams, turn
         self.realtime_priority = realtime_priority
         self.logger = logger
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = WakePipe()
         self._poll = select.epoll()
-        self._poll.register(self._wake_r, select.EPOLLIN)
+        self._poll.register(self._wake.read_fd, select.EPOLLIN)
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -59,10 +60,7 @@ class ProtocolThread:
 
     def wake(self) -> None:
         """Run a turn soon (the asyncio side changed the node)."""
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: a wake is pending anyway
+        self._wake.wake()
 
     def stop(self) -> None:
         """End the thread (after its current turn); the caller closes the socket."""
@@ -71,8 +69,7 @@ class ProtocolThread:
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT_S)
         self._poll.close()
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._wake.close()
 
     def _set_realtime(self) -> None:
         if self.realtime_priority <= 0:
@@ -87,14 +84,14 @@ class ProtocolThread:
 
     def _run(self) -> None:
         self._set_realtime()
-        sock_fd, wake_fd = self.sock.fileno(), self._wake_r
+        sock_fd, wake_fd = self.sock.fileno(), self._wake.read_fd
         wake_at: int | None = None
         while not self._stopping:
             try:
                 timeout_ns = IDLE_WAIT_NS if wake_at is None else max(0, wake_at - boot_ns())
                 ready = {fd for fd, _ in self._poll.poll(timeout_ns / 1e9)}
                 if wake_fd in ready:
-                    self._drain_wake()
+                    self._wake.drain()
                 if self._stopping:
                     break
                 with self.lock:
@@ -107,10 +104,3 @@ class ProtocolThread:
                 self.logger.exception("lock protocol loop error (continuing)")
                 wake_at = None
                 time.sleep(0.001)
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 64):
-                pass
-        except BlockingIOError:
-            pass

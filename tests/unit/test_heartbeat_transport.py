@@ -57,8 +57,8 @@ def test_a_stall_after_the_drain_does_not_expire_links_whose_datagrams_were_read
                              emitted.extend, logging.getLogger("test"), clock=clock)
     transport._sockets[1] = receiver  # as open() would, without binding to a NIC
     transport._poll_all.register(receiver.fileno(), select.EPOLLIN)
-    transport._poll_all.register(transport._wake_r, select.EPOLLIN)
-    transport._poll_wake.register(transport._wake_r, select.EPOLLIN)
+    transport._poll_all.register(transport._wake.read_fd, select.EPOLLIN)
+    transport._poll_wake.register(transport._wake.read_fd, select.EPOLLIN)
 
     clock.now_ns += 10 * MS  # the peer's next heartbeat, queued when the loop turns
     queued = peer.outgoing(clock.now_ns)

@@ -63,6 +63,11 @@ class Authority:
             if check_at is not None:
                 self.node.want_tick(check_at)
             return
+        self._serve(now)
+
+    def _serve(self, now: int) -> None:
+        """Granting (again): tokens up to the confirmed floor, every free lock with waiters
+        served, then the requests buffered meanwhile."""
         self.table.token_limit = self.confirmed_floor()
         self.raise_reserve()
         self._grants(self.table.serve_all(self.node.wall_ns()))
@@ -267,13 +272,7 @@ class Authority:
         self.keyless = []
         self.active = True
         self.activated_ns = now
-        self.table.token_limit = self.confirmed_floor()
-        self.raise_reserve()
-        self._grants(self.table.serve_all(self.node.wall_ns()))
-        for domain, rec in self.members.items():
-            buffered, rec.buffered = rec.buffered, []
-            for data in buffered:
-                self._handle(domain, data, now)
+        self._serve(now)
         for group in list(self.subscribers):
             self._announce(group, force=True)
 
