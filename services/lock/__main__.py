@@ -6,7 +6,7 @@ buluos). Run as `skyge-lock` or `python -m skyge.services.lock`.
 import sys
 
 from skyge.services.common.runner import DaemonSpec, run_daemon
-from skyge.services.lock.server import FIELDS, add_arguments, build
+from skyge.services.lock.daemon import FIELDS, add_arguments, build
 
 SPEC = DaemonSpec(
     name="lock",

@@ -16,7 +16,7 @@ from skyge.services.lock.channel import InChannel, OutChannel, pack
 from skyge.services.lock.links import Links
 from skyge.services.lock.peer import MAC_BYTES, PeerSocket, run_fence, sign, verify
 from skyge.services.common.reference import parse_reference_ips
-from skyge.services.lock.server import FIELDS
+from skyge.services.lock.daemon import FIELDS
 from skyge.v1 import lock_peer_pb2 as pp
 from tests.unit.lock_timing import COMPACT
 
