@@ -299,6 +299,7 @@ class LockApp(DaemonApp):
                     timing=self.timing, store=self.store, expected_nodes=self.expected_nodes,
                     now_ns=now, wall_ns=self.wall_ns)
         node.lone_possible = bool(self.reference_ips or self.witness)
+        node.lone_by_witness = self.witness is not None
         node.fencing = bool(self.fence_command)
         with self.lock:
             self.node = node

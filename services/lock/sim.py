@@ -572,7 +572,7 @@ class SimCluster:
     def _ask_witness(self, sim: SimNode) -> None:
         """The lock daemon's witness loop (services/lock/witness.py), on the virtual network."""
         node, domain = sim.node, sim.domain
-        node.lone_possible = True
+        node.lone_possible = node.lone_by_witness = True
         asked = self._witness_asked.get(domain)
         if not node.lone(self.local(domain)) or (asked is not None and
                                                  self.now < asked + WITNESS_CHECK_NS):

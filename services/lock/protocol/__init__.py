@@ -2,7 +2,8 @@
 
 timing.py (durations), table.py (holders and ordered waiters), names.py, store.py (what
 survives restarts), member.py (the node's own sessions), authority.py (the grants of one term),
-node.py (view, quorum, votes and leases; drives the other two).
+quorum.py (majority and the two-node rule), node.py (view, votes and leases; drives the
+member and authority sides).
 
 Every input carries `now_ns` (a monotonic clock). After each input the daemon (`server.py`) or
 the simulator (`sim.py`) takes what the node produced as one value, `Node.take_outputs()`
