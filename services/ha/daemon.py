@@ -97,7 +97,8 @@ FIELDS = (
           help="run (sh -c) when a service with force_reboot fails to stop"),
     Field("dad_timeout_ms", integer(0, 1000), default=20,
           help="before adding a floating IP, an ARP probe waits this long for another host "
-               "that still answers for it (then the IP is not added and the start fails); "
+               "that still answers for it (then the IP is not added: the node waits, "
+               "probing, up to start_timeout, then gives the lock back and queues again); "
                "0 = no probe. It adds this much to every takeover"),
 )
 

@@ -213,6 +213,9 @@ class SessionDown:
 class StartDone:
     ok: bool
     reason: str = ""
+    #: failed only because another host still answers for a floating IP (a node frozen or cut
+    #: off with its copy up): not this node's failure, so it queues again rather than FAILED
+    address_taken: bool = False
 
 
 @dataclass(frozen=True)
@@ -638,6 +641,12 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
             return Decision(replace(state, phase=Phase.RUNNING, failed_checks=0,
                                     reason=f"running (token {state.token})"),
                             (ScheduleCheck(state.run, s.check_interval_s),))
+        if event.address_taken:
+            streak = state.streak + 1
+            new, acts = _stop(replace(state, streak=streak, backoff_s=backoff_delay(s, streak)),
+                              Then.REQUEUE, "floating IP held by another host", event.reason,
+                              cancel=False)
+            return Decision(new, acts)
         new, acts = _stop(replace(state, fail_count=state.fail_count + 1), Then.FAIL,
                           "start failed", event.reason, cancel=False)
         return Decision(new, acts)

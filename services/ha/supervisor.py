@@ -319,6 +319,11 @@ class SystemResources:
 RESOURCE_ERRORS = (store_mod.StoreError, fip_mod.FipError, garp_mod.GarpError, OSError)
 
 
+class AddressTaken(fip_mod.FipError):
+    """Another host still answers for a floating IP after start_timeout (see
+    `_wait_address_free`)."""
+
+
 class OwnershipExpired(Exception):
     """The lock's ownership deadline passed before an irreversible step of a start."""
 
@@ -693,6 +698,9 @@ class ServiceSupervisor:
         except OwnershipExpired as error:
             self.post(policy.Expired(str(error)))
             return
+        except AddressTaken as error:
+            self.post(policy.StartDone(False, str(error), address_taken=True))
+            return
         except RESOURCE_ERRORS as error:
             self.post(policy.StartDone(False, str(error)))
             return
@@ -705,7 +713,8 @@ class ServiceSupervisor:
     async def _wait_address_free(self, fip: FloatingIp) -> None:
         """Duplicate address detection: while another host answers ARP for the floating IP (a
         node frozen or cut off with its copy still up: its kernel answers), wait, probing every
-        DAD_RETRY_S, holding the lock, at most start_timeout; then the start fails."""
+        DAD_RETRY_S, holding the lock, at most start_timeout; then the lock is given back and
+        asked for again (AddressTaken: not a failure of this node)."""
         claimant = await self.resources.answered_by(fip)
         if claimant is None:
             return
@@ -714,7 +723,7 @@ class ServiceSupervisor:
         deadline = time.monotonic() + self.config.start_timeout
         while claimant is not None:
             if time.monotonic() >= deadline:
-                raise fip_mod.FipError(
+                raise AddressTaken(
                     f"{fip.ip} not added: {claimant} still answers for it on {fip.nic} after "
                     f"{self.config.start_timeout} s (another host holds it)")
             await asyncio.sleep(DAD_RETRY_S)

@@ -162,11 +162,11 @@ def world(tmp_path, monkeypatch):
 
 
 def make(tmp_path: Path, script: Path, type: str = "fifo", slot: int = 0, **options: str) -> str:
+    settings = {"check_interval": "1", "start_timeout": "5", "stop_timeout": "5", **options}
     lines = [f'name = "demo";', f'script = "{script}";',
              'fip = "eth0-192.168.1.100-255.255.255.0-192.168.1.255:";',
-             'store = "-/dev/loop9-/mnt/shared-755-root-root:";',
-             "check_interval = 1;", "start_timeout = 5;", "stop_timeout = 5;"]
-    lines += [f"{k} = {v};" for k, v in options.items()]
+             'store = "-/dev/loop9-/mnt/shared-755-root-root:";']
+    lines += [f"{k} = {v};" for k, v in settings.items()]
     return "\n".join(lines)
 
 
@@ -392,5 +392,26 @@ def test_the_deadman_stops_a_service_once_per_deadline(world):
         finally:
             await c.close()
             guard.close()
+
+    run(main())
+
+
+def test_a_floating_ip_held_past_start_timeout_gives_the_lock_back_and_queues_again(world):
+    """Node 1 still holds the floating IP past start_timeout (frozen for longer): node 2 gives
+    the lock back and queues again instead of ending FAILED, so it is still a waiter when the
+    address is free."""
+    tmp, script = world
+
+    async def main():
+        c = Cluster(tmp, script, domains=(1, 2), start_timeout="1", failure_backoff="0")
+        c.res[1].fips.add("192.168.1.100")
+        await c.sup[2].command("start", timeout=0.1)
+        await c.until(lambda: c.sup[2].state.phase is P.Phase.STARTING)
+        await c.until(lambda: c.sup[2].state.cause == "floating IP held by another host")
+        assert c.sup[2].state.phase is not P.Phase.FAILED and c.sup[2].state.fail_count == 0
+        c.res[1].fips.discard("192.168.1.100")
+        await c.until(lambda: c.sup[2].state.phase is P.Phase.RUNNING)
+        assert c.res[2].fips == {"192.168.1.100"}
+        await c.close()
 
     run(main())
