@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 from typing import Any, Callable, Iterator
 
 import grpc
@@ -37,15 +39,35 @@ def call(args: argparse.Namespace, daemon: str, rpc: str, request: Message) -> A
             _raise_for(error, client, daemon, rpc)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def stream(args: argparse.Namespace, daemon: str, rpc: str, request: Message) -> Iterator[Any]:
-    """A server-streaming call; yields replies until the stream ends or the user interrupts."""
+    """A server-streaming call; yields replies until the stream ends or the user interrupts.
+
+    SIGINT and SIGTERM cancel the call, whatever the disposition the command inherited (a
+    background job starts with SIGINT ignored), so a watch stops cleanly with its output
+    flushed; the command then exits 128 + the signal's number (130 for Ctrl+C)."""
     with node_client(args) as client:
+        call = getattr(client.stub(daemon), rpc)(request)
+        stopped_by: list[int] = []
+
+        def stop(signum: int, frame: object) -> None:
+            stopped_by.append(signum)
+            call.cancel()
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS} if in_main else {}
         try:
-            yield from getattr(client.stub(daemon), rpc)(request)
+            yield from call
         except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.CANCELLED:
-                return
-            _raise_for(error, client, daemon, rpc)
+            if error.code() != grpc.StatusCode.CANCELLED:
+                _raise_for(error, client, daemon, rpc)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if stopped_by:
+            raise SystemExit(128 + stopped_by[0])
 
 
 def to_dict(message: Message) -> dict[str, Any]:

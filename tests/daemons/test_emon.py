@@ -192,6 +192,29 @@ def test_cli_show_and_watch_print_seed_like_text(node):
     assert '"probe": "level"' in as_json.stdout and '"value": 12.5' in as_json.stdout
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_watch_stops_cleanly_on_sigint_or_sigterm_even_started_with_sigint_ignored(node, stop):
+    """A watch started as a background job (SIGINT ignored, as a shell without job control
+    starts it) or stopped by a supervisor (SIGTERM) still ends on the signal: its output is
+    all there and it exits 128 + the signal number."""
+    node.start()
+    samples_after(node, "cpu_load", 1)
+    watch = subprocess.Popen([*SKYGE, "--root", str(node.root), "emon", "watch", "cpu_load"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        first = watch.stdout.readline()
+        watch.send_signal(stop)
+        rest, errors = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait(10)
+    assert "cpu_load" in first
+    assert watch.returncode == 128 + stop, (watch.returncode, errors)
+    assert "Traceback" not in errors
+
+
 # ---- watermarks
 
 def test_script_runs_once_per_crossing_and_again_only_after_rearming(node):
