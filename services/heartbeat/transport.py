@@ -3,14 +3,9 @@
 Why a thread of its own: detection takes a few heartbeat intervals (a few ms each), so the loop
 must never wait behind gRPC work or logging on the asyncio loop. The thread blocks in epoll with
 the core's next wake-up as timeout; when that comes it first drains every queued datagram, then
-runs `tick` and `outgoing`, so a link never expires while its datagram waits in a socket. The tick
-judges the links as of a time read *before* the drain: every datagram that arrived until then has
-been read (`outgoing` uses the time after it: echo hold times must not be negative). Read after it, a stall of the thread in between (waiting for the GIL behind a
-descheduled thread of the daemon on a loaded CPU: tens of ms) would expire every peer at once,
-their datagrams of the stall still unread, and the node's view would drop to itself. It runs
+runs `tick` and `outgoing`, so a link never expires while its datagram waits in a socket. It runs
 at SCHED_FIFO priority when allowed (corosync does the same) and the interpreter's switch
-interval is lowered, so a CPU hog or a busy gRPC thread usually costs it at most ~1 ms (more
-when the thread holding the GIL is itself descheduled: hence the care above).
+interval is lowered, so a CPU hog or a busy gRPC thread costs it at most ~1 ms.
 
 Receiving is batched once the send interval is long (many peers): after a drain the sockets
 are not polled again for half the send interval (at most 20 ms, none below 5 ms), so at 64 nodes
@@ -198,7 +193,7 @@ class UdpTransport:
                     self._oldest_arrival_ns = window + STALE_ARRIVAL_NS
                 if wake_at <= now:
                     self._drain_all()
-                    self._turn(now, clock())  # expiry as of before the drain: see the docstring
+                    self._turn(clock())
                     continue
                 holding = hold_until > now
                 timeout_ns = (min(wake_at, hold_until) if holding else wake_at) - now
@@ -259,12 +254,9 @@ class UdpTransport:
                     real_ns = seconds * 1_000_000_000 + nanoseconds
             received.append((path, data, source[0], real_ns))
 
-    def _turn(self, expire_as_of: int, now: int) -> None:
-        """Expire links as of `expire_as_of` (read before the drain), send what is due `now`
-        (read after it: a datagram just drained arrived before it, so the echo hold times the
-        datagrams carry are never negative)."""
+    def _turn(self, now: int) -> None:
         with self.lock:
-            events = self.core.tick(expire_as_of)
+            events = self.core.tick(now)
             out = self.core.outgoing(now)
             if events:
                 self.emit(events)
