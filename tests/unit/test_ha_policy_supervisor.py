@@ -163,7 +163,7 @@ def world(tmp_path, monkeypatch):
 
 def make(tmp_path: Path, script: Path, type: str = "fifo", slot: int = 0, **options: str) -> str:
     settings = {"check_interval": "1", "start_timeout": "5", "stop_timeout": "5", **options}
-    lines = [f'name = "demo";', f'script = "{script}";',
+    lines = ['name = "demo";', f'script = "{script}";',
              'fip = "eth0-192.168.1.100-255.255.255.0-192.168.1.255:";',
              'store = "-/dev/loop9-/mnt/shared-755-root-root:";']
     lines += [f"{k} = {v};" for k, v in settings.items()]
