@@ -22,11 +22,12 @@ from skyge.clients.lab._net import (CLIENT_IP, GATEWAY_IPS, MAX_NODES, NICS, PRI
 from skyge.clients.lab._state import LAB_ROOT
 from skyge.clients.lab.cluster import (DEFAULT_NAME, Lab, LabHost, LabNode, LinkState,
                                        ProcessInfo, cleanup_stale, destroy, known_labs,
-                                       validate_name)
+                                       owned_labs, validate_name)
 from skyge.clients.lab.errors import LabError
 
 __all__ = [
     "CLIENT_IP", "DEFAULT_NAME", "GATEWAY_IPS", "LAB_ROOT", "MAX_NODES", "NICS", "PRIVATE_NET",
     "PUBLIC_NET", "Lab", "LabError", "LabHost", "LabNode", "LinkState", "ProcessInfo",
-    "cleanup_stale", "destroy", "known_labs", "private_ip", "public_ip", "validate_name",
+    "cleanup_stale", "destroy", "known_labs", "owned_labs", "private_ip", "public_ip",
+    "validate_name",
 ]

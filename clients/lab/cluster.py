@@ -664,6 +664,17 @@ class Lab:
             raise LabError(f"lab {name!r} is not up")
         return cls(name, data)
 
+    def save_logs(self, folder: Path) -> None:
+        """Copy every host's logs (daemons, service scripts) and the fence log to *folder*/HOST:
+        the evidence goes with the lab when it is taken down."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for host in self.hosts:
+            logs = host.root / "var" / "log"
+            if logs.is_dir():
+                shutil.copytree(logs, folder / host.key, dirs_exist_ok=True)
+        if (self.root / "fenced.log").exists():
+            shutil.copy2(self.root / "fenced.log", folder / "fenced.log")
+
     def down(self) -> None:
         """Kill every process of the lab, delete its namespaces (cables and bridges go with them)
         and its folder. Idempotent."""
@@ -1092,6 +1103,17 @@ def cleanup_stale(name: str | None = None, *, prefix: str | None = None) -> list
 
 _OWNED: set[str] = set()
 _CREATOR = os.getpid()
+
+
+def owned_labs() -> list[Lab]:
+    """The labs this process brought up and has not taken down yet."""
+    labs = []
+    for name in sorted(_OWNED):
+        try:
+            labs.append(Lab.attach(name))
+        except LabError:  # being taken down
+            pass
+    return labs
 
 
 @atexit.register

@@ -2,6 +2,9 @@
 
 Tests that use them are skipped (not failed) where the lab cannot run: not root, or no
 `ip netns` / nsenter / unshare / nft.
+
+With SKYGE_TEST_KEEP_LOGS=DIR, a failed test leaves the logs of every lab up at that moment
+(daemons, service scripts, fences) in DIR/TEST/LAB: the labs themselves are always taken down.
 """
 from __future__ import annotations
 
@@ -9,11 +12,12 @@ import os
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from skyge.clients.lab import Lab, cleanup_stale
+from skyge.clients.lab import Lab, cleanup_stale, owned_labs
 
 #: every test lab is called "t" + 7 hex digits, so runs (even concurrent ones) never collide
 TEST_PREFIX = "t"
@@ -33,6 +37,18 @@ def lab_unavailable() -> str | None:
     if done.returncode != 0:
         return f"`ip netns` is unavailable: {done.stderr.decode(errors='replace').strip()}"
     return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Keep the evidence of a failed test (see the module's docstring) before fixtures end."""
+    outcome = yield
+    report = outcome.get_result()
+    keep = os.environ.get("SKYGE_TEST_KEEP_LOGS")
+    if keep and report.failed and report.when == "call":
+        test = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.name)
+        for lab in owned_labs():
+            lab.save_logs(Path(keep) / test / lab.name)
 
 
 def unique_lab_name() -> str:

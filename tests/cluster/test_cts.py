@@ -7,7 +7,9 @@ from a clean cluster.
 """
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -33,4 +35,6 @@ def cts(lab_support: None):
 def test_scenario(cts: CtsCluster, name: str) -> None:
     verdict = run_scenario(cts, SCENARIOS[name], random.Random(f"{SEED}:{name}"))
     if not verdict.passed:
+        if keep := os.environ.get("SKYGE_TEST_KEEP_LOGS"):  # see conftest: add the CTS record
+            cts.save(Path(keep) / f"test_scenario_{name}" / "cts")
         pytest.fail(verdict.explain(), pytrace=False)

@@ -112,13 +112,12 @@ class CtsCluster:
 
     def save(self, folder: Path) -> None:
         """Copy the evidence out of the lab (it goes with the lab): the record, the prober's log,
-        every node's logs (daemons, and the service script's under skyge/ha/)."""
+        every host's logs (daemons, and the service script's under skyge/ha/)."""
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.record.path, folder / self.record.path.name)
         if self.prober is not None and self.prober.log.exists():
             shutil.copy2(self.prober.log, folder / self.prober.log.name)
-        for node in self.lab.nodes:
-            shutil.copytree(node.root / "var" / "log", folder / node.key, dirs_exist_ok=True)
+        self.lab.save_logs(folder)
 
     def start_cluster(self) -> None:
         """Membership and locks on every node, then HA in node order; wait for the baseline."""
