@@ -1,7 +1,9 @@
 """Python client library: reach a node's daemons over their local Unix sockets.
 
 A node is addressed by its root folder (default `/`, or `$SKYGE_ROOT`; the lab gives each node its
-own) or, for one daemon, by an explicit socket path or `host:port`. `NodeClient` hands out the
+own) or, for one daemon, by an explicit socket path or `host:port`. TCP goes over mutual TLS with
+a certificate of the cluster CA: `cert` names one (PREFIX.crt, PREFIX.key, ca.crt beside them),
+else the node's own under the root is used when this process can read it. `NodeClient` hands out the
 generated stubs; `describe_rpc_error` turns gRPC failures into one line a user can act on.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import grpc
 
 from skyge.services.common.paths import DAEMONS, NodePaths
+from skyge.services.common.tls import Credentials, TlsError, TlsFiles
 
 _STUBS = {
     "heartbeat": ("skyge.v1.heartbeat_pb2_grpc", "HeartbeatStub"),
@@ -35,6 +38,8 @@ class NodeClient:
     root: str | Path = field(default_factory=default_root)
     #: per-daemon override: a Unix socket path or a `host:port` TCP address
     targets: dict[str, str] = field(default_factory=dict)
+    #: TLS certificate for TCP targets: PREFIX.crt and PREFIX.key, with ca.crt in their folder
+    cert: str | Path | None = None
     _channels: dict[str, grpc.Channel] = field(default_factory=dict, init=False, repr=False)
 
     def target(self, daemon: str) -> str:
@@ -49,8 +54,23 @@ class NodeClient:
 
     def channel(self, daemon: str) -> grpc.Channel:
         if daemon not in self._channels:
-            self._channels[daemon] = grpc.insecure_channel(self.target(daemon))
+            target = self.target(daemon)
+            tls = None if target.startswith("unix:") else self.credentials()
+            self._channels[daemon] = (
+                grpc.insecure_channel(target) if tls is None
+                else grpc.secure_channel(target, tls.channel(), options=tls.options()))
         return self._channels[daemon]
+
+    def credentials(self) -> Credentials | None:
+        """The TLS credentials for TCP targets, None when there are none (insecure clusters).
+        TlsError when `cert` names files that cannot be used."""
+        if self.cert is not None:
+            return Credentials.load(TlsFiles.of_prefix(self.cert))
+        files = TlsFiles.default(NodePaths.at(self.root))
+        try:
+            return Credentials.load(files) if files.present() else None
+        except TlsError:  # e.g. not root: the node's key is not readable
+            return None
 
     def stub(self, daemon: str) -> Any:
         """The generated stub of a daemon's main service (e.g. HeartbeatStub)."""

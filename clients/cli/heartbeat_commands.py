@@ -12,7 +12,9 @@ from typing import Any
 from skyge.clients.cli.arguments import DOMAIN, NETID, ranged_int
 from skyge.clients.cli.output import CliError, CommandFailed, Output, UsageError
 from skyge.clients.cli.rpc import call, follow, to_dict
+from skyge.services.common.atomic import write_atomic
 from skyge.services.common.config import ConfigError, parse_config, render_config
+from skyge.services.common.keys import read_key
 from skyge.services.common.paths import NodePaths
 from skyge.services.common.runner import config_schema
 from skyge.services.heartbeat import config as hbconfig
@@ -245,19 +247,6 @@ def _check_nic(args: argparse.Namespace, nic: str, option: str) -> bool:
     return True
 
 
-def _write_atomic(path: Path, text: str | bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = text.encode() if isinstance(text, str) else text
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-
-
 def _daemon_note(paths: NodePaths) -> str:
     return ("; restart skyge-heartbeat to apply" if paths.socket(DAEMON).exists() else "")
 
@@ -323,7 +312,7 @@ def configure_path(args: argparse.Namespace, out: Output) -> int:
         raw = {"domain": args.domain, **raw}
     replaced = raw.get(hbconfig.path_key(args.path))
     raw[hbconfig.path_key(args.path)] = nic
-    _write_atomic(config_file, render_config(raw))
+    write_atomic(config_file, render_config(raw), mode=0o644)
     replacing = f", replacing {replaced}," if replaced and replaced != nic else ""
     message = (f"configured heartbeat path {args.path} on {nic} (netid {args.netid}, "
                f"domain {args.domain}){replacing} in {config_file}{_daemon_note(paths)}")
@@ -344,7 +333,7 @@ def install_config(args: argparse.Namespace, out: Output) -> int:
         values = _schema().validate(parse_config(text, str(source)), str(source))
         settings = hbconfig.settings_from(values, source, paths)
         if settings.key_file is not None:
-            hbconfig.load_key(settings.key_file, source)
+            read_key(settings.key_file, "key_file", source)
     except FileNotFoundError:
         raise UsageError(f"-c/--file: {source}: file not found") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -355,7 +344,7 @@ def install_config(args: argparse.Namespace, out: Output) -> int:
     for number, nic in sorted(settings.nics.items()):
         checked = _check_nic(args, nic, f"{source}: {hbconfig.path_key(number)}") and checked
     if source.resolve() != target.resolve():
-        _write_atomic(target, text)
+        write_atomic(target, text, mode=0o644)
     described = ", ".join(f"path {n} {nic}" for n, nic in sorted(settings.nics.items()))
     message = (f"configured heartbeat from {source}: netid {settings.netid}, domain "
                f"{settings.domain}, {described}{_daemon_note(paths)}")
@@ -415,7 +404,7 @@ def make_key(args: argparse.Namespace, out: Output) -> int:
     if key_file.exists() and not args.force:
         raise CommandFailed(f"{key_file} exists: every node must use the same key, so copy that "
                             f"one; pass --force to replace it")
-    _write_atomic(key_file, secrets.token_bytes(KEY_BYTES), mode=0o600)
+    write_atomic(key_file, secrets.token_bytes(KEY_BYTES), mode=0o600)
     os.chmod(key_file, 0o600)
     config_file = paths.config_file(DAEMON)
     configured = False
@@ -423,7 +412,7 @@ def make_key(args: argparse.Namespace, out: Output) -> int:
         raw, _ = _existing(config_file)
         if raw.get("key_file") != default.name:
             raw["key_file"] = default.name
-            _write_atomic(config_file, render_config(raw))
+            write_atomic(config_file, render_config(raw), mode=0o644)
         configured = True
     message = f"wrote a {KEY_BYTES}-byte cluster key to {key_file} (mode 0600); copy it to " \
               f"every node"

@@ -11,13 +11,14 @@ import sys
 from typing import Sequence
 
 from skyge import __version__
-from skyge.clients.cli import (bus_commands, demo_commands, emon_commands, ha_commands,
-                               heartbeat_commands, lab_commands, lock_commands, node_commands)
+from skyge.clients.cli import (bus_commands, ca_commands, demo_commands, emon_commands,
+                               ha_commands, heartbeat_commands, lab_commands, lock_commands,
+                               node_commands)
 from skyge.clients.cli.output import EXIT_USAGE, CliError, Output
 from skyge.clients.connect import default_root
 
 GROUPS = (node_commands, heartbeat_commands, bus_commands, lock_commands, ha_commands,
-          emon_commands, lab_commands, demo_commands)
+          emon_commands, ca_commands, lab_commands, demo_commands)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="root folder of the node to address (default: / or $SKYGE_ROOT)")
     parser.add_argument("--socket", help="Unix socket path or HOST:PORT of the daemon to call, "
                                          "instead of the one under --root")
+    parser.add_argument("--cert", metavar="PREFIX",
+                        help="TLS certificate for a HOST:PORT --socket: PREFIX.crt, PREFIX.key and "
+                             "ca.crt beside them (default: the node's, ROOT/etc/skyge/tls/node)")
     parser.add_argument("--timeout", type=positive_seconds, default=10.0,
                         help="seconds to wait for a daemon's answer (default: 10)")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=_Parser)

@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from skyge.clients.cli.output import CommandFailed, Output, UsageError, render_text
 from skyge.clients.connect import NodeClient, describe_rpc_error
+from skyge.services.common.tls import TlsError
 
 # Codes that mean "your input was wrong" (exit 2) rather than "it could not be done" (exit 1).
 _INPUT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
@@ -20,7 +21,13 @@ _INPUT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
 def node_client(args: argparse.Namespace) -> NodeClient:
     """The node the user addressed with --root / --socket."""
     targets = {args.daemon_target: args.socket} if getattr(args, "socket", None) else {}
-    return NodeClient(root=args.root, targets=targets)
+    client = NodeClient(root=args.root, targets=targets, cert=getattr(args, "cert", None))
+    if client.cert is not None:
+        try:
+            client.credentials()
+        except TlsError as error:
+            raise UsageError(f"--cert: {error}") from None
+    return client
 
 
 def _raise_for(error: grpc.RpcError, client: NodeClient, daemon: str, rpc: str) -> None:

@@ -645,6 +645,7 @@ class Lab:
                 _state.write(name, data)
                 lab = cls(name, data)
                 lab._build()
+                lab._issue_certificates()
                 data["holders"] = _start_holders(lab, [h.key for h in lab.hosts])
                 data["status"] = "up"
                 _state.write(name, data)
@@ -681,6 +682,17 @@ class Lab:
         destroy(self.name)
         self._reap()
         _OWNED.discard(self.name)
+
+    def _issue_certificates(self) -> None:
+        """The lab's cluster CA (in the lab's folder) and a certificate per node (domain = node
+        number) and for the gateway (the witness's machine), where the daemons look for them:
+        every TCP port of the lab is mutual TLS, as on a real cluster. The client has none."""
+        from skyge.services.common import pki
+        from skyge.services.common.tls import TLS_FOLDER, Identity
+        ca = pki.Authority.create(self.root / "ca", f"skyge lab {self.name}")
+        for host in (*self.nodes, self.gateway):
+            identity = Identity.node(host.id) if isinstance(host, LabNode) else Identity("witness")
+            pki.install(host.root / "etc" / "skyge" / TLS_FOLDER, ca.cert_pem, ca.issue(identity))
 
     def _build(self) -> None:
         name, sw = self.name, _netns(self.name, SWITCH)

@@ -16,8 +16,8 @@ Two routes to a bus owned by another node:
   ~2 ms through the local daemons. The client does what a relaying daemon does: streams end with UNAVAILABLE
   "owner domain N left the membership" when the owner leaves, and with "the heartbeat path it used
   went down" when the path under them dies; published messages carry this node's domain.
-- `direct=False`, or whenever the membership is not known (no heartbeat daemon) or the owner is
-  this node: everything goes through this node's bus daemon on its Unix socket, which relays.
+- `direct=False`, or whenever the membership is not known (no heartbeat daemon), the owner is
+  this node or this process cannot read the node's TLS certificate and key (peers require them): everything goes through this node's bus daemon on its Unix socket, which relays.
 
 Errors are `grpc.aio.AioRpcError`s with the statuses and messages of bus.proto.
 """
@@ -31,13 +31,11 @@ import grpc
 
 from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.paths import NodePaths
+from skyge.services.common.tls import Credentials, TlsError, TlsFiles
 from skyge.v1 import bus_pb2 as pb, bus_pb2_grpc
 
 ORIGIN_KEY = "skyge-bus-origin"
 RELAYED_KEY = "skyge-bus-relayed"
-CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100),
-                   ("grpc.min_reconnect_backoff_ms", 100),
-                   ("grpc.max_reconnect_backoff_ms", 2000))
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -67,12 +65,16 @@ class BusClient:
                  membership_timeout_s: float = 2.0) -> None:
         import os
         self.paths = NodePaths.at(root if root is not None else os.environ.get("SKYGE_ROOT", "/"))
+        tls = None
+        if direct and channels is None and TlsFiles.default(self.paths).present():
+            try:  # peers' bus daemons take this node's certificate; without it, go through ours
+                tls = Credentials.load(TlsFiles.default(self.paths))
+            except TlsError:
+                direct = False
         self.direct = direct
         self._own_follower = follower is None and direct
         self.follower = follower if follower is not None else MembershipFollower(self.paths)
-        self.channels = channels or PeerChannels(
-            self.follower, "bus",
-            make_channel=lambda target: grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS))
+        self.channels = channels or PeerChannels(self.follower, "bus", tls)
         self.local = grpc.aio.insecure_channel(f"unix:{self.paths.socket('bus')}")
         self.timeout_s = membership_timeout_s
         self._guards: set[_Guard] = set()

@@ -21,14 +21,6 @@ from skyge.services.common.config import Field, choice, integer
 from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
 
-#: gRPC options of the channels to peers' bus daemons: reconnect fast after a peer restarts
-PEER_CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.enable_retries", 0),
-)
-
 FIELDS = (
     Field("max_retained_bytes", integer(1 << 20, 1 << 32), default=RETAINED_BYTES_DEFAULT,
           help="bytes of messages one bus retains at most"),
@@ -53,10 +45,7 @@ class BusApp(DaemonApp):
                             max_retained_bytes=ctx.config["max_retained_bytes"],
                             domain=self.domain)
         self.follower = MembershipFollower(ctx.paths)
-        self.channels = PeerChannels(
-            self.follower, "bus",
-            make_channel=lambda target: grpc.aio.insecure_channel(target,
-                                                                  options=PEER_CHANNEL_OPTIONS))
+        self.channels = PeerChannels(self.follower, "bus", ctx.tls)
         self.server = BusServer(self.core, self.follower, self.channels, self.domain)
         self.follower.listeners.append(self.server)
         self.collector: LogCollector | None = None

@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from skyge.services.bus.core import (MAX_DOMAIN, BusCore, BusError, Closed, Subscription,
                                      check_domain)
 from skyge.services.common.membership import MembershipFollower, PeerChannels
+from skyge.services.common.tls import caller, over_tls
 from skyge.v1 import bus_pb2 as pb
 
 SERVICE = "skyge.v1.Bus"
@@ -178,13 +179,18 @@ class BusServer:
         await context.abort(grpc.StatusCode[code], message, trailing_metadata=ERROR_ORIGIN)
 
     def caller(self, context: grpc.aio.ServicerContext) -> tuple[int, bool]:
-        """(origin domain of the request, whether a peer relayed it)."""
+        """(origin domain of the request, whether a peer relayed it). Over TLS the origin is the
+        caller's certificate (a node's domain; the local one for an administrator), never a
+        header; local callers (the Unix socket, root only) and insecure clusters may name it."""
         origin, relayed = 0, False
         for key, value in context.invocation_metadata() or ():
             if key == ORIGIN_KEY and str(value).isdigit():
                 origin = int(value)
             elif key == RELAYED_KEY:
                 relayed = True
+        if over_tls(context):
+            identity = caller(context)
+            origin = identity.domain if identity is not None else 0
         if not 1 <= origin <= MAX_DOMAIN:
             origin = self.local_domain()
         return origin, relayed

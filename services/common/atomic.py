@@ -7,13 +7,20 @@ from pathlib import Path
 __all__ = ["write_atomic"]
 
 
-def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
+def write_atomic(path: Path, text: str | bytes, *, durable: bool = True,
+                 mode: int | None = None) -> None:
     """Replace `path` with `text`: a crash leaves the old content or the new, never a mix.
     `durable=False` skips the fsync: for files under /run, which need not survive a reboot
-    and are read by other processes as soon as they are renamed."""
+    and are read by other processes as soon as they are renamed. `mode` sets the permissions
+    from the start (a private key is never readable by others, not even for a moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
+    if mode is not None and tmp.exists():
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+    with open(fd, "wb" if isinstance(text, bytes) else "w") as handle:
+        if mode is not None:
+            os.fchmod(handle.fileno(), mode)
         handle.write(text)
         if durable:
             handle.flush()

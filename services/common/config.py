@@ -145,8 +145,8 @@ class _Parser:
             if re.fullmatch(r"[-+]?0[xX][0-9a-fA-F]+", number):
                 return int(number, 16)
             return float(number) if re.search(r"[.eE]", number) else int(number)
-        if token.kind == "name" and token.text.lower() in ("true", "false"):
-            return token.text.lower() == "true"
+        if token.kind == "name" and token.text.lower() in ("true", "false", "yes", "no"):
+            return token.text.lower() in ("true", "yes")  # yes/no as in the seed's files
         if token.text in ("[", "("):
             closing = "]" if token.text == "[" else ")"
             items: list[Any] = []

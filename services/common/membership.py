@@ -19,10 +19,18 @@ from typing import Awaitable, Callable, Protocol
 import grpc
 
 from skyge.services.common.paths import NodePaths
+from skyge.services.common.tls import Credentials, channel_factory
 from skyge.v1 import heartbeat_pb2, heartbeat_pb2_grpc
 
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
+#: gRPC options of the channels to peers' daemons: reconnect fast after a peer restarts
+PEER_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.enable_retries", 0),
+)
 
 logger = logging.getLogger("skyge.membership")
 
@@ -175,11 +183,14 @@ class PeerChannels:
     when another path becomes preferred, so calls in flight on a healthy path are not disturbed;
     `prune()` (also done by `channel()`) closes the channels of paths that went down, or of peers
     that left, cancelling their calls: over a dead path they would hang until TCP gave up.
+    Channels use TLS with the node's certificate when it has one (see `tls`).
     """
 
     def __init__(self, follower: MembershipFollower, daemon: str,
-                 make_channel: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel) -> None:
-        self._follower, self._daemon, self._make = follower, daemon, make_channel
+                 tls: Credentials | None = None, *,
+                 make_channel: Callable[[str], grpc.aio.Channel] | None = None) -> None:
+        self._follower, self._daemon = follower, daemon
+        self._make = make_channel or channel_factory(tls, PEER_CHANNEL_OPTIONS)
         self._channels: dict[tuple[int, int], tuple[str, grpc.aio.Channel]] = {}
 
     def _targets(self, peer: Peer) -> dict[int, str]:

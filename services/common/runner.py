@@ -36,10 +36,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from skyge import __version__
 from skyge.services.common import sdnotify
-from skyge.services.common.config import (ConfigError, Field, Schema, load_config, parse_config,
-                                          string)
+from skyge.services.common.config import (ConfigError, Field, Schema, boolean, load_config,
+                                          parse_config, string)
 from skyge.services.common.logsetup import LOG_TYPES, SYSLOG_LEVELS, setup_logging
 from skyge.services.common.paths import TCP_PORTS, NodePaths
+from skyge.services.common.tls import Credentials, TlsError, TlsFiles
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 READY_TIMEOUT_S = 60.0  # how long `-d` waits for the background daemon to be serving
@@ -56,6 +57,10 @@ class DaemonContext:
     args: argparse.Namespace
     logger: logging.Logger
     started_unix_ns: int
+    #: this node's certificate for TCP (served and dialled), None when it has none (insecure)
+    tls: Credentials | None = None
+    #: the config file the daemon read (and reads again on SIGHUP)
+    config_path: Path | None = None
 
     def configured_domain(self) -> int:
         """This node's domain: the daemon's own `domain` key, else heartbeat.cfg's, else 0.
@@ -91,6 +96,11 @@ class DaemonApp:
 
     async def stop(self) -> None:
         """Stop background work; called once on shutdown, before the gRPC server stops."""
+
+    async def reload(self, config: dict[str, Any]) -> None:
+        """SIGHUP (`systemctl reload`): apply what can change without a restart from the config
+        file as it is now. Raise ConfigError to keep the running settings (the runner logs it)."""
+        logging.getLogger(f"skyge.{type(self).__name__}").info("SIGHUP: nothing to reload")
 
     def healthy(self) -> bool:
         """False makes the runner withhold the systemd watchdog ping and report NOT_SERVING."""
@@ -150,10 +160,41 @@ def _build_parser(spec: DaemonSpec) -> argparse.ArgumentParser:
 
 
 def config_schema(spec: DaemonSpec) -> Schema:
-    """The keys of a daemon's config file: `listen` plus the spec's own (also used by config CLIs)."""
+    """The keys of a daemon's config file: the runner's (`listen`, TLS files, `insecure`) plus
+    the spec's own (also used by config CLIs)."""
     listen = Field("listen", string(r"none|.+:\d{1,5}", 'HOST:PORT or "none"'),
                    default=f"0.0.0.0:{spec.tcp_port}", help="TCP address served to peers")
-    return Schema([listen, *spec.config_fields])
+    tls = [Field(f"tls_{part}", string(r".+", "a file name"), default="",
+                 help=f"{what} (default: ROOT/etc/skyge/tls/{default})")
+           for part, what, default in (("ca", "the cluster CA's certificate", "ca.crt"),
+                                       ("cert", "this node's certificate", "node.crt"),
+                                       ("key", "this node's private key", "node.key"))]
+    insecure = Field("insecure", boolean, default=False,
+                     help="yes: run without TLS certificates and cluster key (anyone who reaches "
+                          "the node then drives the cluster)")
+    return Schema([listen, *tls, insecure, *spec.config_fields])
+
+
+def load_tls(spec: DaemonSpec, paths: NodePaths, config: dict[str, Any], listen: str | None,
+             logger: logging.Logger) -> Credentials | None:
+    """The node's TLS credentials; StartupError when TCP would be served without them and the
+    config does not say `insecure = yes` (then a warning at every start)."""
+    files = TlsFiles.configured(paths, config)
+    if files.present():
+        try:
+            return Credentials.load(files)
+        except TlsError as error:
+            raise StartupError(str(error)) from None
+    if listen is None:
+        return None
+    if not config["insecure"]:
+        raise StartupError(f"no TLS certificate at {files.cert}: every TCP port needs one, so "
+                           f"that only the cluster's nodes drive the cluster (make it with "
+                           f"`skyge ca issue`, see the README), or listen = \"none\", or set "
+                           f"insecure = yes in {spec.name}.cfg")
+    logger.warning("insecure = yes: TCP %s is served without TLS; anyone who reaches it drives "
+                   "the cluster", listen)
+    return None
 
 
 class _PidLock:
@@ -204,7 +245,10 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
     server.add_insecure_port(f"unix:{socket_path}")
     if listen is not None:
         try:
-            server.add_insecure_port(listen)
+            if ctx.tls is not None:
+                server.add_secure_port(listen, ctx.tls.server())
+            else:
+                server.add_insecure_port(listen)
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on TCP {listen}: {exc}") from None
     await server.start()
@@ -217,9 +261,18 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(_reload(spec, ctx, app))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     watchdog = asyncio.create_task(_watchdog(app, health_servicer, stop))
     logger.log(25, "serving on %s%s (skyge %s)", socket_path,
-               f" and tcp {listen}" if listen else "", __version__)
+               f" and tcp {listen} ({'TLS as ' + str(ctx.tls.identity) if ctx.tls else 'no TLS'})"
+               if listen else "", __version__)
     sdnotify.notify(f"READY=1\nSTATUS=serving on {socket_path}")
     on_ready(None)
 
@@ -227,6 +280,8 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
     logger.log(25, "stopping")
     sdnotify.notify("STOPPING=1")
     watchdog.cancel()
+    for task in reloads:
+        task.cancel()
     await health_servicer.enter_graceful_shutdown()
     await app.stop()
     await server.stop(SHUTDOWN_GRACE_S)
@@ -236,6 +291,20 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
         pass
     logger.log(25, "stopped")
     return EXIT_OK
+
+
+async def _reload(spec: DaemonSpec, ctx: DaemonContext, app: DaemonApp) -> None:
+    logger = ctx.logger
+    sdnotify.notify("RELOADING=1")
+    try:
+        path = ctx.config_path or ctx.paths.config_file(spec.name)
+        await app.reload(load_config(path, config_schema(spec), missing_ok=True))
+    except ConfigError as error:
+        logger.error("reload refused, running settings kept: %s", error)
+    except Exception:  # noqa: BLE001 - a reload must never take the daemon down
+        logger.exception("reload failed, running settings kept")
+    finally:
+        sdnotify.notify("READY=1")
 
 
 async def _watchdog(app: DaemonApp, health_servicer: Any, stop: asyncio.Event) -> None:
@@ -326,7 +395,9 @@ def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
     lock = _PidLock(paths.pid_file(spec.name))
     try:
         lock.acquire()
-        ctx = DaemonContext(spec.name, paths, config, args, logger, time.time_ns())
+        ctx = DaemonContext(spec.name, paths, config, args, logger, time.time_ns(),
+                            tls=load_tls(spec, paths, config, listen, logger),
+                            config_path=config_path)
         return asyncio.run(_serve(spec, ctx, listen, report))
     except ConfigError as exc:
         message = f"skyge-{spec.name}: {exc}"

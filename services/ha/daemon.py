@@ -61,13 +61,6 @@ from skyge.v1 import emon_pb2, emon_pb2_grpc
 STATE_BUS = "state.service.ha.skyge.com"
 #: how long the daemon waits at start for its domain from the membership (when no config says)
 DOMAIN_WAIT_S = 10.0
-#: gRPC options of the channels to peers' HA daemons
-PEER_CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.enable_retries", 0),
-)
 
 DEFAULT_REBOOT = "systemctl reboot --force --force"
 #: how long the reboot command may take before the daemon says the node did not reboot
@@ -122,10 +115,7 @@ class HaApp(DaemonApp):
         self.domain = ctx.configured_domain()
         self.services: dict[tuple[str, int], ServiceSupervisor] = {}
         self.follower = MembershipFollower(ctx.paths)
-        self.channels = PeerChannels(
-            self.follower, "ha",
-            make_channel=lambda target: grpc.aio.insecure_channel(target,
-                                                                  options=PEER_CHANNEL_OPTIONS))
+        self.channels = PeerChannels(self.follower, "ha", ctx.tls)
         self.lock_channel: grpc.aio.Channel | None = None
         self.state_logger = logging.getLogger("skyge.ha.state")
         self.state_logger.propagate = False

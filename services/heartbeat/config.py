@@ -11,7 +11,9 @@ Optional keys (every one states its unit):
 
 - `netid`: another name for `subnet` (1–1024). `netcard3` .. `netcard8`: more paths, one NIC each.
 - `key_file`: the cluster key (at least 16 bytes, the same file on every node; `skyge heartbeat
-  keygen` writes one). With it every datagram is signed (HMAC-SHA256) and replays are refused.
+  keygen` writes one). Every datagram is signed (HMAC-SHA256) and replays are refused; without
+  it the daemon starts only with `insecure = yes`. `accept_key_file`: a second key
+  accepted during a rotation, never used to sign (see services/common/keys.py).
 - `peers`: static peers for routed networks, per path: `"1:10.1.0.5,10.1.0.6; 2:10.2.0.5"`.
   A path with static peers sends to them only (no broadcast); other paths broadcast.
 - `port`: UDP port of the heartbeat datagrams (default 7400), the same on every node.
@@ -38,13 +40,14 @@ from typing import Any, Callable, Iterable, Mapping
 from skyge.services.common.config import ConfigError, Field, choice, integer, string
 from skyge.services.common.paths import NodePaths
 
-from .core import (DEFAULT_MAX_RECEIVE_RATE_PER_S, DEFAULT_MIN_INTERVAL_NS, MIN_KEY_BYTES,
-                   Timing)
+from skyge.services.common.keys import MAX_KEY_BYTES, key_path
+
+from .core import DEFAULT_MAX_RECEIVE_RATE_PER_S, DEFAULT_MIN_INTERVAL_NS, Timing
 from .detector import DETECTORS, AdaptiveDetector, FailureDetector, FixedDetector
 from .wire import MAX_DOMAIN, MAX_NETID, MAX_PATHS
 
 __all__ = ["FIELDS", "DEFAULT_PORT", "DEFAULT_DETECTOR", "MAX_KEY_BYTES", "NIC_PATTERN",
-           "Settings", "settings_from", "parse_peers", "load_key", "check_nics", "key_path",
+           "Settings", "settings_from", "parse_peers", "check_nics", "key_path",
            "path_key"]
 
 DEFAULT_PORT = 7400
@@ -56,7 +59,6 @@ DEFAULT_REALTIME_PRIORITY = 10
 #: a namespace being torn down): with 15 ms that was 1 false node-down in 60 crash trials; 25 ms
 #: keeps the median detection at ~22 ms and has shown none.
 ADAPTIVE_MIN_TIMEOUT_MS = 25
-MAX_KEY_BYTES = 4096
 #: a Linux interface name: 1–15 characters, no '/', ':' or whitespace
 NIC_PATTERN = r"[A-Za-z0-9_.@-]{1,15}"
 MS = 1_000_000
@@ -104,6 +106,8 @@ FIELDS: tuple[Field, ...] = (
     *(Field(path_key(n), string(NIC_PATTERN, "a network interface name (1-15 characters)"),
             help=f"NIC of heartbeat path {n}") for n in range(1, MAX_PATHS + 1)),
     Field("key_file", string(r".+", "a file name"), help="cluster key file (>= 16 bytes)"),
+    Field("accept_key_file", string(r".+", "a file name"),
+          help="a second key accepted during a rotation, never used to sign"),
     Field("peers", _peers, default={}, help="static peers per path for routed networks"),
     Field("port", integer(1, 65535), default=DEFAULT_PORT, help="UDP port of the datagrams"),
     Field("detector", choice(*DETECTORS), default=DEFAULT_DETECTOR, help="failure detector"),
@@ -132,11 +136,6 @@ class Settings:
     detector: str
     timing: Timing
     realtime_priority: int
-
-
-def key_path(value: str, paths: NodePaths) -> Path:
-    """Where `key_file` points: absolute under the node root, relative under ROOT/etc/skyge."""
-    return paths.under(value) if value.startswith("/") else paths.etc / value
 
 
 def _detector_factory(values: Mapping[str, Any]) -> Callable[[], FailureDetector]:
@@ -193,21 +192,6 @@ def settings_from(values: Mapping[str, Any], config_path: Path | str,
     return Settings(values["subnet"], values["domain"], nics, peers,
                     key_path(key_file, paths) if key_file else None, values["port"],
                     values["detector"], timing, values["realtime_priority"])
-
-
-def load_key(path: Path, config_path: Path | str | None = None) -> bytes:
-    """Read the cluster key; ConfigError (naming key_file) if missing, unreadable or short."""
-    where = str(config_path) if config_path is not None else None
-    try:
-        key = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read the cluster key {path}: {error.strerror}", path=where,
-                          key="key_file") from None
-    if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
-        raise ConfigError(f"the cluster key {path} must be {MIN_KEY_BYTES} to {MAX_KEY_BYTES} "
-                          f"bytes, it has {len(key)} (write one with `skyge heartbeat keygen`)",
-                          path=where, key="key_file")
-    return key
 
 
 def check_nics(nics: Mapping[int, str], available: Iterable[str],

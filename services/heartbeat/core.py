@@ -21,9 +21,11 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Mapping, Union
+
+from skyge.services.common.keys import MIN_KEY_BYTES
 
 from .detector import FailureDetector, FixedDetector
 from .names import NameEvent, NamePublished, NameTable, NameWithdrawn, Publication, Scope
@@ -76,7 +78,6 @@ LEAVE_COPIES = 2  # a LEAVE lost on every path would cost a full timeout; two co
 LOSS_WINDOW_DATAGRAMS = 256
 RTT_WEIGHT = 1 / 8  # as TCP's SRTT
 MAX_ECHO_HOLD_NS = 0xFFFF_FFFF  # u32 on the wire; a peer not heard for 4 s is not echoed
-MIN_KEY_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class HeartbeatConfig:
     key: bytes | None = None
     grpc_ports: Mapping[str, int] = field(default_factory=dict)
     timing: Timing = Timing()
+    #: during a key rotation, the earlier key: accepted, never used to sign
+    other_key: bytes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.netid, int) or not 1 <= self.netid <= MAX_NETID:
@@ -334,7 +337,7 @@ class HeartbeatCore:
         self.view_id = 1  # the view of this node alone
         self.stats = Stats({number: PathCounters() for number in sorted(config.paths)})
         self.names = NameTable(config.netid, config.domain)
-        self._key = config.key
+        self._key, self._other_key = config.key, config.other_key
         self._timing = config.timing
         self._info = config.node_info()
         self._paths = sorted(config.paths)
@@ -360,6 +363,11 @@ class HeartbeatCore:
 
     # ---- input
 
+    def rekey(self, key: bytes | None, other_key: bytes | None = None) -> None:
+        """Sign with *key* from now on and accept *other_key* too (a key rotation)."""
+        self.config = replace(self.config, key=key, other_key=other_key)
+        self._key, self._other_key = key, other_key
+
     def receive(self, path: int, data: bytes, src_addr: str | None, now_ns: int) -> list[Event]:
         """Handle one datagram read on `path`. Never raises for any `data`."""
         if path not in self._sequence:
@@ -368,7 +376,7 @@ class HeartbeatCore:
         counters.received += 1
         counters.received_bytes += len(data)
         try:
-            d = decode(data, self._key, self.config.netid)
+            d = decode(data, self._key, self.config.netid, other_key=self._other_key)
         except WireError as error:
             return self._drop(error.reason)
         if d.path != path:  # NICs cabled to another path's network: refuse rather than mix

@@ -21,8 +21,9 @@ from typing import Any, Callable
 import psutil
 
 from skyge.services.common.config import ConfigError
+from skyge.services.common.keys import ClusterKeys, key_path, load_keys
 from skyge.services.common.logsetup import NOTICE
-from skyge.services.common.paths import TCP_PORTS
+from skyge.services.common.paths import TCP_PORTS, NodePaths
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec, StartupError
 from skyge.v1 import heartbeat_pb2_grpc
 
@@ -175,6 +176,14 @@ class HeartbeatApp(DaemonApp):
         for watcher in list(self.watchers):
             self._close_watcher(watcher)
 
+    async def reload(self, config: dict[str, Any]) -> None:
+        """SIGHUP: read the cluster keys again (a key rotation); nothing else changes."""
+        keys = cluster_keys(config, self.ctx.paths, self.ctx.config_path, self.logger)
+        with self.lock:
+            self.core.rekey(keys.current, keys.other)
+        self.logger.log(NOTICE, "cluster keys reloaded: signing with %s, accepting %d key(s)",
+                        config.get("key_file") or "no key", len(keys.accepted))
+
     def healthy(self) -> bool:
         return (self.transport.alive()
                 and time.monotonic_ns() - self.transport.last_turn_ns < HEALTHY_TURN_NS)
@@ -276,21 +285,33 @@ def _grpc_ports(ctx: DaemonContext) -> dict[str, int]:
     return ports
 
 
+def cluster_keys(config: dict[str, Any], paths: NodePaths, config_path: Path | None,
+                 logger: logging.Logger) -> ClusterKeys:
+    """heartbeat.cfg's keys (ConfigError when there is none and not `insecure`)."""
+    keys = load_keys(paths, config.get("key_file"), config.get("accept_key_file"),
+                     insecure=config["insecure"], config_path=config_path)
+    if keys.current is None:
+        logger.warning("insecure = yes and no key_file: datagrams are unsigned; anyone on the "
+                       "heartbeat networks can join the cluster or speak for a node")
+    for setting in ("key_file", "accept_key_file"):
+        if config.get(setting) and key_path(config[setting], paths).stat().st_mode & 0o077:
+            logger.warning("cluster key %s is readable by group or others: chmod 600 it",
+                           key_path(config[setting], paths))
+    return keys
+
+
 def build(ctx: DaemonContext) -> HeartbeatApp:
     config_path = Path(ctx.args.config) if ctx.args.config else ctx.paths.config_file("heartbeat")
     settings = hbconfig.settings_from(ctx.config, config_path, ctx.paths)
     available = read_nics()
     hbconfig.check_nics(settings.nics, available, config_path)
-    key = hbconfig.load_key(settings.key_file, config_path) if settings.key_file else None
-    if settings.key_file is not None and settings.key_file.stat().st_mode & 0o077:
-        ctx.logger.warning("cluster key %s is readable by group or others: chmod 600 it",
-                           settings.key_file)
+    keys = cluster_keys(ctx.config, ctx.paths, config_path, ctx.logger)
     nics = {path: available[nic] for path, nic in settings.nics.items()}
     paths = {path: PathConfig(info.name, info.addresses, tuple(settings.peers.get(path, ())))
              for path, info in nics.items()}
     try:
-        core_config = HeartbeatConfig(settings.netid, settings.domain, paths, key,
-                                      _grpc_ports(ctx), settings.timing)
+        core_config = HeartbeatConfig(settings.netid, settings.domain, paths, keys.current,
+                                      _grpc_ports(ctx), settings.timing, keys.other)
     except ValueError as error:
         raise ConfigError(str(error), path=str(config_path)) from None
     incarnation = persist_incarnation(ctx.paths.lib, time.time_ns(), ctx.logger)

@@ -278,7 +278,8 @@ def _decode_announce(reader: _Reader, publisher: tuple[int, int]) -> Announce:
     return Announce(names_version, chunk_index, chunk_count, node, tuple(publications))
 
 
-def decode(data: bytes, key: bytes | None, expected_netid: int) -> Datagram:
+def decode(data: bytes, key: bytes | None, expected_netid: int, *,
+           other_key: bytes | None = None) -> Datagram:
     """Parse and authenticate one datagram; raise WireError(reason) for anything unacceptable.
 
     The netid is checked before the signature: another cluster on the same wire (with its own
@@ -305,7 +306,9 @@ def decode(data: bytes, key: bytes | None, expected_netid: int) -> Datagram:
         if end < HEADER_BYTES:
             raise WireError("truncated")
         expected_mac = hmac.digest(key, data[:end], "sha256")[:MAC_BYTES]
-        if not hmac.compare_digest(expected_mac, data[end:]):
+        if not hmac.compare_digest(expected_mac, data[end:]) and (
+                other_key is None or not hmac.compare_digest(
+                    hmac.digest(other_key, data[:end], "sha256")[:MAC_BYTES], data[end:])):
             raise WireError("bad_signature")
     elif flags & FLAG_SIGNED:
         raise WireError("unexpected_signature")

@@ -23,9 +23,10 @@ import grpc
 
 from skyge.services.common.atomic import write_atomic
 from skyge.services.common.clock import boot_ns
-from skyge.services.common.config import ConfigError, Field, integer, string
+from skyge.services.common.config import ConfigError, Field, integer, parse_config, string
+from skyge.services.common.keys import ClusterKeys, load_keys
 from skyge.services.common.membership import MembershipFollower, PeerChannels
-from skyge.services.common.paths import TCP_PORTS
+from skyge.services.common.paths import TCP_PORTS, NodePaths
 from skyge.services.common.reference import (add_reference_ips_argument, ping_any,
                                              reference_ips_field, reference_ips_from)
 from skyge.services.common.runner import DaemonApp, DaemonContext
@@ -78,7 +79,10 @@ FIELDS = (
           help="a lone node that holds no lock asks the witness only after this, so the side "
                "that runs the services keeps the vote, ms"),
     Field("key_file", string(), default="",
-          help="cluster key for signed datagrams (default: heartbeat.key when present)"),
+          help="cluster key for signed datagrams (default: heartbeat.cfg's key_file)"),
+    Field("accept_key_file", string(), default="",
+          help="a second key accepted during a rotation, never used to sign (default: "
+               "heartbeat.cfg's)"),
     Field("peer_port", integer(1, 65535), default=TCP_PORTS["lock"],
           help="UDP port of the lock peer protocol, the same on every node"),
     Field("beat_ms", integer(1, 1000), default=20,
@@ -135,20 +139,23 @@ class FileStore:
         return instance
 
 
-def _key(ctx: DaemonContext) -> bytes | None:
-    name = ctx.config.get("key_file") or ""
-    etc = ctx.paths.etc
-    if not name:
-        default = etc / "heartbeat.key"
-        return default.read_bytes() if default.exists() else None
-    path = ctx.paths.under(name) if name.startswith("/") else etc / name
-    try:
-        key = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read the key: {error}", key="key_file") from None
-    if len(key) < 16:
-        raise ConfigError("the key must be at least 16 bytes", key="key_file")
-    return key
+def cluster_keys(paths: NodePaths, config: dict[str, Any],
+                 config_path: Path | None) -> ClusterKeys:
+    """lock.cfg's keys, else heartbeat.cfg's (the usual case: one key for both protocols);
+    ConfigError when there is none and lock.cfg does not say `insecure = yes`."""
+    key_file, other = config.get("key_file") or "", config.get("accept_key_file") or ""
+    if not key_file:
+        heartbeat_cfg = paths.config_file("heartbeat")
+        try:
+            settings = {s.key: s.value for s in parse_config(heartbeat_cfg.read_text(),
+                                                              str(heartbeat_cfg))}
+        except (OSError, UnicodeDecodeError, ConfigError):
+            settings = {}
+        key_file = settings.get("key_file") if isinstance(settings.get("key_file"), str) else ""
+        other = (settings.get("accept_key_file")
+                 if isinstance(settings.get("accept_key_file"), str) else "")
+    return load_keys(paths, key_file, other, insecure=config["insecure"],
+                     config_path=config_path)
 
 
 class LockApp(DaemonApp):
@@ -175,15 +182,15 @@ class LockApp(DaemonApp):
         self.fence_timeout = config["fence_timeout"]
         self.fence_priority_delay_s = config["fence_priority_delay_ms"] / 1000
         self.witness = Witness(config["witness"], self.timing.switch_ns,
-                               config["witness_priority_delay_ms"] / 1000) \
+                               config["witness_priority_delay_ms"] / 1000, ctx.tls) \
             if config["witness"] else None
         self.expected_nodes = config["expected_nodes"]
         self.port = config["peer_port"]
-        self.key = _key(ctx)
+        self.keys = cluster_keys(ctx.paths, config, ctx.config_path)
         self.store = FileStore(ctx.paths.lib)
         self.instance = self.store.next_instance()
         self.follower = MembershipFollower(ctx.paths, listeners=[self])
-        self.channels = PeerChannels(self.follower, "lock")
+        self.channels = PeerChannels(self.follower, "lock", ctx.tls)
         #: the node, its links and the socket's address book are shared by the protocol thread
         #: and the asyncio loop: either touches them only while holding this lock
         self.lock = threading.RLock()
@@ -216,7 +223,7 @@ class LockApp(DaemonApp):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.sock = PeerSocket(self.key,
+        self.sock = PeerSocket(self.keys.current, other_key=self.keys.other,
                                fresh_ns=3 * max(self.timing.idle_beat_ns, self.timing.beat_ns))
         try:
             self.sock.bind(self.port)
@@ -237,6 +244,14 @@ class LockApp(DaemonApp):
         # what start-up made (modules, gRPC) lives on: out of the collector's sight, a full
         # collection soon after does not stall the loop for ~10 ms while leases run
         gc.freeze()
+
+    async def reload(self, config: dict[str, Any]) -> None:
+        """SIGHUP: read the cluster keys again (a key rotation); nothing else changes."""
+        self.keys = cluster_keys(self.ctx.paths, config, self.ctx.config_path)
+        with self.lock:
+            if self.sock is not None:
+                self.sock.key, self.sock.other_key = self.keys.current, self.keys.other
+        logger.info("cluster keys reloaded: accepting %d key(s)", len(self.keys.accepted))
 
     async def stop(self) -> None:
         await self._leave()

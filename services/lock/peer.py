@@ -37,15 +37,18 @@ def sign(key: bytes | None, payload: bytes) -> bytes:
     return payload + hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES]
 
 
-def verify(key: bytes | None, data: bytes) -> bytes | None:
-    """The payload of a datagram, or None when its MAC is wrong."""
+def verify(key: bytes | None, data: bytes, other_key: bytes | None = None) -> bytes | None:
+    """The payload of a datagram, or None when its MAC is wrong (made with neither key)."""
     if not key:
         return data
     if len(data) < MAC_BYTES:
         return None
     payload, mac = data[:-MAC_BYTES], data[-MAC_BYTES:]
-    expected = hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES]
-    return payload if hmac.compare_digest(mac, expected) else None
+    for candidate in (key, other_key):
+        if candidate and hmac.compare_digest(
+                mac, hmac.new(candidate, payload, hashlib.sha256).digest()[:MAC_BYTES]):
+            return payload
+    return None
 
 
 @dataclass
@@ -61,8 +64,9 @@ class PeerSocket:
     """The daemon's UDP socket (non-blocking; read by the protocol thread): sends to peers by
     domain, returns verified datagrams."""
 
-    def __init__(self, key: bytes | None, *, fresh_ns: int = 30 * MS) -> None:
-        self.key = key
+    def __init__(self, key: bytes | None, *, fresh_ns: int = 30 * MS,
+                 other_key: bytes | None = None) -> None:
+        self.key, self.other_key = key, other_key  # signs / also accepted (a rotation)
         self.fresh_ns = fresh_ns
         self.sock: socket.socket | None = None
         self.peers: dict[int, PeerAddresses] = {}
@@ -125,7 +129,7 @@ class PeerSocket:
             except OSError:
                 self.stats["receive_errors"] += 1
                 break
-            payload = verify(self.key, data)
+            payload = verify(self.key, data, self.other_key)
             if payload is None:
                 self.stats["bad_mac"] += 1
                 continue

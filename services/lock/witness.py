@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from skyge.services.common.clock import boot_ns
+from skyge.services.common.tls import Credentials, channel_factory
 from skyge.v1 import common_pb2
 from skyge.v1 import witness_pb2 as wp
 from skyge.v1 import witness_pb2_grpc
@@ -32,8 +33,10 @@ logger = logging.getLogger("skyge.lock")
 class Witness:
     """Asks one witness for this node's vote; logs each change of answer once."""
 
-    def __init__(self, address: str, holdover_ns: int, priority_delay_s: float) -> None:
+    def __init__(self, address: str, holdover_ns: int, priority_delay_s: float,
+                 tls: Credentials | None = None) -> None:
         self.address = address
+        self._make_channel = channel_factory(tls)
         self.holdover_ms = -(-holdover_ns // MS)
         self.priority_delay_s = priority_delay_s
         self.held = False  # the last answer granted the vote
@@ -51,7 +54,7 @@ class Witness:
         """Ask for (or renew) the vote: the boot-clock time until which it is this node's, or 0
         when it is not (refused, or the witness did not answer)."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = self._make_channel(self.address)
         stub = witness_pb2_grpc.WitnessStub(self._channel)
         sent = boot_ns()
         try:

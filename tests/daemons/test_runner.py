@@ -11,7 +11,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from skyge.services.common import pki
 from skyge.services.common.paths import NodePaths
+from skyge.services.common.tls import SERVER_NAME, Identity
 from skyge.v1 import emon_pb2, emon_pb2_grpc
 
 # A contract-only daemon, so these tests exercise the runner alone, not a daemon's core.
@@ -108,22 +110,78 @@ def test_background_returns_once_serving(root):
     assert not pid_file.exists()
 
 
-def test_tcp_listen(root, daemon):
+def free_port() -> int:
     import socket
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([*DAEMON, "-r", str(root), "--listen", f"127.0.0.1:{port}"],
-                            stderr=subprocess.PIPE)
-    try:
-        wait_serving(NodePaths.at(root).socket("emon"))
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                              timeout=5)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    finally:
-        proc.kill()
-        proc.wait(5)
+        return probe.getsockname()[1]
+
+
+def issue(ca_folder: Path, identity: Identity, folder: Path, name: str = "node") -> Path:
+    """A certificate of the CA in *ca_folder* (made on first use) in *folder*; its PREFIX."""
+    ca = (pki.Authority.load(ca_folder) if (ca_folder / pki.CA_CERT).exists()
+          else pki.Authority.create(ca_folder))
+    pki.install(folder, ca.cert_pem, ca.issue(identity), cert_name=name)
+    return folder / name
+
+
+def health(address: str, prefix: Path | None = None, *, ca: Path | None = None) -> int:
+    """The health status over TCP, with the client certificate PREFIX (or none)."""
+    if prefix is None and ca is None:
+        channel = grpc.insecure_channel(address)
+    else:
+        key = prefix.with_suffix(".key").read_bytes() if prefix else None
+        cert = prefix.with_suffix(".crt").read_bytes() if prefix else None
+        root = (ca or prefix.parent / "ca.crt").read_bytes()
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root, key, cert),
+                                      options=[("grpc.ssl_target_name_override", SERVER_NAME)])
+    with channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                         timeout=5).status
+
+
+def test_tcp_serves_only_certificates_of_the_cluster_ca(root, daemon, tmp_path):
+    issue(tmp_path / "ca", Identity.node(1), NodePaths.at(root).etc / "tls")
+    admin = issue(tmp_path / "ca", Identity.admin("alice"), tmp_path / "alice", "alice")
+    stranger = issue(tmp_path / "other-ca", Identity.node(2), tmp_path / "stranger")
+    address = f"127.0.0.1:{free_port()}"
+    daemon("--listen", address)
+    wait_serving(NodePaths.at(root).socket("emon"))
+    assert health(address, admin) == health_pb2.HealthCheckResponse.SERVING
+    for refused in (lambda: health(address),  # plain text
+                    lambda: health(address, ca=admin.parent / "ca.crt"),  # TLS, no certificate
+                    lambda: health(address, stranger, ca=admin.parent / "ca.crt")):  # other CA
+        with pytest.raises(grpc.RpcError) as info:
+            refused()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tcp_without_a_certificate_is_refused_unless_insecure(root, daemon):
+    address = f"127.0.0.1:{free_port()}"
+    result = subprocess.run([*DAEMON, "-r", str(root), "--listen", address],
+                            capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    assert result.returncode == 1
+    assert "no TLS certificate" in result.stderr and "skyge ca issue" in result.stderr
+    assert "insecure = yes" in result.stderr
+    paths = NodePaths.at(root)
+    paths.etc.mkdir(parents=True, exist_ok=True)
+    paths.config_file("emon").write_text("insecure = yes;\n")
+    proc = daemon("--listen", address)
+    wait_serving(paths.socket("emon"))
+    assert health(address) == health_pb2.HealthCheckResponse.SERVING
+    proc.terminate()
+    assert "served without TLS" in proc.communicate(timeout=30)[1]
+
+
+def test_unusable_certificate_files_stop_the_start_naming_the_file(root, tmp_path):
+    tls = NodePaths.at(root).etc / "tls"
+    issue(tmp_path / "ca", Identity.node(1), tls)
+    issue(tmp_path / "other-ca", Identity.node(1), tmp_path / "other")
+    (tls / "ca.crt").write_bytes((tmp_path / "other" / "ca.crt").read_bytes())
+    result = subprocess.run([*DAEMON, "-r", str(root), "--listen", f"127.0.0.1:{free_port()}"],
+                            capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    assert result.returncode == 1
+    assert "tls_cert" in result.stderr and "not signed by the CA" in result.stderr
 
 
 @pytest.mark.parametrize("config,expected", [

@@ -15,7 +15,8 @@ from skyge.services.common.paths import NodePaths
 from skyge.v1 import common_pb2
 from skyge.v1 import witness_pb2 as pb
 from skyge.v1 import witness_pb2_grpc
-from tests.daemons.test_runner import wait_serving
+from skyge.services.common.tls import Credentials, Identity, TlsFiles
+from tests.daemons.test_runner import issue, wait_serving
 
 START_TIMEOUT_S = 60
 VOTE_MS, MAX_HOLDOVER_MS = 300, 200
@@ -33,6 +34,9 @@ def witness(tmp_path: Path):
     paths.etc.mkdir(parents=True)
     paths.config_file("witness").write_text(
         f"vote_ms = {VOTE_MS};\nmax_holdover_ms = {MAX_HOLDOVER_MS};\n")
+    ca = tmp_path / "ca"
+    issue(ca, Identity("witness"), paths.etc / "tls")
+    client = Credentials.load(TlsFiles.of_prefix(issue(ca, Identity.node(1), tmp_path / "n1")))
     address = f"127.0.0.1:{free_port()}"
     with open(tmp_path / "witness.out", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "skyge.services.witness", "-r",
@@ -41,7 +45,7 @@ def witness(tmp_path: Path):
     try:
         wait_serving(paths.socket("witness"), timeout=START_TIMEOUT_S,
                      service="skyge.v1.Witness")
-        with grpc.insecure_channel(address) as channel:
+        with grpc.secure_channel(address, client.channel(), client.options()) as channel:
             yield witness_pb2_grpc.WitnessStub(channel)
     finally:
         proc.terminate()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from skyge.services.common.config import ConfigError, parse_config
+from skyge.services.common.keys import ClusterKeys, load_keys, read_key
 from skyge.services.common.paths import NodePaths
 from skyge.services.common.runner import config_schema
 from skyge.services.heartbeat import config as hb
@@ -91,15 +92,29 @@ def test_check_nics_names_the_key_and_the_nic():
         hb.check_nics({1: "eth0", 2: "eth1"}, ["lo", "eth0"], "cfg")
 
 
-def test_load_key(tmp_path):
+def test_read_key(tmp_path):
     key = tmp_path / "k"
     key.write_bytes(b"x" * 16)
-    assert hb.load_key(key) == b"x" * 16
+    assert read_key(key) == b"x" * 16
     key.write_bytes(b"x" * 15)
     with pytest.raises(ConfigError, match="key_file: .* must be 16 to 4096 bytes, it has 15"):
-        hb.load_key(key)
+        read_key(key)
     with pytest.raises(ConfigError, match="key_file: cannot read the cluster key"):
-        hb.load_key(tmp_path / "missing")
+        read_key(tmp_path / "missing")
+
+
+def test_keys_are_required_unless_insecure_and_a_other_key_needs_a_current_one(tmp_path):
+    paths = NodePaths.at(tmp_path)
+    paths.etc.mkdir(parents=True)
+    (paths.etc / "new.key").write_bytes(b"n" * 32)
+    (paths.etc / "old.key").write_bytes(b"o" * 32)
+    with pytest.raises(ConfigError, match="key_file: is required.*insecure = yes"):
+        load_keys(paths, None, None, insecure=False)
+    assert load_keys(paths, None, None, insecure=True) == ClusterKeys(None)
+    with pytest.raises(ConfigError, match="accept_key_file: is set but key_file is not"):
+        load_keys(paths, None, "old.key", insecure=True)
+    keys = load_keys(paths, "new.key", "/etc/skyge/old.key", insecure=False)
+    assert keys == ClusterKeys(b"n" * 32, b"o" * 32) and keys.accepted == (b"n" * 32, b"o" * 32)
 
 
 def test_incarnation_grows_and_survives_a_clock_step_back(tmp_path):
