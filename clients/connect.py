@@ -50,7 +50,10 @@ class NodeClient:
         if explicit:
             return explicit if ":" in explicit and not explicit.startswith("/") \
                 else f"unix:{os.path.abspath(explicit)}"
-        return f"unix:{NodePaths.at(self.root).socket(daemon)}"
+        paths = NodePaths.at(self.root)
+        if os.geteuid() != 0 and paths.read_socket(daemon).exists():
+            return f"unix:{paths.read_socket(daemon)}"  # the skyge group's read-only socket
+        return f"unix:{paths.socket(daemon)}"
 
     def channel(self, daemon: str) -> grpc.Channel:
         if daemon not in self._channels:

@@ -30,6 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Members of the skyge group may read (status, lists, watches) through the daemons' read-only
+# sockets, without root: services/common/access.py.
+getent group skyge >/dev/null || groupadd --system skyge
+
 # The venv is rebuilt only when the project's packaging files change.
 stamp=.venv/.skyge-installed
 want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)

@@ -54,6 +54,10 @@ class NodePaths:
     def socket(self, daemon: str) -> Path:
         return self.run / f"{daemon}.sock"
 
+    def read_socket(self, daemon: str) -> Path:
+        """The socket of read-only calls, for the `skyge` group (services/common/access.py)."""
+        return self.run / f"{daemon}.ro.sock"
+
     def pid_file(self, daemon: str) -> Path:
         return self.run / f"{daemon}.pid"
 

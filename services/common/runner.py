@@ -5,7 +5,8 @@ a `build` function that turns a `DaemonContext` into a `DaemonApp` (the daemon's
 gRPC servicers). Everything else is here, identical for every daemon:
 
 - command line in the seed's style: `-d` background, `-t console|syslog|bus|all`, `-l LOG_*`, plus
-  `-r ROOT` (node root), `-c FILE` (config) and `--listen HOST:PORT|none` (TCP for peers);
+  `-r ROOT` (node root), `-c FILE` (config) and `--listen HOST:PORT|none` (TCP for peers; by
+  default the node's heartbeat-path addresses, not every address);
 - config in libconfig syntax at ROOT/etc/skyge/NAME.cfg, errors naming file, line, key, allowed values;
 - one copy per node: an exclusive lock on ROOT/run/skyge/NAME.pid, taken before the Unix socket is
   touched (gRPC would otherwise silently take the socket path over from a running daemon);
@@ -25,6 +26,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -32,10 +34,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import grpc
+import psutil
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from skyge import __version__
-from skyge.services.common import sdnotify
+from skyge.services.common import access, sdnotify
 from skyge.services.common.config import (ConfigError, Field, Schema, boolean, load_config,
                                           parse_config, string)
 from skyge.services.common.logsetup import LOG_TYPES, SYSLOG_LEVELS, setup_logging
@@ -152,8 +155,9 @@ def _build_parser(spec: DaemonSpec) -> argparse.ArgumentParser:
     parser.add_argument("-r", "--root", default=os.environ.get("SKYGE_ROOT", "/"),
                         help="node root folder; all paths live under it (default: / or $SKYGE_ROOT)")
     parser.add_argument("-c", "--config", help="config file (default: ROOT/etc/skyge/NAME.cfg)")
-    parser.add_argument("--listen", help=f"TCP address for peers, HOST:PORT or none "
-                                         f"(default: config 'listen' or 0.0.0.0:{spec.tcp_port})")
+    parser.add_argument("--listen", help=f"TCP address for peers, HOST:PORT or none (default: "
+                                         f"config 'listen', else port {spec.tcp_port} on the "
+                                         f"addresses of heartbeat.cfg's NICs)")
     if spec.add_arguments:
         spec.add_arguments(parser)
     return parser
@@ -162,8 +166,9 @@ def _build_parser(spec: DaemonSpec) -> argparse.ArgumentParser:
 def config_schema(spec: DaemonSpec) -> Schema:
     """The keys of a daemon's config file: the runner's (`listen`, TLS files, `insecure`) plus
     the spec's own (also used by config CLIs)."""
-    listen = Field("listen", string(r"none|.+:\d{1,5}", 'HOST:PORT or "none"'),
-                   default=f"0.0.0.0:{spec.tcp_port}", help="TCP address served to peers")
+    listen = Field("listen", string(r"none|.+:\d{1,5}", 'HOST:PORT or "none"'), default="",
+                   help=f"TCP address served to peers (default: port {spec.tcp_port} on the "
+                        f"addresses of heartbeat.cfg's NICs, else 0.0.0.0)")
     tls = [Field(f"tls_{part}", string(r".+", "a file name"), default="",
                  help=f"{what} (default: ROOT/etc/skyge/tls/{default})")
            for part, what, default in (("ca", "the cluster CA's certificate", "ca.crt"),
@@ -175,7 +180,30 @@ def config_schema(spec: DaemonSpec) -> Schema:
     return Schema([listen, *tls, insecure, *spec.config_fields])
 
 
-def load_tls(spec: DaemonSpec, paths: NodePaths, config: dict[str, Any], listen: str | None,
+def heartbeat_addresses(paths: NodePaths) -> list[str]:
+    """The IPv4 addresses of the NICs heartbeat.cfg names (netcard1..8), in path order."""
+    path = paths.config_file("heartbeat")
+    try:
+        settings = {s.key: s.value for s in parse_config(path.read_text(), str(path))}
+    except (OSError, UnicodeDecodeError, ConfigError):
+        return []
+    nics = [settings[f"netcard{n}"] for n in range(1, 9)
+            if isinstance(settings.get(f"netcard{n}"), str)]
+    found = psutil.net_if_addrs()
+    return [a.address for nic in nics for a in found.get(nic, ())
+            if a.family == socket.AF_INET]
+
+
+def listen_addresses(spec: DaemonSpec, paths: NodePaths, configured: str) -> list[str]:
+    """Where TCP is served: the configured address, else the daemon's port on the heartbeat
+    paths' addresses (peers reach a node there; nothing else needs the port), else everywhere."""
+    if configured:
+        return [configured]
+    addresses = heartbeat_addresses(paths)
+    return [f"{a}:{spec.tcp_port}" for a in addresses] or [f"0.0.0.0:{spec.tcp_port}"]
+
+
+def load_tls(spec: DaemonSpec, paths: NodePaths, config: dict[str, Any], listen: list[str] | None,
              logger: logging.Logger) -> Credentials | None:
     """The node's TLS credentials; StartupError when TCP would be served without them and the
     config does not say `insecure = yes` (then a warning at every start)."""
@@ -193,7 +221,7 @@ def load_tls(spec: DaemonSpec, paths: NodePaths, config: dict[str, Any], listen:
                            f"`skyge ca issue`, see the README), or listen = \"none\", or set "
                            f"insecure = yes in {spec.name}.cfg")
     logger.warning("insecure = yes: TCP %s is served without TLS; anyone who reaches it drives "
-                   "the cluster", listen)
+                   "the cluster", ", ".join(listen))
     return None
 
 
@@ -230,7 +258,7 @@ class _PidLock:
             self.fd = None
 
 
-async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
+async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: list[str] | None,
                  on_ready: Callable[[str | None], None]) -> int:
     """Serve until SIGTERM/SIGINT. `on_ready(None)` once serving, `on_ready(error)` on failure."""
     logger = ctx.logger
@@ -243,16 +271,17 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
     if socket_path.exists() or socket_path.is_symlink():
         socket_path.unlink()  # safe: we hold the pid lock, so no live daemon owns it
     server.add_insecure_port(f"unix:{socket_path}")
-    if listen is not None:
+    for address in listen or ():
         try:
             if ctx.tls is not None:
-                server.add_secure_port(listen, ctx.tls.server())
+                server.add_secure_port(address, ctx.tls.server())
             else:
-                server.add_insecure_port(listen)
+                server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise StartupError(f"cannot listen on TCP {listen}: {exc}") from None
+            raise StartupError(f"cannot listen on TCP {address}: {exc}") from None
     await server.start()
     os.chmod(socket_path, 0o600)
+    reader = await _serve_readers(spec, ctx, app, health_servicer)
     await app.start()
     for service in ("", *app.service_names):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -271,7 +300,8 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
     loop.add_signal_handler(signal.SIGHUP, reload)
     watchdog = asyncio.create_task(_watchdog(app, health_servicer, stop))
     logger.log(25, "serving on %s%s (skyge %s)", socket_path,
-               f" and tcp {listen} ({'TLS as ' + str(ctx.tls.identity) if ctx.tls else 'no TLS'})"
+               f" and tcp {', '.join(listen)} "
+               f"({'TLS as ' + str(ctx.tls.identity) if ctx.tls else 'no TLS'})"
                if listen else "", __version__)
     sdnotify.notify(f"READY=1\nSTATUS=serving on {socket_path}")
     on_ready(None)
@@ -284,6 +314,8 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
         task.cancel()
     await health_servicer.enter_graceful_shutdown()
     await app.stop()
+    if reader is not None:
+        await reader.stop(SHUTDOWN_GRACE_S)
     await server.stop(SHUTDOWN_GRACE_S)
     try:
         socket_path.unlink()
@@ -291,6 +323,26 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: str | None,
         pass
     logger.log(25, "stopped")
     return EXIT_OK
+
+
+async def _serve_readers(spec: DaemonSpec, ctx: DaemonContext, app: DaemonApp,
+                         health_servicer: Any) -> grpc.aio.Server | None:
+    """The read-only socket for the `skyge` group (see `access`), when the group exists."""
+    gid = access.group_id()
+    path = ctx.paths.read_socket(spec.name)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    if gid is None:
+        return None
+    server = grpc.aio.server(interceptors=[access.ReadOnly()])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    app.register(server)
+    server.add_insecure_port(f"unix:{path}")
+    await server.start()
+    for target, mode in ((path, 0o660), (path.parent, 0o710)):
+        os.chown(target, 0, gid)
+        os.chmod(target, mode)
+    return server
 
 
 async def _reload(spec: DaemonSpec, ctx: DaemonContext, app: DaemonApp) -> None:
@@ -377,7 +429,9 @@ def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
     config_path = Path(args.config) if args.config else paths.config_file(spec.name)
     try:
         config = load_config(config_path, config_schema(spec), missing_ok=args.config is None)
-        listen = parse_listen(args.listen or config["listen"])
+        raw = args.listen or config["listen"]
+        configured = parse_listen(raw) if raw else ""
+        listen = None if configured is None else listen_addresses(spec, paths, configured)
     except ConfigError as exc:
         sys.stderr.write(f"skyge-{spec.name}: {exc}\n")
         return EXIT_USAGE

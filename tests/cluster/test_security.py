@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
 from skyge.clients.lab import Lab, public_ip
 from skyge.clients.lab.daemons import start_daemons
-from skyge.services.common import pki
-from skyge.services.common.paths import TCP_PORTS
+from skyge.services.common import access, pki
+from skyge.services.common.paths import TCP_PORTS, NodePaths
 from skyge.services.common.tls import TLS_FOLDER, Identity
 from tests.cluster import heartbeat_support as hs
 from tests.cluster import lock_support as ls
@@ -204,3 +206,42 @@ def test_the_cluster_key_rotates_without_a_stop_then_the_old_key_is_refused(make
     holder.close()
     for watch in watches:
         watch.close()
+
+
+#: the CLI as a user who is not root: the venv's site-packages on the interpreter the venv was made
+#: from (a non-root user may not reach the venv's own link to it, e.g. under /root)
+AS_USER = ("import site, sys; site.addsitedir(sys.argv.pop(1)); "
+           "from skyge.clients.cli.main import main; sys.exit(main())")
+
+
+def test_the_skyge_group_reads_without_root_and_changes_nothing(cluster):
+    lab = cluster
+    gid = access.group_id()
+    assert gid is not None, "deploy/install.sh creates the skyge group"
+    n1 = lab.node(1)
+    site_packages = sysconfig.get_paths()["purelib"]
+    python = os.path.realpath(sys.executable)
+    if not os.access(python, os.X_OK) or os.path.realpath(sys.prefix).startswith("/root"):
+        python = "/usr/bin/python3"  # the base interpreter under /root is root's alone
+    user = ["setpriv", "--reuid=65534", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",
+            python, "-c", AS_USER, site_packages, "--root", str(n1.root)]
+    status = n1.run([*user, "-o", "json", "ha", "status"], timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "services" in json.loads(status.stdout)
+    members = n1.run([*user, "heartbeat", "show"], timeout=60)
+    assert members.returncode == 0, members.stderr
+    stop = n1.run([*user, "ha", "stopall"], timeout=60)
+    assert stop.returncode == 1 and "root only" in stop.stderr, stop
+    expected = n1.run([*user, "lock", "expected", "4"], timeout=60)
+    assert expected.returncode == 1 and "root only" in expected.stderr, expected
+    paths = NodePaths.at(n1.root)
+    for daemon in DAEMONS:
+        main, reader = paths.socket(daemon), paths.read_socket(daemon)
+        assert (stat.S_IMODE(main.stat().st_mode), main.stat().st_gid) == (0o600, 0)
+        assert (stat.S_IMODE(reader.stat().st_mode), reader.stat().st_gid) == (0o660, gid)
+    assert stat.S_IMODE(paths.run.stat().st_mode) == 0o710
+    # not in the group: not even the read-only sockets
+    stranger = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                *user[5:]]
+    refused = n1.run([*stranger, "ha", "status"], timeout=60)
+    assert refused.returncode == 1, refused

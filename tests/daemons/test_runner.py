@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from skyge.services.common import pki
+from skyge.services.common import access, pki
 from skyge.services.common.paths import NodePaths
 from skyge.services.common.tls import SERVER_NAME, Identity
 from skyge.v1 import emon_pb2, emon_pb2_grpc
@@ -65,7 +65,12 @@ def test_serves_health_and_unimplemented_on_a_root_only_socket(root, daemon):
     sock = NodePaths.at(root).socket("emon")
     wait_serving(sock)
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
-    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    gid = access.group_id()  # deploy/install.sh creates the group: its members may traverse
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == (0o700 if gid is None else 0o710)
+    reader = NodePaths.at(root).read_socket("emon")
+    assert reader.exists() == (gid is not None)
+    if gid is not None:
+        assert (stat.S_IMODE(reader.stat().st_mode), reader.stat().st_gid) == (0o660, gid)
     with grpc.insecure_channel(f"unix:{sock}") as channel:
         with pytest.raises(grpc.RpcError) as info:
             emon_pb2_grpc.EmonStub(channel).ListProbes(emon_pb2.ListProbesRequest(), timeout=5)
@@ -207,3 +212,14 @@ def test_bad_arguments_exit_2(root, args, expected):
     result = subprocess.run([*DAEMON, "-r", str(root), *args], capture_output=True, text=True,
                             timeout=START_TIMEOUT_S)
     assert result.returncode == 2 and expected in result.stderr
+
+
+def test_tcp_is_served_on_the_heartbeat_paths_addresses_by_default(root):
+    from skyge.services.common.runner import DaemonSpec, listen_addresses
+    spec = DaemonSpec(name="emon", description="", build=lambda ctx: None)  # type: ignore
+    paths = NodePaths.at(root)
+    assert listen_addresses(spec, paths, "") == ["0.0.0.0:7414"]  # no heartbeat.cfg: everywhere
+    paths.etc.mkdir(parents=True)
+    paths.config_file("heartbeat").write_text('netcard1 = "lo";\nnetcard2 = "nonexistent0";\n')
+    assert listen_addresses(spec, paths, "") == ["127.0.0.1:7414"]
+    assert listen_addresses(spec, paths, "10.0.0.1:99") == ["10.0.0.1:99"]

@@ -52,6 +52,8 @@ class BusStub:
     messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel):
@@ -129,6 +131,8 @@ class BusServicer:
     messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def CreateBus(self, request, context):
@@ -141,6 +145,7 @@ class BusServicer:
 
     def ListBuses(self, request, context):
         """The buses of one owner (the seed's `mb_cli_get_service -d DOMAIN`).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,6 +212,7 @@ class BusServicer:
         messages. See SubscribeRequest.from_sequence for resuming and its errors. The stream ends
         with UNAVAILABLE when the owner leaves the membership (or the daemon stops), NOT_FOUND when
         the bus is deleted.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -290,6 +296,8 @@ class Bus:
     messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @staticmethod

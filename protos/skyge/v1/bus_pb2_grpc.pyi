@@ -53,6 +53,8 @@ class BusStub:
     messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_typing.overload
@@ -64,7 +66,9 @@ class BusStub:
     ALREADY_EXISTS if the owner has a bus of that name, or the requested slot is taken.
     """
     ListBuses: _grpc.UnaryUnaryMultiCallable[_bus_pb2.ListBusesRequest, _bus_pb2.ListBusesResponse]
-    """The buses of one owner (the seed's `mb_cli_get_service -d DOMAIN`)."""
+    """The buses of one owner (the seed's `mb_cli_get_service -d DOMAIN`).
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     DeleteBus: _grpc.UnaryUnaryMultiCallable[_bus_pb2.DeleteBusRequest, _bus_pb2.DeleteBusResponse]
     """Delete a bus and its retained messages (the seed's `mb_cli_delete_service`). Its open
     Subscribe streams end with NOT_FOUND. NOT_FOUND if there is no such bus.
@@ -106,6 +110,7 @@ class BusStub:
     messages. See SubscribeRequest.from_sequence for resuming and its errors. The stream ends
     with UNAVAILABLE when the owner leaves the membership (or the daemon stops), NOT_FOUND when
     the bus is deleted.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
 
 @_typing.type_check_only
@@ -136,6 +141,8 @@ class BusAsyncStub(BusStub):
     messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -144,7 +151,9 @@ class BusAsyncStub(BusStub):
     ALREADY_EXISTS if the owner has a bus of that name, or the requested slot is taken.
     """
     ListBuses: _aio.UnaryUnaryMultiCallable[_bus_pb2.ListBusesRequest, _bus_pb2.ListBusesResponse]  # type: ignore[assignment]
-    """The buses of one owner (the seed's `mb_cli_get_service -d DOMAIN`)."""
+    """The buses of one owner (the seed's `mb_cli_get_service -d DOMAIN`).
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     DeleteBus: _aio.UnaryUnaryMultiCallable[_bus_pb2.DeleteBusRequest, _bus_pb2.DeleteBusResponse]  # type: ignore[assignment]
     """Delete a bus and its retained messages (the seed's `mb_cli_delete_service`). Its open
     Subscribe streams end with NOT_FOUND. NOT_FOUND if there is no such bus.
@@ -186,6 +195,7 @@ class BusAsyncStub(BusStub):
     messages. See SubscribeRequest.from_sequence for resuming and its errors. The stream ends
     with UNAVAILABLE when the owner leaves the membership (or the daemon stops), NOT_FOUND when
     the bus is deleted.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
 
 class BusServicer(metaclass=_abc_1.ABCMeta):
@@ -215,6 +225,8 @@ class BusServicer(metaclass=_abc_1.ABCMeta):
     messages, and the node whose departure drops a subscription).
 
     Served by `skyge-bus` on unix:ROOT/run/skyge/bus.sock and TCP port 7411.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_abc_1.abstractmethod
@@ -233,7 +245,9 @@ class BusServicer(metaclass=_abc_1.ABCMeta):
         request: _bus_pb2.ListBusesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_bus_pb2.ListBusesResponse, _abc.Awaitable[_bus_pb2.ListBusesResponse]]:
-        """The buses of one owner (the seed's `mb_cli_get_service -d DOMAIN`)."""
+        """The buses of one owner (the seed's `mb_cli_get_service -d DOMAIN`).
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def DeleteBus(
@@ -311,6 +325,7 @@ class BusServicer(metaclass=_abc_1.ABCMeta):
         messages. See SubscribeRequest.from_sequence for resuming and its errors. The stream ends
         with UNAVAILABLE when the owner leaves the membership (or the daemon stops), NOT_FOUND when
         the bus is deleted.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
 def add_BusServicer_to_server(servicer: BusServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

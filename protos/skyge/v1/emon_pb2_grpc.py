@@ -32,6 +32,8 @@ class EmonStub:
     about the serving node only; ask another node's daemon for its values.
 
     Served by `skyge-emon` on unix:ROOT/run/skyge/emon.sock and TCP port 7414.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel):
@@ -84,10 +86,13 @@ class EmonServicer:
     about the serving node only; ask another node's daemon for its values.
 
     Served by `skyge-emon` on unix:ROOT/run/skyge/emon.sock and TCP port 7414.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def ListProbes(self, request, context):
         """The probes this node samples.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +100,7 @@ class EmonServicer:
 
     def GetCurrent(self, request, context):
         """The latest sample of each probe asked for. NOT_FOUND names an unknown probe.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +108,7 @@ class EmonServicer:
 
     def GetHistory(self, request, context):
         """Retained samples of one probe, oldest first. NOT_FOUND for an unknown probe.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +117,7 @@ class EmonServicer:
     def Watch(self, request, context):
         """Samples as they are taken: first the latest sample of each probe asked for, then every new
         one. NOT_FOUND names an unknown probe. Ends with UNAVAILABLE when the daemon stops.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +125,7 @@ class EmonServicer:
 
     def ListWatermarks(self, request, context):
         """The configured watermarks and their state.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +144,7 @@ class EmonServicer:
 
     def GetStats(self, request, context):
         """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,6 +203,8 @@ class Emon:
     about the serving node only; ask another node's daemon for its values.
 
     Served by `skyge-emon` on unix:ROOT/run/skyge/emon.sock and TCP port 7414.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @staticmethod

@@ -35,6 +35,8 @@ class EmonStub:
     about the serving node only; ask another node's daemon for its values.
 
     Served by `skyge-emon` on unix:ROOT/run/skyge/emon.sock and TCP port 7414.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_typing.overload
@@ -42,17 +44,26 @@ class EmonStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EmonAsyncStub: ...
     ListProbes: _grpc.UnaryUnaryMultiCallable[_emon_pb2.ListProbesRequest, _emon_pb2.ListProbesResponse]
-    """The probes this node samples."""
+    """The probes this node samples.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     GetCurrent: _grpc.UnaryUnaryMultiCallable[_emon_pb2.GetCurrentRequest, _emon_pb2.GetCurrentResponse]
-    """The latest sample of each probe asked for. NOT_FOUND names an unknown probe."""
+    """The latest sample of each probe asked for. NOT_FOUND names an unknown probe.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     GetHistory: _grpc.UnaryUnaryMultiCallable[_emon_pb2.GetHistoryRequest, _emon_pb2.GetHistoryResponse]
-    """Retained samples of one probe, oldest first. NOT_FOUND for an unknown probe."""
+    """Retained samples of one probe, oldest first. NOT_FOUND for an unknown probe.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     Watch: _grpc.UnaryStreamMultiCallable[_emon_pb2.WatchRequest, _emon_pb2.Sample]
     """Samples as they are taken: first the latest sample of each probe asked for, then every new
     one. NOT_FOUND names an unknown probe. Ends with UNAVAILABLE when the daemon stops.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     ListWatermarks: _grpc.UnaryUnaryMultiCallable[_emon_pb2.ListWatermarksRequest, _emon_pb2.ListWatermarksResponse]
-    """The configured watermarks and their state."""
+    """The configured watermarks and their state.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     Reload: _grpc.UnaryUnaryMultiCallable[_emon_pb2.ReloadRequest, _emon_pb2.ReloadResponse]
     """Read the plug-in probes and the watermark (ECS) files again and apply them. All or nothing:
     on any error the running configuration is kept and the call fails with INVALID_ARGUMENT
@@ -61,7 +72,9 @@ class EmonStub:
     definition did not change keep their state (armed or not).
     """
     GetStats: _grpc.UnaryUnaryMultiCallable[_emon_pb2.GetEmonStatsRequest, _emon_pb2.EmonStats]
-    """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time."""
+    """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
 
 @_typing.type_check_only
 class EmonAsyncStub(EmonStub):
@@ -71,21 +84,32 @@ class EmonAsyncStub(EmonStub):
     about the serving node only; ask another node's daemon for its values.
 
     Served by `skyge-emon` on unix:ROOT/run/skyge/emon.sock and TCP port 7414.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListProbes: _aio.UnaryUnaryMultiCallable[_emon_pb2.ListProbesRequest, _emon_pb2.ListProbesResponse]  # type: ignore[assignment]
-    """The probes this node samples."""
+    """The probes this node samples.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     GetCurrent: _aio.UnaryUnaryMultiCallable[_emon_pb2.GetCurrentRequest, _emon_pb2.GetCurrentResponse]  # type: ignore[assignment]
-    """The latest sample of each probe asked for. NOT_FOUND names an unknown probe."""
+    """The latest sample of each probe asked for. NOT_FOUND names an unknown probe.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     GetHistory: _aio.UnaryUnaryMultiCallable[_emon_pb2.GetHistoryRequest, _emon_pb2.GetHistoryResponse]  # type: ignore[assignment]
-    """Retained samples of one probe, oldest first. NOT_FOUND for an unknown probe."""
+    """Retained samples of one probe, oldest first. NOT_FOUND for an unknown probe.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     Watch: _aio.UnaryStreamMultiCallable[_emon_pb2.WatchRequest, _emon_pb2.Sample]  # type: ignore[assignment]
     """Samples as they are taken: first the latest sample of each probe asked for, then every new
     one. NOT_FOUND names an unknown probe. Ends with UNAVAILABLE when the daemon stops.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     ListWatermarks: _aio.UnaryUnaryMultiCallable[_emon_pb2.ListWatermarksRequest, _emon_pb2.ListWatermarksResponse]  # type: ignore[assignment]
-    """The configured watermarks and their state."""
+    """The configured watermarks and their state.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     Reload: _aio.UnaryUnaryMultiCallable[_emon_pb2.ReloadRequest, _emon_pb2.ReloadResponse]  # type: ignore[assignment]
     """Read the plug-in probes and the watermark (ECS) files again and apply them. All or nothing:
     on any error the running configuration is kept and the call fails with INVALID_ARGUMENT
@@ -94,7 +118,9 @@ class EmonAsyncStub(EmonStub):
     definition did not change keep their state (armed or not).
     """
     GetStats: _aio.UnaryUnaryMultiCallable[_emon_pb2.GetEmonStatsRequest, _emon_pb2.EmonStats]  # type: ignore[assignment]
-    """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time."""
+    """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
 
 class EmonServicer(metaclass=_abc_1.ABCMeta):
     """Samples probes on the serving node at a fixed interval, keeps a short history, publishes each
@@ -103,6 +129,8 @@ class EmonServicer(metaclass=_abc_1.ABCMeta):
     about the serving node only; ask another node's daemon for its values.
 
     Served by `skyge-emon` on unix:ROOT/run/skyge/emon.sock and TCP port 7414.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_abc_1.abstractmethod
@@ -111,7 +139,9 @@ class EmonServicer(metaclass=_abc_1.ABCMeta):
         request: _emon_pb2.ListProbesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_emon_pb2.ListProbesResponse, _abc.Awaitable[_emon_pb2.ListProbesResponse]]:
-        """The probes this node samples."""
+        """The probes this node samples.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def GetCurrent(
@@ -119,7 +149,9 @@ class EmonServicer(metaclass=_abc_1.ABCMeta):
         request: _emon_pb2.GetCurrentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_emon_pb2.GetCurrentResponse, _abc.Awaitable[_emon_pb2.GetCurrentResponse]]:
-        """The latest sample of each probe asked for. NOT_FOUND names an unknown probe."""
+        """The latest sample of each probe asked for. NOT_FOUND names an unknown probe.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def GetHistory(
@@ -127,7 +159,9 @@ class EmonServicer(metaclass=_abc_1.ABCMeta):
         request: _emon_pb2.GetHistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_emon_pb2.GetHistoryResponse, _abc.Awaitable[_emon_pb2.GetHistoryResponse]]:
-        """Retained samples of one probe, oldest first. NOT_FOUND for an unknown probe."""
+        """Retained samples of one probe, oldest first. NOT_FOUND for an unknown probe.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def Watch(
@@ -137,6 +171,7 @@ class EmonServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_emon_pb2.Sample], _abc.AsyncIterator[_emon_pb2.Sample]]:
         """Samples as they are taken: first the latest sample of each probe asked for, then every new
         one. NOT_FOUND names an unknown probe. Ends with UNAVAILABLE when the daemon stops.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
     @_abc_1.abstractmethod
@@ -145,7 +180,9 @@ class EmonServicer(metaclass=_abc_1.ABCMeta):
         request: _emon_pb2.ListWatermarksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_emon_pb2.ListWatermarksResponse, _abc.Awaitable[_emon_pb2.ListWatermarksResponse]]:
-        """The configured watermarks and their state."""
+        """The configured watermarks and their state.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def Reload(
@@ -166,6 +203,8 @@ class EmonServicer(metaclass=_abc_1.ABCMeta):
         request: _emon_pb2.GetEmonStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_emon_pb2.EmonStats, _abc.Awaitable[_emon_pb2.EmonStats]]:
-        """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time."""
+        """Counters of the daemon: samples, probe errors, bus publishing, actions, its own CPU time.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
 def add_EmonServicer_to_server(servicer: EmonServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

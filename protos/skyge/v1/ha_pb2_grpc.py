@@ -35,6 +35,8 @@ class HaStub:
 
     Served by `skyge-ha` on unix:ROOT/run/skyge/ha.sock and TCP port 7413. Any node's daemon
     answers for the whole cluster, forwarding to the domain a request names.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel):
@@ -90,11 +92,14 @@ class HaServicer:
 
     Served by `skyge-ha` on unix:ROOT/run/skyge/ha.sock and TCP port 7413. Any node's daemon
     answers for the whole cluster, forwarding to the domain a request names.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def Query(self, request, context):
         """The services configured on one node (the seed's `ha_query -d DOMAIN`).
         UNAVAILABLE if that node is not in the membership.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +107,7 @@ class HaServicer:
 
     def Status(self, request, context):
         """Where every service runs and which nodes wait for it (the seed's `ha_status`).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +116,7 @@ class HaServicer:
     def WatchStatus(self, request, context):
         """Status changes as they happen: first a snapshot of Status, then one event per change of a
         service's status. Ends with UNAVAILABLE when the daemon stops.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,6 +220,8 @@ class Ha:
 
     Served by `skyge-ha` on unix:ROOT/run/skyge/ha.sock and TCP port 7413. Any node's daemon
     answers for the whole cluster, forwarding to the domain a request names.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @staticmethod
@@ -407,6 +416,8 @@ class Ha:
 
 class HaPeerStub:
     """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel):
@@ -429,10 +440,13 @@ class HaPeerStub:
 
 class HaPeerServicer:
     """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def NodeStatus(self, request, context):
         """The services added on the serving node with its own view of each (for Ha.Status).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -468,6 +482,8 @@ def add_HaPeerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class HaPeer:
     """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @staticmethod

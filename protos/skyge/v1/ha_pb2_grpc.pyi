@@ -38,6 +38,8 @@ class HaStub:
 
     Served by `skyge-ha` on unix:ROOT/run/skyge/ha.sock and TCP port 7413. Any node's daemon
     answers for the whole cluster, forwarding to the domain a request names.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_typing.overload
@@ -47,12 +49,16 @@ class HaStub:
     Query: _grpc.UnaryUnaryMultiCallable[_ha_pb2.QueryRequest, _ha_pb2.QueryResponse]
     """The services configured on one node (the seed's `ha_query -d DOMAIN`).
     UNAVAILABLE if that node is not in the membership.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     Status: _grpc.UnaryUnaryMultiCallable[_ha_pb2.StatusRequest, _ha_pb2.StatusResponse]
-    """Where every service runs and which nodes wait for it (the seed's `ha_status`)."""
+    """Where every service runs and which nodes wait for it (the seed's `ha_status`).
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     WatchStatus: _grpc.UnaryStreamMultiCallable[_ha_pb2.WatchStatusRequest, _ha_pb2.StatusEvent]
     """Status changes as they happen: first a snapshot of Status, then one event per change of a
     service's status. Ends with UNAVAILABLE when the daemon stops.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     Command: _grpc.UnaryUnaryMultiCallable[_ha_pb2.CommandRequest, _ha_pb2.CommandReply]
     """Add, start, stop, release, remove or switch one service on one node (the seed's
@@ -92,18 +98,24 @@ class HaAsyncStub(HaStub):
 
     Served by `skyge-ha` on unix:ROOT/run/skyge/ha.sock and TCP port 7413. Any node's daemon
     answers for the whole cluster, forwarding to the domain a request names.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Query: _aio.UnaryUnaryMultiCallable[_ha_pb2.QueryRequest, _ha_pb2.QueryResponse]  # type: ignore[assignment]
     """The services configured on one node (the seed's `ha_query -d DOMAIN`).
     UNAVAILABLE if that node is not in the membership.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     Status: _aio.UnaryUnaryMultiCallable[_ha_pb2.StatusRequest, _ha_pb2.StatusResponse]  # type: ignore[assignment]
-    """Where every service runs and which nodes wait for it (the seed's `ha_status`)."""
+    """Where every service runs and which nodes wait for it (the seed's `ha_status`).
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     WatchStatus: _aio.UnaryStreamMultiCallable[_ha_pb2.WatchStatusRequest, _ha_pb2.StatusEvent]  # type: ignore[assignment]
     """Status changes as they happen: first a snapshot of Status, then one event per change of a
     service's status. Ends with UNAVAILABLE when the daemon stops.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     Command: _aio.UnaryUnaryMultiCallable[_ha_pb2.CommandRequest, _ha_pb2.CommandReply]  # type: ignore[assignment]
     """Add, start, stop, release, remove or switch one service on one node (the seed's
@@ -142,6 +154,8 @@ class HaServicer(metaclass=_abc_1.ABCMeta):
 
     Served by `skyge-ha` on unix:ROOT/run/skyge/ha.sock and TCP port 7413. Any node's daemon
     answers for the whole cluster, forwarding to the domain a request names.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_abc_1.abstractmethod
@@ -152,6 +166,7 @@ class HaServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ha_pb2.QueryResponse, _abc.Awaitable[_ha_pb2.QueryResponse]]:
         """The services configured on one node (the seed's `ha_query -d DOMAIN`).
         UNAVAILABLE if that node is not in the membership.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
     @_abc_1.abstractmethod
@@ -160,7 +175,9 @@ class HaServicer(metaclass=_abc_1.ABCMeta):
         request: _ha_pb2.StatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ha_pb2.StatusResponse, _abc.Awaitable[_ha_pb2.StatusResponse]]:
-        """Where every service runs and which nodes wait for it (the seed's `ha_status`)."""
+        """Where every service runs and which nodes wait for it (the seed's `ha_status`).
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def WatchStatus(
@@ -170,6 +187,7 @@ class HaServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_ha_pb2.StatusEvent], _abc.AsyncIterator[_ha_pb2.StatusEvent]]:
         """Status changes as they happen: first a snapshot of Status, then one event per change of a
         service's status. Ends with UNAVAILABLE when the daemon stops.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
     @_abc_1.abstractmethod
@@ -225,29 +243,42 @@ class HaServicer(metaclass=_abc_1.ABCMeta):
 def add_HaServicer_to_server(servicer: HaServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class HaPeerStub:
-    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha."""
+    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> HaPeerAsyncStub: ...
     NodeStatus: _grpc.UnaryUnaryMultiCallable[_ha_pb2.NodeStatusRequest, _ha_pb2.NodeStatusResponse]
-    """The services added on the serving node with its own view of each (for Ha.Status)."""
+    """The services added on the serving node with its own view of each (for Ha.Status).
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     StopLocal: _grpc.UnaryUnaryMultiCallable[_ha_pb2.StopLocalRequest, _ha_pb2.StopLocalResponse]
     """One phase of Ha.StopAll on the serving node."""
 
 @_typing.type_check_only
 class HaPeerAsyncStub(HaPeerStub):
-    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha."""
+    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     NodeStatus: _aio.UnaryUnaryMultiCallable[_ha_pb2.NodeStatusRequest, _ha_pb2.NodeStatusResponse]  # type: ignore[assignment]
-    """The services added on the serving node with its own view of each (for Ha.Status)."""
+    """The services added on the serving node with its own view of each (for Ha.Status).
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     StopLocal: _aio.UnaryUnaryMultiCallable[_ha_pb2.StopLocalRequest, _ha_pb2.StopLocalResponse]  # type: ignore[assignment]
     """One phase of Ha.StopAll on the serving node."""
 
 class HaPeerServicer(metaclass=_abc_1.ABCMeta):
-    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha."""
+    """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
+    """
 
     @_abc_1.abstractmethod
     def NodeStatus(
@@ -255,7 +286,9 @@ class HaPeerServicer(metaclass=_abc_1.ABCMeta):
         request: _ha_pb2.NodeStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ha_pb2.NodeStatusResponse, _abc.Awaitable[_ha_pb2.NodeStatusResponse]]:
-        """The services added on the serving node with its own view of each (for Ha.Status)."""
+        """The services added on the serving node with its own view of each (for Ha.Status).
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def StopLocal(

@@ -33,6 +33,8 @@ class HeartbeatStub:
     Served by `skyge-heartbeat` on unix:ROOT/run/skyge/heartbeat.sock and TCP port 7410.
     All RPCs answer about the serving node's view; views of different nodes agree once the
     cluster is stable but may briefly differ while it changes.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel):
@@ -96,11 +98,14 @@ class HeartbeatServicer:
     Served by `skyge-heartbeat` on unix:ROOT/run/skyge/heartbeat.sock and TCP port 7410.
     All RPCs answer about the serving node's view; views of different nodes agree once the
     cluster is stable but may briefly differ while it changes.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def GetIdentity(self, request, context):
         """Who this node is: node id, incarnation, heartbeat paths and daemon process
         (the seed's `jl_get_hw_code` and the header of `jl_config -s`).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +113,7 @@ class HeartbeatServicer:
 
     def ListMembers(self, request, context):
         """The current membership view: every member, this node included.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +123,7 @@ class HeartbeatServicer:
         """The links (one peer on one path) to the current members, up or down: a member reached on
         one path only shows its other path's link down. A peer that left the membership (failed,
         restarted or said goodbye) takes its links with it; they reappear when it joins again.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,6 +134,7 @@ class HeartbeatServicer:
         view; then one event per change, in view order, with no gaps (a client too slow to keep up
         is ended with RESOURCE_EXHAUSTED and must re-watch, getting a fresh snapshot). The stream
         never ends on its own while the daemon runs; it ends with UNAVAILABLE when the daemon stops.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,6 +162,7 @@ class HeartbeatServicer:
     def LookupName(self, request, context):
         """Publications visible on this node (its own of both scopes, and peers' cluster-scope ones),
         sorted by (type, lower, upper, publisher, publication_id).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -163,6 +172,7 @@ class HeartbeatServicer:
         """Name-table changes as they happen: first a `snapshot` of the table (filtered like
         LookupName by `type`), then one event per publish/withdraw. A peer leaving withdraws all
         its publications (one `withdrawn` event each).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,6 +180,7 @@ class HeartbeatServicer:
 
     def GetStats(self, request, context):
         """Datagram counters of this node since the daemon started.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,6 +250,8 @@ class Heartbeat:
     Served by `skyge-heartbeat` on unix:ROOT/run/skyge/heartbeat.sock and TCP port 7410.
     All RPCs answer about the serving node's view; views of different nodes agree once the
     cluster is stable but may briefly differ while it changes.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @staticmethod

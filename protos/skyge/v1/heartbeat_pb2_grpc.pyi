@@ -34,6 +34,8 @@ class HeartbeatStub:
     Served by `skyge-heartbeat` on unix:ROOT/run/skyge/heartbeat.sock and TCP port 7410.
     All RPCs answer about the serving node's view; views of different nodes agree once the
     cluster is stable but may briefly differ while it changes.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_typing.overload
@@ -43,19 +45,24 @@ class HeartbeatStub:
     GetIdentity: _grpc.UnaryUnaryMultiCallable[_heartbeat_pb2.GetIdentityRequest, _heartbeat_pb2.Identity]
     """Who this node is: node id, incarnation, heartbeat paths and daemon process
     (the seed's `jl_get_hw_code` and the header of `jl_config -s`).
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     ListMembers: _grpc.UnaryUnaryMultiCallable[_heartbeat_pb2.ListMembersRequest, _heartbeat_pb2.MembershipView]
-    """The current membership view: every member, this node included."""
+    """The current membership view: every member, this node included.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     ListLinks: _grpc.UnaryUnaryMultiCallable[_heartbeat_pb2.ListLinksRequest, _heartbeat_pb2.ListLinksResponse]
     """The links (one peer on one path) to the current members, up or down: a member reached on
     one path only shows its other path's link down. A peer that left the membership (failed,
     restarted or said goodbye) takes its links with it; they reappear when it joins again.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     WatchMembership: _grpc.UnaryStreamMultiCallable[_heartbeat_pb2.WatchMembershipRequest, _heartbeat_pb2.MembershipEvent]
     """Membership changes as they happen. The first event is always a `snapshot` of the current
     view; then one event per change, in view order, with no gaps (a client too slow to keep up
     is ended with RESOURCE_EXHAUSTED and must re-watch, getting a fresh snapshot). The stream
     never ends on its own while the daemon runs; it ends with UNAVAILABLE when the daemon stops.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     PublishName: _grpc.UnaryUnaryMultiCallable[_heartbeat_pb2.PublishNameRequest, _heartbeat_pb2.Publication]
     """Publish a range of instances [lower, upper] of a name `type` with a value (the seed's
@@ -71,14 +78,18 @@ class HeartbeatStub:
     LookupName: _grpc.UnaryUnaryMultiCallable[_heartbeat_pb2.LookupNameRequest, _heartbeat_pb2.LookupNameResponse]
     """Publications visible on this node (its own of both scopes, and peers' cluster-scope ones),
     sorted by (type, lower, upper, publisher, publication_id).
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     WatchNames: _grpc.UnaryStreamMultiCallable[_heartbeat_pb2.WatchNamesRequest, _heartbeat_pb2.NameEvent]
     """Name-table changes as they happen: first a `snapshot` of the table (filtered like
     LookupName by `type`), then one event per publish/withdraw. A peer leaving withdraws all
     its publications (one `withdrawn` event each).
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     GetStats: _grpc.UnaryUnaryMultiCallable[_heartbeat_pb2.GetStatsRequest, _heartbeat_pb2.HeartbeatStats]
-    """Datagram counters of this node since the daemon started."""
+    """Datagram counters of this node since the daemon started.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
 
 @_typing.type_check_only
 class HeartbeatAsyncStub(HeartbeatStub):
@@ -89,25 +100,32 @@ class HeartbeatAsyncStub(HeartbeatStub):
     Served by `skyge-heartbeat` on unix:ROOT/run/skyge/heartbeat.sock and TCP port 7410.
     All RPCs answer about the serving node's view; views of different nodes agree once the
     cluster is stable but may briefly differ while it changes.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetIdentity: _aio.UnaryUnaryMultiCallable[_heartbeat_pb2.GetIdentityRequest, _heartbeat_pb2.Identity]  # type: ignore[assignment]
     """Who this node is: node id, incarnation, heartbeat paths and daemon process
     (the seed's `jl_get_hw_code` and the header of `jl_config -s`).
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     ListMembers: _aio.UnaryUnaryMultiCallable[_heartbeat_pb2.ListMembersRequest, _heartbeat_pb2.MembershipView]  # type: ignore[assignment]
-    """The current membership view: every member, this node included."""
+    """The current membership view: every member, this node included.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     ListLinks: _aio.UnaryUnaryMultiCallable[_heartbeat_pb2.ListLinksRequest, _heartbeat_pb2.ListLinksResponse]  # type: ignore[assignment]
     """The links (one peer on one path) to the current members, up or down: a member reached on
     one path only shows its other path's link down. A peer that left the membership (failed,
     restarted or said goodbye) takes its links with it; they reappear when it joins again.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     WatchMembership: _aio.UnaryStreamMultiCallable[_heartbeat_pb2.WatchMembershipRequest, _heartbeat_pb2.MembershipEvent]  # type: ignore[assignment]
     """Membership changes as they happen. The first event is always a `snapshot` of the current
     view; then one event per change, in view order, with no gaps (a client too slow to keep up
     is ended with RESOURCE_EXHAUSTED and must re-watch, getting a fresh snapshot). The stream
     never ends on its own while the daemon runs; it ends with UNAVAILABLE when the daemon stops.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     PublishName: _aio.UnaryUnaryMultiCallable[_heartbeat_pb2.PublishNameRequest, _heartbeat_pb2.Publication]  # type: ignore[assignment]
     """Publish a range of instances [lower, upper] of a name `type` with a value (the seed's
@@ -123,14 +141,18 @@ class HeartbeatAsyncStub(HeartbeatStub):
     LookupName: _aio.UnaryUnaryMultiCallable[_heartbeat_pb2.LookupNameRequest, _heartbeat_pb2.LookupNameResponse]  # type: ignore[assignment]
     """Publications visible on this node (its own of both scopes, and peers' cluster-scope ones),
     sorted by (type, lower, upper, publisher, publication_id).
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     WatchNames: _aio.UnaryStreamMultiCallable[_heartbeat_pb2.WatchNamesRequest, _heartbeat_pb2.NameEvent]  # type: ignore[assignment]
     """Name-table changes as they happen: first a `snapshot` of the table (filtered like
     LookupName by `type`), then one event per publish/withdraw. A peer leaving withdraws all
     its publications (one `withdrawn` event each).
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     GetStats: _aio.UnaryUnaryMultiCallable[_heartbeat_pb2.GetStatsRequest, _heartbeat_pb2.HeartbeatStats]  # type: ignore[assignment]
-    """Datagram counters of this node since the daemon started."""
+    """Datagram counters of this node since the daemon started.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
 
 class HeartbeatServicer(metaclass=_abc_1.ABCMeta):
     """Membership over plain UDP datagrams sent on up to 8 heartbeat paths (one NIC each; the seed
@@ -140,6 +162,8 @@ class HeartbeatServicer(metaclass=_abc_1.ABCMeta):
     Served by `skyge-heartbeat` on unix:ROOT/run/skyge/heartbeat.sock and TCP port 7410.
     All RPCs answer about the serving node's view; views of different nodes agree once the
     cluster is stable but may briefly differ while it changes.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_abc_1.abstractmethod
@@ -150,6 +174,7 @@ class HeartbeatServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_heartbeat_pb2.Identity, _abc.Awaitable[_heartbeat_pb2.Identity]]:
         """Who this node is: node id, incarnation, heartbeat paths and daemon process
         (the seed's `jl_get_hw_code` and the header of `jl_config -s`).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
     @_abc_1.abstractmethod
@@ -158,7 +183,9 @@ class HeartbeatServicer(metaclass=_abc_1.ABCMeta):
         request: _heartbeat_pb2.ListMembersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_heartbeat_pb2.MembershipView, _abc.Awaitable[_heartbeat_pb2.MembershipView]]:
-        """The current membership view: every member, this node included."""
+        """The current membership view: every member, this node included.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def ListLinks(
@@ -169,6 +196,7 @@ class HeartbeatServicer(metaclass=_abc_1.ABCMeta):
         """The links (one peer on one path) to the current members, up or down: a member reached on
         one path only shows its other path's link down. A peer that left the membership (failed,
         restarted or said goodbye) takes its links with it; they reappear when it joins again.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
     @_abc_1.abstractmethod
@@ -181,6 +209,7 @@ class HeartbeatServicer(metaclass=_abc_1.ABCMeta):
         view; then one event per change, in view order, with no gaps (a client too slow to keep up
         is ended with RESOURCE_EXHAUSTED and must re-watch, getting a fresh snapshot). The stream
         never ends on its own while the daemon runs; it ends with UNAVAILABLE when the daemon stops.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
     @_abc_1.abstractmethod
@@ -214,6 +243,7 @@ class HeartbeatServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_heartbeat_pb2.LookupNameResponse, _abc.Awaitable[_heartbeat_pb2.LookupNameResponse]]:
         """Publications visible on this node (its own of both scopes, and peers' cluster-scope ones),
         sorted by (type, lower, upper, publisher, publication_id).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
     @_abc_1.abstractmethod
@@ -225,6 +255,7 @@ class HeartbeatServicer(metaclass=_abc_1.ABCMeta):
         """Name-table changes as they happen: first a `snapshot` of the table (filtered like
         LookupName by `type`), then one event per publish/withdraw. A peer leaving withdraws all
         its publications (one `withdrawn` event each).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
     @_abc_1.abstractmethod
@@ -233,6 +264,8 @@ class HeartbeatServicer(metaclass=_abc_1.ABCMeta):
         request: _heartbeat_pb2.GetStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_heartbeat_pb2.HeartbeatStats, _abc.Awaitable[_heartbeat_pb2.HeartbeatStats]]:
-        """Datagram counters of this node since the daemon started."""
+        """Datagram counters of this node since the daemon started.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
 def add_HeartbeatServicer_to_server(servicer: HeartbeatServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -43,6 +43,8 @@ class LockStub:
 
     Served by `skyge-lock` on unix:ROOT/run/skyge/lock.sock and TCP port 7412. Clients talk to
     their local lock daemon, which forwards to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel):
@@ -106,6 +108,8 @@ class LockServicer:
 
     Served by `skyge-lock` on unix:ROOT/run/skyge/lock.sock and TCP port 7412. Clients talk to
     their local lock daemon, which forwards to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def Session(self, request_iterator, context):
@@ -122,6 +126,7 @@ class LockServicer:
     def Inspect(self, request, context):
         """The holder and waiters of one lock. A free lock without waiters answers a LockState with no
         holder and no waiters. INVALID_ARGUMENT for slot or lock out of range.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +134,7 @@ class LockServicer:
 
     def ListLocks(self, request, context):
         """Every lock that is held or awaited, sorted by (slot, lock).
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +142,7 @@ class LockServicer:
 
     def GetAuthority(self, request, context):
         """Which node decides grants, and whether the serving node's partition has quorum.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +173,7 @@ class LockServicer:
     def Observe(self, request, context):
         """Follow a group's leader without running: the current leader first (leader empty if none),
         then one event per change.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -235,6 +243,8 @@ class Lock:
 
     Served by `skyge-lock` on unix:ROOT/run/skyge/lock.sock and TCP port 7412. Clients talk to
     their local lock daemon, which forwards to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @staticmethod

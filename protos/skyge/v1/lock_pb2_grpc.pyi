@@ -44,6 +44,8 @@ class LockStub:
 
     Served by `skyge-lock` on unix:ROOT/run/skyge/lock.sock and TCP port 7412. Clients talk to
     their local lock daemon, which forwards to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_typing.overload
@@ -60,11 +62,16 @@ class LockStub:
     Inspect: _grpc.UnaryUnaryMultiCallable[_lock_pb2.InspectRequest, _lock_pb2.LockState]
     """The holder and waiters of one lock. A free lock without waiters answers a LockState with no
     holder and no waiters. INVALID_ARGUMENT for slot or lock out of range.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     ListLocks: _grpc.UnaryUnaryMultiCallable[_lock_pb2.ListLocksRequest, _lock_pb2.ListLocksResponse]
-    """Every lock that is held or awaited, sorted by (slot, lock)."""
+    """Every lock that is held or awaited, sorted by (slot, lock).
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     GetAuthority: _grpc.UnaryUnaryMultiCallable[_lock_pb2.GetAuthorityRequest, _lock_pb2.AuthorityInfo]
-    """Which node decides grants, and whether the serving node's partition has quorum."""
+    """Which node decides grants, and whether the serving node's partition has quorum.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     SetExpectedVotes: _grpc.UnaryUnaryMultiCallable[_lock_pb2.SetExpectedVotesRequest, _lock_pb2.AuthorityInfo]
     """Lower (or raise) the number of nodes the quorum is computed over, like corosync's
     `corosync-quorumtool -e`: after nodes were removed for good, so that the survivors keep a
@@ -82,6 +89,7 @@ class LockStub:
     Observe: _grpc.UnaryStreamMultiCallable[_lock_pb2.ObserveRequest, _lock_pb2.LeaderEvent]
     """Follow a group's leader without running: the current leader first (leader empty if none),
     then one event per change.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
 
 @_typing.type_check_only
@@ -103,6 +111,8 @@ class LockAsyncStub(LockStub):
 
     Served by `skyge-lock` on unix:ROOT/run/skyge/lock.sock and TCP port 7412. Clients talk to
     their local lock daemon, which forwards to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -116,11 +126,16 @@ class LockAsyncStub(LockStub):
     Inspect: _aio.UnaryUnaryMultiCallable[_lock_pb2.InspectRequest, _lock_pb2.LockState]  # type: ignore[assignment]
     """The holder and waiters of one lock. A free lock without waiters answers a LockState with no
     holder and no waiters. INVALID_ARGUMENT for slot or lock out of range.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
     ListLocks: _aio.UnaryUnaryMultiCallable[_lock_pb2.ListLocksRequest, _lock_pb2.ListLocksResponse]  # type: ignore[assignment]
-    """Every lock that is held or awaited, sorted by (slot, lock)."""
+    """Every lock that is held or awaited, sorted by (slot, lock).
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     GetAuthority: _aio.UnaryUnaryMultiCallable[_lock_pb2.GetAuthorityRequest, _lock_pb2.AuthorityInfo]  # type: ignore[assignment]
-    """Which node decides grants, and whether the serving node's partition has quorum."""
+    """Which node decides grants, and whether the serving node's partition has quorum.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
     SetExpectedVotes: _aio.UnaryUnaryMultiCallable[_lock_pb2.SetExpectedVotesRequest, _lock_pb2.AuthorityInfo]  # type: ignore[assignment]
     """Lower (or raise) the number of nodes the quorum is computed over, like corosync's
     `corosync-quorumtool -e`: after nodes were removed for good, so that the survivors keep a
@@ -138,6 +153,7 @@ class LockAsyncStub(LockStub):
     Observe: _aio.UnaryStreamMultiCallable[_lock_pb2.ObserveRequest, _lock_pb2.LeaderEvent]  # type: ignore[assignment]
     """Follow a group's leader without running: the current leader first (leader empty if none),
     then one event per change.
+    Read-only: also offered to the skyge group on the node's read-only socket.
     """
 
 class LockServicer(metaclass=_abc_1.ABCMeta):
@@ -158,6 +174,8 @@ class LockServicer(metaclass=_abc_1.ABCMeta):
 
     Served by `skyge-lock` on unix:ROOT/run/skyge/lock.sock and TCP port 7412. Clients talk to
     their local lock daemon, which forwards to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_abc_1.abstractmethod
@@ -181,6 +199,7 @@ class LockServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_lock_pb2.LockState, _abc.Awaitable[_lock_pb2.LockState]]:
         """The holder and waiters of one lock. A free lock without waiters answers a LockState with no
         holder and no waiters. INVALID_ARGUMENT for slot or lock out of range.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
     @_abc_1.abstractmethod
@@ -189,7 +208,9 @@ class LockServicer(metaclass=_abc_1.ABCMeta):
         request: _lock_pb2.ListLocksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lock_pb2.ListLocksResponse, _abc.Awaitable[_lock_pb2.ListLocksResponse]]:
-        """Every lock that is held or awaited, sorted by (slot, lock)."""
+        """Every lock that is held or awaited, sorted by (slot, lock).
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def GetAuthority(
@@ -197,7 +218,9 @@ class LockServicer(metaclass=_abc_1.ABCMeta):
         request: _lock_pb2.GetAuthorityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lock_pb2.AuthorityInfo, _abc.Awaitable[_lock_pb2.AuthorityInfo]]:
-        """Which node decides grants, and whether the serving node's partition has quorum."""
+        """Which node decides grants, and whether the serving node's partition has quorum.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
     @_abc_1.abstractmethod
     def SetExpectedVotes(
@@ -233,6 +256,7 @@ class LockServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_lock_pb2.LeaderEvent], _abc.AsyncIterator[_lock_pb2.LeaderEvent]]:
         """Follow a group's leader without running: the current leader first (leader empty if none),
         then one event per change.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
 
 def add_LockServicer_to_server(servicer: LockServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -28,6 +28,8 @@ if _version_not_supported:
 class LockPeerStub:
     """Diagnostics of a lock daemon's peer protocol, served with the Lock service (Unix socket and TCP
     port 7412). Also used by a member to forward Inspect/ListLocks to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel):
@@ -46,10 +48,13 @@ class LockPeerStub:
 class LockPeerServicer:
     """Diagnostics of a lock daemon's peer protocol, served with the Lock service (Unix socket and TCP
     port 7412). Also used by a member to forward Inspect/ListLocks to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def GetPeerState(self, request, context):
         """This daemon's election, lease, authority and link state.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,6 +79,8 @@ def add_LockPeerServicer_to_server(servicer, server):
 class LockPeer:
     """Diagnostics of a lock daemon's peer protocol, served with the Lock service (Unix socket and TCP
     port 7412). Also used by a member to forward Inspect/ListLocks to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @staticmethod

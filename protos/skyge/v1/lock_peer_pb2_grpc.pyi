@@ -47,6 +47,8 @@ GRPC_VERSION: str
 class LockPeerStub:
     """Diagnostics of a lock daemon's peer protocol, served with the Lock service (Unix socket and TCP
     port 7412). Also used by a member to forward Inspect/ListLocks to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_typing.overload
@@ -54,21 +56,29 @@ class LockPeerStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> LockPeerAsyncStub: ...
     GetPeerState: _grpc.UnaryUnaryMultiCallable[_lock_peer_pb2.GetPeerStateRequest, _lock_peer_pb2.PeerState]
-    """This daemon's election, lease, authority and link state."""
+    """This daemon's election, lease, authority and link state.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
 
 @_typing.type_check_only
 class LockPeerAsyncStub(LockPeerStub):
     """Diagnostics of a lock daemon's peer protocol, served with the Lock service (Unix socket and TCP
     port 7412). Also used by a member to forward Inspect/ListLocks to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetPeerState: _aio.UnaryUnaryMultiCallable[_lock_peer_pb2.GetPeerStateRequest, _lock_peer_pb2.PeerState]  # type: ignore[assignment]
-    """This daemon's election, lease, authority and link state."""
+    """This daemon's election, lease, authority and link state.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
 
 class LockPeerServicer(metaclass=_abc_1.ABCMeta):
     """Diagnostics of a lock daemon's peer protocol, served with the Lock service (Unix socket and TCP
     port 7412). Also used by a member to forward Inspect/ListLocks to the authority.
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_abc_1.abstractmethod
@@ -77,6 +87,8 @@ class LockPeerServicer(metaclass=_abc_1.ABCMeta):
         request: _lock_peer_pb2.GetPeerStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lock_peer_pb2.PeerState, _abc.Awaitable[_lock_peer_pb2.PeerState]]:
-        """This daemon's election, lease, authority and link state."""
+        """This daemon's election, lease, authority and link state.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
 def add_LockPeerServicer_to_server(servicer: LockPeerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

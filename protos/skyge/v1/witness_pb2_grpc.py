@@ -33,6 +33,8 @@ class WitnessStub:
     count on.
 
     Served by `skyge-witness` on TCP port 7415 (and unix:ROOT/run/skyge/witness.sock).
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel):
@@ -61,6 +63,8 @@ class WitnessServicer:
     count on.
 
     Served by `skyge-witness` on TCP port 7415 (and unix:ROOT/run/skyge/witness.sock).
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def Vote(self, request, context):
@@ -73,6 +77,7 @@ class WitnessServicer:
 
     def Status(self, request, context):
         """The vote of every cluster this witness knows.
+        Read-only: also offered to the skyge group on the node's read-only socket.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,6 +112,8 @@ class Witness:
     count on.
 
     Served by `skyge-witness` on TCP port 7415 (and unix:ROOT/run/skyge/witness.sock).
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @staticmethod

@@ -37,6 +37,8 @@ class WitnessStub:
     count on.
 
     Served by `skyge-witness` on TCP port 7415 (and unix:ROOT/run/skyge/witness.sock).
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_typing.overload
@@ -48,7 +50,9 @@ class WitnessStub:
     INVALID_ARGUMENT names a field out of range.
     """
     Status: _grpc.UnaryUnaryMultiCallable[_witness_pb2.WitnessStatusRequest, _witness_pb2.WitnessStatusResponse]
-    """The vote of every cluster this witness knows."""
+    """The vote of every cluster this witness knows.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
 
 @_typing.type_check_only
 class WitnessAsyncStub(WitnessStub):
@@ -59,6 +63,8 @@ class WitnessAsyncStub(WitnessStub):
     count on.
 
     Served by `skyge-witness` on TCP port 7415 (and unix:ROOT/run/skyge/witness.sock).
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -67,7 +73,9 @@ class WitnessAsyncStub(WitnessStub):
     INVALID_ARGUMENT names a field out of range.
     """
     Status: _aio.UnaryUnaryMultiCallable[_witness_pb2.WitnessStatusRequest, _witness_pb2.WitnessStatusResponse]  # type: ignore[assignment]
-    """The vote of every cluster this witness knows."""
+    """The vote of every cluster this witness knows.
+    Read-only: also offered to the skyge group on the node's read-only socket.
+    """
 
 class WitnessServicer(metaclass=_abc_1.ABCMeta):
     """One witness serves any number of clusters (told apart by netid). Its votes are leases: a node
@@ -77,6 +85,8 @@ class WitnessServicer(metaclass=_abc_1.ABCMeta):
     count on.
 
     Served by `skyge-witness` on TCP port 7415 (and unix:ROOT/run/skyge/witness.sock).
+    Calls not marked read-only change the node or the cluster: on the node they are root only
+    (the Unix socket of mode 0600); see services/common/access.py.
     """
 
     @_abc_1.abstractmethod
@@ -95,6 +105,8 @@ class WitnessServicer(metaclass=_abc_1.ABCMeta):
         request: _witness_pb2.WitnessStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_witness_pb2.WitnessStatusResponse, _abc.Awaitable[_witness_pb2.WitnessStatusResponse]]:
-        """The vote of every cluster this witness knows."""
+        """The vote of every cluster this witness knows.
+        Read-only: also offered to the skyge group on the node's read-only socket.
+        """
 
 def add_WitnessServicer_to_server(servicer: WitnessServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
