@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Install what skyge needs on a Debian 12 machine, as root: the Debian packages the daemons, the lab
-# and the tests call (iproute2, iptables, ping, mount tools), and a virtualenv in .venv holding
-# skyge itself (editable) with its Python dependencies and test tools. Safe to run again: it only
-# installs what is missing.
+# and the tests call (iproute2, iptables, ping, mount tools, systemd-analyze), and a virtualenv in
+# .venv holding skyge itself (editable) with its Python dependencies and test tools. Safe to run
+# again: it only installs what is missing.
+#
+#   deploy/install.sh            # what the demo, the lab and the tests need
+#   deploy/install.sh --system   # also: /opt/skyge (this checkout), the systemd units, the folders
 set -euo pipefail
 cd "$(dirname "$0")/.."
+system=no
+case "${1:-}" in
+  --system) system=yes ;;
+  "") ;;
+  *) echo "deploy/install.sh: unknown option ${1} (use --system or nothing)" >&2; exit 2 ;;
+esac
 
 if [ "$(id -u)" != 0 ]; then
   echo "deploy/install.sh: run as root (the lab creates network namespaces; daemons add IPs)" >&2
@@ -12,7 +21,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 python=${PYTHON:-python3}
-packages=(iproute2 iptables nftables iputils-ping arping procps psmisc util-linux mount e2fsprogs kmod)
+packages=(iproute2 iptables nftables iputils-ping arping procps psmisc util-linux mount e2fsprogs kmod
+          systemd)
 if ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   packages+=(python3 python3-venv)
   python=/usr/bin/python3
@@ -44,4 +54,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e '.[test]'
   echo "$want" > "$stamp"
+fi
+
+if [ "$system" = yes ]; then
+  # The units run /opt/skyge/.venv/bin/skyge-*: point /opt/skyge at this checkout (unless a real
+  # folder is there already), install the units, make the folders they may write.
+  if [ ! -e /opt/skyge ] || [ -L /opt/skyge ]; then
+    ln -sfn "$(pwd)" /opt/skyge
+  elif [ "$(cd /opt/skyge && pwd -P)" != "$(pwd -P)" ]; then
+    echo "deploy/install.sh: /opt/skyge is another folder; the units will run what it holds" >&2
+  fi
+  install -d -m 0755 /etc/skyge /var/lib/skyge /var/log/skyge
+  install -m 0644 deploy/systemd/*.service deploy/systemd/*.target /etc/systemd/system/
+  if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+  fi
+  echo "installed the skyge units in /etc/systemd/system (systemctl enable --now skyge.target)"
 fi

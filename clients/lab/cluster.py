@@ -916,6 +916,9 @@ def _start_holders(lab: Lab, keys: Sequence[str]) -> dict[str, int]:
         procs[key] = subprocess.Popen(
             ["ip", "netns", "exec", _netns(lab.name, key), "unshare", "--mount",
              "--propagation", "private", "--", "bash", "-c",
+             # `ip netns exec` mounted a sysfs of the host's network namespace over /sys, which
+             # hides the cgroup2 hierarchy the HA daemon puts services in: mount it back
+             f"mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null; "
              f"exec -a {_holder_mark(lab.name, key)} sleep infinity"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True, close_fds=True)
@@ -1064,6 +1067,40 @@ def known_labs() -> list[str]:
     return sorted(names)
 
 
+def _remove_service_cgroups(roots: list[Path]) -> None:
+    """The services' cgroups the nodes' HA daemons made (empty once their processes are gone)."""
+    from skyge.services.ha.resources.cgroup import cgroup2_mount, node_label
+    mount = cgroup2_mount()
+    if mount is None:
+        return
+    for root in roots:
+        top = mount / "skyge" / node_label(root)
+        if not top.is_dir():
+            continue
+        for folder in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
+            _rmdir_when_empty(folder)
+        _rmdir_when_empty(top)
+    try:
+        (mount / "skyge").rmdir()  # the last lab (or node) gone
+    except OSError:
+        pass
+
+
+def _rmdir_when_empty(folder: Path, timeout_s: float = 5.0) -> None:
+    """rmdir a cgroup, waiting (bounded) for its killed processes to be reaped."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            folder.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
+
+
 def destroy(name: str) -> bool:
     """Remove lab *name* completely, whatever its state: kill its processes (by PID), delete its
     namespaces (and so its cables and bridges), remove its folder. Idempotent; returns whether
@@ -1076,6 +1113,7 @@ def destroy(name: str) -> bool:
                   set(_holders_by_mark(name).values()) | set((data or {}).get("holders", {})))
     found = bool(namespaces or keys or lab_dir(name).exists())
     left = _kill_hosts(name, keys, data) if keys else []
+    _remove_service_cgroups([lab_dir(name) / key for key in keys])
     if namespaces:
         _net.ip_batch([f"netns del {ns}" for ns in namespaces], what="deleting namespaces",
                       check=False)

@@ -49,6 +49,7 @@ from skyge.services.common.reference import (add_reference_ips_argument, referen
                                              reference_ips_from)
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
 from skyge.services.ha import policy
+from skyge.services.ha.resources.cgroup import Cgroups
 from skyge.services.ha.deadman import Deadman, Registry, spawn_backstop
 from skyge.services.ha.isolation import IsolationMonitor
 from skyge.services.ha.service_config import (ServiceConfig, ha_config_dir, load_service,
@@ -141,6 +142,11 @@ class HaApp(DaemonApp):
         self.intents_path = ctx.paths.lib / "ha" / INTENTS_FILE
         self.deadman = Deadman(ctx.paths.lease_file, realtime_priority=DEADMAN_PRIORITY)
         self.registry = Registry(ctx.paths.deadman_file)
+        #: each service's own cgroup, so that services outlive this daemon (resources/cgroup.py)
+        self.cgroups = Cgroups.find(ctx.paths.root)
+        if self.cgroups is None:
+            ctx.logger.warning("no writable cgroup v2 hierarchy: services run in this daemon's "
+                               "cgroup, so stopping the daemon with its cgroup stops them too")
         self.backstop: subprocess.Popen[bytes] | None = None
         self.intents: dict[str, str] = {}
         from skyge.services.ha.server import HaPeerServicer, HaServicer
@@ -296,7 +302,8 @@ class HaApp(DaemonApp):
         supervisor = ServiceSupervisor(
             config, domain=self.domain, session_factory=self._session, resources=self.resources,
             log_dir=self.paths.log / "ha", on_change=self._changed, on_forget=self._forget,
-            on_reboot=self._reboot, deadman=self.deadman, registry=self.registry)
+            on_reboot=self._reboot, deadman=self.deadman, registry=self.registry,
+            cgroups=self.cgroups)
         self.services[config.key] = supervisor
         supervisor.start()
         if self.refusing_new:

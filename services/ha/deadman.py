@@ -37,6 +37,7 @@ from skyge.services.common.atomic import write_atomic
 from skyge.services.common.clock import boot_ns
 from skyge.services.common.paths import NodePaths
 from skyge.services.ha.resources import fip as fip_mod
+from skyge.services.ha.resources.cgroup import ServiceCgroup
 from skyge.services.ha.resources.script import kill_group
 from skyge.services.ha.service_config import FloatingIp
 
@@ -171,8 +172,9 @@ class Registry:
         self.entries: dict[str, dict[str, Any]] = {}
         self._write()
 
-    def put(self, key: str, name: str, groups: list[int], fips: list[dict[str, Any]]) -> None:
-        entry = {"name": name, "groups": sorted(set(groups)), "fips": fips}
+    def put(self, key: str, name: str, groups: list[int], fips: list[dict[str, Any]],
+            cgroup: str = "") -> None:
+        entry = {"name": name, "groups": sorted(set(groups)), "fips": fips, "cgroup": cgroup}
         if self.entries.get(key) != entry:
             self.entries[key] = entry
             self._write()
@@ -197,9 +199,12 @@ class RegisteredService:
         self.name = str(entry.get("name", key))
         self.groups = [int(g) for g in entry.get("groups", ())]
         self.fips = list(entry.get("fips", ()))
+        self.cgroup = ServiceCgroup(Path(entry["cgroup"])) if entry.get("cgroup") else None
 
     def stop_now(self) -> list[str]:
-        done = [f"killed process group {g}" for g in self.groups if kill_group(g)]
+        killed = self.cgroup.kill() if self.cgroup is not None else 0
+        done = [f"killed {killed} processes of cgroup {self.cgroup.path}"] if killed else []
+        done += [f"killed process group {g}" for g in self.groups if kill_group(g)]
         for fields in self.fips:
             fip = FloatingIp(**fields)
             try:

@@ -39,6 +39,7 @@ from skyge.services.ha.deadman import Deadman, Registry
 from skyge.services.ha.resources import fip as fip_mod
 from skyge.services.ha.resources import garp as garp_mod
 from skyge.services.ha.resources import store as store_mod
+from skyge.services.ha.resources.cgroup import Cgroups
 from skyge.services.ha.resources.script import (PidfileError, ProcessWatch, ScriptRunner,
                                                 kill_group)
 from skyge.services.ha.service_config import FloatingIp, ServiceConfig, Store
@@ -362,13 +363,17 @@ class ServiceSupervisor:
                  on_change: Callable[[Change], None] | None = None,
                  on_forget: Callable[["ServiceSupervisor"], None] | None = None,
                  on_reboot: Callable[[str], Awaitable[None]] | None = None,
-                 deadman: Deadman | None = None, registry: Registry | None = None) -> None:
+                 deadman: Deadman | None = None, registry: Registry | None = None,
+                 cgroups: Cgroups | None = None) -> None:
         self.config = config
         self.domain = domain
+        #: the service's own cgroup (see resources/cgroup.py), None where the host has none
+        self.cgroup = cgroups.for_service(config.type, config.slot) if cgroups else None
         self.resources: Resources = resources or SystemResources()
         self.log_path = (Path(log_dir) / f"{config.type}-{config.slot}-{config.name}.log"
                          if log_dir is not None else None)
-        self.runner = ScriptRunner(config, domain=domain, log_path=self.log_path)
+        self.runner = ScriptRunner(config, domain=domain, log_path=self.log_path,
+                                   cgroup=self.cgroup)
         self.state = policy.State()
         self.since_unix_ns = time.time_ns()
         self._on_change = on_change
@@ -425,7 +430,8 @@ class ServiceSupervisor:
     def reload(self, config: ServiceConfig) -> None:
         """Take a new service.cfg (only while nothing runs or waits here)."""
         self.config = config
-        self.runner = ScriptRunner(config, domain=self.domain, log_path=self.log_path)
+        self.runner = ScriptRunner(config, domain=self.domain, log_path=self.log_path,
+                                   cgroup=self.cgroup)
 
     # -- life
     def start(self) -> None:
@@ -602,7 +608,8 @@ class ServiceSupervisor:
             if self.registry is not None:
                 self.registry.put(key, self.name, self._groups(), [
                     {"nic": f.nic, "ip": f.ip, "netmask": f.netmask, "broadcast": f.broadcast,
-                     "label": f.label} for f in self.config.fips])
+                     "label": f.label} for f in self.config.fips],
+                    str(self.cgroup.path) if self.cgroup is not None else "")
         else:
             self.deadman.disarm(self)
             if self.registry is not None:
@@ -643,6 +650,8 @@ class ServiceSupervisor:
         once per deadline: until a renewal, the loop's state changes do not arm it again."""
         self._fired_until_ns = self.valid_until_ns
         done = []
+        if self.cgroup is not None and (killed := self.cgroup.kill()):
+            done.append(f"killed {killed} processes of its cgroup")
         if self._process_watch is not None and self._process_watch.kill():
             done.append(f"killed process {self._process_watch.pid} ({self.config.pidfile})")
         if self._start_group and kill_group(self._start_group):
@@ -694,6 +703,9 @@ class ServiceSupervisor:
                             (time.monotonic() - (self._granted_at or began)) * 1000,
                             ", ".join(f"{f.cidr} {f.label}" for f in c.fips))
             self._check_owned("script start")
+            if self.cgroup is not None and (stale := self.cgroup.kill()):
+                logger.warning("service %s: %d processes of an earlier run were left in its "
+                               "cgroup: killed before the start", self.name, stale)
             result = await self.runner.start(token)
         except OwnershipExpired as error:
             self.post(policy.Expired(str(error)))
@@ -760,11 +772,19 @@ class ServiceSupervisor:
             if self._start_group and kill_group(self._start_group):
                 logger.warning("service %s: lock gone: killed process group %d (what script "
                                "start left running)", self.name, self._start_group)
+            if self.cgroup is not None and (killed := self.cgroup.kill()):
+                logger.warning("service %s: lock gone: killed the %d processes of its cgroup",
+                               self.name, killed)
             await self._remove_fips(errors)
         self._start_group = 0
         result = await self.runner.stop(self.state.token)
         if not result.ok:
             errors.append(result.reason)
+        if self.cgroup is not None and (killed := self.cgroup.kill()):
+            logger.warning("service %s: script stop left %d processes running in the service's "
+                           "cgroup: killed", self.name, killed)
+        if self.cgroup is not None:
+            self.cgroup.remove()
         if not urgent:
             await self._remove_fips(errors)
         for store in reversed(c.stores):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 
 from skyge.clients.lab import Lab, LabNode
@@ -22,9 +23,11 @@ from skyge.clients.lab.demo import (CLUSTER_DAEMONS, GATEWAY_IPS, configure_hear
                                     ha_call, install_demo_service, placement, service_status,
                                     start_node, wait_members, wait_placement)
 from skyge.services.common.config import render_config
+from skyge.services.ha.resources.cgroup import ENTER, Cgroups, ServiceCgroup
 from skyge.services.ha.resources.script import read_pidfile
 from skyge.v1 import ha_pb2 as pb
 
+from . import heartbeat_support as hs
 from .conftest import lab_unavailable, unique_lab_name
 
 pytestmark = pytest.mark.lab
@@ -247,6 +250,49 @@ def test_an_ha_daemon_killed_on_the_active_node_leaves_the_service_running_there
     assert status.active_domain == active and mine.fencing_token == token
     assert "adopted: already running" in cluster.log(node) or \
         "lock kept across an HA daemon restart" in cluster.log(node)
+
+
+def test_ha_killed_with_its_whole_cgroup_leaves_the_service_running_and_adopts_it(cluster):
+    """As systemd stops or restarts skyge-ha (KillMode=control-group): every process of the
+    daemon's cgroup is killed. The service runs in its own cgroup, so it keeps answering, with
+    the same process, and the restarted daemon adopts it with the same token."""
+    cgroups = Cgroups.find(Path("/"))
+    if cgroups is None:
+        pytest.skip("this host has no writable cgroup v2 hierarchy")
+    active = cluster.where("web")[1]
+    node = cluster.node(active)
+    token = cluster.status("web").fencing_token
+    server = read_pidfile(cluster.pidfile("web", node))
+    unit = cgroups.mount / f"skyge-test-{cluster.lab.name}-ha"  # the daemon's own, as systemd's
+    unit.mkdir()
+    try:
+        node.kill("skyge-ha")
+        inside = Path("/sys/fs/cgroup") / unit.relative_to(cgroups.mount)  # the lab's mount
+        in_unit = ["/bin/sh", "-c", ENTER, str(inside / "cgroup.procs"), sys.executable, "-m",
+                   "skyge.services.ha", "-r", str(node.root), "-l", "LOG_INFO"]
+        node.spawn(in_unit, name="skyge-ha")
+        cluster.wait("web", lambda p: p[:2] == ("running", active), "adopted after the restart")
+        assert ServiceCgroup(unit).pids(), "the daemon runs in the test's cgroup"
+        assert server not in ServiceCgroup(unit).pids()
+        ServiceCgroup(unit).kill()  # the daemon and everything else in its cgroup
+        hs.wait_for("the HA daemon's cgroup to empty", lambda: not ServiceCgroup(unit).pids(), 10)
+        assert fetch(cluster.lab.client, "192.168.1.100", 8080) == f"n{active} token {token}"
+        assert read_pidfile(cluster.pidfile("web", node)) == server and psutil.pid_exists(server)
+        node.spawn(in_unit, name="skyge-ha")
+        adopted = cluster.log(node).count("adopted: already running")
+        cluster.wait("web", lambda p: p[:2] == ("running", active), "adopted again")
+        hs.wait_for("the restarted daemon adopts web", lambda: cluster.log(node).count(
+            "adopted: already running") > adopted or "lock kept across an HA daemon restart"
+            in cluster.log(node), 20)
+        assert cluster.status("web").fencing_token == token
+        assert read_pidfile(cluster.pidfile("web", node)) == server
+    finally:
+        node.kill("skyge-ha")
+        ServiceCgroup(unit).kill()
+        hs.wait_for("the test cgroup to empty", lambda: not ServiceCgroup(unit).pids(), 10)
+        unit.rmdir()
+        start_daemons(node, ("ha",), extra_args=("-l", "LOG_INFO"))
+        cluster.wait("web", lambda p: p[:2] == ("running", active), "adopted by a plain daemon")
 
 
 def test_a_partitioned_node_that_reaches_the_gateway_is_not_isolated(cluster):

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from skyge.services.ha.resources.cgroup import ServiceCgroup
 from skyge.services.ha.service_config import ServiceConfig
 
 __all__ = [
@@ -172,11 +173,13 @@ def kill_group(pgid: int) -> bool:
 
 async def run_script(script: str, action: str, *, timeout: float, kind: str = "seed",
                      env: Mapping[str, str] | None = None, log_path: str | os.PathLike[str],
-                     output_limit: int = OUTPUT_TAIL_BYTES) -> ScriptResult:
+                     output_limit: int = OUTPUT_TAIL_BYTES,
+                     cgroup: ServiceCgroup | None = None) -> ScriptResult:
     """Run ``script ACTION`` (ACTION start|stop|status; OCF agents get monitor for status).
 
     `env` is the complete environment. Output is appended to `log_path`. Never raises for the
     script's own failures: they are in the result. Cancelling the awaiting task kills the group.
+    With `cgroup`, the script (and all it leaves running) runs in it.
     """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
@@ -189,8 +192,10 @@ async def run_script(script: str, action: str, *, timeout: float, kind: str = "s
         os.write(fd, f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {script} {argv_action}\n".encode())
         began = loop.time()
         try:
+            argv = [script, argv_action]
             proc = await asyncio.create_subprocess_exec(
-                script, argv_action, stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=fd,
+                *(cgroup.wrap(argv) if cgroup is not None else argv),
+                stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=fd,
                 env=dict(env) if env is not None else None, cwd="/", start_new_session=True)
         except OSError as error:
             reason = _describe(action, Outcome.ERROR, None, kind, 0.0, timeout,
@@ -238,8 +243,11 @@ class ScriptRunner:
     def __init__(self, config: ServiceConfig, *, domain: int,
                  log_path: str | os.PathLike[str] | None = None,
                  extra_env: Mapping[str, str] | None = None,
-                 output_limit: int = OUTPUT_TAIL_BYTES) -> None:
+                 output_limit: int = OUTPUT_TAIL_BYTES,
+                 cgroup: ServiceCgroup | None = None) -> None:
         self.config = config
+        #: where `script start` runs (and the service with it); None: the daemon's own cgroup
+        self.cgroup = cgroup
         self.domain = domain
         self.log_path = Path(log_path) if log_path is not None else Path(
             tempfile.gettempdir()) / f"skyge-ha-{config.type}-{config.slot}-{config.name}.log"
@@ -275,7 +283,8 @@ class ScriptRunner:
         return await run_script(self.config.script, action, timeout=timeout,
                                 kind=self.config.script_kind,
                                 env=self.environment(action, fencing_token, timeout),
-                                log_path=self.log_path, output_limit=self.output_limit)
+                                log_path=self.log_path, output_limit=self.output_limit,
+                                cgroup=self.cgroup if action == "start" else None)
 
     async def start(self, fencing_token: int, timeout: float | None = None) -> ScriptResult:
         return await self.run("start", fencing_token, timeout)
