@@ -283,7 +283,7 @@ def test_failed_check_switches_over_and_counts_then_switch_command(cluster):
 
 
 def test_node_crash_hands_each_service_to_its_next_waiter(cluster):
-    n1, n2, n3 = cluster.node(1), cluster.node(2), cluster.node(3)
+    n2, n3 = cluster.node(2), cluster.node(3)
 
     def svc(slot: int, type: str, domain: int, action: str) -> None:
         done = cluster.cli(n2, "ha", "svc", "-d", str(domain), "-s", str(slot), "-t", type,

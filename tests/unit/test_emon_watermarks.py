@@ -139,7 +139,7 @@ def test_several_watermarks_actions_and_options(script):
 
 
 def test_default_hysteresis_of_a_kb_probe_is_relative(script):
-    (wm,) = parse_ecs(f'watermarks = "wm_250000";\nwm_250000 = "switch::above";\n', "f",
+    (wm,) = parse_ecs('watermarks = "wm_250000";\nwm_250000 = "switch::above";\n', "f",
                       "disk_usage", "kB")
     assert wm.hysteresis == 12500
 
