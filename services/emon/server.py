@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Sequence
 import grpc
 
 from skyge.services.common.config import ConfigError
+from skyge.services.common.text import excerpts
 from skyge.v1 import emon_pb2 as pb, emon_pb2_grpc
 
 from .core import WATCH_QUEUE_LIMIT, EmonCore, Sample
@@ -56,7 +57,7 @@ class EmonServicer(emon_pb2_grpc.EmonServicer):
         unknown = self.core.unknown(names)
         if unknown:
             await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"no probe named {', '.join(map(repr, unknown))} on this node "
+                                f"probe: no probe named {excerpts(unknown)} on this node "
                                 f"(probes: {', '.join(self.core.names())})")
 
     def _probes(self) -> list[pb.Probe]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 import grpc
 
 from skyge.services.common.config import ConfigError
+from skyge.services.common.text import excerpt
 from skyge.services.ha.service_config import TYPE_INDEX, TYPES, ServiceConfig
 from skyge.services.ha.supervisor import LOCK_SLOTS, ServiceSupervisor, parse_label
 from skyge.v1 import ha_pb2 as pb, ha_pb2_grpc, lock_pb2, lock_pb2_grpc
@@ -406,7 +407,7 @@ class HaServicer(ha_pb2_grpc.HaServicer):
                                     f"slot: must be from 0 to 1023, got {request.slot}")
             key: Key = (PB_TYPE[request.type], request.slot)
             supervisor = self.app.services.get(key)
-            what = f"{key[0]}/{key[1]}"
+            what = f"type/slot: no service {key[0]}/{key[1]}"
         else:
             if not request.name:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -414,10 +415,10 @@ class HaServicer(ha_pb2_grpc.HaServicer):
                                     "type + slot or by name)")
             supervisor = next((s for s in self.app.services.values()
                                if s.config.name == request.name), None)
-            what = repr(request.name)
+            what = f"name: no service named {excerpt(request.name)}"
         if supervisor is None:
             await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"no service {what} is added on domain {self.domain}")
+                                f"{what} is added on domain {self.domain}")
         try:
             deadline = supervisor.pulse()
         except (LookupError, ValueError) as error:

@@ -182,7 +182,7 @@ def test_a_service_whose_pulses_stop_is_switched(cluster):
     usage = cluster.cli(n1, "ha", "pulse", "-t", "fifo")
     assert usage.returncode == 2 and "-n NAME or by -t TYPE -s SLOT" in usage.stderr
     unknown = cluster.cli(n1, "ha", "pulse", "-n", "nosuch")
-    assert unknown.returncode == 1 and "no service 'nosuch'" in unknown.stderr
+    assert unknown.returncode == 1 and "no service named 'nosuch'" in unknown.stderr
     # the pulses stop: hung, switched to 2
     cluster.wait("pulsed", lambda p: p[:2] == ("running", 2), "switched after the pulses stopped",
                  timeout=10)
