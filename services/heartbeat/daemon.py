@@ -279,8 +279,8 @@ def _wants(watcher: Watcher, event: Event) -> bool:
 
 def _grpc_ports(ctx: DaemonContext) -> dict[str, int]:
     ports = {name: port for name, port in TCP_PORTS.items() if name != "heartbeat"}
-    listen = ctx.args.listen or ctx.config.get("listen")
-    if listen and listen != "none":
+    listen = ctx.args.listen or ctx.config.get("listen") or f":{TCP_PORTS['heartbeat']}"
+    if listen != "none":
         ports["heartbeat"] = int(listen.rpartition(":")[2])
     return ports
 
