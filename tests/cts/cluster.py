@@ -31,6 +31,7 @@ from skyge.clients.lab.daemons import is_serving, start_daemons, stop_daemons, w
 from skyge.clients.lab.demo import (CLUSTER_DAEMONS, Prober, configure_heartbeat, ha_call,
                                     placement, service_status, wait_members)
 from skyge.services.ha.supervisor import LOCK_SLOTS, parse_label
+from skyge.services.heartbeat.config import DEFAULT_PORT as HEARTBEAT_PORT
 from skyge.v1 import ha_pb2 as pb, lock_pb2, lock_pb2_grpc
 from tests.cluster import lock_support
 from tests.cts import checker, service
@@ -314,6 +315,27 @@ class CtsCluster:
             node.restore(nic)
         self._unplugged.discard(node.id)
         return stamp
+
+    def mute_heartbeat(self, node: LabNode, seconds: float) -> int:
+        """The node's heartbeat daemon hears nothing for `seconds` (its inbound heartbeat
+        datagrams are dropped; everything else flows): its view shrinks to itself for a moment,
+        as a stall of that daemon under load does. Returns when the fault began."""
+        table = "inet cts_mute"
+        script = (f"nft -f - <<'EOF'\ntable {table} {{\n chain input {{\n  type filter hook "
+                  f"input priority -10; policy accept;\n  udp dport {HEARTBEAT_PORT} drop\n }}\n"
+                  f"}}\nEOF\nsleep {seconds:g}; nft delete table {table}")
+        stamp = self.record.note("mute-heartbeat", node.key, f"{seconds:g} s")
+        try:
+            node.run(["sh", "-c", script], check=True, timeout=seconds + 10)
+        except BaseException:
+            node.run(["nft", "delete", "table", *table.split()])
+            raise
+        self.record.note("unmute-heartbeat", node.key)
+        return stamp
+
+    def lock_authority(self, via: LabNode) -> int:
+        """The domain of the lock authority as `via` sees it (0: none)."""
+        return lock_support.authority(via).authority.domain
 
     def partition(self, alone: LabNode) -> int:
         """`alone` on one side, every other node (with the gateway and the client) on the other."""

@@ -269,6 +269,64 @@ def test_a_brief_cut_off_resyncs_before_the_member_takes_new_work():
     assert check_history(cluster.records) == []
 
 
+def queued_three(cluster: SimCluster, holder: int, first: int, second: int) -> tuple[int, int, int]:
+    """A holder and two waiters (fifo order: first, then second) of (600, 1)."""
+    sessions = cluster.open(holder), cluster.open(first), cluster.open(second)
+    for session in sessions:
+        cluster.acquire(session, (600, 1))
+        cluster.run(5 * MS)
+    return sessions
+
+
+@pytest.mark.parametrize("release_during_cut", [False, True])
+@pytest.mark.parametrize("blipped", [1, 3])
+def test_a_waiter_cut_off_briefly_keeps_its_place_in_the_queue(blipped, release_during_cut):
+    """The first waiter's view shrinks to itself for a moment (a heartbeat stall under load), on
+    the authority's node or another: its wait is neither failed nor dropped (its node reports it
+    with its key at the resync), so it is still served before the waiter that came after it,
+    also when the lock is freed during the cut-off (the grant is delivered once reconnected).
+    Failed at once, its session could ask again only after the resync had removed the wait, and
+    would be queued at the back (test_ha's crash hand-off, CTS status_hangs)."""
+    cluster = settled(3, seed=33)
+    holder, waiter, later = queued_three(cluster, 2, blipped, 3 if blipped == 1 else 1)
+    cut = cluster.now
+    cluster.set_view(blipped, {blipped}, at=cut)
+    cluster.set_view(blipped, {1, 2, 3}, at=cut + 2 * MS)
+    if release_during_cut:
+        cluster.run(1 * MS)
+        cluster.release(holder, (600, 1))
+    run_checked(cluster, SETTLE)  # well past the resync
+    assert not cluster.of(waiter, "failed")
+    assert cluster.node(blipped).member.connected
+    if not release_during_cut:
+        cluster.release(holder, (600, 1))
+        run_checked(cluster, 20 * MS)
+    assert cluster.of(waiter, "granted") and not cluster.of(later, "granted")
+    assert check_history(cluster.records) == []
+
+
+@pytest.mark.parametrize("release_during_cut", [False, True])
+def test_a_waiter_cut_off_past_its_lease_fails_and_leaves_the_queue(release_during_cut):
+    """A cut-off that lasts: the kept wait (or the grant that came meanwhile, never delivered)
+    fails at the old lease end and the authority drops it, so the lock goes to the next waiter."""
+    cluster = settled(3, seed=34)
+    holder, waiter, later = queued_three(cluster, 2, 3, 1)
+    cut = cluster.now
+    cluster.set_view(3, {3}, at=cut)
+    if release_during_cut:
+        cluster.run(1 * MS)
+        cluster.release(holder, (600, 1))
+    run_checked(cluster, SETTLE)
+    failed = first(cluster, waiter, "failed")
+    assert failed.reason == lp.FAIL_NO_QUORUM
+    assert failed.time - cut <= TIMING.hold_lease_ns + TIMING.early_ns
+    if not release_during_cut:
+        cluster.release(holder, (600, 1))
+        run_checked(cluster, 20 * MS)
+    assert cluster.of(later, "granted") and not cluster.of(waiter, "granted")
+    assert check_history(cluster.records) == []
+
+
 @pytest.mark.parametrize("stalled", [1, 2])
 def test_two_nodes_a_stalled_lock_daemon_never_makes_a_second_authority(stalled):
     """A lock daemon stalls (starved, SIGSTOP) past `switch_ns` while its heartbeat runs on: the

@@ -72,6 +72,10 @@ class Member:
         #: authority learns it (a report) only when the hold lease they had ends, so nothing is
         #: granted in their place sooner than it would have been (see tick)
         self.resync_at: int | None = None
+        #: set with resync_at when the node was cut off while connected: its waits are kept
+        #: (they hold nothing) until then, and fail there only if the node is still cut off, so
+        #: that a view blip (a heartbeat stall under load) costs no place in a queue (see tick)
+        self.keep_waits_until: int | None = None
         self.sessions: dict[int, LocalSession] = {}
         self.last_authority = (0, 0)
         #: group -> watcher ids (observers and campaigns)
@@ -112,7 +116,8 @@ class Member:
     def report(self, epoch: int, now: int) -> None:
         """Send the whole state for (term, epoch); void it first when the lease ran out."""
         if not self._lease_valid(now):
-            self.drop_all(now, "no authority confirmed this node's locks in time")
+            self.drop_all(now, "no authority confirmed this node's locks in time",
+                          keep_waits=self.keep_waits_until is not None)
         self.reported_epoch = epoch
         self.report_gen += 1
         self.resync_at = None
@@ -159,6 +164,7 @@ class Member:
         if not self.connected and now < self.lease_until and self.resync_at is None and \
                 not self.node.cut_off(now):
             self.connected = True
+            self.keep_waits_until = None  # back in time: the kept waits go on
             for session in self.sessions.values():
                 for wait in session.waits.values():
                     wait.grace_ns = None
@@ -175,13 +181,15 @@ class Member:
             if session.campaign is None and any(h.delivered for h in session.holds.values()):
                 self._event(session.id, renewed=lp.Renewed(valid_until_boot_ns=self.lease_until))
 
-    def drop_all(self, now: int, detail: str, reason: int = lp.LOST_NO_QUORUM) -> None:
+    def drop_all(self, now: int, detail: str, reason: int = lp.LOST_NO_QUORUM, *,
+                 keep_waits: bool = False) -> None:
         """The lease ran out (or the node is cut off, or its daemon stops): every hold is lost.
         Waits fail too, unless this node's partition may still have quorum (an authority change,
-        a lone node checking its reference IP): they wait `acquire_grace_ns` for the next
-        authority, to which they are reported with their keys."""
+        a lone node checking its reference IP) or `keep_waits` (a cut-off, until
+        `keep_waits_until`): they wait `acquire_grace_ns` for the next authority, to which they
+        are reported with their keys."""
         self.connected = False
-        keep_waits = not self.node.stopping and self.node.may_have_quorum(now)
+        keep_waits = not self.node.stopping and (keep_waits or self.node.may_have_quorum(now))
         grace = now + self.node.timing.acquire_grace_ns
         for session in list(self.sessions.values()):
             for name, hold in list(session.holds.items()):
@@ -221,6 +229,24 @@ class Member:
                         request_id=wait.req)))
                 self._fail(session.id, name, lp.FAIL_NO_QUORUM, detail)
 
+    def _fail_kept(self, detail: str) -> None:
+        """The node is still cut off when the waits kept through its cut-off are due: they fail,
+        and so do the grants that came meanwhile (never delivered); the authority is told."""
+        for session in list(self.sessions.values()):
+            ended = [(name, wait.req, wait.sent) for name, wait in session.waits.items()]
+            session.waits.clear()
+            for name, hold in list(session.holds.items()):
+                if not hold.delivered:
+                    del session.holds[name]
+                    ended.append((name, hold.req, True))
+            for name, req, sent in ended:
+                if sent and self.can_send():
+                    self._send(pp.PeerData(release=pp.PeerRelease(
+                        term=self.term, session_id=session.id, name=name_proto(name),
+                        request_id=req)))
+                self._fail(session.id, name, lp.FAIL_NO_QUORUM, detail)
+            self._forget_if_empty_orphan(session)
+
     def tick(self, now: int) -> None:
         if self.connected and now >= self.lease_until:
             self.drop_all(now, "this node lost quorum (no confirmation from an authority)")
@@ -229,9 +255,18 @@ class Member:
         elif self.connected and self.node.cut_off(now):
             # no authority can count on this node any more: tell the sessions now rather than at
             # the lease end (they get the whole lease as warning), but let the authority keep
-            # their holds until then
-            self.drop_all(now, "this node is cut off: " + self.node.quorum_rule(now))
-            self.resync_at = self.lease_until + self.node.timing.early_ns
+            # their holds until then. Waits hold nothing: they are kept until then too (reported
+            # with their keys), and fail only if the node is still cut off. Failed at once, a
+            # view blip would cost their places: the resync report removes them at the
+            # authority before their sessions can ask again (HA asks again after RETRY_S).
+            self.drop_all(now, "this node is cut off: " + self.node.quorum_rule(now),
+                          keep_waits=True)
+            self.resync_at = self.keep_waits_until = \
+                self.lease_until + self.node.timing.early_ns
+        if self.keep_waits_until is not None and now >= self.keep_waits_until:
+            self.keep_waits_until = None
+            if self.node.cut_off(now):
+                self._fail_kept("this node is cut off: " + self.node.quorum_rule(now))
         if self.resync_at is not None and now >= self.resync_at:
             if self.can_send():
                 self.report(self.reported_epoch, now)
@@ -256,6 +291,9 @@ class Member:
                     request_id=wait.req)))
             self._fail(session_id, name, reason, detail)
         soonest: int | None = self.lease_until if self.connected else self.resync_at
+        if self.keep_waits_until is not None:
+            soonest = self.keep_waits_until if soonest is None else \
+                min(soonest, self.keep_waits_until)
         if heap:
             soonest = heap[0][0] if soonest is None else min(soonest, heap[0][0])
         self.deadlines = soonest
