@@ -56,7 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     groups.required = True
     for module in GROUPS:
         module.register(groups)
+    _output_anywhere(parser)
     return parser
+
+
+def _output_anywhere(parser: argparse.ArgumentParser) -> None:
+    """`-o/--output` after the group or command too (`skyge ha status -o json`), as users of
+    kubectl or etcdctl expect; given there, it overrides the one before the group."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("-o", "--output", choices=("text", "json"),
+                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                _output_anywhere(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

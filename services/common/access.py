@@ -19,6 +19,7 @@ import grpc
 GROUP = "skyge"
 READ_ONLY = frozenset({
     "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
     "/skyge.v1.Heartbeat/GetIdentity", "/skyge.v1.Heartbeat/ListMembers",
     "/skyge.v1.Heartbeat/ListLinks", "/skyge.v1.Heartbeat/WatchMembership",
     "/skyge.v1.Heartbeat/LookupName", "/skyge.v1.Heartbeat/WatchNames",

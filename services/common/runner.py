@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 import grpc
 import psutil
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from skyge import __version__
 from skyge.services.common import access, sdnotify
@@ -268,6 +269,7 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: list[str] | None,
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     app.register(server)
+    _reflect(app, server)
     if socket_path.exists() or socket_path.is_symlink():
         socket_path.unlink()  # safe: we hold the pid lock, so no live daemon owns it
     server.add_insecure_port(f"unix:{socket_path}")
@@ -325,6 +327,12 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: list[str] | None,
     return EXIT_OK
 
 
+def _reflect(app: DaemonApp, server: grpc.aio.Server) -> None:
+    """Server reflection, so grpcurl, Postman and other generic clients need no .proto files."""
+    reflection.enable_server_reflection(
+        (*app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+
 async def _serve_readers(spec: DaemonSpec, ctx: DaemonContext, app: DaemonApp,
                          health_servicer: Any) -> grpc.aio.Server | None:
     """The read-only socket for the `skyge` group (see `access`), when the group exists."""
@@ -337,6 +345,7 @@ async def _serve_readers(spec: DaemonSpec, ctx: DaemonContext, app: DaemonApp,
     server = grpc.aio.server(interceptors=[access.ReadOnly()])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     app.register(server)
+    _reflect(app, server)
     server.add_insecure_port(f"unix:{path}")
     await server.start()
     for target, mode in ((path, 0o660), (path.parent, 0o710)):

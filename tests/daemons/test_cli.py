@@ -38,6 +38,13 @@ def test_status_names_the_daemons_that_are_down(emon_root):
     assert result.stderr.strip() == "skyge: not serving: heartbeat, bus, lock, ha"
 
 
+def test_output_may_come_after_the_command(emon_root):
+    result = skyge("status", "-o", "json", root=emon_root)
+    assert json.loads(result.stdout)["daemons"]["emon"] == "SERVING"
+    overridden = skyge("-o", "json", "status", "--output", "text", root=emon_root)
+    assert overridden.stdout.splitlines()[0].split() == ["skyge-heartbeat", "DOWN"]
+
+
 def test_unbuilt_rpc_says_so_and_exits_1(emon_root):
     result = skyge("emon", "show", root=emon_root)
     assert result.returncode == 1

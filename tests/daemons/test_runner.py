@@ -223,3 +223,22 @@ def test_tcp_is_served_on_the_heartbeat_paths_addresses_by_default(root):
     paths.config_file("heartbeat").write_text('netcard1 = "lo";\nnetcard2 = "nonexistent0";\n')
     assert listen_addresses(spec, paths, "") == ["127.0.0.1:7414"]
     assert listen_addresses(spec, paths, "10.0.0.1:99") == ["10.0.0.1:99"]
+
+
+def test_reflection_lists_and_describes_the_services(root, daemon):
+    """grpcurl and other generic clients learn the API from the daemon itself."""
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase)
+    from google.protobuf.descriptor_pool import DescriptorPool
+    daemon()
+    sock = NodePaths.at(root).socket("emon")
+    wait_serving(sock)
+    with grpc.insecure_channel(f"unix:{sock}") as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {"skyge.v1.Emon", "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection"} <= services
+        method = DescriptorPool(database).FindServiceByName("skyge.v1.Emon").FindMethodByName(
+            "GetHistory")
+        assert method.input_type.full_name == "skyge.v1.GetHistoryRequest"
+        assert {"probe", "limit"} <= set(method.input_type.fields_by_name)
