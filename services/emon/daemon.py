@@ -18,6 +18,7 @@ at Reload is refused and the running configuration kept.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -82,7 +83,8 @@ class EmonApp(DaemonApp):
         specs = load_ecs_dir(self.ecs_dir, {p.name: p.unit for p in probes})
         return probes, specs
 
-    async def reload(self) -> None:
+    async def reload(self, config: dict[str, Any] | None = None) -> None:
+        """SIGHUP or the Reload RPC: probes and watermarks from their files again."""
         probes, specs = self.load()
         await self.core.reconfigure(probes, specs)
         self._describe("reloaded")

@@ -354,3 +354,14 @@ def test_daemon_cpu_cost_at_a_1s_interval_is_under_1_percent(node):
     after, elapsed = proc.cpu_times(), time.monotonic() - started
     used = (after.user - before.user) + (after.system - before.system)
     assert used / elapsed < 0.01, f"skyge-emon used {100 * used / elapsed:.2f}% of a core"
+
+
+def test_sighup_reloads_probes_and_watermarks_like_the_reload_rpc(node):
+    script, _ = node.counting_script("wm")
+    node.controlled_probe("level", 1)
+    node.start()
+    node.ecs("level", f'watermarks = "wm_5";\nwm_5 = "script:{script}:above";\n')
+    node.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: [w.name for w in node.stub().ListWatermarks(
+        pb.ListWatermarksRequest(), timeout=5).watermarks] == ["wm_5"], what="wm_5 after SIGHUP")
+    assert node.proc.poll() is None and "reloaded: probes" in node.output()

@@ -242,3 +242,25 @@ def test_reflection_lists_and_describes_the_services(root, daemon):
             "GetHistory")
         assert method.input_type.full_name == "skyge.v1.GetHistoryRequest"
         assert {"probe", "limit"} <= set(method.input_type.fields_by_name)
+
+
+def test_sighup_reloads_and_the_daemon_keeps_serving(root, tmp_path):
+    """systemctl reload sends SIGHUP: the daemon reads its config again instead of dying."""
+    log = tmp_path / "daemon.err"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([*DAEMON, "-r", str(root), "--listen", "none"], stderr=sink)
+    try:
+        sock = NodePaths.at(root).socket("emon")
+        wait_serving(sock)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "SIGHUP: nothing to reload" not in log.read_text() and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "SIGHUP: nothing to reload" in log.read_text()
+        wait_serving(sock)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0
