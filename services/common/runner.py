@@ -195,13 +195,13 @@ def heartbeat_addresses(paths: NodePaths) -> list[str]:
             if a.family == socket.AF_INET]
 
 
-def listen_addresses(spec: DaemonSpec, paths: NodePaths, configured: str) -> list[str]:
-    """Where TCP is served: the configured address, else the daemon's port on the heartbeat
-    paths' addresses (peers reach a node there; nothing else needs the port), else everywhere."""
+def listen_addresses(port: int, paths: NodePaths, configured: str) -> list[str]:
+    """Where TCP is served: the configured address, else the port on the heartbeat paths'
+    addresses (peers reach a node there; nothing else needs the port), else everywhere."""
     if configured:
         return [configured]
     addresses = heartbeat_addresses(paths)
-    return [f"{a}:{spec.tcp_port}" for a in addresses] or [f"0.0.0.0:{spec.tcp_port}"]
+    return [f"{a}:{port}" for a in addresses] or [f"0.0.0.0:{port}"]
 
 
 def load_tls(spec: DaemonSpec, paths: NodePaths, config: dict[str, Any], listen: list[str] | None,
@@ -440,7 +440,8 @@ def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
         config = load_config(config_path, config_schema(spec), missing_ok=args.config is None)
         raw = args.listen or config["listen"]
         configured = parse_listen(raw) if raw else ""
-        listen = None if configured is None else listen_addresses(spec, paths, configured)
+        listen = (None if configured is None
+                  else listen_addresses(spec.tcp_port, paths, configured))
     except ConfigError as exc:
         sys.stderr.write(f"skyge-{spec.name}: {exc}\n")
         return EXIT_USAGE

@@ -23,11 +23,13 @@ from typing import Any
 import grpc
 
 from skyge.services.common.config import Field, boolean, integer, string
-from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
+from skyge.services.common.runner import (DaemonApp, DaemonContext, DaemonSpec, StartupError,
+                                          heartbeat_addresses)
 from skyge.v1 import emon_pb2_grpc
 
 from .actions import ActionRunner, HaLink
 from .core import EmonCore, Sample
+from .metrics import METRICS_PORT, MetricsServer
 from .probes import Probe, builtin_probes, load_plugins
 from .publisher import BusPublisher
 from .server import SERVICE, EmonServicer
@@ -48,6 +50,10 @@ FIELDS = (
           help="s to wait for the HA daemon to switch one service"),
     Field("domain", integer(0, 64), default=0,
           help="this node's domain (0: heartbeat.cfg's, else the heartbeat daemon's)"),
+    Field("metrics_listen", string(r"none|.+:\d{1,5}", 'HOST:PORT or "none"'), default="",
+          help=f"the node's Prometheus scrape target (default: port {METRICS_PORT} on the "
+               f"addresses of heartbeat.cfg's NICs, none without them; HTTPS with client "
+               f"certificates when the node has TLS files)"),
 )
 
 
@@ -75,6 +81,20 @@ class EmonApp(DaemonApp):
             refusing=self.core.engine.refusing_new)
         self.core.on_crossing = self.actions.dispatch
         self.core.on_reconfigured = self._reconfigured
+        self.metrics = self._metrics_server(config["metrics_listen"])
+
+    def _metrics_server(self, listen: str) -> MetricsServer | None:
+        """The scrape target: `metrics_listen`, else the heartbeat paths' addresses; none on a
+        node without heartbeat.cfg (not a cluster node yet: nothing to expose everywhere)."""
+        if listen == "none":
+            return None
+        addresses = [listen] if listen else [f"{a}:{METRICS_PORT}"
+                                             for a in heartbeat_addresses(self.ctx.paths)]
+        if not addresses:
+            self.logger.info("no heartbeat path addresses: no Prometheus metrics (set "
+                             "metrics_listen)")
+            return None
+        return MetricsServer(self.ctx.paths, addresses, self.ctx.tls is not None)
 
     def load(self) -> tuple[list[Probe], list[WatermarkSpec]]:
         """The probes (built-ins + plug-ins) and watermarks as the files say now."""
@@ -112,8 +132,20 @@ class EmonApp(DaemonApp):
             self.publisher.start()
         self.core.start()
         self._describe("sampling")
+        if self.metrics is not None:
+            try:
+                self.metrics.start()
+            except OSError as error:
+                where = ", ".join(self.metrics.addresses)
+                raise StartupError(f"metrics_listen: cannot serve {where}: "
+                                   f"{error.strerror or error}") from None
+            self.logger.info("Prometheus metrics on %s (%s)", ", ".join(self.metrics.addresses),
+                             "HTTPS, client certificates of the cluster CA" if self.metrics.tls
+                             else "HTTP")
 
     async def stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         await self.core.stop()
         await self.actions.close()
         if self.publisher is not None:

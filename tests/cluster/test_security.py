@@ -245,3 +245,45 @@ def test_the_skyge_group_reads_without_root_and_changes_nothing(cluster):
                 *user[5:]]
     refused = n1.run([*stranger, "ha", "status"], timeout=60)
     assert refused.returncode == 1, refused
+
+
+#: run in a namespace: GET https://HOST:PORT/metrics with the client certificate PREFIX (or none)
+SCRAPE = r"""
+import ssl, sys, urllib.request
+url, ca, prefix = sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False  # nodes are scraped by address; the CA is what is checked
+if prefix:
+    context.load_cert_chain(prefix + ".crt", prefix + ".key")
+try:
+    print(urllib.request.urlopen(url, context=context, timeout=10).read().decode())
+except Exception as error:
+    print("REFUSED", type(error).__name__, error)
+    sys.exit(3)
+"""
+
+
+def test_each_node_is_a_prometheus_target_for_holders_of_a_cluster_certificate(cluster):
+    from prometheus_client.parser import text_string_to_metric_families
+    lab = cluster
+    prometheus = issue(lab, lab.root / "ca", Identity.admin("prometheus"),
+                       lab.root / "prometheus", "prometheus")
+    url = f"https://{public_ip(1)}:9664/metrics"
+    ca = str(lab.root / "ca" / pki.CA_CERT)
+    stranger = lab.client.run([sys.executable, "-c", SCRAPE, url, ca], timeout=60)
+    assert stranger.returncode == 3 and "REFUSED" in stranger.stdout, stranger
+    scraped = lab.client.run([sys.executable, "-c", SCRAPE, url, ca, str(prometheus)],
+                             timeout=60)
+    assert scraped.returncode == 0, scraped.stdout + scraped.stderr
+    samples = {}
+    for family in text_string_to_metric_families(scraped.stdout):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    assert samples[("skyge_members", ())] == 3 and samples[("skyge_quorate", ())] == 1
+    assert samples[("skyge_lock_term", ())] >= 1
+    links = {k: v for k, v in samples.items() if k[0] == "skyge_link_up"}
+    assert sorted(links) == sorted(("skyge_link_up", (("path", str(p)), ("peer", str(d))))
+                                   for d in (2, 3) for p in (1, 2))
+    assert set(links.values()) == {1}
+    assert {dict(k[1])["daemon"]: v for k, v in samples.items()
+            if k[0] == "skyge_daemon_up"} == {d: 1 for d in DAEMONS}

@@ -210,7 +210,7 @@ def test_a_watch_stops_cleanly_on_sigint_or_sigterm_even_started_with_sigint_ign
         if watch.poll() is None:
             watch.kill()
             watch.wait(10)
-    assert "cpu_load" in first
+    assert "cpu_load" in first, (first, rest, errors, watch.returncode)
     assert watch.returncode == 128 + stop, (watch.returncode, errors)
     assert "Traceback" not in errors
 

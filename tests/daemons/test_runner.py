@@ -215,14 +215,13 @@ def test_bad_arguments_exit_2(root, args, expected):
 
 
 def test_tcp_is_served_on_the_heartbeat_paths_addresses_by_default(root):
-    from skyge.services.common.runner import DaemonSpec, listen_addresses
-    spec = DaemonSpec(name="emon", description="", build=lambda ctx: None)  # type: ignore
+    from skyge.services.common.runner import listen_addresses
     paths = NodePaths.at(root)
-    assert listen_addresses(spec, paths, "") == ["0.0.0.0:7414"]  # no heartbeat.cfg: everywhere
+    assert listen_addresses(7414, paths, "") == ["0.0.0.0:7414"]  # no heartbeat.cfg: everywhere
     paths.etc.mkdir(parents=True)
     paths.config_file("heartbeat").write_text('netcard1 = "lo";\nnetcard2 = "nonexistent0";\n')
-    assert listen_addresses(spec, paths, "") == ["127.0.0.1:7414"]
-    assert listen_addresses(spec, paths, "10.0.0.1:99") == ["10.0.0.1:99"]
+    assert listen_addresses(7414, paths, "") == ["127.0.0.1:7414"]
+    assert listen_addresses(7414, paths, "10.0.0.1:99") == ["10.0.0.1:99"]
 
 
 def test_reflection_lists_and_describes_the_services(root, daemon):
