@@ -4,16 +4,20 @@
 # .venv holding skyge itself (editable) with its Python dependencies and test tools. Safe to run
 # again: it only installs what is missing.
 #
-#   deploy/install.sh            # what the demo, the lab and the tests need
-#   deploy/install.sh --system   # also: /opt/skyge (this checkout), the systemd units, the folders
+#   deploy/install.sh                  # what the demo, the lab and the tests need
+#   deploy/install.sh --system         # also: /opt/skyge (this checkout), the systemd units, folders
+#   deploy/install.sh --seed-commands  # also: the seed's command names in /usr/local/sbin
 set -euo pipefail
 cd "$(dirname "$0")/.."
 system=no
-case "${1:-}" in
-  --system) system=yes ;;
-  "") ;;
-  *) echo "deploy/install.sh: unknown option ${1} (use --system or nothing)" >&2; exit 2 ;;
-esac
+seed_commands=no
+for option in "$@"; do
+  case "$option" in
+    --system) system=yes ;;
+    --seed-commands) seed_commands=yes ;;
+    *) echo "deploy/install.sh: unknown option $option (--system, --seed-commands)" >&2; exit 2 ;;
+  esac
+done
 
 if [ "$(id -u)" != 0 ]; then
   echo "deploy/install.sh: run as root (the lab creates network namespaces; daemons add IPs)" >&2
@@ -70,4 +74,8 @@ if [ "$system" = yes ]; then
     systemctl daemon-reload
   fi
   echo "installed the skyge units in /etc/systemd/system (systemctl enable --now skyge.target)"
+fi
+
+if [ "$seed_commands" = yes ]; then
+  .venv/bin/skyge seed-commands install --dir /usr/local/sbin
 fi

@@ -13,12 +13,12 @@ from typing import Sequence
 from skyge import __version__
 from skyge.clients.cli import (bus_commands, ca_commands, demo_commands, emon_commands,
                                ha_commands, heartbeat_commands, lab_commands, lock_commands,
-                               node_commands)
+                               node_commands, seed_commands)
 from skyge.clients.cli.output import EXIT_USAGE, CliError, Output
 from skyge.clients.connect import default_root
 
 GROUPS = (node_commands, heartbeat_commands, bus_commands, lock_commands, ha_commands,
-          emon_commands, ca_commands, lab_commands, demo_commands)
+          emon_commands, ca_commands, seed_commands, lab_commands, demo_commands)
 
 
 class _Parser(argparse.ArgumentParser):
