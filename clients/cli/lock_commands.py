@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import socket
+import subprocess
 import threading
 import time
 from typing import Any, Iterator
@@ -26,6 +27,7 @@ from skyge.clients.cli.arguments import ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
 from skyge.clients.cli.rpc import node_client, show, to_dict
 from skyge.clients.connect import describe_rpc_error
+from skyge.services.common.clock import boot_ns
 from skyge.v1 import lock_pb2 as pb
 from skyge.v1 import lock_peer_pb2, lock_peer_pb2_grpc
 
@@ -189,6 +191,113 @@ def lock_test(args: argparse.Namespace, out: Output) -> int:
             signal.signal(sig, handler)
 
 
+# -- a command under a lock (like flock) ----------------------------------------------------------
+
+#: a command whose hold may end is killed this long before the hold's deadline
+RUN_MARGIN_NS = 50_000_000
+#: SIGTERM to the command, then SIGKILL after this long (Ctrl+C, SIGTERM to skyge)
+RUN_STOP_GRACE_S = 5.0
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def lock_run(args: argparse.Namespace, out: Output) -> int:
+    """Run a command while holding a lock (like flock). The command gets SKYGE_FENCING_TOKEN,
+    SKYGE_LOCK_SLOT and SKYGE_LOCK; its exit status is ours. If the hold ends (Lost, the lock
+    daemon gone, or no renewal before the deadline) the command's process group is killed at
+    once and we exit 1: nobody else may hold the lock while it runs."""
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
+        raise UsageError("lock run: a command is required after --, e.g. "
+                         "skyge lock run -s 600 -l 1 -- /usr/local/bin/backup")
+    interrupted: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _: interrupted.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    session = _Session(args)
+    proc: subprocess.Popen[bytes] | None = None
+    label = (args.label or f"skyge lock run {args.command[0]}")[:64]
+    valid_until = 0
+    try:
+        session.send(open=pb.Open(label=label, client_pid=os.getpid()))
+        session.send(acquire=pb.Acquire(slot=args.slot, lock=args.lock,
+                                        timeout_ms=args.timeout_ms, try_only=args.try_only,
+                                        priority=args.priority))
+        while True:
+            if interrupted:
+                if proc is None:
+                    return 128 + interrupted[0]
+                _kill_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(RUN_STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc, signal.SIGKILL)
+                    proc.wait()
+                _release(session, args)
+                return 128 + interrupted[0]
+            if proc is not None and proc.poll() is not None:
+                _release(session, args)
+                return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+            if proc is not None and boot_ns() >= valid_until - RUN_MARGIN_NS:
+                _kill_group(proc, signal.SIGKILL)
+                raise CommandFailed(f"lock {args.slot}/{args.lock}: no renewal before the hold's "
+                                    f"deadline: the command was killed")
+            event = session.next(0.02)
+            if event is False:
+                continue
+            if event is None or isinstance(event, grpc.RpcError):
+                if proc is not None:
+                    _kill_group(proc, signal.SIGKILL)
+                detail = ("the session ended" if event is None else describe_rpc_error(
+                    event, DAEMON, session.client.target(DAEMON), "Session"))
+                raise CommandFailed(f"lock {args.slot}/{args.lock}: {detail}"
+                                    f"{': the command was killed' if proc is not None else ''}")
+            kind = event.WhichOneof("event")
+            if kind == "granted":
+                valid_until = event.granted.valid_until_boot_ns
+                env = dict(os.environ, SKYGE_FENCING_TOKEN=str(event.granted.fencing_token),
+                           SKYGE_LOCK_SLOT=str(args.slot), SKYGE_LOCK=str(args.lock))
+                try:
+                    proc = subprocess.Popen(args.command, env=env, start_new_session=True)
+                except OSError as error:
+                    _release(session, args)
+                    raise CommandFailed(f"cannot run {args.command[0]}: "
+                                        f"{error.strerror or error}") from None
+            elif kind == "renewed":
+                valid_until = max(valid_until, event.renewed.valid_until_boot_ns)
+            elif kind == "failed":
+                raise CommandFailed(f"lock {args.slot}/{args.lock} not taken: "
+                                    f"{_FAIL_NAMES.get(event.failed.reason, 'failed')}"
+                                    f"{': ' + event.failed.detail if event.failed.detail else ''}")
+            elif kind == "lost":
+                if proc is not None:
+                    _kill_group(proc, signal.SIGKILL)
+                raise CommandFailed(f"lock {args.slot}/{args.lock} lost: "
+                                    f"{_LOST_NAMES.get(event.lost.reason, 'lost')}: the command "
+                                    f"was killed")
+    finally:
+        session.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _release(session: _Session, args: argparse.Namespace) -> None:
+    """Give the lock back and wait (briefly) until the daemon says so."""
+    session.send(release=pb.Release(slot=args.slot, lock=args.lock))
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while time.monotonic() < deadline:
+        event = session.next(0.1)
+        if event is None or isinstance(event, grpc.RpcError):
+            return
+        if event is not False and event.WhichOneof("event") == "released":
+            return
+
+
 # -- elections ----------------------------------------------------------------------------------
 
 
@@ -278,6 +387,25 @@ def register(groups: argparse._SubParsersAction) -> None:
                       help="release after holding this long (default: until Ctrl+C)")
     test.add_argument("--label", default=None, help="label shown by inspect (max 64 chars)")
     test.set_defaults(handler=lock_test)
+
+    run = commands.add_parser(
+        "run", help="run a command while holding a lock (like flock)",
+        description="Wait for the lock, run COMMAND with SKYGE_FENCING_TOKEN (and SKYGE_LOCK_SLOT, "
+                    "SKYGE_LOCK) in its environment, give the lock back when it exits; exit with "
+                    "its status. If the hold ends early the command is killed and the exit "
+                    "status is 1. Example: skyge lock run -s 600 -l 1 -- /usr/local/bin/backup")
+    run.add_argument("-s", "--slot", type=slot, required=True, help="slot 0-2047")
+    run.add_argument("-l", "--lock", type=lock, required=True, help="lock 0-8191")
+    run.add_argument("-p", "--priority", type=ranged_int(-2**31, 2**31 - 1), default=0,
+                     help="waiter priority (slots 1536-2047 only; higher first)")
+    run.add_argument("-t", "--timeout-ms", type=ranged_int(0, 2**32 - 1), default=0,
+                     help="give up after waiting this long, ms (default 0: wait forever)")
+    run.add_argument("-n", "--try", dest="try_only", action="store_true",
+                     help="do not wait: exit 1 at once if the lock is held (flock -n)")
+    run.add_argument("--label", default=None, help="label shown by inspect (max 64 chars)")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                     help="the command and its arguments")
+    run.set_defaults(handler=lock_run)
 
     inspect = commands.add_parser("inspect", help="holder and waiters of one lock")
     inspect.add_argument("-s", "--slot", type=slot, required=True, help="slot 0-2047")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import random
 import signal
+import subprocess
 import sys
 import time
 
@@ -755,3 +756,45 @@ def test_a_cut_off_holder_is_told_well_before_its_lock_passes_on(make_lab, fault
     for client in (holder, waiter):
         client.close()
 
+
+
+# ---- skyge lock run (like flock)
+
+RUN_BODY = ('echo "start $SKYGE_FENCING_TOKEN $(date +%s%N)" >> "$0"; sleep 0.3; '
+            'echo "end $SKYGE_FENCING_TOKEN $(date +%s%N)" >> "$0"')
+
+
+def popen(node, argv):
+    return subprocess.Popen(node.command(argv), env=node.environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_lock_run_runs_commands_one_at_a_time_with_growing_tokens(make_lab):
+    lab = make_lab(3)
+    ls.start_cluster(lab)
+    record = lab.root / "lock-run.txt"
+    record.touch()
+    argv = [sys.executable, "-m", "skyge.clients.cli.main", "lock", "run", "-s", "600", "-l",
+            "1", "--", "sh", "-c", RUN_BODY, str(record)]
+    procs = [popen(node, argv) for node in lab.nodes for _ in range(2)]
+    results = [(proc.wait(120), proc.stderr.read()) for proc in procs]
+    assert [code for code, _ in results] == [0] * 6, results
+    lines = [line.split() for line in record.read_text().splitlines()]
+    assert len(lines) == 12
+    starts = [(int(t), int(token)) for kind, token, t in lines if kind == "start"]
+    ends = {int(token): int(t) for kind, token, t in lines if kind == "end"}
+    starts.sort()
+    tokens = [token for _, token in starts]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 6  # each run its own, growing
+    for (began, token), (next_began, _) in zip(starts, starts[1:]):
+        assert ends[token] < next_began, "two commands ran under the lock at once"
+
+    n1, n2 = lab.node(1), lab.node(2)
+    held = popen(n1, [*argv[:-4], "sleep", "30"])
+    hs.wait_for("n1 holds 600/1", lambda: ls.inspect(n1, 600, 1).HasField("holder"), 20)
+    refused = ls.cli(n2, "lock", "run", "-s", "600", "-l", "1", "--try", "--", "true")
+    assert refused.returncode == 1 and "not taken" in refused.stderr
+    held.send_signal(signal.SIGTERM)  # the command is stopped, the lock given back
+    assert held.wait(30) == 128 + signal.SIGTERM
+    status = ls.cli(n2, "lock", "run", "-s", "600", "-l", "1", "--", "sh", "-c", "exit 7")
+    assert status.returncode == 7
