@@ -7,6 +7,7 @@ daemons' sockets live under the node root; `--socket` points one command at a so
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Sequence
 
@@ -78,7 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args, out)
     except CliError as error:
-        sys.stderr.write(f"skyge: {error}\n")
+        if out.json:  # a program reading JSON gets its errors as JSON too (on stderr)
+            sys.stderr.write(json.dumps({"error": str(error), "exit_status": error.exit_status})
+                             + "\n")
+        else:
+            sys.stderr.write(f"skyge: {error}\n")
         return error.exit_status
     except KeyboardInterrupt:
         return 130

@@ -57,7 +57,8 @@ status_timeout         30         (ours) s, 1-86400: a ``status`` running longer
 script_type            auto       (ours) auto|seed|lsb|ocf: how `script` is called (auto: OCF if
                                   the path has ``/resource.d/``, LSB under ``/etc/init.d/`` or
                                   ``/etc/rc.d/init.d/``, else seed)
-ocf_params             ""         (ours) ``key=value`` words passed as OCF_RESKEY_key to OCF agents
+ocf_params             ""         (ours) ``key=value`` words passed as OCF_RESKEY_key to OCF agents;
+                                  a value with spaces is quoted as in a shell: ``msg='a b'``
 umount                 normal     (ours) normal|force|lazy: what to do when a store's mount is busy
                                   at stop (normal: fail; force: kill the processes using it, then
                                   unmount; lazy: detach, UNSAFE on a shared disk, see `store`)
@@ -82,6 +83,7 @@ import ipaddress
 import os
 import pwd
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -325,9 +327,14 @@ def _pulse_timeout(value: Any) -> int:
 
 
 def _ocf_params(value: Any) -> dict[str, str]:
+    """`key=value` words, quoted as in a shell (`msg='a b'`) for values with spaces."""
     text = string()(value)
+    try:
+        words = shlex.split(text)
+    except ValueError as error:  # an unclosed quote
+        raise ValueError(f"{error} in {text!r} (quote a value with spaces: msg='a b')") from None
     params = {}
-    for word in text.split():
+    for word in words:
         key, sep, val = word.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise ValueError(f"{word!r} is not key=value (key: letters, digits, _)")

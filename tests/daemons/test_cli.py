@@ -35,7 +35,10 @@ def test_status_names_the_daemons_that_are_down(emon_root):
     data = json.loads(result.stdout)
     assert data["daemons"]["emon"] == "SERVING"
     assert data["daemons"]["lock"] == "DOWN"
-    assert result.stderr.strip() == "skyge: not serving: heartbeat, bus, lock, ha"
+    assert json.loads(result.stderr) == {"error": "not serving: heartbeat, bus, lock, ha",
+                                         "exit_status": 1}
+    assert skyge("status", root=emon_root).stderr.strip() == \
+        "skyge: not serving: heartbeat, bus, lock, ha"
 
 
 def test_output_may_come_after_the_command(emon_root):

@@ -126,6 +126,15 @@ def test_script_kinds():
     assert svc.script_kind == "ocf" and svc.ocf_params == (("ip", "1.2.3.4"), ("a", ""))
 
 
+def test_ocf_params_take_shell_quoting_for_values_with_spaces():
+    svc = parse_service(MINIMAL.format(n=1) + 'script_type = "ocf"; ocf_params = "msg=\'a b\' '
+                        'path=/x \\"q=c d\\"";', "fifo", 1)
+    assert svc.ocf_params == (("msg", "a b"), ("path", "/x"), ("q", "c d"))
+    with pytest.raises(ConfigError, match="ocf_params: No closing quotation"):
+        parse_service(MINIMAL.format(n=1) + 'script_type = "ocf"; ocf_params = "msg=\'a b";',
+                      "fifo", 1)
+
+
 BAD = [
     # (text, line, key, reason fragment)
     ('script = "/opt/a.sh";\n', None, "name", "required"),
