@@ -33,6 +33,10 @@ if ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; 
 elif ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
   packages+=(python3-venv)
 fi
+# Node.js and npm for the Node.js client (clients/node) and its tests, unless present already
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -58,6 +62,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e '.[test]'
   echo "$want" > "$stamp"
+fi
+
+# The Node.js client's packages (@grpc/grpc-js from the npm registry), as package-lock.json pins
+node_stamp=clients/node/node_modules/.skyge-installed
+node_want=$(sha256sum clients/node/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_want" ]; then
+  (cd clients/node && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$node_want" > "$node_stamp"
 fi
 
 if [ "$system" = yes ]; then
