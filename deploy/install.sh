@@ -26,7 +26,9 @@ fi
 
 python=${PYTHON:-python3}
 packages=(iproute2 iptables nftables iputils-ping arping procps psmisc util-linux mount e2fsprogs kmod
-          systemd)
+          systemd
+          # the C++ client (clients/cpp) and its test: Debian's gRPC, protoc and a compiler
+          libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev cmake g++ pkg-config)
 if ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   packages+=(python3 python3-venv)
   python=/usr/bin/python3

@@ -1,17 +1,19 @@
 """Clients in other languages against a running lab cluster, over mutual TLS from the client
-namespace: the Node.js client (clients/node, @grpc/grpc-js) lists the members, watches the
-membership, takes and gives back a lock, reads HA status and switches a service."""
+namespace: the Node.js client (clients/node, @grpc/grpc-js) and the C++ example client
+(clients/cpp, Debian's libgrpc++) each list the members, watch the membership, take and give
+back a lock, read HA status and switch a service."""
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from skyge.clients.lab import Lab, public_ip
 from skyge.clients.lab.demo import (CLUSTER_DAEMONS, configure_heartbeat, install_demo_service,
-                                    start_node, wait_members, wait_placement)
+                                    placement, start_node, wait_members, wait_placement)
 from skyge.services.common import pki
 from skyge.services.common.tls import Identity
 
@@ -20,6 +22,7 @@ from .conftest import unique_lab_name
 pytestmark = pytest.mark.lab
 
 NODE_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "node"
+CPP_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cpp"
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +65,31 @@ def test_the_nodejs_client_drives_the_cluster_over_mutual_tls(cluster):
     assert tour["before"] == {"active": 1, "waiting": [2, 3]}
     wait_placement(cluster.node(1), lambda p: p[:2] == ("running", 2), what="switched to n2",
                    timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cpp_tour(tmp_path_factory) -> Path:
+    """clients/cpp built with CMake against Debian's libgrpc++-dev (about 30 s on 2 cores)."""
+    build = tmp_path_factory.mktemp("cpp-build")
+    for step in (["cmake", "-S", str(CPP_CLIENT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"],
+                 ["cmake", "--build", str(build), "-j2"]):
+        done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, (step, done.stdout[-3000:], done.stderr[-3000:])
+    return build / "skyge_tour"
+
+
+def test_the_cpp_client_drives_the_cluster_over_mutual_tls(cluster, cpp_tour):
+    state, active, waiting = placement(cluster.node(1))
+    assert state == "running" and waiting
+    cert = admin_certificate(cluster, "cppclient")
+    done = cluster.client.run([str(cpp_tour), public_ip(1), str(cert), "700", "2", str(active),
+                               "0"], timeout=120)
+    assert done.returncode == 0, done.stderr
+    tour = dict(line.split(" ", 1) if " " in line else (line, "") for line in
+                done.stdout.splitlines())
+    assert tour["members"].split() == ["1", "2", "3"] and tour["first_event"] == "snapshot"
+    assert int(tour["fencing_token"]) >= 1 and tour["released"] == "yes"
+    assert (int(tour["active"]), [int(d) for d in tour["waiting"].split()]) == (active, waiting)
+    assert tour["switched"] == "yes"
+    wait_placement(cluster.node(1), lambda p: p[:2] == ("running", waiting[0]),
+                   what=f"switched to n{waiting[0]}", timeout=30)
