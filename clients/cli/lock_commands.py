@@ -363,8 +363,27 @@ def _peers(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+SLOT = ranged_int(0, SLOT_COUNT - 1)
+LOCK = ranged_int(0, LOCKS_PER_SLOT - 1)
+
+
+def _session_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that takes one lock in a session (test, run)."""
+    parser.add_argument("-s", "--slot", type=SLOT, required=True,
+                        help="slot 0-2047 (0-511 random, 512-1023 fifo, 1024-1535 stack, "
+                             "1536-2047 priority)")
+    parser.add_argument("-l", "--lock", type=LOCK, required=True, help="lock 0-8191")
+    parser.add_argument("-p", "--priority", type=ranged_int(-2**31, 2**31 - 1), default=0,
+                        help="waiter priority (slots 1536-2047 only; higher first)")
+    parser.add_argument("-t", "--timeout-ms", type=ranged_int(0, 2**32 - 1), default=0,
+                        help="give up after waiting this long, ms (default 0: wait forever)")
+    parser.add_argument("-n", "--try", dest="try_only", action="store_true",
+                        help="do not wait: fail (exit 1) at once if the lock is held")
+    parser.add_argument("--label", default=None, help="label shown by inspect (max 64 chars)")
+
+
 def register(groups: argparse._SubParsersAction) -> None:
-    slot, lock = ranged_int(0, SLOT_COUNT - 1), ranged_int(0, LOCKS_PER_SLOT - 1)
+    slot, lock = SLOT, LOCK
     group = groups.add_parser("lock", help="cluster-wide locks (buluos)")
     group.set_defaults(daemon_target=DAEMON)
     commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -373,19 +392,9 @@ def register(groups: argparse._SubParsersAction) -> None:
         "test", help="hold a lock until Ctrl+C, as the seed's test_d_lock",
         description="Ask for a lock and wait; print '<pid> process get lock' when granted; "
                     "Ctrl+C (or SIGTERM) releases it and hands it to the next waiter.")
-    test.add_argument("-s", "--slot", type=slot, required=True,
-                      help="slot 0-2047 (0-511 random, 512-1023 fifo, 1024-1535 stack, "
-                           "1536-2047 priority)")
-    test.add_argument("-l", "--lock", type=lock, required=True, help="lock 0-8191")
-    test.add_argument("-p", "--priority", type=ranged_int(-2**31, 2**31 - 1), default=0,
-                      help="waiter priority (slots 1536-2047 only; higher first)")
-    test.add_argument("-t", "--timeout-ms", type=ranged_int(0, 2**32 - 1), default=0,
-                      help="give up after waiting this long, ms (default 0: wait forever)")
-    test.add_argument("--try", dest="try_only", action="store_true",
-                      help="do not wait: fail at once if the lock is held")
+    _session_arguments(test)
     test.add_argument("--hold", type=float, default=None, metavar="SECONDS",
                       help="release after holding this long (default: until Ctrl+C)")
-    test.add_argument("--label", default=None, help="label shown by inspect (max 64 chars)")
     test.set_defaults(handler=lock_test)
 
     run = commands.add_parser(
@@ -394,15 +403,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                     "SKYGE_LOCK) in its environment, give the lock back when it exits; exit with "
                     "its status. If the hold ends early the command is killed and the exit "
                     "status is 1. Example: skyge lock run -s 600 -l 1 -- /usr/local/bin/backup")
-    run.add_argument("-s", "--slot", type=slot, required=True, help="slot 0-2047")
-    run.add_argument("-l", "--lock", type=lock, required=True, help="lock 0-8191")
-    run.add_argument("-p", "--priority", type=ranged_int(-2**31, 2**31 - 1), default=0,
-                     help="waiter priority (slots 1536-2047 only; higher first)")
-    run.add_argument("-t", "--timeout-ms", type=ranged_int(0, 2**32 - 1), default=0,
-                     help="give up after waiting this long, ms (default 0: wait forever)")
-    run.add_argument("-n", "--try", dest="try_only", action="store_true",
-                     help="do not wait: exit 1 at once if the lock is held (flock -n)")
-    run.add_argument("--label", default=None, help="label shown by inspect (max 64 chars)")
+    _session_arguments(run)
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                      help="the command and its arguments")
     run.set_defaults(handler=lock_run)
