@@ -173,17 +173,10 @@ def lock_test(args: argparse.Namespace, out: Output) -> int:
                 status = 1
                 return status
         # interrupted (Ctrl+C / SIGTERM) or hold time over: give the lock back, hand it on
-        session.send(release=pb.Release(**target))
-        deadline = time.monotonic() + RELEASE_WAIT_S
-        while time.monotonic() < deadline:
-            event = session.next(0.1)
-            if event is None or isinstance(event, grpc.RpcError):
-                break
-            if event is not False and event.WhichOneof("event") == "released":
-                out.event({"event": "released", "pid": pid, **target},
-                          f"{pid} process released lock {args.slot}/{args.lock}"
-                          if holding else f"{pid} process stopped waiting")
-                break
+        if _release(session, args):
+            out.event({"event": "released", "pid": pid, **target},
+                      f"{pid} process released lock {args.slot}/{args.lock}"
+                      if holding else f"{pid} process stopped waiting")
         return status
     finally:
         session.close()
@@ -286,16 +279,17 @@ def lock_run(args: argparse.Namespace, out: Output) -> int:
             signal.signal(sig, handler)
 
 
-def _release(session: _Session, args: argparse.Namespace) -> None:
-    """Give the lock back and wait (briefly) until the daemon says so."""
+def _release(session: _Session, args: argparse.Namespace) -> bool:
+    """Give the lock back and wait (briefly) until the daemon says so; whether it did."""
     session.send(release=pb.Release(slot=args.slot, lock=args.lock))
     deadline = time.monotonic() + RELEASE_WAIT_S
     while time.monotonic() < deadline:
         event = session.next(0.1)
         if event is None or isinstance(event, grpc.RpcError):
-            return
+            return False
         if event is not False and event.WhichOneof("event") == "released":
-            return
+            return True
+    return False
 
 
 # -- elections ----------------------------------------------------------------------------------
