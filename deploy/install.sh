@@ -7,15 +7,20 @@
 #   deploy/install.sh                  # what the demo, the lab and the tests need
 #   deploy/install.sh --system         # also: /opt/skyge (this checkout), the systemd units, folders
 #   deploy/install.sh --seed-commands  # also: the seed's command names in /usr/local/sbin
+#   deploy/install.sh --java           # also: a JDK and Debian's protobuf/gRPC jars, to compile
+#                                      # the Java code of protos/generate.py --lang java (~300 MB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 system=no
 seed_commands=no
+java=no
 for option in "$@"; do
   case "$option" in
     --system) system=yes ;;
     --seed-commands) seed_commands=yes ;;
-    *) echo "deploy/install.sh: unknown option $option (--system, --seed-commands)" >&2; exit 2 ;;
+    --java) java=yes ;;
+    *) echo "deploy/install.sh: unknown option $option (--system, --seed-commands, --java)" >&2
+       exit 2 ;;
   esac
 done
 
@@ -28,7 +33,14 @@ python=${PYTHON:-python3}
 packages=(iproute2 iptables nftables iputils-ping arping procps psmisc util-linux mount e2fsprogs kmod
           systemd
           # the C++ client (clients/cpp) and its test: Debian's gRPC, protoc and a compiler
-          libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev cmake g++ pkg-config)
+          libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev cmake g++ pkg-config
+          # Go and Java code from the protos (protos/generate.py --lang go|java): the plugins
+          protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc-java-plugin)
+if [ "$java" = yes ]; then
+  # javac and the jars the generated Java code compiles against (tests/unit/test_codegen.py)
+  packages+=(default-jdk-headless libprotobuf-java libgrpc-java libguava-java
+             libgeronimo-annotation-1.3-spec-java)
+fi
 if ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   packages+=(python3 python3-venv)
   python=/usr/bin/python3

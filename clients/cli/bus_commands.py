@@ -26,20 +26,28 @@ import argparse
 import base64
 import sys
 from datetime import datetime, timezone
-from typing import Any, Callable
-
-import grpc
-from google.protobuf.message import Message
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable
 
 from skyge.clients.cli.arguments import DOMAIN, ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
-from skyge.clients.cli.rpc import node_client, to_dict
-from skyge.clients.connect import NodeClient, describe_rpc_error
-from skyge.v1 import bus_pb2 as pb
+from skyge.clients.cli.rpc import input_codes, node_client, to_dict
+
+if TYPE_CHECKING:  # imported by the commands themselves: gRPC is slow to load for `--help`
+    import grpc
+    from google.protobuf.message import Message
+
+    from skyge.clients.connect import NodeClient
+    from skyge.v1 import bus_pb2 as pb
 
 DAEMON = "bus"
 BUS_TYPE_NUMBER = 0  # the seed's number for a "collector" bus
-_INPUT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
+
+
+def _pb() -> ModuleType:
+    """bus_pb2, imported when a command runs: protobuf is too slow to load for `--help`."""
+    from skyge.v1 import bus_pb2
+    return bus_pb2
 
 
 def _from_bus_daemon(error: grpc.RpcError) -> bool:
@@ -51,16 +59,18 @@ def _from_bus_daemon(error: grpc.RpcError) -> bool:
 
 
 def _fail(error: grpc.RpcError, client: NodeClient, rpc: str) -> None:
+    from skyge.clients.connect import describe_rpc_error
     if _from_bus_daemon(error):
         message = f"{rpc}: {error.details()} ({error.code().name})"
     else:
         message = describe_rpc_error(error, DAEMON, client.target(DAEMON), rpc)
-    if error.code() in _INPUT_CODES:
+    if error.code() in input_codes():
         raise UsageError(message) from None
     raise CommandFailed(message) from None
 
 
 def _call(args: argparse.Namespace, rpc: str, request: Message) -> Any:
+    import grpc
     with node_client(args) as client:
         try:
             return getattr(client.stub(DAEMON), rpc)(request, timeout=args.timeout)
@@ -71,10 +81,11 @@ def _call(args: argparse.Namespace, rpc: str, request: Message) -> Any:
 Handler = Callable[[argparse.Namespace, Output], int]
 
 
-def _show(rpc: str, request: Callable[[argparse.Namespace], Message],
+def _show(rpc: str, request: Callable[[ModuleType, argparse.Namespace], Message],
           text: Callable[[Any, argparse.Namespace], str]) -> Handler:
+    """A command calling `rpc` with `request(bus_pb2, args)` and printing `text(reply, args)`."""
     def handler(args: argparse.Namespace, out: Output) -> int:
-        reply = _call(args, rpc, request(args))
+        reply = _call(args, rpc, request(_pb(), args))
         out.result(to_dict(reply), text(reply, args))
         return 0
     return handler
@@ -116,8 +127,9 @@ def message_dict(message: pb.BusMessage) -> dict[str, Any]:
 
 
 def spy(args: argparse.Namespace, out: Output) -> int:
-    request = pb.SubscribeRequest(domain=args.domain, name=args.name,
-                                  from_sequence=args.from_sequence, max_batch=args.max_batch)
+    import grpc
+    request = _pb().SubscribeRequest(domain=args.domain, name=args.name,
+                                     from_sequence=args.from_sequence, max_batch=args.max_batch)
     received = 0
     with node_client(args) as client:
         call = client.stub(DAEMON).Subscribe(request)
@@ -173,17 +185,17 @@ def register(groups: argparse._SubParsersAction) -> None:
     create.add_argument("--max-payload", type=ranged_int(0, 1 << 20), default=0,
                         help="largest message in bytes, 1-1048576 (default 0: 65536)")
     create.set_defaults(handler=_show(
-        "CreateBus", lambda a: pb.CreateBusRequest(domain=a.domain, name=a.name, slot=a.slot,
-                                                   retain_messages=a.retain,
-                                                   max_payload_bytes=a.max_payload),
+        "CreateBus", lambda pb, a: pb.CreateBusRequest(domain=a.domain, name=a.name, slot=a.slot,
+                                                       retain_messages=a.retain,
+                                                       max_payload_bytes=a.max_payload),
         lambda reply, a: _created(reply.name, reply.domain)))
 
     bus_command("list", "list the buses of a domain (mb_cli_get_service)", named=False
                 ).set_defaults(handler=_show(
-                    "ListBuses", lambda a: pb.ListBusesRequest(domain=a.domain), _list_text))
+                    "ListBuses", lambda pb, a: pb.ListBusesRequest(domain=a.domain), _list_text))
 
     bus_command("delete", "delete a bus (mb_cli_delete_service)").set_defaults(handler=_show(
-        "DeleteBus", lambda a: pb.DeleteBusRequest(domain=a.domain, name=a.name),
+        "DeleteBus", lambda pb, a: pb.DeleteBusRequest(domain=a.domain, name=a.name),
         lambda reply, a: f"Delete service {reply.deleted.name} successfully."))
 
     init = bus_command("init", "create the standard log/cmd/state buses (bl_init.sh, "
@@ -193,7 +205,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                       choices=("heartbeat", "bus", "lock", "ha", "emon"),
                       help="only this subsystem's buses (repeatable; default: all)")
     init.set_defaults(handler=_show(
-        "InitBuses", lambda a: pb.InitBusesRequest(domain=a.domain, subsystems=a.subsystem),
+        "InitBuses", lambda pb, a: pb.InitBusesRequest(domain=a.domain, subsystems=a.subsystem),
         _init_text))
 
     send = bus_command("send", "publish a message (mb_general_provider)")
@@ -201,7 +213,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     send.add_argument("--content-type", default="text/plain; charset=utf-8",
                       help="MIME type passed to subscribers (default: text/plain; charset=utf-8)")
     send.set_defaults(handler=_show(
-        "Publish", lambda a: pb.PublishRequest(domain=a.domain, name=a.name, messages=[
+        "Publish", lambda pb, a: pb.PublishRequest(domain=a.domain, name=a.name, messages=[
             pb.Payload(data=a.message.encode(), content_type=a.content_type)]),
         lambda reply, a: "send successfully"))
 

@@ -11,8 +11,6 @@ from pathlib import Path
 
 from skyge.clients.cli.arguments import DOMAIN, ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
-from skyge.services.common.paths import NodePaths
-from skyge.services.common.tls import TLS_FOLDER, Identity
 
 DAYS = ranged_int(1, 36500)
 
@@ -50,6 +48,7 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def _ca_folder(args: argparse.Namespace, given: str | None) -> Path:
+    from skyge.services.common.paths import NodePaths
     return Path(given) if given else NodePaths.at(args.root).etc / "ca"
 
 
@@ -70,6 +69,8 @@ def init_ca(args: argparse.Namespace, out: Output) -> int:
 
 def issue_cert(args: argparse.Namespace, out: Output) -> int:
     from skyge.services.common import pki
+    from skyge.services.common.paths import NodePaths
+    from skyge.services.common.tls import TLS_FOLDER, Identity
     try:
         if args.node is not None:
             identity = Identity.node(args.node)

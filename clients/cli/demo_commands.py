@@ -6,7 +6,6 @@ import sys
 
 from skyge.clients.cli.arguments import ranged_int
 from skyge.clients.cli.output import CommandFailed, Output
-from skyge.clients.lab import LabError
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -20,6 +19,7 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from skyge.clients.lab import LabError
     from skyge.clients.lab.demo import run_demo
 
     narrate = (lambda line: sys.stderr.write(line + "\n")) if out.json else print

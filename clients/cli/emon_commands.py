@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from types import ModuleType
 from typing import Any
 
 from skyge.clients.cli.arguments import ranged_int
 from skyge.clients.cli.rpc import follow, show
-from skyge.v1 import emon_pb2 as pb
 
 DAEMON = "emon"
 _UNITS = {"percent": "%"}
+
+
+def _pb() -> ModuleType:
+    """emon_pb2, imported when a command runs: protobuf is too slow to load for `--help`."""
+    from skyge.v1 import emon_pb2
+    return emon_pb2
 
 
 def _unit(unit: str) -> str:
@@ -118,37 +124,38 @@ def register(groups: argparse._SubParsersAction) -> None:
     cmd = commands.add_parser("show", help="current value of every probe (or of those named)")
     cmd.add_argument("probes", nargs="*", metavar="PROBE")
     cmd.set_defaults(handler=lambda args, out: show(
-        args, out, DAEMON, "GetCurrent", pb.GetCurrentRequest(probes=args.probes), samples_text))
+        args, out, DAEMON, "GetCurrent", _pb().GetCurrentRequest(probes=args.probes), samples_text))
 
     cmd = commands.add_parser("watch", help="follow the probes live (the seed's foreground emon)")
     cmd.add_argument("probes", nargs="*", metavar="PROBE")
     cmd.set_defaults(handler=lambda args, out: follow(
-        args, out, DAEMON, "Watch", pb.WatchRequest(probes=args.probes), sample_line))
+        args, out, DAEMON, "Watch", _pb().WatchRequest(probes=args.probes), sample_line))
 
     cmd = commands.add_parser("history", help="retained samples of one probe, oldest first")
     cmd.add_argument("probe", metavar="PROBE")
     cmd.add_argument("-n", "--limit", type=ranged_int(0, 100_000), default=0,
                      help="only the newest N samples (default: all retained)")
     cmd.set_defaults(handler=lambda args, out: show(
-        args, out, DAEMON, "GetHistory", pb.GetHistoryRequest(probe=args.probe, limit=args.limit),
+        args, out, DAEMON, "GetHistory",
+        _pb().GetHistoryRequest(probe=args.probe, limit=args.limit),
         lambda data: "\n".join(sample_line(s) for s in data.get("samples", [])) or "no samples"))
 
     commands.add_parser("probes", help="list the probes").set_defaults(
-        handler=lambda args, out: show(args, out, DAEMON, "ListProbes", pb.ListProbesRequest(),
+        handler=lambda args, out: show(args, out, DAEMON, "ListProbes", _pb().ListProbesRequest(),
                                        probes_text))
 
     cmd = commands.add_parser("watermarks", help="list the watermarks and their state")
     cmd.add_argument("probe", nargs="?", default="", metavar="PROBE")
     cmd.set_defaults(handler=lambda args, out: show(
-        args, out, DAEMON, "ListWatermarks", pb.ListWatermarksRequest(probe=args.probe),
+        args, out, DAEMON, "ListWatermarks", _pb().ListWatermarksRequest(probe=args.probe),
         watermarks_text))
 
     commands.add_parser("reload", help="read the plug-in probes and watermark files again").set_defaults(
         handler=lambda args, out: show(
-            args, out, DAEMON, "Reload", pb.ReloadRequest(),
+            args, out, DAEMON, "Reload", _pb().ReloadRequest(),
             lambda data: f"reloaded: {len(data.get('probes', []))} probes, "
                          f"{len(data.get('watermarks', []))} watermarks"))
 
     commands.add_parser("stats", help="daemon counters (samples, bus, actions, CPU)").set_defaults(
-        handler=lambda args, out: show(args, out, DAEMON, "GetStats", pb.GetEmonStatsRequest(),
+        handler=lambda args, out: show(args, out, DAEMON, "GetStats", _pb().GetEmonStatsRequest(),
                                        stats_text))

@@ -17,34 +17,39 @@ from __future__ import annotations
 
 import argparse
 import time
+from types import ModuleType
 from typing import Any
-
-import grpc
 
 from skyge.clients.cli.arguments import DOMAIN, ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
 from skyge.clients.cli.rpc import _raise_for, node_client, to_dict
-from skyge.v1 import ha_pb2 as pb
 
 DAEMON = "ha"
-TYPES = {"random": pb.TAKEOVER_RANDOM, "fifo": pb.TAKEOVER_FIFO, "stack": pb.TAKEOVER_STACK}
-ACTIONS = {"add": pb.ACTION_ADD, "start": pb.ACTION_START, "stop": pb.ACTION_STOP,
-           "release": pb.ACTION_RELEASE, "remove": pb.ACTION_REMOVE, "switch": pb.ACTION_SWITCH}
+#: choice -> name of the ha.proto enum value (resolved when a command runs, see _pb)
+TYPES = {"random": "TAKEOVER_RANDOM", "fifo": "TAKEOVER_FIFO", "stack": "TAKEOVER_STACK"}
+ACTIONS = {"add": "ACTION_ADD", "start": "ACTION_START", "stop": "ACTION_STOP",
+           "release": "ACTION_RELEASE", "remove": "ACTION_REMOVE", "switch": "ACTION_SWITCH"}
 SLOT = ranged_int(0, 1023)
 #: UNAVAILABLE answers that come from the HA daemon itself (not "cannot connect")
 _SERVER_UNAVAILABLE = ("domain ", "this node's domain", "the lock daemon", "skyge-ha is stopping")
 
 
+def _pb() -> ModuleType:
+    """ha_pb2, imported when a command runs: protobuf is too slow to load for `--help`."""
+    from skyge.v1 import ha_pb2
+    return ha_pb2
+
+
 def _type_name(value: Any) -> str:
     """"TAKEOVER_FIFO" (JSON) or 2 -> "fifo"."""
     if isinstance(value, int):
-        value = pb.TakeoverOrder.Name(value)
+        value = _pb().TakeoverOrder.Name(value)
     return str(value).removeprefix("TAKEOVER_").lower()
 
 
 def _state_name(value: Any) -> str:
     if isinstance(value, int):
-        value = pb.ServiceState.Name(value)
+        value = _pb().ServiceState.Name(value)
     return str(value).removeprefix("SERVICE_").lower()
 
 
@@ -75,6 +80,9 @@ def render_service(s: dict[str, Any]) -> str:
         extra.append(f"failed checks {s['failed_checks']}")
     if int(s.get("fail_count") or 0):
         extra.append(f"failures {s['fail_count']}")
+    unmanaged = [str(n["domain"]) for n in s.get("nodes", []) if n.get("unmanaged")]
+    if unmanaged:
+        extra.append(f"unmanaged on {','.join(unmanaged)}")
     lines = [f"{head}   ({', '.join(extra)})"]
     waiting = " ".join(f"[ {d} ]" for d in s.get("waiting_domains", []))
     lines.append(f"          domain waiting for lock :{waiting}")
@@ -85,7 +93,16 @@ def render_service(s: dict[str, Any]) -> str:
 
 def render_status(data: dict[str, Any]) -> str:
     text = "\n".join(render_service(s) for s in data.get("services", [])) or "(no services)"
-    return "\n".join([f"WARNING: {w}" for w in data.get("warnings", [])] + [text])
+    maintenance = [render_maintenance(data)] if data.get("maintenance_domains") else []
+    return "\n".join([f"WARNING: {w}" for w in data.get("warnings", [])] + maintenance + [text])
+
+
+def render_maintenance(data: dict[str, Any]) -> str:
+    domains = data.get("maintenance_domains", [])
+    if not domains:
+        return "maintenance: no node"
+    return (f"MAINTENANCE: domain {', '.join(map(str, domains))} (nothing is started, stopped "
+            f"or moved there)")
 
 
 def render_event(data: dict[str, Any]) -> str:
@@ -105,6 +122,7 @@ def render_command(data: dict[str, Any]) -> str:
 
 
 def _call(args: argparse.Namespace, rpc: str, request: Any, timeout: float | None = None) -> Any:
+    import grpc
     with node_client(args) as client:
         try:
             return getattr(client.stub(DAEMON), rpc)(request, timeout=timeout or args.timeout)
@@ -122,9 +140,10 @@ def _show(args: argparse.Namespace, out: Output, rpc: str, request: Any, text,
 
 
 def _watch(args: argparse.Namespace, out: Output) -> int:
+    import grpc
     with node_client(args) as client:
         try:
-            for event in client.stub(DAEMON).WatchStatus(pb.WatchStatusRequest()):
+            for event in client.stub(DAEMON).WatchStatus(_pb().WatchStatusRequest()):
                 data = to_dict(event)
                 out.event(data, render_event(data))
         except grpc.RpcError as error:
@@ -149,13 +168,13 @@ def register(groups: argparse._SubParsersAction) -> None:
     query = commands.add_parser("query", help="services configured on a domain (ha_query)")
     query.add_argument("-d", "--domain", type=DOMAIN, required=True, help="node id 1-64")
     query.set_defaults(handler=lambda args, out: _show(
-        args, out, "Query", pb.QueryRequest(domain=args.domain), render_query))
+        args, out, "Query", _pb().QueryRequest(domain=args.domain), render_query))
 
     status = commands.add_parser("status", help="where each service runs and who waits (ha_status)")
     status.add_argument("--watch", action="store_true", help="follow changes live (Ctrl+C ends)")
     status.set_defaults(handler=lambda args, out: (
         _watch(args, out) if args.watch
-        else _show(args, out, "Status", pb.StatusRequest(), render_status)))
+        else _show(args, out, "Status", _pb().StatusRequest(), render_status)))
 
     svc = commands.add_parser(
         "svc", help="add/start/stop/release/remove/switch a service (ha_svc_commander)",
@@ -172,15 +191,28 @@ def register(groups: argparse._SubParsersAction) -> None:
     svc.add_argument("--wait", type=float, default=LONG_TIMEOUT_S, metavar="SECONDS",
                      help="longest wait for the action (scripts may take their timeouts; "
                           f"default {LONG_TIMEOUT_S:g})")
-    svc.set_defaults(handler=lambda args, out: _show(args, out, "Command", pb.CommandRequest(
-        domain=args.domain, type=TYPES[args.type], slot=args.slot, action=ACTIONS[args.action]),
-        render_command, timeout=args.wait))
+    svc.set_defaults(handler=_command)
 
     stopall = commands.add_parser("stopall", help="stop every service on every node")
     stopall.add_argument("--wait", type=float, default=LONG_TIMEOUT_S, metavar="SECONDS",
                          help=f"longest wait (default {LONG_TIMEOUT_S:g})")
     stopall.set_defaults(handler=lambda args, out: _show(
-        args, out, "StopAll", pb.StopAllRequest(), render_status, timeout=args.wait))
+        args, out, "StopAll", _pb().StopAllRequest(), render_status, timeout=args.wait))
+
+    maintenance = commands.add_parser(
+        "maintenance", help="leave the services of a node, or of every node, as they are",
+        description="Pacemaker's maintenance mode. on: the HA daemon starts, stops, checks and "
+                    "moves nothing there (commands are refused, waiting nodes leave the queues, "
+                    "and a stopped skyge-ha leaves its services running for the next one to "
+                    "adopt: restart or upgrade it then); a lost lock still stops a service. "
+                    "off: running services are checked at once and waiting ones queue again. "
+                    "Kept across restarts of the daemon.")
+    maintenance.add_argument("mode", choices=("on", "off"))
+    where = maintenance.add_mutually_exclusive_group()
+    where.add_argument("-d", "--domain", type=DOMAIN,
+                       help="node id 1-64 (default: the node serving the call)")
+    where.add_argument("--all", action="store_true", help="every member of the cluster")
+    maintenance.set_defaults(handler=_maintenance)
 
     pulse = commands.add_parser("pulse", help="user heartbeat: tell skyge the service is alive")
     pulse.add_argument("-s", "--slot", type=SLOT, help="slot folder number 0-1023")
@@ -189,7 +221,21 @@ def register(groups: argparse._SubParsersAction) -> None:
     pulse.set_defaults(handler=_pulse)
 
 
+def _command(args: argparse.Namespace, out: Output) -> int:
+    pb = _pb()
+    request = pb.CommandRequest(domain=args.domain, type=pb.TakeoverOrder.Value(TYPES[args.type]),
+                                slot=args.slot, action=pb.Action.Value(ACTIONS[args.action]))
+    return _show(args, out, "Command", request, render_command, timeout=args.wait)
+
+
+def _maintenance(args: argparse.Namespace, out: Output) -> int:
+    request = _pb().SetMaintenanceRequest(on=args.mode == "on", domain=args.domain or 0,
+                                          all_members=args.all)
+    return _show(args, out, "SetMaintenance", request, render_maintenance)
+
+
 def _pulse(args: argparse.Namespace, out: Output) -> int:
+    pb = _pb()
     if args.name is not None:
         if args.type is not None or args.slot is not None:
             raise UsageError("pulse: name the service either by -n NAME or by -t TYPE -s SLOT")
@@ -197,7 +243,7 @@ def _pulse(args: argparse.Namespace, out: Output) -> int:
     elif args.type is None or args.slot is None:
         raise UsageError("pulse: name the service by -n NAME or by -t TYPE -s SLOT")
     else:
-        request = pb.PulseRequest(type=TYPES[args.type], slot=args.slot)
+        request = pb.PulseRequest(type=pb.TakeoverOrder.Value(TYPES[args.type]), slot=args.slot)
     return _show(args, out, "Pulse", request, lambda data: (
         f"pulse taken: next one due by {_clock(data.get('deadline_unix_ns'))} "
         f"(pulse_timeout_ms {data.get('pulse_timeout_ms')})"))

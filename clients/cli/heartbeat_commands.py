@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import time
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from skyge.clients.cli.arguments import DOMAIN, NETID, ranged_int
 from skyge.clients.cli.output import CliError, CommandFailed, Output, UsageError
 from skyge.clients.cli.rpc import call, follow, to_dict
-from skyge.services.common.atomic import write_atomic
-from skyge.services.common.config import ConfigError, parse_config, render_config
-from skyge.services.common.keys import read_key
-from skyge.services.common.paths import NodePaths
-from skyge.services.common.runner import config_schema
-from skyge.services.heartbeat import config as hbconfig
-from skyge.services.heartbeat.wire import MAX_PATHS
-from skyge.v1 import heartbeat_pb2 as pb
+
+if TYPE_CHECKING:  # the commands import the daemon's modules: too slow to load for `--help`
+    from skyge.services.common.paths import NodePaths
 
 DAEMON = "heartbeat"
+#: skyge.services.heartbeat.wire.MAX_PATHS (a test keeps them equal; wire is slow to import)
+MAX_PATHS = 8
 PATH = ranged_int(1, MAX_PATHS)
 KEY_BYTES = 32
 SEED_CONFIG = "/etc/jiluos/jiluos.cfg"
@@ -96,7 +93,14 @@ def _node(node: dict[str, Any]) -> str:
     return f"{node.get('netid', 0)}.{node.get('domain', 0)}"
 
 
+def _pb() -> ModuleType:
+    """heartbeat_pb2, imported when a command runs: protobuf is too slow to load for `--help`."""
+    from skyge.v1 import heartbeat_pb2
+    return heartbeat_pb2
+
+
 def _paths(args: argparse.Namespace) -> NodePaths:
+    from skyge.services.common.paths import NodePaths
     return NodePaths.at(args.root)
 
 
@@ -104,9 +108,9 @@ def _paths(args: argparse.Namespace) -> NodePaths:
 
 def show_node(args: argparse.Namespace, out: Output) -> int:
     data = {
-        "identity": to_dict(call(args, DAEMON, "GetIdentity", pb.GetIdentityRequest())),
-        "members": to_dict(call(args, DAEMON, "ListMembers", pb.ListMembersRequest())),
-        "links": to_dict(call(args, DAEMON, "ListLinks", pb.ListLinksRequest())),
+        "identity": to_dict(call(args, DAEMON, "GetIdentity", _pb().GetIdentityRequest())),
+        "members": to_dict(call(args, DAEMON, "ListMembers", _pb().ListMembersRequest())),
+        "links": to_dict(call(args, DAEMON, "ListLinks", _pb().ListLinksRequest())),
     }
     out.result(data, render_node)
     return 0
@@ -142,9 +146,9 @@ def render_node(data: dict[str, Any]) -> str:
 
 
 def watch(args: argparse.Namespace, out: Output) -> int:
-    identity = call(args, DAEMON, "GetIdentity", pb.GetIdentityRequest())
+    identity = call(args, DAEMON, "GetIdentity", _pb().GetIdentityRequest())
     me = f"{identity.node.netid}.{identity.node.domain}"
-    return follow(args, out, DAEMON, "WatchMembership", pb.WatchMembershipRequest(),
+    return follow(args, out, DAEMON, "WatchMembership", _pb().WatchMembershipRequest(),
                   lambda event: render_membership_event(event, me))
 
 
@@ -191,13 +195,13 @@ def render_names(publications: list[dict[str, Any]]) -> str:
 
 
 def show_names(args: argparse.Namespace, out: Output) -> int:
-    data = to_dict(call(args, DAEMON, "LookupName", pb.LookupNameRequest()))
+    data = to_dict(call(args, DAEMON, "LookupName", _pb().LookupNameRequest()))
     out.result(data, lambda d: render_names(d["publications"]))
     return 0
 
 
 def show_stats(args: argparse.Namespace, out: Output) -> int:
-    data = to_dict(call(args, DAEMON, "GetStats", pb.GetStatsRequest()))
+    data = to_dict(call(args, DAEMON, "GetStats", _pb().GetStatsRequest()))
 
     def text(d: dict[str, Any]) -> str:
         rows = [[p["path"], p["nic"], p["datagrams_received"], p["datagrams_sent"],
@@ -213,7 +217,7 @@ def show_stats(args: argparse.Namespace, out: Output) -> int:
 
 
 def show_hw_code(args: argparse.Namespace, out: Output) -> int:
-    identity = call(args, DAEMON, "GetIdentity", pb.GetIdentityRequest())
+    identity = call(args, DAEMON, "GetIdentity", _pb().GetIdentityRequest())
     codes = {path.nic: path.hw_code for path in identity.paths}
     out.result(codes, " ".join(f"{nic} : {code}" for nic, code in codes.items()))
     return 0
@@ -222,6 +226,7 @@ def show_hw_code(args: argparse.Namespace, out: Output) -> int:
 # ---- config (jl_config)
 
 def _schema():
+    from skyge.services.common.runner import config_schema
     from skyge.services.heartbeat.daemon import SPEC
     return config_schema(SPEC)
 
@@ -273,6 +278,7 @@ def configure(args: argparse.Namespace, out: Output) -> int:
 
 def _existing(config_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(raw settings in file order, validated values) of the current config; {} if none."""
+    from skyge.services.common.config import ConfigError, parse_config
     if not config_file.exists():
         return {}, {}
     try:
@@ -286,6 +292,9 @@ def _existing(config_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def configure_path(args: argparse.Namespace, out: Output) -> int:
+    from skyge.services.common.atomic import write_atomic
+    from skyge.services.common.config import render_config
+    from skyge.services.heartbeat import config as hbconfig
     paths = _paths(args)
     config_file = paths.config_file(DAEMON)
     nic = args.nic
@@ -325,6 +334,10 @@ def configure_path(args: argparse.Namespace, out: Output) -> int:
 
 
 def install_config(args: argparse.Namespace, out: Output) -> int:
+    from skyge.services.common.atomic import write_atomic
+    from skyge.services.common.config import ConfigError, parse_config
+    from skyge.services.common.keys import read_key
+    from skyge.services.heartbeat import config as hbconfig
     paths = _paths(args)
     source = Path(args.file) if args.file else paths.under(SEED_CONFIG)
     target = paths.config_file(DAEMON)
@@ -356,13 +369,14 @@ def install_config(args: argparse.Namespace, out: Output) -> int:
 
 
 def show_config(args: argparse.Namespace, out: Output) -> int:
+    from skyge.services.common.config import render_config
     paths = _paths(args)
     config_file = paths.config_file(DAEMON)
     raw, _ = _existing(config_file)
     names: list[dict[str, Any]] | None = None
     daemon_error = None
     try:
-        names = to_dict(call(args, DAEMON, "LookupName", pb.LookupNameRequest()))["publications"]
+        names = to_dict(call(args, DAEMON, "LookupName", _pb().LookupNameRequest()))["publications"]
     except CliError as error:
         daemon_error = str(error)
     if not raw and names is None:
@@ -398,6 +412,10 @@ def remove_config(args: argparse.Namespace, out: Output) -> int:
 
 
 def make_key(args: argparse.Namespace, out: Output) -> int:
+    import secrets
+
+    from skyge.services.common.atomic import write_atomic
+    from skyge.services.common.config import render_config
     paths = _paths(args)
     default = paths.etc / "heartbeat.key"
     key_file = Path(args.file) if args.file else default

@@ -18,11 +18,18 @@ from __future__ import annotations
 import argparse
 import signal
 import subprocess
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
-from skyge.clients.lab import (DEFAULT_NAME, MAX_NODES, NICS, Lab, LabError, destroy,
-                               known_labs, validate_name)
+
+if TYPE_CHECKING:
+    from skyge.clients.lab import Lab
+
+# As in skyge.clients.lab (a test keeps them equal): the commands import the lab package, which
+# is too slow to load for `--help`.
+DEFAULT_NAME = "skyge"
+MAX_NODES = 64
+NICS = ("eth0", "eth1")
 
 Handler = Callable[[argparse.Namespace, Output], int]
 
@@ -114,6 +121,7 @@ def _takes_command(parser: argparse.ArgumentParser) -> None:
 def _guard(handler: Handler) -> Handler:
     """Turn lab errors into the CLI's one-line failures (exit 1)."""
     def run(args: argparse.Namespace, out: Output) -> int:
+        from skyge.clients.lab import LabError, validate_name
         try:
             validate_name(args.name)
         except LabError as error:
@@ -126,6 +134,7 @@ def _guard(handler: Handler) -> Handler:
 
 
 def _attach(name: str) -> Lab:
+    from skyge.clients.lab import Lab, LabError, known_labs
     try:
         return Lab.attach(name)
     except LabError:
@@ -145,6 +154,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 # -- life cycle ---------------------------------------------------------------------------------
 def lab_up(args: argparse.Namespace, out: Output) -> int:
+    from skyge.clients.lab import Lab
     try:
         nodes = int(args.nodes)
     except ValueError:
@@ -158,6 +168,7 @@ def lab_up(args: argparse.Namespace, out: Output) -> int:
 
 
 def lab_down(args: argparse.Namespace, out: Output) -> int:
+    from skyge.clients.lab import destroy
     removed = destroy(args.name)
     out.result({"name": args.name, "removed": removed},
                f"lab {args.name} is down" if removed else f"lab {args.name} was not up")
@@ -308,6 +319,7 @@ def lab_loss(args: argparse.Namespace, out: Output) -> int:
 
 
 def lab_partition(args: argparse.Namespace, out: Output) -> int:
+    from skyge.clients.lab import LabError
     lab = _attach(args.name)
     groups = []
     for text in args.groups:

@@ -19,25 +19,41 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Any, Iterator
-
-import grpc
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterator
 
 from skyge.clients.cli.arguments import ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
 from skyge.clients.cli.rpc import node_client, show, to_dict
-from skyge.clients.connect import describe_rpc_error
-from skyge.services.common.clock import boot_ns
-from skyge.v1 import lock_pb2 as pb
-from skyge.v1 import lock_peer_pb2, lock_peer_pb2_grpc
+
+if TYPE_CHECKING:
+    from skyge.v1 import lock_pb2 as pb
 
 DAEMON = "lock"
 SLOT_COUNT, LOCKS_PER_SLOT = 2048, 8192
 RELEASE_WAIT_S = 3.0
-_FAIL_NAMES = {pb.FAIL_TIMEOUT: "timed out", pb.FAIL_BUSY: "the lock is held",
-               pb.FAIL_NO_QUORUM: "no quorum", pb.FAIL_INVALID: "invalid request"}
-_LOST_NAMES = {pb.LOST_NO_QUORUM: "this node lost quorum", pb.LOST_NODE_LEFT: "node left",
-               pb.LOST_AUTHORITY_CHANGE: "authority change"}
+
+
+def _pb() -> ModuleType:
+    """lock_pb2, imported when a command runs: protobuf is too slow to load for `--help`."""
+    from skyge.v1 import lock_pb2
+    return lock_pb2
+
+
+def _fail_text(reason: int) -> str:
+    """Why the lock was not taken, from a Failed event's reason."""
+    pb = _pb()
+    names = {pb.FAIL_TIMEOUT: "timed out", pb.FAIL_BUSY: "the lock is held",
+             pb.FAIL_NO_QUORUM: "no quorum", pb.FAIL_INVALID: "invalid request"}
+    return names.get(reason, "failed")
+
+
+def _lost_text(reason: int) -> str:
+    """Why a held lock was lost, from a Lost event's reason."""
+    pb = _pb()
+    names = {pb.LOST_NO_QUORUM: "this node lost quorum", pb.LOST_NODE_LEFT: "node left",
+             pb.LOST_AUTHORITY_CHANGE: "authority change"}
+    return names.get(reason, "lost")
 
 
 def _authority_text(data: dict[str, Any]) -> str:
@@ -94,6 +110,7 @@ class _Session:
             yield request
 
     def _read(self) -> None:
+        import grpc
         try:
             for event in self.call:
                 self.events.put(event)
@@ -103,7 +120,7 @@ class _Session:
             self.events.put(None)
 
     def send(self, **kwargs: Any) -> None:
-        self.requests.put(pb.SessionRequest(**kwargs))
+        self.requests.put(_pb().SessionRequest(**kwargs))
 
     def next(self, timeout: float | None) -> Any:
         try:
@@ -119,6 +136,10 @@ class _Session:
 
 def lock_test(args: argparse.Namespace, out: Output) -> int:
     """Hold a lock until interrupted, as the seed's test_d_lock (`-s SLOT -l LOCK`)."""
+    import grpc
+
+    from skyge.clients.connect import describe_rpc_error
+    pb = _pb()
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -161,14 +182,14 @@ def lock_test(args: argparse.Namespace, out: Output) -> int:
                     hold_until = time.monotonic() + args.hold
             elif kind == "failed":
                 out.event(data, f"{pid} process did not get the lock: "
-                                f"{_FAIL_NAMES.get(event.failed.reason, 'failed')}"
+                                f"{_fail_text(event.failed.reason)}"
                                 f"{': ' + event.failed.detail if event.failed.detail else ''}")
                 status = 1
                 return status
             elif kind == "lost":
                 holding = False
                 out.event(data, f"{pid} process lost the lock: "
-                                f"{_LOST_NAMES.get(event.lost.reason, 'lost')}"
+                                f"{_lost_text(event.lost.reason)}"
                                 f"{': ' + event.lost.detail if event.lost.detail else ''}")
                 status = 1
                 return status
@@ -204,6 +225,11 @@ def lock_run(args: argparse.Namespace, out: Output) -> int:
     SKYGE_LOCK_SLOT and SKYGE_LOCK; its exit status is ours. If the hold ends (Lost, the lock
     daemon gone, or no renewal before the deadline) the command's process group is killed at
     once and we exit 1: nobody else may hold the lock while it runs."""
+    import grpc
+
+    from skyge.clients.connect import describe_rpc_error
+    from skyge.services.common.clock import boot_ns
+    pb = _pb()
     if args.command[:1] == ["--"]:
         args.command = args.command[1:]
     if not args.command:
@@ -265,13 +291,13 @@ def lock_run(args: argparse.Namespace, out: Output) -> int:
                 valid_until = max(valid_until, event.renewed.valid_until_boot_ns)
             elif kind == "failed":
                 raise CommandFailed(f"lock {args.slot}/{args.lock} not taken: "
-                                    f"{_FAIL_NAMES.get(event.failed.reason, 'failed')}"
+                                    f"{_fail_text(event.failed.reason)}"
                                     f"{': ' + event.failed.detail if event.failed.detail else ''}")
             elif kind == "lost":
                 if proc is not None:
                     _kill_group(proc, signal.SIGKILL)
                 raise CommandFailed(f"lock {args.slot}/{args.lock} lost: "
-                                    f"{_LOST_NAMES.get(event.lost.reason, 'lost')}: the command "
+                                    f"{_lost_text(event.lost.reason)}: the command "
                                     f"was killed")
     finally:
         session.close()
@@ -281,7 +307,8 @@ def lock_run(args: argparse.Namespace, out: Output) -> int:
 
 def _release(session: _Session, args: argparse.Namespace) -> bool:
     """Give the lock back and wait (briefly) until the daemon says so; whether it did."""
-    session.send(release=pb.Release(slot=args.slot, lock=args.lock))
+    import grpc
+    session.send(release=_pb().Release(slot=args.slot, lock=args.lock))
     deadline = time.monotonic() + RELEASE_WAIT_S
     while time.monotonic() < deadline:
         event = session.next(0.1)
@@ -305,6 +332,9 @@ def _leader_text(data: dict[str, Any]) -> str:
 
 
 def _leader_stream(args: argparse.Namespace, out: Output, rpc: str, request: Any) -> int:
+    import grpc
+
+    from skyge.clients.connect import describe_rpc_error
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -346,6 +376,10 @@ def _leader_stream(args: argparse.Namespace, out: Output, rpc: str, request: Any
 
 
 def _peers(args: argparse.Namespace, out: Output) -> int:
+    import grpc
+
+    from skyge.clients.connect import describe_rpc_error
+    from skyge.v1 import lock_peer_pb2, lock_peer_pb2_grpc
     with node_client(args) as client:
         stub = lock_peer_pb2_grpc.LockPeerStub(client.channel(DAEMON))
         try:
@@ -406,16 +440,16 @@ def register(groups: argparse._SubParsersAction) -> None:
     inspect.add_argument("-s", "--slot", type=slot, required=True, help="slot 0-2047")
     inspect.add_argument("-l", "--lock", type=lock, required=True, help="lock 0-8191")
     inspect.set_defaults(handler=lambda args, out: show(args, out, DAEMON, "Inspect",
-                         pb.InspectRequest(slot=args.slot, lock=args.lock), _lock_text))
+                         _pb().InspectRequest(slot=args.slot, lock=args.lock), _lock_text))
     listing = commands.add_parser("list", help="locks in use")
     listing.add_argument("-s", "--slot", type=slot, default=None, help="only this slot")
     listing.set_defaults(handler=lambda args, out: show(
         args, out, DAEMON, "ListLocks",
-        pb.ListLocksRequest(slot=args.slot) if args.slot is not None else pb.ListLocksRequest(),
+        _pb().ListLocksRequest() if args.slot is None else _pb().ListLocksRequest(slot=args.slot),
         _list_text))
     commands.add_parser("authority", help="which node grants locks, and quorum").set_defaults(
         handler=lambda args, out: show(args, out, DAEMON, "GetAuthority",
-                                       pb.GetAuthorityRequest(), _authority_text))
+                                       _pb().GetAuthorityRequest(), _authority_text))
     expected = commands.add_parser(
         "expected", help="set the number of nodes the quorum is computed over",
         description="Like corosync-quorumtool -e: after nodes were removed for good, lower the "
@@ -423,17 +457,17 @@ def register(groups: argparse._SubParsersAction) -> None:
     expected.add_argument("votes", type=ranged_int(1, 64), help="expected nodes, 1-64")
     expected.set_defaults(handler=lambda args, out: show(
         args, out, DAEMON, "SetExpectedVotes",
-        pb.SetExpectedVotesRequest(expected_votes=args.votes), _authority_text))
+        _pb().SetExpectedVotesRequest(expected_votes=args.votes), _authority_text))
     campaign = commands.add_parser("campaign", help="run for leader of a group until Ctrl+C")
     campaign.add_argument("-g", "--group", required=True, help="election group")
     campaign.add_argument("-c", "--candidate", default=None,
                           help="who runs (default: hostname and pid)")
     campaign.set_defaults(handler=lambda args, out: _leader_stream(
-        args, out, "Campaign", pb.CampaignRequest(
+        args, out, "Campaign", _pb().CampaignRequest(
             group=args.group, candidate=args.candidate or f"{socket.gethostname()}:{os.getpid()}")))
     observe = commands.add_parser("observe", help="follow a group's leader")
     observe.add_argument("-g", "--group", required=True, help="election group")
     observe.set_defaults(handler=lambda args, out: _leader_stream(
-        args, out, "Observe", pb.ObserveRequest(group=args.group)))
+        args, out, "Observe", _pb().ObserveRequest(group=args.group)))
     commands.add_parser("peers", help="election, lease and link state of the daemon").set_defaults(
         handler=_peers)

@@ -3,23 +3,27 @@
 Every command takes `--output json`; exit status is 0 done, 1 failed, 2 bad usage or input, with a
 one-line error on stderr naming what was wrong. `--root` (or $SKYGE_ROOT) picks the node, since the
 daemons' sockets live under the node root; `--socket` points one command at a socket directly.
+
+Building the parser imports no gRPC, protobuf, cryptography or daemon code: the command modules
+import those inside the functions that run a command, so `--help`, completion and bad usage answer
+at once (tests/unit/test_cli_startup.py guards this).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
 from skyge import __version__
-from skyge.clients.cli import (bus_commands, ca_commands, demo_commands, emon_commands,
-                               ha_commands, heartbeat_commands, lab_commands, lock_commands,
-                               node_commands, seed_commands)
+from skyge.clients.cli import (bus_commands, ca_commands, demo_commands, docs_commands,
+                               emon_commands, ha_commands, heartbeat_commands, lab_commands,
+                               lock_commands, node_commands, seed_commands)
 from skyge.clients.cli.output import EXIT_USAGE, CliError, Output
-from skyge.clients.connect import default_root
 
 GROUPS = (node_commands, heartbeat_commands, bus_commands, lock_commands, ha_commands,
-          emon_commands, ca_commands, seed_commands, lab_commands, demo_commands)
+          emon_commands, ca_commands, seed_commands, lab_commands, demo_commands, docs_commands)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"skyge {__version__}")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
                         help="text for people (default) or json for programs")
-    parser.add_argument("--root", default=default_root(),
+    # $SKYGE_ROOT as skyge.clients.connect.default_root reads it (that module loads grpc)
+    parser.add_argument("--root", default=os.environ.get("SKYGE_ROOT", "/"),
                         help="root folder of the node to address (default: / or $SKYGE_ROOT)")
     parser.add_argument("--socket", help="Unix socket path or HOST:PORT of the daemon to call, "
                                          "instead of the one under --root")

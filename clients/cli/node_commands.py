@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typing import TYPE_CHECKING
 
 from skyge.clients.cli.output import CommandFailed, Output
-from skyge.clients.connect import NodeClient
-from skyge.services.common.paths import DAEMONS
+
+if TYPE_CHECKING:  # imported by the commands themselves: gRPC is slow to load for `--help`
+    from skyge.clients.connect import NodeClient
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -18,6 +17,9 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def daemon_health(client: NodeClient, daemon: str, timeout: float) -> str:
     """SERVING, NOT_SERVING, or DOWN when the daemon cannot be reached."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     stub = health_pb2_grpc.HealthStub(client.channel(daemon))
     try:
         reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
@@ -27,6 +29,9 @@ def daemon_health(client: NodeClient, daemon: str, timeout: float) -> str:
 
 
 def show_status(args: argparse.Namespace, out: Output) -> int:
+    from skyge.clients.connect import NodeClient
+    from skyge.services.common.paths import DAEMONS
+
     with NodeClient(root=args.root) as client:
         states = {d: daemon_health(client, d, min(args.timeout, 2.0)) for d in DAEMONS}
     out.result({"root": args.root, "daemons": states},

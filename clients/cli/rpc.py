@@ -1,25 +1,35 @@
-"""Calling a daemon from a CLI command: one place that maps gRPC outcomes to exit statuses."""
+"""Calling a daemon from a CLI command: one place that maps gRPC outcomes to exit statuses.
+
+grpc, protobuf and the client library are imported inside the functions, not here: every command
+module imports this one, and `skyge --help` must not pay for loading gRPC (see main).
+"""
 from __future__ import annotations
 
 import argparse
 import signal
 import threading
-from typing import Any, Callable, Iterator
-
-import grpc
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from skyge.clients.cli.output import CommandFailed, Output, UsageError, render_text
-from skyge.clients.connect import NodeClient, describe_rpc_error
-from skyge.services.common.tls import TlsError
 
-# Codes that mean "your input was wrong" (exit 2) rather than "it could not be done" (exit 1).
-_INPUT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
+if TYPE_CHECKING:
+    import grpc
+    from google.protobuf.message import Message
+
+    from skyge.clients.connect import NodeClient
+
+
+def input_codes() -> set[grpc.StatusCode]:
+    """Codes that mean "your input was wrong" (exit 2) rather than "it could not be done" (1)."""
+    import grpc
+    return {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
 
 
 def node_client(args: argparse.Namespace) -> NodeClient:
     """The node the user addressed with --root / --socket."""
+    from skyge.clients.connect import NodeClient
+    from skyge.services.common.tls import TlsError
+
     targets = {args.daemon_target: args.socket} if getattr(args, "socket", None) else {}
     client = NodeClient(root=args.root, targets=targets, cert=getattr(args, "cert", None))
     if client.cert is not None:
@@ -31,14 +41,16 @@ def node_client(args: argparse.Namespace) -> NodeClient:
 
 
 def _raise_for(error: grpc.RpcError, client: NodeClient, daemon: str, rpc: str) -> None:
+    from skyge.clients.connect import describe_rpc_error
     message = describe_rpc_error(error, daemon, client.target(daemon), rpc)
-    if error.code() in _INPUT_CODES:
+    if error.code() in input_codes():
         raise UsageError(message) from None
     raise CommandFailed(message) from None
 
 
 def call(args: argparse.Namespace, daemon: str, rpc: str, request: Message) -> Any:
     """A unary call to `daemon`'s `rpc` on the addressed node; errors become CLI errors."""
+    import grpc
     with node_client(args) as client:
         try:
             return getattr(client.stub(daemon), rpc)(request, timeout=args.timeout)
@@ -55,6 +67,7 @@ def stream(args: argparse.Namespace, daemon: str, rpc: str, request: Message) ->
     SIGINT and SIGTERM cancel the call, whatever the disposition the command inherited (a
     background job starts with SIGINT ignored), so a watch stops cleanly with its output
     flushed; the command then exits 128 + the signal's number (130 for Ctrl+C)."""
+    import grpc
     with node_client(args) as client:
         call = getattr(client.stub(daemon), rpc)(request)
         stopped_by: list[int] = []
@@ -79,6 +92,7 @@ def stream(args: argparse.Namespace, daemon: str, rpc: str, request: Message) ->
 
 def to_dict(message: Message) -> dict[str, Any]:
     """A reply as JSON-ready data, field names as in the .proto, defaults included."""
+    from google.protobuf.json_format import MessageToDict
     return MessageToDict(message, preserving_proto_field_name=True,
                          always_print_fields_with_no_presence=True)
 

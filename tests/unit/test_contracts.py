@@ -39,7 +39,7 @@ SERVICES = {
     (lock_peer_pb2, lock_peer_pb2_grpc, "LockPeer"): {"GetPeerState": U},
     (ha_pb2, ha_pb2_grpc, "Ha"): {
         "Query": U, "Status": U, "WatchStatus": SS, "Command": U, "StopAll": U, "Pulse": U,
-        "SetRefuseNew": U,
+        "SetRefuseNew": U, "SetMaintenance": U,
     },
     (emon_pb2, emon_pb2_grpc, "Emon"): {
         "ListProbes": U, "GetCurrent": U, "GetHistory": U, "Watch": SS, "ListWatermarks": U,

@@ -24,44 +24,44 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12skyge/v1/bus.proto\x12\x08skyge.v1\"r\n\x10\x43reateBusRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\r\x12\x17\n\x0fretain_messages\x18\x04 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x05 \x01(\r\"\xcb\x01\n\x07\x42usInfo\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\r\x12\x17\n\x0fretain_messages\x18\x04 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x05 \x01(\r\x12\x15\n\rlast_sequence\x18\x06 \x01(\x04\x12\x13\n\x0bsubscribers\x18\x07 \x01(\r\x12\x0c\n\x04type\x18\x08 \x01(\t\x12\x17\n\x0foldest_sequence\x18\t \x01(\x04\x12\r\n\x05magic\x18\n \x01(\r\"\"\n\x10ListBusesRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\"5\n\x11ListBusesResponse\x12 \n\x05\x62uses\x18\x01 \x03(\x0b\x32\x11.skyge.v1.BusInfo\"0\n\x10\x44\x65leteBusRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\"7\n\x11\x44\x65leteBusResponse\x12\"\n\x07\x64\x65leted\x18\x01 \x01(\x0b\x32\x11.skyge.v1.BusInfo\"6\n\x10InitBusesRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x12\n\nsubsystems\x18\x02 \x03(\t\"F\n\x11InitBusesResponse\x12 \n\x05\x62uses\x18\x01 \x03(\x0b\x32\x11.skyge.v1.BusInfo\x12\x0f\n\x07\x63reated\x18\x02 \x03(\t\"-\n\x07Payload\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"S\n\x0ePublishRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x08messages\x18\x03 \x03(\x0b\x32\x11.skyge.v1.Payload\"3\n\nPublishAck\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"Z\n\x08RelayAck\x12!\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x14.skyge.v1.PublishAck\x12\x13\n\x0bstatus_code\x18\x02 \x01(\r\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\"Z\n\x10SubscribeRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rfrom_sequence\x18\x03 \x01(\x04\x12\x11\n\tmax_batch\x18\x04 \x01(\r\"B\n\x08\x44\x65livery\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.skyge.v1.BusMessage\x12\x0e\n\x06missed\x18\x02 \x01(\x04\"o\n\nBusMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x15\n\rsender_domain\x18\x02 \x01(\r\x12\x14\n\x0ctime_unix_ns\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t2\x94\x04\n\x03\x42us\x12:\n\tCreateBus\x12\x1a.skyge.v1.CreateBusRequest\x1a\x11.skyge.v1.BusInfo\x12\x44\n\tListBuses\x12\x1a.skyge.v1.ListBusesRequest\x1a\x1b.skyge.v1.ListBusesResponse\x12\x44\n\tDeleteBus\x12\x1a.skyge.v1.DeleteBusRequest\x1a\x1b.skyge.v1.DeleteBusResponse\x12\x44\n\tInitBuses\x12\x1a.skyge.v1.InitBusesRequest\x1a\x1b.skyge.v1.InitBusesResponse\x12\x39\n\x07Publish\x12\x18.skyge.v1.PublishRequest\x1a\x14.skyge.v1.PublishAck\x12\x43\n\rPublishStream\x12\x18.skyge.v1.PublishRequest\x1a\x14.skyge.v1.PublishAck(\x01\x30\x01\x12@\n\x0cRelayPublish\x12\x18.skyge.v1.PublishRequest\x1a\x12.skyge.v1.RelayAck(\x01\x30\x01\x12=\n\tSubscribe\x12\x1a.skyge.v1.SubscribeRequest\x1a\x12.skyge.v1.Delivery0\x01\x42J\n\x0c\x63om.skyge.v1B\x08\x42usProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12skyge/v1/bus.proto\x12\x08skyge.v1\"r\n\x10\x43reateBusRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\r\x12\x17\n\x0fretain_messages\x18\x04 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x05 \x01(\r\"\xee\x01\n\x07\x42usInfo\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\r\x12\x17\n\x0fretain_messages\x18\x04 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x05 \x01(\r\x12\x15\n\rlast_sequence\x18\x06 \x01(\x04\x12\x13\n\x0bsubscribers\x18\x07 \x01(\r\x12\x0c\n\x04type\x18\x08 \x01(\t\x12\x17\n\x0foldest_sequence\x18\t \x01(\x04\x12\r\n\x05magic\x18\n \x01(\r\x12\x11\n\tpublished\x18\x0b \x01(\x04\x12\x0e\n\x06missed\x18\x0c \x01(\x04\"\"\n\x10ListBusesRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\"5\n\x11ListBusesResponse\x12 \n\x05\x62uses\x18\x01 \x03(\x0b\x32\x11.skyge.v1.BusInfo\"0\n\x10\x44\x65leteBusRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\"7\n\x11\x44\x65leteBusResponse\x12\"\n\x07\x64\x65leted\x18\x01 \x01(\x0b\x32\x11.skyge.v1.BusInfo\"6\n\x10InitBusesRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x12\n\nsubsystems\x18\x02 \x03(\t\"F\n\x11InitBusesResponse\x12 \n\x05\x62uses\x18\x01 \x03(\x0b\x32\x11.skyge.v1.BusInfo\x12\x0f\n\x07\x63reated\x18\x02 \x03(\t\"-\n\x07Payload\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"S\n\x0ePublishRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12#\n\x08messages\x18\x03 \x03(\x0b\x32\x11.skyge.v1.Payload\"3\n\nPublishAck\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"Z\n\x08RelayAck\x12!\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x14.skyge.v1.PublishAck\x12\x13\n\x0bstatus_code\x18\x02 \x01(\r\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\"Z\n\x10SubscribeRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rfrom_sequence\x18\x03 \x01(\x04\x12\x11\n\tmax_batch\x18\x04 \x01(\r\"B\n\x08\x44\x65livery\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.skyge.v1.BusMessage\x12\x0e\n\x06missed\x18\x02 \x01(\x04\"o\n\nBusMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x15\n\rsender_domain\x18\x02 \x01(\r\x12\x14\n\x0ctime_unix_ns\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t2\x94\x04\n\x03\x42us\x12:\n\tCreateBus\x12\x1a.skyge.v1.CreateBusRequest\x1a\x11.skyge.v1.BusInfo\x12\x44\n\tListBuses\x12\x1a.skyge.v1.ListBusesRequest\x1a\x1b.skyge.v1.ListBusesResponse\x12\x44\n\tDeleteBus\x12\x1a.skyge.v1.DeleteBusRequest\x1a\x1b.skyge.v1.DeleteBusResponse\x12\x44\n\tInitBuses\x12\x1a.skyge.v1.InitBusesRequest\x1a\x1b.skyge.v1.InitBusesResponse\x12\x39\n\x07Publish\x12\x18.skyge.v1.PublishRequest\x1a\x14.skyge.v1.PublishAck\x12\x43\n\rPublishStream\x12\x18.skyge.v1.PublishRequest\x1a\x14.skyge.v1.PublishAck(\x01\x30\x01\x12@\n\x0cRelayPublish\x12\x18.skyge.v1.PublishRequest\x1a\x12.skyge.v1.RelayAck(\x01\x30\x01\x12=\n\tSubscribe\x12\x1a.skyge.v1.SubscribeRequest\x1a\x12.skyge.v1.Delivery0\x01\x42N\n\x0c\x63om.skyge.v1B\x08\x42usProtoP\x01Z2github.com/skyge/skyge/clients/go/skyge/v1;skygev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skyge.v1.bus_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\014com.skyge.v1B\010BusProtoP\001Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1'
+  _globals['DESCRIPTOR']._serialized_options = b'\n\014com.skyge.v1B\010BusProtoP\001Z2github.com/skyge/skyge/clients/go/skyge/v1;skygev1'
   _globals['_CREATEBUSREQUEST']._serialized_start=32
   _globals['_CREATEBUSREQUEST']._serialized_end=146
   _globals['_BUSINFO']._serialized_start=149
-  _globals['_BUSINFO']._serialized_end=352
-  _globals['_LISTBUSESREQUEST']._serialized_start=354
-  _globals['_LISTBUSESREQUEST']._serialized_end=388
-  _globals['_LISTBUSESRESPONSE']._serialized_start=390
-  _globals['_LISTBUSESRESPONSE']._serialized_end=443
-  _globals['_DELETEBUSREQUEST']._serialized_start=445
-  _globals['_DELETEBUSREQUEST']._serialized_end=493
-  _globals['_DELETEBUSRESPONSE']._serialized_start=495
-  _globals['_DELETEBUSRESPONSE']._serialized_end=550
-  _globals['_INITBUSESREQUEST']._serialized_start=552
-  _globals['_INITBUSESREQUEST']._serialized_end=606
-  _globals['_INITBUSESRESPONSE']._serialized_start=608
-  _globals['_INITBUSESRESPONSE']._serialized_end=678
-  _globals['_PAYLOAD']._serialized_start=680
-  _globals['_PAYLOAD']._serialized_end=725
-  _globals['_PUBLISHREQUEST']._serialized_start=727
-  _globals['_PUBLISHREQUEST']._serialized_end=810
-  _globals['_PUBLISHACK']._serialized_start=812
-  _globals['_PUBLISHACK']._serialized_end=863
-  _globals['_RELAYACK']._serialized_start=865
-  _globals['_RELAYACK']._serialized_end=955
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=957
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1047
-  _globals['_DELIVERY']._serialized_start=1049
-  _globals['_DELIVERY']._serialized_end=1115
-  _globals['_BUSMESSAGE']._serialized_start=1117
-  _globals['_BUSMESSAGE']._serialized_end=1228
-  _globals['_BUS']._serialized_start=1231
-  _globals['_BUS']._serialized_end=1763
+  _globals['_BUSINFO']._serialized_end=387
+  _globals['_LISTBUSESREQUEST']._serialized_start=389
+  _globals['_LISTBUSESREQUEST']._serialized_end=423
+  _globals['_LISTBUSESRESPONSE']._serialized_start=425
+  _globals['_LISTBUSESRESPONSE']._serialized_end=478
+  _globals['_DELETEBUSREQUEST']._serialized_start=480
+  _globals['_DELETEBUSREQUEST']._serialized_end=528
+  _globals['_DELETEBUSRESPONSE']._serialized_start=530
+  _globals['_DELETEBUSRESPONSE']._serialized_end=585
+  _globals['_INITBUSESREQUEST']._serialized_start=587
+  _globals['_INITBUSESREQUEST']._serialized_end=641
+  _globals['_INITBUSESRESPONSE']._serialized_start=643
+  _globals['_INITBUSESRESPONSE']._serialized_end=713
+  _globals['_PAYLOAD']._serialized_start=715
+  _globals['_PAYLOAD']._serialized_end=760
+  _globals['_PUBLISHREQUEST']._serialized_start=762
+  _globals['_PUBLISHREQUEST']._serialized_end=845
+  _globals['_PUBLISHACK']._serialized_start=847
+  _globals['_PUBLISHACK']._serialized_end=898
+  _globals['_RELAYACK']._serialized_start=900
+  _globals['_RELAYACK']._serialized_end=990
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=992
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1082
+  _globals['_DELIVERY']._serialized_start=1084
+  _globals['_DELIVERY']._serialized_end=1150
+  _globals['_BUSMESSAGE']._serialized_start=1152
+  _globals['_BUSMESSAGE']._serialized_end=1263
+  _globals['_BUS']._serialized_start=1266
+  _globals['_BUS']._serialized_end=1798
 # @@protoc_insertion_point(module_scope)

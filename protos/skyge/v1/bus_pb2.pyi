@@ -21,7 +21,7 @@ class CreateBusRequest(_message.Message):
     def __init__(self, domain: _Optional[int] = ..., name: _Optional[str] = ..., slot: _Optional[int] = ..., retain_messages: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ...) -> None: ...
 
 class BusInfo(_message.Message):
-    __slots__ = ("domain", "name", "slot", "retain_messages", "max_payload_bytes", "last_sequence", "subscribers", "type", "oldest_sequence", "magic")
+    __slots__ = ("domain", "name", "slot", "retain_messages", "max_payload_bytes", "last_sequence", "subscribers", "type", "oldest_sequence", "magic", "published", "missed")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,8 @@ class BusInfo(_message.Message):
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OLDEST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MAGIC_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
     domain: int
     name: str
     slot: int
@@ -42,7 +44,9 @@ class BusInfo(_message.Message):
     type: str
     oldest_sequence: int
     magic: int
-    def __init__(self, domain: _Optional[int] = ..., name: _Optional[str] = ..., slot: _Optional[int] = ..., retain_messages: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., last_sequence: _Optional[int] = ..., subscribers: _Optional[int] = ..., type: _Optional[str] = ..., oldest_sequence: _Optional[int] = ..., magic: _Optional[int] = ...) -> None: ...
+    published: int
+    missed: int
+    def __init__(self, domain: _Optional[int] = ..., name: _Optional[str] = ..., slot: _Optional[int] = ..., retain_messages: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., last_sequence: _Optional[int] = ..., subscribers: _Optional[int] = ..., type: _Optional[str] = ..., oldest_sequence: _Optional[int] = ..., magic: _Optional[int] = ..., published: _Optional[int] = ..., missed: _Optional[int] = ...) -> None: ...
 
 class ListBusesRequest(_message.Message):
     __slots__ = ("domain",)

@@ -55,7 +55,7 @@ ACTION_REMOVE: Action
 ACTION_SWITCH: Action
 
 class ServiceConfig(_message.Message):
-    __slots__ = ("type", "slot", "name", "desc", "script", "fips", "stores", "start_timeout_s", "stop_timeout_s", "release_timeout_s", "onstart", "check_interval_s", "check_failures", "force_load", "force_reboot", "pulse_timeout_ms", "pidfile", "domain", "config_path", "restarts", "failure_backoff_s", "failure_backoff_max_s")
+    __slots__ = ("type", "slot", "name", "desc", "script", "fips", "stores", "start_timeout_s", "stop_timeout_s", "release_timeout_s", "onstart", "check_interval_s", "check_failures", "force_load", "force_reboot", "pulse_timeout_ms", "pidfile", "domain", "config_path", "restarts", "failure_backoff_s", "failure_backoff_max_s", "failure_timeout_s")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class ServiceConfig(_message.Message):
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     FAILURE_BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
     FAILURE_BACKOFF_MAX_S_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     type: TakeoverOrder
     slot: int
     name: str
@@ -100,7 +101,8 @@ class ServiceConfig(_message.Message):
     restarts: int
     failure_backoff_s: int
     failure_backoff_max_s: int
-    def __init__(self, type: _Optional[_Union[TakeoverOrder, str]] = ..., slot: _Optional[int] = ..., name: _Optional[str] = ..., desc: _Optional[str] = ..., script: _Optional[str] = ..., fips: _Optional[_Iterable[_Union[FloatingIp, _Mapping]]] = ..., stores: _Optional[_Iterable[_Union[Store, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., stop_timeout_s: _Optional[int] = ..., release_timeout_s: _Optional[int] = ..., onstart: _Optional[bool] = ..., check_interval_s: _Optional[int] = ..., check_failures: _Optional[int] = ..., force_load: _Optional[bool] = ..., force_reboot: _Optional[bool] = ..., pulse_timeout_ms: _Optional[int] = ..., pidfile: _Optional[str] = ..., domain: _Optional[int] = ..., config_path: _Optional[str] = ..., restarts: _Optional[int] = ..., failure_backoff_s: _Optional[int] = ..., failure_backoff_max_s: _Optional[int] = ...) -> None: ...
+    failure_timeout_s: int
+    def __init__(self, type: _Optional[_Union[TakeoverOrder, str]] = ..., slot: _Optional[int] = ..., name: _Optional[str] = ..., desc: _Optional[str] = ..., script: _Optional[str] = ..., fips: _Optional[_Iterable[_Union[FloatingIp, _Mapping]]] = ..., stores: _Optional[_Iterable[_Union[Store, _Mapping]]] = ..., start_timeout_s: _Optional[int] = ..., stop_timeout_s: _Optional[int] = ..., release_timeout_s: _Optional[int] = ..., onstart: _Optional[bool] = ..., check_interval_s: _Optional[int] = ..., check_failures: _Optional[int] = ..., force_load: _Optional[bool] = ..., force_reboot: _Optional[bool] = ..., pulse_timeout_ms: _Optional[int] = ..., pidfile: _Optional[str] = ..., domain: _Optional[int] = ..., config_path: _Optional[str] = ..., restarts: _Optional[int] = ..., failure_backoff_s: _Optional[int] = ..., failure_backoff_max_s: _Optional[int] = ..., failure_timeout_s: _Optional[int] = ...) -> None: ...
 
 class FloatingIp(_message.Message):
     __slots__ = ("nic", "ip", "netmask", "broadcast", "label")
@@ -149,12 +151,14 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("services", "warnings")
+    __slots__ = ("services", "warnings", "maintenance_domains")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MAINTENANCE_DOMAINS_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[ServiceStatus]
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, services: _Optional[_Iterable[_Union[ServiceStatus, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    maintenance_domains: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceStatus, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., maintenance_domains: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ServiceStatus(_message.Message):
     __slots__ = ("type", "slot", "name", "state", "active_domain", "waiting_domains", "since_unix_ns", "fencing_token", "reason", "failed_checks", "fail_count", "nodes")
@@ -185,7 +189,7 @@ class ServiceStatus(_message.Message):
     def __init__(self, type: _Optional[_Union[TakeoverOrder, str]] = ..., slot: _Optional[int] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ServiceState, str]] = ..., active_domain: _Optional[int] = ..., waiting_domains: _Optional[_Iterable[int]] = ..., since_unix_ns: _Optional[int] = ..., fencing_token: _Optional[int] = ..., reason: _Optional[str] = ..., failed_checks: _Optional[int] = ..., fail_count: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeServiceStatus, _Mapping]]] = ...) -> None: ...
 
 class NodeServiceStatus(_message.Message):
-    __slots__ = ("domain", "state", "since_unix_ns", "reason", "holds_lock", "fencing_token", "failed_checks", "fail_count")
+    __slots__ = ("domain", "state", "since_unix_ns", "reason", "holds_lock", "fencing_token", "failed_checks", "fail_count", "unmanaged", "last_start_ms")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SINCE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +198,8 @@ class NodeServiceStatus(_message.Message):
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FAILED_CHECKS_FIELD_NUMBER: _ClassVar[int]
     FAIL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UNMANAGED_FIELD_NUMBER: _ClassVar[int]
+    LAST_START_MS_FIELD_NUMBER: _ClassVar[int]
     domain: int
     state: ServiceState
     since_unix_ns: int
@@ -202,7 +208,9 @@ class NodeServiceStatus(_message.Message):
     fencing_token: int
     failed_checks: int
     fail_count: int
-    def __init__(self, domain: _Optional[int] = ..., state: _Optional[_Union[ServiceState, str]] = ..., since_unix_ns: _Optional[int] = ..., reason: _Optional[str] = ..., holds_lock: _Optional[bool] = ..., fencing_token: _Optional[int] = ..., failed_checks: _Optional[int] = ..., fail_count: _Optional[int] = ...) -> None: ...
+    unmanaged: bool
+    last_start_ms: int
+    def __init__(self, domain: _Optional[int] = ..., state: _Optional[_Union[ServiceState, str]] = ..., since_unix_ns: _Optional[int] = ..., reason: _Optional[str] = ..., holds_lock: _Optional[bool] = ..., fencing_token: _Optional[int] = ..., failed_checks: _Optional[int] = ..., fail_count: _Optional[int] = ..., unmanaged: _Optional[bool] = ..., last_start_ms: _Optional[int] = ...) -> None: ...
 
 class WatchStatusRequest(_message.Message):
     __slots__ = ()
@@ -290,17 +298,35 @@ class SetRefuseNewResponse(_message.Message):
     services_affected: int
     def __init__(self, refusing: _Optional[bool] = ..., services_affected: _Optional[int] = ...) -> None: ...
 
+class SetMaintenanceRequest(_message.Message):
+    __slots__ = ("on", "domain", "all_members")
+    ON_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    ALL_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    on: bool
+    domain: int
+    all_members: bool
+    def __init__(self, on: _Optional[bool] = ..., domain: _Optional[int] = ..., all_members: _Optional[bool] = ...) -> None: ...
+
+class SetMaintenanceResponse(_message.Message):
+    __slots__ = ("maintenance_domains",)
+    MAINTENANCE_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    maintenance_domains: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, maintenance_domains: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class NodeStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class NodeStatusResponse(_message.Message):
-    __slots__ = ("domain", "services")
+    __slots__ = ("domain", "services", "maintenance")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
     domain: int
     services: _containers.RepeatedCompositeFieldContainer[LocalService]
-    def __init__(self, domain: _Optional[int] = ..., services: _Optional[_Iterable[_Union[LocalService, _Mapping]]] = ...) -> None: ...
+    maintenance: bool
+    def __init__(self, domain: _Optional[int] = ..., services: _Optional[_Iterable[_Union[LocalService, _Mapping]]] = ..., maintenance: _Optional[bool] = ...) -> None: ...
 
 class LocalService(_message.Message):
     __slots__ = ("config", "status")
@@ -321,3 +347,15 @@ class StopLocalResponse(_message.Message):
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[LocalService]
     def __init__(self, services: _Optional[_Iterable[_Union[LocalService, _Mapping]]] = ...) -> None: ...
+
+class SetLocalMaintenanceRequest(_message.Message):
+    __slots__ = ("on",)
+    ON_FIELD_NUMBER: _ClassVar[int]
+    on: bool
+    def __init__(self, on: _Optional[bool] = ...) -> None: ...
+
+class SetLocalMaintenanceResponse(_message.Message):
+    __slots__ = ("maintenance",)
+    MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
+    maintenance: bool
+    def __init__(self, maintenance: _Optional[bool] = ...) -> None: ...

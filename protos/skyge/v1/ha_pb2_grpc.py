@@ -80,6 +80,11 @@ class HaStub:
                 request_serializer=skyge_dot_v1_dot_ha__pb2.SetRefuseNewRequest.SerializeToString,
                 response_deserializer=skyge_dot_v1_dot_ha__pb2.SetRefuseNewResponse.FromString,
                 _registered_method=True)
+        self.SetMaintenance = channel.unary_unary(
+                '/skyge.v1.Ha/SetMaintenance',
+                request_serializer=skyge_dot_v1_dot_ha__pb2.SetMaintenanceRequest.SerializeToString,
+                response_deserializer=skyge_dot_v1_dot_ha__pb2.SetMaintenanceResponse.FromString,
+                _registered_method=True)
 
 
 class HaServicer:
@@ -164,6 +169,21 @@ class HaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetMaintenance(self, request, context):
+        """Put one node, or every member, in maintenance or take it out (Pacemaker's maintenance
+        mode): there the HA daemon starts, stops and moves nothing. Its services are unmanaged:
+        no status checks (a failure is shown, not acted on), Command and StopAll are refused
+        (FAILED_PRECONDITION), waiting nodes leave the lock queues, and a stopped skyge-ha leaves
+        its services running, holding their locks, for the restarted daemon to adopt. Safety
+        stays: a service whose lock is lost is still stopped. Kept on disk across restarts of the
+        daemon; leaving maintenance checks every running service at once and queues the waiting
+        ones. Idempotent. UNAVAILABLE: the named node, or some member (all_members: the error
+        names which; the others are set), could not be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +221,11 @@ def add_HaServicer_to_server(servicer, server):
                     servicer.SetRefuseNew,
                     request_deserializer=skyge_dot_v1_dot_ha__pb2.SetRefuseNewRequest.FromString,
                     response_serializer=skyge_dot_v1_dot_ha__pb2.SetRefuseNewResponse.SerializeToString,
+            ),
+            'SetMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMaintenance,
+                    request_deserializer=skyge_dot_v1_dot_ha__pb2.SetMaintenanceRequest.FromString,
+                    response_serializer=skyge_dot_v1_dot_ha__pb2.SetMaintenanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -413,6 +438,33 @@ class Ha:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SetMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyge.v1.Ha/SetMaintenance',
+            skyge_dot_v1_dot_ha__pb2.SetMaintenanceRequest.SerializeToString,
+            skyge_dot_v1_dot_ha__pb2.SetMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class HaPeerStub:
     """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
@@ -435,6 +487,11 @@ class HaPeerStub:
                 '/skyge.v1.HaPeer/StopLocal',
                 request_serializer=skyge_dot_v1_dot_ha__pb2.StopLocalRequest.SerializeToString,
                 response_deserializer=skyge_dot_v1_dot_ha__pb2.StopLocalResponse.FromString,
+                _registered_method=True)
+        self.SetLocalMaintenance = channel.unary_unary(
+                '/skyge.v1.HaPeer/SetLocalMaintenance',
+                request_serializer=skyge_dot_v1_dot_ha__pb2.SetLocalMaintenanceRequest.SerializeToString,
+                response_deserializer=skyge_dot_v1_dot_ha__pb2.SetLocalMaintenanceResponse.FromString,
                 _registered_method=True)
 
 
@@ -459,6 +516,13 @@ class HaPeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLocalMaintenance(self, request, context):
+        """Ha.SetMaintenance on the serving node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HaPeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -471,6 +535,11 @@ def add_HaPeerServicer_to_server(servicer, server):
                     servicer.StopLocal,
                     request_deserializer=skyge_dot_v1_dot_ha__pb2.StopLocalRequest.FromString,
                     response_serializer=skyge_dot_v1_dot_ha__pb2.StopLocalResponse.SerializeToString,
+            ),
+            'SetLocalMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLocalMaintenance,
+                    request_deserializer=skyge_dot_v1_dot_ha__pb2.SetLocalMaintenanceRequest.FromString,
+                    response_serializer=skyge_dot_v1_dot_ha__pb2.SetLocalMaintenanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +599,33 @@ class HaPeer:
             '/skyge.v1.HaPeer/StopLocal',
             skyge_dot_v1_dot_ha__pb2.StopLocalRequest.SerializeToString,
             skyge_dot_v1_dot_ha__pb2.StopLocalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLocalMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skyge.v1.HaPeer/SetLocalMaintenance',
+            skyge_dot_v1_dot_ha__pb2.SetLocalMaintenanceRequest.SerializeToString,
+            skyge_dot_v1_dot_ha__pb2.SetLocalMaintenanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,17 @@ class HaStub:
     the refusal ends); what it runs keeps running. Idempotent; the last call wins. The HA
     daemon also asks emon (ListWatermarks.refusing_new) when it starts.
     """
+    SetMaintenance: _grpc.UnaryUnaryMultiCallable[_ha_pb2.SetMaintenanceRequest, _ha_pb2.SetMaintenanceResponse]
+    """Put one node, or every member, in maintenance or take it out (Pacemaker's maintenance
+    mode): there the HA daemon starts, stops and moves nothing. Its services are unmanaged:
+    no status checks (a failure is shown, not acted on), Command and StopAll are refused
+    (FAILED_PRECONDITION), waiting nodes leave the lock queues, and a stopped skyge-ha leaves
+    its services running, holding their locks, for the restarted daemon to adopt. Safety
+    stays: a service whose lock is lost is still stopped. Kept on disk across restarts of the
+    daemon; leaving maintenance checks every running service at once and queues the waiting
+    ones. Idempotent. UNAVAILABLE: the named node, or some member (all_members: the error
+    names which; the others are set), could not be reached.
+    """
 
 @_typing.type_check_only
 class HaAsyncStub(HaStub):
@@ -142,6 +153,17 @@ class HaAsyncStub(HaStub):
     every service it waits for and queues for none (start commands included: they wait until
     the refusal ends); what it runs keeps running. Idempotent; the last call wins. The HA
     daemon also asks emon (ListWatermarks.refusing_new) when it starts.
+    """
+    SetMaintenance: _aio.UnaryUnaryMultiCallable[_ha_pb2.SetMaintenanceRequest, _ha_pb2.SetMaintenanceResponse]  # type: ignore[assignment]
+    """Put one node, or every member, in maintenance or take it out (Pacemaker's maintenance
+    mode): there the HA daemon starts, stops and moves nothing. Its services are unmanaged:
+    no status checks (a failure is shown, not acted on), Command and StopAll are refused
+    (FAILED_PRECONDITION), waiting nodes leave the lock queues, and a stopped skyge-ha leaves
+    its services running, holding their locks, for the restarted daemon to adopt. Safety
+    stays: a service whose lock is lost is still stopped. Kept on disk across restarts of the
+    daemon; leaving maintenance checks every running service at once and queues the waiting
+    ones. Idempotent. UNAVAILABLE: the named node, or some member (all_members: the error
+    names which; the others are set), could not be reached.
     """
 
 class HaServicer(metaclass=_abc_1.ABCMeta):
@@ -240,6 +262,23 @@ class HaServicer(metaclass=_abc_1.ABCMeta):
         daemon also asks emon (ListWatermarks.refusing_new) when it starts.
         """
 
+    @_abc_1.abstractmethod
+    def SetMaintenance(
+        self,
+        request: _ha_pb2.SetMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ha_pb2.SetMaintenanceResponse, _abc.Awaitable[_ha_pb2.SetMaintenanceResponse]]:
+        """Put one node, or every member, in maintenance or take it out (Pacemaker's maintenance
+        mode): there the HA daemon starts, stops and moves nothing. Its services are unmanaged:
+        no status checks (a failure is shown, not acted on), Command and StopAll are refused
+        (FAILED_PRECONDITION), waiting nodes leave the lock queues, and a stopped skyge-ha leaves
+        its services running, holding their locks, for the restarted daemon to adopt. Safety
+        stays: a service whose lock is lost is still stopped. Kept on disk across restarts of the
+        daemon; leaving maintenance checks every running service at once and queues the waiting
+        ones. Idempotent. UNAVAILABLE: the named node, or some member (all_members: the error
+        names which; the others are set), could not be reached.
+        """
+
 def add_HaServicer_to_server(servicer: HaServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class HaPeerStub:
@@ -258,6 +297,8 @@ class HaPeerStub:
     """
     StopLocal: _grpc.UnaryUnaryMultiCallable[_ha_pb2.StopLocalRequest, _ha_pb2.StopLocalResponse]
     """One phase of Ha.StopAll on the serving node."""
+    SetLocalMaintenance: _grpc.UnaryUnaryMultiCallable[_ha_pb2.SetLocalMaintenanceRequest, _ha_pb2.SetLocalMaintenanceResponse]
+    """Ha.SetMaintenance on the serving node."""
 
 @_typing.type_check_only
 class HaPeerAsyncStub(HaPeerStub):
@@ -273,6 +314,8 @@ class HaPeerAsyncStub(HaPeerStub):
     """
     StopLocal: _aio.UnaryUnaryMultiCallable[_ha_pb2.StopLocalRequest, _ha_pb2.StopLocalResponse]  # type: ignore[assignment]
     """One phase of Ha.StopAll on the serving node."""
+    SetLocalMaintenance: _aio.UnaryUnaryMultiCallable[_ha_pb2.SetLocalMaintenanceRequest, _ha_pb2.SetLocalMaintenanceResponse]  # type: ignore[assignment]
+    """Ha.SetMaintenance on the serving node."""
 
 class HaPeerServicer(metaclass=_abc_1.ABCMeta):
     """What HA daemons ask each other (served with Ha on the same socket and port); clients use Ha.
@@ -297,5 +340,13 @@ class HaPeerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ha_pb2.StopLocalResponse, _abc.Awaitable[_ha_pb2.StopLocalResponse]]:
         """One phase of Ha.StopAll on the serving node."""
+
+    @_abc_1.abstractmethod
+    def SetLocalMaintenance(
+        self,
+        request: _ha_pb2.SetLocalMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ha_pb2.SetLocalMaintenanceResponse, _abc.Awaitable[_ha_pb2.SetLocalMaintenanceResponse]]:
+        """Ha.SetMaintenance on the serving node."""
 
 def add_HaPeerServicer_to_server(servicer: HaPeerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,14 +25,14 @@ _sym_db = _symbol_database.Default()
 from skyge.v1 import common_pb2 as skyge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skyge/v1/witness.proto\x12\x08skyge.v1\x1a\x15skyge/v1/common.proto\"B\n\x0bVoteRequest\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\x13\n\x0bholdover_ms\x18\x02 \x01(\r\"p\n\x0cVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08valid_ms\x18\x02 \x01(\r\x12\x15\n\rholder_domain\x18\x03 \x01(\r\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x16\n\x14WitnessStatusRequest\"|\n\x0b\x43lusterVote\x12\r\n\x05netid\x18\x01 \x01(\r\x12\x15\n\rholder_domain\x18\x02 \x01(\r\x12\x10\n\x08valid_ms\x18\x03 \x01(\r\x12\x13\n\x0breserved_ms\x18\x04 \x01(\r\x12\x0f\n\x07granted\x18\x05 \x01(\x04\x12\x0f\n\x07refused\x18\x06 \x01(\x04\"j\n\x15WitnessStatusResponse\x12\'\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x15.skyge.v1.ClusterVote\x12\x17\n\x0fstartup_hold_ms\x18\x02 \x01(\r\x12\x0f\n\x07vote_ms\x18\x03 \x01(\r2\x8b\x01\n\x07Witness\x12\x35\n\x04Vote\x12\x15.skyge.v1.VoteRequest\x1a\x16.skyge.v1.VoteResponse\x12I\n\x06Status\x12\x1e.skyge.v1.WitnessStatusRequest\x1a\x1f.skyge.v1.WitnessStatusResponseBN\n\x0c\x63om.skyge.v1B\x0cWitnessProtoP\x01Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skyge/v1/witness.proto\x12\x08skyge.v1\x1a\x15skyge/v1/common.proto\"B\n\x0bVoteRequest\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.skyge.v1.NodeId\x12\x13\n\x0bholdover_ms\x18\x02 \x01(\r\"p\n\x0cVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08valid_ms\x18\x02 \x01(\r\x12\x15\n\rholder_domain\x18\x03 \x01(\r\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x16\n\x14WitnessStatusRequest\"|\n\x0b\x43lusterVote\x12\r\n\x05netid\x18\x01 \x01(\r\x12\x15\n\rholder_domain\x18\x02 \x01(\r\x12\x10\n\x08valid_ms\x18\x03 \x01(\r\x12\x13\n\x0breserved_ms\x18\x04 \x01(\r\x12\x0f\n\x07granted\x18\x05 \x01(\x04\x12\x0f\n\x07refused\x18\x06 \x01(\x04\"j\n\x15WitnessStatusResponse\x12\'\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x15.skyge.v1.ClusterVote\x12\x17\n\x0fstartup_hold_ms\x18\x02 \x01(\r\x12\x0f\n\x07vote_ms\x18\x03 \x01(\r2\x8b\x01\n\x07Witness\x12\x35\n\x04Vote\x12\x15.skyge.v1.VoteRequest\x1a\x16.skyge.v1.VoteResponse\x12I\n\x06Status\x12\x1e.skyge.v1.WitnessStatusRequest\x1a\x1f.skyge.v1.WitnessStatusResponseBR\n\x0c\x63om.skyge.v1B\x0cWitnessProtoP\x01Z2github.com/skyge/skyge/clients/go/skyge/v1;skygev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skyge.v1.witness_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\014com.skyge.v1B\014WitnessProtoP\001Z.github.com/skyge/skyge/gen/go/skyge/v1;skygev1'
+  _globals['DESCRIPTOR']._serialized_options = b'\n\014com.skyge.v1B\014WitnessProtoP\001Z2github.com/skyge/skyge/clients/go/skyge/v1;skygev1'
   _globals['_VOTEREQUEST']._serialized_start=59
   _globals['_VOTEREQUEST']._serialized_end=125
   _globals['_VOTERESPONSE']._serialized_start=127
