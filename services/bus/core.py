@@ -314,6 +314,9 @@ class Bus:
         self.subscribers: set[Subscription] = set()
         self.closed: Closed | None = None
         self.published = 0  # messages since the daemon started
+        #: messages subscribers skipped because they fell behind the retained window (each
+        #: subscriber's gap counts), since the daemon started
+        self.missed = 0
         self._event = asyncio.Event()
         self._reserve = reserve  # called when the reserved numbers run low
 
@@ -331,7 +334,8 @@ class Bus:
         return pb.BusInfo(domain=domain, name=d.name, slot=d.slot,
                           retain_messages=d.retain_messages, max_payload_bytes=d.max_payload_bytes, last_sequence=self.last,
                           subscribers=len(self.subscribers), type=d.type,
-                          oldest_sequence=self.oldest, magic=d.magic)
+                          oldest_sequence=self.oldest, magic=d.magic,
+                          published=self.published, missed=self.missed)
 
     def publish(self, messages: Sequence[pb.Payload], sender: int,
                 time_ns: int | None = None) -> int:
@@ -433,6 +437,7 @@ class Subscription:
             return [], 0
         entries, missed, self.next = self.bus.take(self.next, self.max_batch)
         self.missed_total += missed
+        self.bus.missed += missed
         self.delivered += len(entries)
         return entries, missed
 

@@ -135,6 +135,18 @@ class NodeCollector:
                                   "(ha_cluster_pacemaker_fail_count)", labels=labels)
         waiting = GaugeMetricFamily("skyge_service_waiting_nodes", "nodes queued to take the "
                                     "service over", labels=labels)
+        last_start = GaugeMetricFamily("skyge_service_last_start_seconds", "the last start of "
+                                       "the service on the node: lock grant to running (the "
+                                       "part of a failover the HA daemon controls)",
+                                       labels=[*labels, "node"])
+        unmanaged = GaugeMetricFamily("skyge_service_unmanaged", "1 while the node is in "
+                                      "maintenance: nothing started, stopped or moved there",
+                                      labels=[*labels, "node"])
+        maintenance = GaugeMetricFamily("skyge_node_maintenance", "1 while the node is in "
+                                        "maintenance (ha_cluster_pacemaker_nodes maintenance)",
+                                        labels=["node"])
+        for domain in status.maintenance_domains:
+            maintenance.add_metric([str(domain)], 1)
         for service in status.services:
             key = [service.name, ha_pb2.TakeoverOrder.Name(service.type).removeprefix(
                 "TAKEOVER_").lower(), str(service.slot)]
@@ -142,7 +154,11 @@ class NodeCollector:
                 "SERVICE_").lower(), str(service.active_domain)], 1)
             fails.add_metric(key, service.fail_count)
             waiting.add_metric(key, len(service.waiting_domains))
-        yield from (state, fails, waiting)
+            for node in service.nodes:
+                if node.last_start_ms:
+                    last_start.add_metric([*key, str(node.domain)], node.last_start_ms / 1000)
+                unmanaged.add_metric([*key, str(node.domain)], int(node.unmanaged))
+        yield from (state, fails, waiting, last_start, unmanaged, maintenance)
 
     def _buses(self) -> Iterator[Metric]:
         def ask(channel: grpc.Channel) -> Any:
@@ -159,11 +175,18 @@ class NodeCollector:
                                      labels=["bus"])
         subscribers = GaugeMetricFamily("skyge_bus_subscribers", "subscribers of a bus this "
                                         "node owns", labels=["bus"])
+        published = CounterMetricFamily("skyge_bus_published_messages", "messages published "
+                                        "on a bus this node owns", labels=["bus"])
+        missed = CounterMetricFamily("skyge_bus_missed_messages", "messages subscribers of a "
+                                     "bus this node owns skipped because they fell behind its "
+                                     "retained window (the bus's drops)", labels=["bus"])
         for bus in listed.buses:
             depth = bus.last_sequence - bus.oldest_sequence + 1 if bus.last_sequence else 0
             retained.add_metric([bus.name], max(depth, 0))
             subscribers.add_metric([bus.name], bus.subscribers)
-        yield from (retained, subscribers)
+            published.add_metric([bus.name], bus.published)
+            missed.add_metric([bus.name], bus.missed)
+        yield from (retained, subscribers, published, missed)
 
 
 class _Server(ThreadingWSGIServer):

@@ -26,7 +26,9 @@ and published as JSON on this node's ``state.service.ha.skyge.com`` bus, never b
 queue (bounded) while the bus daemon is down.
 
 On SIGTERM the daemon stops every service it runs and releases its locks (the next waiter takes
-over), then leaves.
+over), then leaves; in maintenance (`skyge ha maintenance on`, kept in
+ROOT/var/lib/skyge/ha/maintenance) it leaves them running, holding their locks, and the next
+daemon adopts them, so the daemon can be restarted or upgraded without moving anything.
 """
 from __future__ import annotations
 
@@ -69,6 +71,8 @@ REBOOT_TIMEOUT_S = 60.0
 #: how long the daemon asks emon, at start, whether new services are refused
 EMON_TIMEOUT_S = 1.0
 INTENTS_FILE = "intents.json"
+#: present while this node is in maintenance (its content: when it began, for people)
+MAINTENANCE_FILE = "maintenance"
 #: SCHED_FIFO priority of the deadman thread: above the lock daemon's loop (5) and the
 #: heartbeat thread (10), since it is what keeps a service from outliving its lock
 DEADMAN_PRIORITY = 15
@@ -140,6 +144,12 @@ class HaApp(DaemonApp):
         self.refusing_new = False
         self.refuse_reason = ""
         self.intents_path = ctx.paths.lib / "ha" / INTENTS_FILE
+        self.maintenance_path = ctx.paths.lib / "ha" / MAINTENANCE_FILE
+        self.maintenance = self.maintenance_path.exists()
+        #: set while not in maintenance: services to start at daemon start wait for it
+        self.managed = asyncio.Event()
+        #: the daemon-start bring-ups (adopt, then start), cancelled when the daemon stops
+        self._bring_ups: set[asyncio.Task] = set()
         self.deadman = Deadman(ctx.paths.lease_file, realtime_priority=DEADMAN_PRIORITY)
         self.registry = Registry(ctx.paths.deadman_file)
         #: each service's own cgroup, so that services outlive this daemon (resources/cgroup.py)
@@ -163,6 +173,12 @@ class HaApp(DaemonApp):
         self.deadman.start()
         self.backstop = spawn_backstop(self.paths, self.paths.log / "skyge-ha-deadman.log")
         self.intents = self._read_intents()
+        if self.maintenance:
+            self.logger.log(NOTICE, "this node is in maintenance (%s): services are adopted as "
+                            "they are; nothing is started, stopped or moved here until "
+                            "`skyge ha maintenance off`", self.maintenance_path)
+        else:
+            self.managed.set()
         self.refusing_new, self.refuse_reason = await self._emon_refusing()
         if self.refusing_new:
             self.logger.log(NOTICE, "new services refused here (emon: %s)", self.refuse_reason)
@@ -191,12 +207,19 @@ class HaApp(DaemonApp):
             supervisor = self._add(config)
             intent = self.intents.get(_intent_key(config))
             start = intent == "start" or (intent is None and config.onstart)
-            asyncio.create_task(self._bring_up(supervisor, intent or "onstart" if start else ""))
+            task = asyncio.create_task(self._bring_up(supervisor,
+                                                      intent or "onstart" if start else ""))
+            self._bring_ups.add(task)
+            task.add_done_callback(self._bring_ups.discard)
 
     async def _bring_up(self, supervisor: ServiceSupervisor, start_because: str) -> None:
         """Adopt the service's lock if it was kept across a restart of this daemon, then start
-        competing for it if the node was told to (or onstart)."""
+        competing for it if the node was told to (or onstart), once not in maintenance."""
         await supervisor.attach()
+        if start_because and not self.managed.is_set():
+            self.logger.log(NOTICE, "service %s: %s once maintenance ends", supervisor.name,
+                            start_because)
+            await self.managed.wait()
         if not start_because or self.intents.get(_intent_key(supervisor.config)) == "stop":
             return  # (a stop command may have come meanwhile, e.g. a StopAll)
         refused, message = await supervisor.command("start")
@@ -264,6 +287,33 @@ class HaApp(DaemonApp):
             supervisor.post(policy.Refuse(refuse, reason))
         return affected
 
+    # -- maintenance: nothing started, stopped or moved here
+    async def set_maintenance(self, on: bool) -> None:
+        """Enter or leave maintenance (kept on disk, so a restarted daemon stays in it)."""
+        if on == self.maintenance:
+            return
+        try:
+            if on:
+                write_atomic(self.maintenance_path, f"since {time.strftime('%FT%T%z')}\n")
+            else:
+                self.maintenance_path.unlink(missing_ok=True)
+        except OSError as error:
+            self.logger.error("cannot %s %s: %s (maintenance %s only until this daemon stops)",
+                              "write" if on else "remove", self.maintenance_path, error,
+                              "on" if on else "off")
+        self.maintenance = on
+        self.logger.log(NOTICE, "maintenance %s: %s", "on" if on else "off",
+                        "services here are left as they are (no checks, starts, stops or moves; "
+                        "a lost lock still stops them)" if on else
+                        "services here are managed again (running ones checked now)")
+        for supervisor in list(self.services.values()):
+            supervisor.post(policy.Maintenance(on))
+        if on:
+            self.managed.clear()
+        else:
+            self.managed.set()
+        self._notify()
+
     # -- faults: isolation, force_reboot
     async def _isolated(self, detail: str) -> None:
         active = [s for s in self.services.values() if policy.active(s.state)]
@@ -306,6 +356,8 @@ class HaApp(DaemonApp):
             cgroups=self.cgroups)
         self.services[config.key] = supervisor
         supervisor.start()
+        if self.maintenance:
+            supervisor.post(policy.Maintenance(True))
         if self.refusing_new:
             supervisor.post(policy.Refuse(True, self.refuse_reason))
         self.logger.log(NOTICE, "service %s added on domain %d (%s)", supervisor.name,
@@ -388,6 +440,8 @@ class HaApp(DaemonApp):
         return self._add(config), True
 
     async def stop_local(self, waiting_only: bool) -> None:
+        if self.maintenance:
+            return  # (Ha.StopAll refuses while a member is in maintenance)
         action = "unqueue" if waiting_only else "stopall"
         for supervisor in self.services.values():
             self.record_intent(supervisor.config, "stopall")
@@ -396,18 +450,26 @@ class HaApp(DaemonApp):
     async def stop(self) -> None:
         self.stopping = True
         self._notify()
+        for task in list(self._bring_ups):
+            task.cancel()
+        await asyncio.gather(*self._bring_ups, return_exceptions=True)
         running = [s for s in self.services.values() if policy.active(s.state)]
-        if running:
+        if running and self.maintenance:
+            self.logger.log(NOTICE, "maintenance: leaving %d service(s) running, holding their "
+                            "locks, for the next skyge-ha to adopt: %s", len(running),
+                            ", ".join(s.name for s in running))
+        elif running:
             self.logger.log(NOTICE, "stopping %d service(s) before leaving: %s", len(running),
                             ", ".join(s.name for s in running))
-        await asyncio.gather(*(s.command("stopall") for s in list(self.services.values())),
-                             return_exceptions=True)
+        if not self.maintenance:
+            await asyncio.gather(*(s.command("stopall") for s in list(self.services.values())),
+                                 return_exceptions=True)
         await asyncio.gather(*(s.close() for s in list(self.services.values())),
                              return_exceptions=True)
         await self.isolation.close()
         await asyncio.to_thread(self.deadman.close)
-        if self.backstop is not None:  # every service is stopped: nothing left to guard
-            self.backstop.terminate()
+        if self.backstop is not None and not (running and self.maintenance):
+            self.backstop.terminate()  # every service is stopped: nothing left to guard
             await asyncio.to_thread(self.backstop.wait)
         await self.follower.stop()
         await self.channels.close()

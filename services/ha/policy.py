@@ -29,6 +29,18 @@ Refusing new services (emon's `refuse_new` watermark, `Refuse`): a waiting node 
 queue and does not queue again (nor for a start command) until the refusal ends; what runs here
 keeps running.
 
+Maintenance (`Maintenance`, Pacemaker's maintenance mode): the node leaves every lock queue and
+its services become *unmanaged*: nothing is started, stopped or moved here by the HA daemon
+(no status checks; a failure is shown, not acted on; commands are refused), so the daemon
+itself can be restarted or upgraded (it leaves without stopping them and adopts them again,
+still unmanaged). Safety stays: a lost lock or a passed ownership deadline still stops the
+service here (another node may be granted it). When maintenance ends every running service is
+checked at once and waiting ones queue again.
+
+Failure expiry (`failure_timeout_s`, Pacemaker's failure-timeout): a service whose start failed
+here stays FAILED until a start command, or, with a failure timeout, until that much time has
+passed: then its failures are forgotten and it queues again (`FailureExpired`).
+
 A stop that fails leaves the service FAILED *holding its lock* (when it still has it), so that no
 other node starts it while its resources may still be in use here; a stop or release command
 retries the stop; with `force_reboot` the node reboots (`Reboot`), which frees the resources
@@ -64,7 +76,7 @@ __all__ = [
     "Phase", "Then", "State", "Settings", "Decision", "decide", "settled",
     "Command", "Granted", "Queued", "AcquireFailed", "Released", "Lost", "Expired", "SessionDown",
     "StartDone", "StopDone", "CheckDone", "Failed", "RetryAcquire", "Refuse", "Isolated",
-    "Adopted",
+    "Adopted", "Maintenance", "FailureExpired", "ExpireFailureLater", "MAINTENANCE_REFUSAL",
     "Acquire", "Release", "Start", "CancelStart", "Stop", "ScheduleCheck", "CancelCheck",
     "ScheduleRetry", "Forget", "Reboot", "COMMANDS", "RETRY_S", "backoff_delay", "ACTIVE_PHASES",
     "active",
@@ -74,6 +86,8 @@ __all__ = [
 #: daemon unreachable)
 RETRY_S = 0.5
 COMMANDS = ("start", "stop", "release", "switch", "remove", "stopall", "unqueue")
+MAINTENANCE_REFUSAL = ("this node is in maintenance: the HA daemon starts, stops and moves "
+                       "nothing here until `skyge ha maintenance off`")
 
 
 class Phase(enum.Enum):
@@ -112,6 +126,8 @@ class Settings:
     stable_s: float = 60.0
     #: reboot the node when a stop fails
     force_reboot: bool = False
+    #: a failed start is forgotten after this long (queue again); 0: only a start command
+    failure_timeout_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,8 @@ class State:
     backing_off: bool = False
     #: new services refused on this node (emon): do not queue
     refusing: bool = False
+    #: the node is in maintenance: no start, stop, check or queueing by the HA daemon
+    unmanaged: bool = False
 
     @property
     def state_name(self) -> str:
@@ -257,6 +275,20 @@ class Refuse:
 
 
 @dataclass(frozen=True)
+class Maintenance:
+    """The node enters maintenance (on) or leaves it (off)."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
+class FailureExpired:
+    """`failure_timeout_s` passed since run `run` failed to start here."""
+
+    run: int
+
+
+@dataclass(frozen=True)
 class Isolated:
     """This node lost every peer and reaches no reference IP: stop at once (floating IPs
     first), release, and wait for the lock again (granted only when back in a quorum)."""
@@ -275,7 +307,8 @@ class Adopted:
 
 
 Event = Union[Command, Granted, Queued, AcquireFailed, Released, Lost, Expired, SessionDown,
-              StartDone, StopDone, CheckDone, Failed, RetryAcquire, Refuse, Isolated, Adopted]
+              StartDone, StopDone, CheckDone, Failed, RetryAcquire, Refuse, Isolated, Adopted,
+              Maintenance, FailureExpired]
 
 
 # --- actions ------------------------------------------------------------------------------------
@@ -293,11 +326,13 @@ class Release:
 class Start:
     """Mount the stores, add the floating IPs (+ gratuitous ARP), run `script start`; then
     report StartDone. `adopt`: the service may still run from before an HA daemon restart:
-    bring up only what is missing and run `script start` only if `script status` fails."""
+    bring up only what is missing and run `script start` only if `script status` fails;
+    `unmanaged` (adopted in maintenance): bring up nothing, only watch it again."""
 
     token: int
     run: int
     adopt: bool = False
+    unmanaged: bool = False
 
 
 @dataclass(frozen=True)
@@ -335,6 +370,14 @@ class ScheduleRetry:
 
 
 @dataclass(frozen=True)
+class ExpireFailureLater:
+    """Post FailureExpired(run) after `delay_s`."""
+
+    run: int
+    delay_s: float
+
+
+@dataclass(frozen=True)
 class Forget:
     """Remove the service from this node (close its lock session)."""
 
@@ -347,7 +390,7 @@ class Reboot:
 
 
 Action = Union[Acquire, Release, Start, CancelStart, Stop, ScheduleCheck, CancelCheck,
-               ScheduleRetry, Forget, Reboot]
+               ScheduleRetry, ExpireFailureLater, Forget, Reboot]
 
 
 @dataclass(frozen=True)
@@ -382,10 +425,13 @@ def settled(state: State) -> bool:
 
 # --- the policy ---------------------------------------------------------------------------------
 def _acquire(state: State, reason: str, **changes: object) -> tuple[State, tuple[Action, ...]]:
-    """To WAITING, asking for the lock (unless new services are refused here: then WAITING out
-    of the queue until the refusal ends)."""
+    """To WAITING, asking for the lock (unless new services are refused here or the node is in
+    maintenance: then WAITING out of the queue until that ends)."""
     new = replace(state, phase=Phase.WAITING, acquiring=True, queued=False, released=False,
                   then=None, failed_checks=0, backing_off=False, reason=reason, **changes)
+    if new.unmanaged:
+        return replace(new, acquiring=False, reason=f"{reason} (maintenance: not queued until "
+                                                    f"it ends)"), ()
     if new.refusing:
         return replace(new, acquiring=False, reason=f"{reason} (new services refused here: "
                                                     f"not queued until accepted)"), ()
@@ -538,10 +584,12 @@ def _after_stop(state: State, ok: bool, reason: str, s: Settings) -> Decision:
                                 reason=f"{'released' if then is Then.RELEASE else 'stopped'}: "
                                        f"lock given back", **base), release)
     if then is Then.FAIL:
+        expiry: tuple[Action, ...] = ((ExpireFailureLater(state.run, s.failure_timeout_s),)
+                                      if s.failure_timeout_s > 0 else ())
         return Decision(replace(state, phase=Phase.FAILED, holding=False,
                                 releasing=bool(release),
                                 reason=state.reason.removesuffix(": stopping") +
-                                "; cleaned up, lock given back", **base), release)
+                                "; cleaned up, lock given back", **base), release + expiry)
     if then is Then.RESTART and state.holding:
         run = state.run + 1
         return Decision(replace(state, phase=Phase.STARTING, run=run, reason=f"{state.cause}: "
@@ -566,7 +614,12 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
     """The next state and the actions to run, in order (see the module doc)."""
     phase = state.phase
     if isinstance(event, Command):
+        if state.unmanaged:
+            return Decision(state, refused=MAINTENANCE_REFUSAL)
         return _command(state, event.action, s)
+
+    if isinstance(event, Maintenance):
+        return _maintenance(state, event.on)
 
     if isinstance(event, Granted):
         if phase is Phase.WAITING and state.acquiring:  # (a Release sent before it is done)
@@ -638,9 +691,12 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
         if phase is not Phase.STARTING:
             return Decision(state, ignored=True)
         if event.ok:
-            return Decision(replace(state, phase=Phase.RUNNING, failed_checks=0,
-                                    reason=f"running (token {state.token})"),
-                            (ScheduleCheck(state.run, s.check_interval_s),))
+            running = replace(state, phase=Phase.RUNNING, failed_checks=0,
+                              reason=f"running (token {state.token})")
+            if state.unmanaged:
+                return Decision(replace(running, reason=f"running, unmanaged (maintenance; "
+                                                        f"{event.reason or 'started'})"))
+            return Decision(running, (ScheduleCheck(state.run, s.check_interval_s),))
         if event.address_taken:
             streak = state.streak + 1
             new, acts = _stop(replace(state, streak=streak, backoff_s=backoff_delay(s, streak)),
@@ -657,7 +713,7 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
         return _after_stop(state, event.ok, event.reason, s)
 
     if isinstance(event, CheckDone):
-        if phase is not Phase.RUNNING or event.run != state.run:
+        if phase is not Phase.RUNNING or event.run != state.run or state.unmanaged:
             return Decision(state, ignored=True)
         if event.ok:
             if state.failed_checks == 0:
@@ -686,7 +742,7 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
         return Decision(replace(kept, phase=Phase.STARTING, run=run,
                                 reason=f"lock kept across an HA daemon restart (token "
                                        f"{event.token}): taking it over again"),
-                        (Start(event.token, run, adopt=True),))
+                        (Start(event.token, run, adopt=True, unmanaged=state.unmanaged),))
 
     if isinstance(event, Isolated):
         if phase not in (Phase.STARTING, Phase.RUNNING):
@@ -697,11 +753,25 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
     if isinstance(event, Failed):
         if phase is not Phase.RUNNING or event.run != state.run:
             return Decision(state, ignored=True)
+        if state.unmanaged:
+            return Decision(replace(state, reason=f"unmanaged (maintenance): {event.reason}; "
+                                                  f"not acted on"))
         return _fail_run(state, s, "failed", event.reason, event.uptime_s)
+
+    if isinstance(event, FailureExpired):
+        if phase is not Phase.FAILED or state.holding or event.run != state.run:
+            return Decision(state, ignored=True)
+        forgotten = replace(state, fail_count=0, streak=0, restarts_used=0)
+        if state.unmanaged:
+            return Decision(replace(forgotten, reason=f"{state.reason}; failure expired "
+                                                      f"(maintenance: not queued)"))
+        new, acts = _acquire(forgotten, f"failure expired after {s.failure_timeout_s:g} s: "
+                                        f"waiting for the lock again")
+        return Decision(new, acts)
 
     if isinstance(event, RetryAcquire):
         if phase is Phase.WAITING and not state.acquiring and not state.holding:
-            if state.refusing:
+            if state.refusing or state.unmanaged:
                 return Decision(replace(state, backing_off=False), ignored=True)
             return Decision(replace(state, acquiring=True, queued=False, backing_off=False),
                             (Acquire(),))
@@ -720,10 +790,36 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
             return Decision(replace(state, refusing=True))
         accepted = replace(state, refusing=False)
         if phase is Phase.WAITING and not state.acquiring and not state.holding and \
-                not state.backing_off:
+                not state.backing_off and not state.unmanaged:
             return Decision(replace(accepted, acquiring=True, queued=False,
                                     reason="new services accepted again: waiting for the lock"),
                             (Acquire(),))
         return Decision(accepted)
 
     raise TypeError(f"not a policy event: {event!r}")
+
+
+def _maintenance(state: State, on: bool) -> Decision:
+    if on == state.unmanaged:
+        return Decision(state, ignored=True)
+    phase = state.phase
+    if on:
+        unmanaged = replace(state, unmanaged=True)
+        if phase is Phase.WAITING and (state.acquiring or state.queued) and not state.holding:
+            return Decision(replace(unmanaged, acquiring=False, queued=False, releasing=True,
+                                    reason="maintenance: left the lock queue"), (Release(),))
+        if phase is Phase.RUNNING:
+            return Decision(replace(unmanaged, reason=f"running, unmanaged (maintenance: not "
+                                                      f"checked, stopped nor moved; token "
+                                                      f"{state.token})"), (CancelCheck(),))
+        return Decision(unmanaged)
+    managed = replace(state, unmanaged=False)
+    if phase is Phase.RUNNING:
+        return Decision(replace(managed, failed_checks=0,
+                                reason=f"running (maintenance over: checking; token "
+                                       f"{state.token})"), (ScheduleCheck(state.run, 0.0),))
+    if phase is Phase.WAITING and not state.acquiring and not state.holding and \
+            not state.backing_off and not state.refusing:
+        return Decision(replace(managed, acquiring=True, queued=False,
+                                reason="maintenance over: waiting for the lock"), (Acquire(),))
+    return Decision(managed)

@@ -24,6 +24,7 @@ import grpc
 
 from skyge.services.common.config import ConfigError
 from skyge.services.common.text import excerpt
+from skyge.services.ha import policy
 from skyge.services.ha.service_config import TYPE_INDEX, TYPES, ServiceConfig
 from skyge.services.ha.supervisor import LOCK_SLOTS, ServiceSupervisor, parse_label
 from skyge.v1 import ha_pb2 as pb, ha_pb2_grpc, lock_pb2, lock_pb2_grpc
@@ -63,7 +64,8 @@ def config_pb(config: ServiceConfig, domain: int) -> pb.ServiceConfig:
         pulse_timeout_ms=config.pulse_timeout_ms, pidfile=config.pidfile, domain=domain,
         config_path=config.path, restarts=config.restarts,
         failure_backoff_s=config.failure_backoff,
-        failure_backoff_max_s=config.failure_backoff_max)
+        failure_backoff_max_s=config.failure_backoff_max,
+        failure_timeout_s=config.failure_timeout)
 
 
 def node_status_pb(supervisor: ServiceSupervisor) -> pb.NodeServiceStatus:
@@ -71,7 +73,8 @@ def node_status_pb(supervisor: ServiceSupervisor) -> pb.NodeServiceStatus:
     return pb.NodeServiceStatus(
         domain=snap["domain"], state=STATE_PB[snap["state"]], since_unix_ns=snap["since_unix_ns"],
         reason=snap["reason"], holds_lock=snap["holds_lock"], fencing_token=snap["fencing_token"],
-        failed_checks=snap["failed_checks"], fail_count=snap["fail_count"])
+        failed_checks=snap["failed_checks"], fail_count=snap["fail_count"],
+        unmanaged=snap["unmanaged"], last_start_ms=snap["last_start_ms"])
 
 
 def local_service_pb(supervisor: ServiceSupervisor) -> pb.LocalService:
@@ -187,10 +190,11 @@ class HaServicer(ha_pb2_grpc.HaServicer):
         except grpc.aio.AioRpcError as error:
             await context.abort(error.code(), f"domain {domain}: {error.details()}")
 
-    async def node_views(self) -> dict[int, list[pb.LocalService]]:
-        """Every member's services and their state there (members that do not answer are
-        left out)."""
+    async def node_views(self) -> tuple[dict[int, list[pb.LocalService]], list[int]]:
+        """Every member's services and their state there, and the members in maintenance
+        (members that do not answer are left out)."""
         views = {self.domain: [local_service_pb(s) for s in self.app.sorted_services()]}
+        maintenance = {self.domain} if self.app.maintenance else set()
 
         async def ask(domain: int) -> None:
             stub = self._peer_stub(domain, ha_pb2_grpc.HaPeerStub)
@@ -201,9 +205,11 @@ class HaServicer(ha_pb2_grpc.HaServicer):
             except grpc.aio.AioRpcError:
                 return
             views[domain] = list(reply.services)
+            if reply.maintenance:
+                maintenance.add(domain)
 
         await asyncio.gather(*(ask(d) for d in self.app.members() if d != self.domain))
-        return views
+        return views, sorted(maintenance)
 
     async def lock_table(self) -> dict[Key, lock_pb2.LockState] | None:
         """The locks of the HA slots as the lock daemon sees them, or None if it cannot say."""
@@ -225,8 +231,12 @@ class HaServicer(ha_pb2_grpc.HaServicer):
         return table
 
     async def cluster_status(self, only: Key | None = None) -> list[pb.ServiceStatus]:
-        views, locks = await asyncio.gather(self.node_views(), self.lock_table())
-        return merge_status(views, locks, only)
+        return (await self._cluster(only))[0]
+
+    async def _cluster(self, only: Key | None = None) -> tuple[list[pb.ServiceStatus], list[int]]:
+        """Every service's cluster-wide status, and the members in maintenance."""
+        (views, maintenance), locks = await asyncio.gather(self.node_views(), self.lock_table())
+        return merge_status(views, locks, only), maintenance
 
     async def status_of(self, key: Key, name: str = "") -> pb.ServiceStatus:
         found = await self.cluster_status(only=key)
@@ -260,8 +270,9 @@ class HaServicer(ha_pb2_grpc.HaServicer):
 
     async def Status(self, request: pb.StatusRequest, context) -> pb.StatusResponse:
         await self._not_ready(context)
-        services, warnings = await asyncio.gather(self.cluster_status(), self.warnings())
-        return pb.StatusResponse(services=services, warnings=warnings)
+        (services, maintenance), warnings = await asyncio.gather(self._cluster(), self.warnings())
+        return pb.StatusResponse(services=services, warnings=warnings,
+                                 maintenance_domains=maintenance)
 
     async def WatchStatus(self, request: pb.WatchStatusRequest,
                           context) -> AsyncIterator[pb.StatusEvent]:
@@ -354,6 +365,10 @@ class HaServicer(ha_pb2_grpc.HaServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"no service {where} is added on domain {self.domain} "
                                 f"(add it first: -a add)")
+        if self.app.maintenance:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"{supervisor.name} on {self.domain}: "
+                                f"{policy.MAINTENANCE_REFUSAL}")
         if action == "switch":
             locks = await self.lock_table()
             if locks is None:
@@ -378,6 +393,11 @@ class HaServicer(ha_pb2_grpc.HaServicer):
 
     async def StopAll(self, request: pb.StopAllRequest, context) -> pb.StopAllResponse:
         await self._not_ready(context)
+        _, maintenance = await self.node_views()
+        if maintenance:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"domain(s) {', '.join(map(str, maintenance))} in maintenance: "
+                                f"nothing is stopped there until `skyge ha maintenance off`")
         for waiting_only in (True, False):
             await self._everywhere(pb.StopLocalRequest(waiting_only=waiting_only))
         return pb.StopAllResponse(services=await self.cluster_status())
@@ -437,15 +457,62 @@ class HaServicer(ha_pb2_grpc.HaServicer):
                                        services_affected=affected)
 
 
+    async def SetMaintenance(self, request: pb.SetMaintenanceRequest,
+                             context) -> pb.SetMaintenanceResponse:
+        await self._not_ready(context)
+        if request.domain > 64:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"domain: must be from 0 to 64, got {request.domain}")
+        if request.all_members and request.domain:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "domain: must be 0 with all_members (every member)")
+        if request.domain not in (0, self.domain) and request.domain not in self.app.members():
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"domain {request.domain} is not a member of the cluster")
+        targets = self.app.members() if request.all_members else [request.domain or self.domain]
+        failed: list[str] = []
+
+        async def one(domain: int) -> None:
+            if domain == self.domain:
+                await self.app.set_maintenance(request.on)
+                return
+            stub = self._peer_stub(domain, ha_pb2_grpc.HaPeerStub)
+            if stub is None:
+                failed.append(f"{domain} (no address)")
+                return
+            try:
+                await stub.SetLocalMaintenance(pb.SetLocalMaintenanceRequest(on=request.on),
+                                               timeout=PEER_TIMEOUT_S)
+            except grpc.aio.AioRpcError as error:
+                failed.append(f"{domain} ({error.details()})")
+
+        await asyncio.gather(*(one(d) for d in targets))
+        if failed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"maintenance {'on' if request.on else 'off'} not set on "
+                                f"domain {', '.join(sorted(failed))}; the others are set")
+        _, maintenance = await self.node_views()
+        return pb.SetMaintenanceResponse(maintenance_domains=maintenance)
+
+
 class HaPeerServicer(ha_pb2_grpc.HaPeerServicer):
     def __init__(self, app: "HaApp") -> None:
         self.app = app
 
     async def NodeStatus(self, request: pb.NodeStatusRequest, context) -> pb.NodeStatusResponse:
         return pb.NodeStatusResponse(domain=self.app.domain, services=[
-            local_service_pb(s) for s in self.app.sorted_services()])
+            local_service_pb(s) for s in self.app.sorted_services()],
+            maintenance=self.app.maintenance)
+
+    async def SetLocalMaintenance(self, request: pb.SetLocalMaintenanceRequest,
+                                  context) -> pb.SetLocalMaintenanceResponse:
+        await self.app.set_maintenance(request.on)
+        return pb.SetLocalMaintenanceResponse(maintenance=self.app.maintenance)
 
     async def StopLocal(self, request: pb.StopLocalRequest, context) -> pb.StopLocalResponse:
+        if self.app.maintenance:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"domain {self.app.domain} is in maintenance")
         await self.app.stop_local(request.waiting_only)
         return pb.StopLocalResponse(services=[local_service_pb(s)
                                               for s in self.app.sorted_services()])

@@ -53,6 +53,9 @@ failure_backoff        1          (ours) s, 0-3600: after a failure switched the
                                   per failure in a row here (a run of 60 s resets it); 0 = at
                                   once (the seed's behaviour)
 failure_backoff_max    60         (ours) s, 1-86400: the longest back-off
+failure_timeout        0          (ours) s, 0-86400: a start that failed here is forgotten after
+                                  this long and the node queues again (Pacemaker's
+                                  failure-timeout); 0 = never: only a start command
 status_timeout         30         (ours) s, 1-86400: a ``status`` running longer is a failed check
 script_type            auto       (ours) auto|seed|lsb|ocf: how `script` is called (auto: OCF if
                                   the path has ``/resource.d/``, LSB under ``/etc/init.d/`` or
@@ -166,6 +169,7 @@ class ServiceConfig:
     restarts: int = 0
     failure_backoff: int = 1
     failure_backoff_max: int = 60
+    failure_timeout: int = 0
     status_timeout: int = 30
     #: how `script` is called: "seed", "lsb" or "ocf" (never "auto": resolved at load)
     script_kind: str = "seed"
@@ -365,6 +369,7 @@ SCHEMA = Schema([
     Field("restarts", integer(0, 100), default=0),
     Field("failure_backoff", integer(0, 3600), default=1),
     Field("failure_backoff_max", _SECONDS, default=60),
+    Field("failure_timeout", integer(0, 86400), default=0),
     Field("status_timeout", _SECONDS, default=30),
     Field("script_type", choice("auto", *SCRIPT_KINDS), default="auto"),
     Field("ocf_params", _ocf_params, default=None),
@@ -470,7 +475,7 @@ def parse_service(text: str, type: str, slot: int, path: str = CONFIG_NAME) -> S
         pulse_timeout_ms=values["pulse_timeout_ms"], restarts=values["restarts"],
         failure_backoff=values["failure_backoff"],
         failure_backoff_max=values["failure_backoff_max"],
-        status_timeout=values["status_timeout"], script_kind=kind,
+        failure_timeout=values["failure_timeout"], status_timeout=values["status_timeout"], script_kind=kind,
         ocf_params=tuple((values["ocf_params"] or {}).items()), umount=values["umount"])
 
 

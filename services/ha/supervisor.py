@@ -387,6 +387,7 @@ class ServiceSupervisor:
         self._stop_task: asyncio.Task | None = None
         self._check_task: asyncio.Task | None = None
         self._retry_task: asyncio.Task | None = None
+        self._expiry_task: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
         self.forgotten = False
         self.last_start_ms: float | None = None
@@ -425,7 +426,8 @@ class ServiceSupervisor:
                                check_failures=c.check_failures, restarts=c.restarts,
                                backoff_s=float(c.failure_backoff),
                                backoff_max_s=float(c.failure_backoff_max),
-                               force_reboot=c.force_reboot)
+                               force_reboot=c.force_reboot,
+                               failure_timeout_s=float(c.failure_timeout))
 
     def reload(self, config: ServiceConfig) -> None:
         """Take a new service.cfg (only while nothing runs or waits here)."""
@@ -483,6 +485,7 @@ class ServiceSupervisor:
         if self.deadman is not None:
             self.deadman.disarm(self)  # the daemon stops: its session's holds end with it
         tasks = (self._start_task, self._stop_task, self._check_task, self._retry_task,
+                 self._expiry_task,
                  self._task, *self._announcing)
         for task in tasks:
             if task is not None and not task.done():
@@ -544,7 +547,8 @@ class ServiceSupervisor:
             else:
                 await self.session.release()
         elif isinstance(action, policy.Start):
-            self._start_task = asyncio.create_task(self._do_start(action.token, action.adopt))
+            self._start_task = asyncio.create_task(
+                self._do_start(action.token, action.adopt, action.unmanaged))
         elif isinstance(action, policy.CancelStart):
             await self._cancel(self._start_task)
         elif isinstance(action, policy.Stop):
@@ -559,6 +563,10 @@ class ServiceSupervisor:
             await self._cancel(self._retry_task)
             self._retry_task = asyncio.create_task(self._later(action.delay_s,
                                                                policy.RetryAcquire()))
+        elif isinstance(action, policy.ExpireFailureLater):
+            await self._cancel(self._expiry_task)
+            self._expiry_task = asyncio.create_task(self._later(
+                action.delay_s, policy.FailureExpired(action.run)))
         elif isinstance(action, policy.Reboot):
             logger.critical("service %s: %s", self.name, action.reason)
             if self._on_reboot is not None:
@@ -677,9 +685,12 @@ class ServiceSupervisor:
             self.session = self._session_factory(self)
         await self.session.attach()
 
-    async def _do_start(self, token: int, adopt: bool = False) -> None:
+    async def _do_start(self, token: int, adopt: bool = False, unmanaged: bool = False) -> None:
         c = self.config
         began = time.monotonic()
+        if unmanaged:  # maintenance: whatever runs here is taken as it is
+            self.post(policy.StartDone(True, "adopted as it is"))
+            return
         try:
             for store in c.stores:
                 if not (adopt and await self.resources.mounted(store)):
@@ -903,7 +914,8 @@ class ServiceSupervisor:
                 "domain": self.domain, "state": s.state_name, "since_unix_ns": self.since_unix_ns,
                 "reason": s.reason, "holds_lock": s.holding,
                 "fencing_token": s.token if s.holding else 0,
-                "failed_checks": s.failed_checks, "fail_count": s.fail_count}
+                "failed_checks": s.failed_checks, "fail_count": s.fail_count,
+                "unmanaged": s.unmanaged, "last_start_ms": round(self.last_start_ms or 0)}
 
 
 def by_key(supervisors: Iterable[ServiceSupervisor]) -> list[ServiceSupervisor]:

@@ -8,6 +8,7 @@ n1 first (n1's HA starts first), n2 and n3 wait in that order (fifo).
 """
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -310,6 +311,51 @@ def test_ha_killed_with_its_whole_cgroup_leaves_the_service_running_and_adopts_i
         unit.rmdir()
         start_daemons(node, ("ha",), extra_args=("-l", "LOG_INFO"))
         cluster.wait("web", lambda p: p[:2] == ("running", active), "adopted by a plain daemon")
+
+
+def test_in_maintenance_the_ha_daemon_restarts_without_moving_anything(cluster):
+    """Pacemaker's maintenance mode, cluster-wide: waiting nodes leave the queue, commands are
+    refused, and skyge-ha on the active node stopped cleanly (SIGTERM, as `systemctl stop`)
+    leaves the service answering from the same process with the same token, its floating IP
+    on that node only; the restarted daemon adopts it as it is. Maintenance off: the others
+    queue again and the service is managed (switchable) again."""
+    active = cluster.where("web")[1]
+    node = cluster.node(active)
+    others = [n.id for n in cluster.lab.nodes if n.id != active]
+    token = cluster.status("web").fencing_token
+    server = read_pidfile(cluster.pidfile("web", node))
+    on = cluster.cli(node, "ha", "maintenance", "on", "--all")
+    assert on.returncode == 0, on.stderr
+    assert "1, 2, 3" in on.stdout
+    cluster.wait("web", lambda p: p[:2] == ("running", active) and not p[2],
+                 "the others left web's queue")
+    assert list(ha_call(node, "Status", pb.StatusRequest()).maintenance_domains) == [1, 2, 3]
+    refused = cluster.cli(node, "ha", "svc", "-d", str(active), "-t", "fifo", "-s", "0",
+                          "-a", "switch")
+    assert refused.returncode != 0 and "maintenance" in refused.stderr, refused
+
+    node.kill("skyge-ha", signal.SIGTERM, wait=60)
+    assert "maintenance: leaving" in cluster.log(node)
+    assert fetch(cluster.lab.client, "192.168.1.100", 8080) == f"n{active} token {token}"
+    assert psutil.pid_exists(server)
+    holders = [n.id for n in cluster.lab.nodes
+               if " 192.168.1.100/" in n.run(["ip", "-4", "-o", "addr"]).stdout]
+    assert holders == [active]
+
+    start_daemons(node, ("ha",), extra_args=("-l", "LOG_INFO"))
+    hs.wait_for("the restarted daemon adopts web as it is",
+                lambda: "adopted as it is" in cluster.log(node), 30)
+    mine = next(n for n in cluster.status("web").nodes if n.domain == active)
+    assert mine.state == pb.SERVICE_RUNNING and mine.unmanaged and mine.fencing_token == token
+    assert read_pidfile(cluster.pidfile("web", node)) == server
+
+    off = cluster.cli(node, "ha", "maintenance", "off", "--all")
+    assert off.returncode == 0, off.stderr
+    cluster.wait("web", lambda p: p[:2] == ("running", active) and sorted(p[2]) == others,
+                 "the others wait for web again", timeout=30)
+    status = cluster.status("web")
+    assert not any(n.unmanaged for n in status.nodes) and status.fencing_token == token
+    assert fetch(cluster.lab.client, "192.168.1.100", 8080) == f"n{active} token {token}"
 
 
 def test_a_partitioned_node_that_reaches_the_gateway_is_not_isolated(cluster):

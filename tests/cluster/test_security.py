@@ -281,6 +281,10 @@ def test_each_node_is_a_prometheus_target_for_holders_of_a_cluster_certificate(c
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     assert samples[("skyge_members", ())] == 3 and samples[("skyge_quorate", ())] == 1
     assert samples[("skyge_lock_term", ())] >= 1
+    published = {dict(k[1])["bus"]: v for k, v in samples.items()
+                 if k[0] == "skyge_bus_published_messages_total"}
+    assert published and {dict(k[1])["bus"] for k in samples
+                          if k[0] == "skyge_bus_missed_messages_total"} == set(published)
     links = {k: v for k, v in samples.items() if k[0] == "skyge_link_up"}
     assert sorted(links) == sorted(("skyge_link_up", (("path", str(p)), ("peer", str(d))))
                                    for d in (2, 3) for p in (1, 2))

@@ -171,6 +171,9 @@ def test_slow_subscriber_is_told_exactly_how_many_it_missed(bus_core):
         assert [m.sequence for m in delivery.messages] == list(range(23, 31))
         assert delivery.messages[0].sequence - delivery.missed == 1
         assert sub.missed_total == 22
+        # the owner counts it for the bus (ListBuses, the skyge_bus_missed_messages metric)
+        info = bus.info(1)
+        assert (info.published, info.missed) == (30, 22)
         # memory: the ring never holds more than retain entries
         assert sum(e is not None for e in bus._ring) == 8
     run(go())

@@ -58,7 +58,7 @@ def test_seed_defaults():
     assert (svc.onstart, svc.check_interval, svc.check_failures) == (False, 3, 1)
     assert (svc.force_load, svc.force_reboot, svc.desc, svc.fips, svc.stores) == (
         False, False, "", (), ())
-    assert (svc.pidfile, svc.pulse_timeout_ms, svc.restarts) == ("", 0, 0)
+    assert (svc.pidfile, svc.pulse_timeout_ms, svc.restarts, svc.failure_timeout) == ("", 0, 0, 0)
     assert (svc.script_kind, svc.umount, svc.status_timeout) == ("seed", "normal", 30)
     assert svc.key == ("random", 7)
 
@@ -69,7 +69,7 @@ start_timeout = "100"; stop_timeout = 20; release_timeout = 10;
 onstart = "no"; check_interval = 2; check_times = 4;
 force-load = "yes"; force-reboot = true;
 pidfile = "/run/web.pid"; pulse_timeout_ms = 500; restarts = 2; status_timeout = 7;
-umount = "force";
+umount = "force"; failure_timeout = 600;
 '''
     svc = parse_service(text, "stack", 3)
     assert svc.desc == "Web for test" and svc.start_timeout == 100
@@ -77,7 +77,7 @@ umount = "force";
     assert svc.check_failures == 4 and svc.force_load and svc.force_reboot
     assert (svc.pidfile, svc.pulse_timeout_ms, svc.restarts, svc.status_timeout) == (
         "/run/web.pid", 500, 2, 7)
-    assert svc.umount == "force"
+    assert svc.umount == "force" and svc.failure_timeout == 600
     for alias in ("check_failures", "check_fail_times", "check_count"):
         assert parse_service(MINIMAL.format(n=1) + f"{alias} = 3;", "fifo", 1).check_failures == 3
     assert parse_service(MINIMAL.format(n=1) + 'force_load = "yes";', "fifo", 1).force_load
@@ -158,6 +158,8 @@ BAD = [
     ('name = "a1";\nscript = "/a";\nstart_timeout = 86401;\n', 3, "start_timeout",
      "from 1 to 86400"),
     ('name = "a1";\nscript = "/a";\ncheck_failures = 101;\n', 3, "check_failures", "from 1 to 100"),
+    ('name = "a1";\nscript = "/a";\nfailure_timeout = -1;\n', 3, "failure_timeout",
+     "from 0 to 86400"),
     ('name = "a1";\nscript = "/a";\nonstart = "maybe";\n', 3, "onstart", '"yes" or "no"'),
     ('name = "a1";\nscript = "/a";\npulse_timeout_ms = 50;\n', 3, "pulse_timeout_ms",
      "0 (off) or from 100"),

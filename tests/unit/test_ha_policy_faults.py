@@ -130,3 +130,75 @@ def test_an_ownership_deadline_that_passed_stops_at_once_and_gives_the_lock_back
     assert after.actions[:2] == (P.Release(), P.Acquire())
     assert after.state.phase is P.Phase.WAITING and not after.state.holding
     assert P.decide(P.State(phase=P.Phase.WAITING), P.Expired()).ignored
+
+
+def test_maintenance_leaves_services_as_they_are_and_checks_them_again_when_it_ends():
+    """Pacemaker's maintenance mode: no checks, starts, stops or moves; failures are shown, not
+    acted on; commands are refused; waiting nodes leave the queue."""
+    s = P.Settings(check_failures=1)
+    on = P.decide(running(s), P.Maintenance(True), s)
+    assert kinds(on) == ["CancelCheck"] and on.state.phase is P.Phase.RUNNING
+    assert on.state.unmanaged and "unmanaged" in on.state.reason
+    died = P.decide(on.state, P.Failed(on.state.run, "process 42 died"), s)
+    assert died.actions == () and died.state.phase is P.Phase.RUNNING
+    assert "not acted on" in died.state.reason
+    assert P.decide(died.state, P.CheckDone(on.state.run, False, "down"), s).actions == ()
+    for action in ("stop", "release", "switch", "start", "remove", "stopall"):
+        refused = P.decide(died.state, P.Command(action), s)
+        assert refused.refused == P.MAINTENANCE_REFUSAL and refused.actions == ()
+    off = P.decide(died.state, P.Maintenance(False), s)
+    assert kinds(off) == ["ScheduleCheck"] and off.actions[0].delay_s == 0
+    assert not off.state.unmanaged
+    # the check that follows acts as usual
+    failed = P.decide(off.state, P.CheckDone(off.state.run, False, "down"), s)
+    assert kinds(failed) == ["CancelCheck", "Stop"]
+
+    waiting, _ = replay(P.State(), [P.Command("start"), P.Queued(1)], s)
+    left = P.decide(waiting, P.Maintenance(True), s)
+    assert kinds(left) == ["Release"] and left.state.phase is P.Phase.WAITING
+    state = P.decide(left.state, P.Released(), s).state
+    assert P.decide(state, P.RetryAcquire(), s).actions == ()
+    back = P.decide(state, P.Maintenance(False), s)
+    assert kinds(back) == ["Acquire"] and back.state.acquiring
+
+
+def test_maintenance_does_not_outrank_safety_a_lost_lock_still_stops_the_service():
+    s = P.Settings()
+    state = P.decide(running(s), P.Maintenance(True), s).state
+    lost = P.decide(state, P.Lost("node_left"), s)
+    assert kinds(lost) == ["CancelCheck", "Stop"] and lost.actions[-1].urgent
+    stopped = P.decide(lost.state, P.StopDone(True), s)
+    # stopped here, and it does not queue again until maintenance ends
+    assert stopped.state.phase is P.Phase.WAITING and "Acquire" not in kinds(stopped)
+    assert kinds(P.decide(stopped.state, P.Maintenance(False), s)) == ["Acquire"]
+
+
+def test_a_hold_adopted_in_maintenance_is_taken_as_it_is():
+    s = P.Settings()
+    state = P.decide(P.State(), P.Maintenance(True), s).state
+    adopted = P.decide(state, P.Adopted(9), s)
+    (start,) = adopted.actions
+    assert isinstance(start, P.Start) and start.adopt and start.unmanaged
+    up = P.decide(adopted.state, P.StartDone(True, "adopted as it is"), s)
+    assert up.actions == () and up.state.phase is P.Phase.RUNNING and up.state.holding
+
+
+def test_a_failed_start_is_forgotten_after_the_failure_timeout_and_the_node_queues_again():
+    s = P.Settings(failure_timeout_s=30)
+    state, decisions = replay(P.State(), [P.Command("start"), P.Granted(3),
+                                          P.StartDone(False, "exit 1"), P.StopDone(True)], s)
+    assert state.phase is P.Phase.FAILED and state.fail_count == 1
+    expiry = decisions[-1].actions[-1]
+    assert isinstance(expiry, P.ExpireFailureLater) and expiry.delay_s == 30
+    assert P.decide(state, P.FailureExpired(expiry.run - 1), s).ignored  # an older failure's
+    again = P.decide(state, P.FailureExpired(expiry.run), s)
+    assert kinds(again) == ["Acquire"] and again.state.fail_count == 0
+    assert "failure expired after 30 s" in again.state.reason
+    # without a failure timeout only a start command does it
+    _, decisions = replay(P.State(), [P.Command("start"), P.Granted(3),
+                                      P.StartDone(False, "exit 1"), P.StopDone(True)],
+                          P.Settings())
+    assert "ExpireFailureLater" not in kinds(decisions[-1])
+    # stopped meanwhile by command: the expiry does nothing
+    stopped = P.decide(state, P.Command("stop"), s).state
+    assert P.decide(stopped, P.FailureExpired(expiry.run), s).ignored
