@@ -68,7 +68,7 @@ getent group skyge >/dev/null || groupadd --system skyge
 
 # The venv is rebuilt only when the project's packaging files change.
 stamp=.venv/.skyge-installed
-want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi

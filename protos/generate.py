@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate the code of the gRPC contracts, protos/skyge/v1/*.proto: Python (committed), Go, Java.
 
-Python (the default) is committed: for each X.proto it writes, next to it:
+Python (the default) is committed: for each X.proto it writes into the package, src/skyge/v1/:
     X_pb2.py, X_pb2.pyi           protoc's Python messages and type stubs (--python_out, --pyi_out)
     X_pb2_grpc.py                 grpc_tools' stubs, servicers, add_*_to_server (--grpc_python_out)
     X_pb2_grpc.pyi                mypy-protobuf's protoc-gen-mypy_grpc type stubs
@@ -42,6 +42,8 @@ from pathlib import Path
 PROTO_ROOT = Path(__file__).resolve().parent  # protos/: the include root ("skyge/v1/x.proto")
 PACKAGE_DIR = Path("skyge") / "v1"
 SOURCE_DIR = PROTO_ROOT / PACKAGE_DIR
+#: the import root the Python code is generated into (src/skyge/v1: the package on disk)
+PYTHON_ROOT = PROTO_ROOT.parent / "src"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 PLUGIN = "protoc-gen-mypy_grpc"
 REPO_ROOT = PROTO_ROOT.parent
@@ -212,7 +214,7 @@ def generate_client(lang: str, out: Path) -> list[Path]:
 
 
 def existing_generated() -> list[Path]:
-    return sorted(p.relative_to(PROTO_ROOT) for p in SOURCE_DIR.iterdir()
+    return sorted(p.relative_to(PYTHON_ROOT) for p in (PYTHON_ROOT / PACKAGE_DIR).iterdir()
                   if p.is_file() and is_generated(p.name))
 
 
@@ -221,13 +223,13 @@ def compare(fresh_root: Path, fresh: list[Path]) -> list[str]:
     problems = []
     current = set(existing_generated())
     for rel in fresh:
-        target = PROTO_ROOT / rel
+        target = PYTHON_ROOT / rel
         if rel not in current:
-            problems.append(f"missing: protos/{rel.as_posix()}")
+            problems.append(f"missing: src/{rel.as_posix()}")
         elif not filecmp.cmp(fresh_root / rel, target, shallow=False):
-            problems.append(f"stale:   protos/{rel.as_posix()}")
+            problems.append(f"stale:   src/{rel.as_posix()}")
     for rel in sorted(current - set(fresh)):
-        problems.append(f"extra:   protos/{rel.as_posix()} (no .proto generates it)")
+        problems.append(f"extra:   src/{rel.as_posix()} (no .proto generates it)")
     return problems
 
 
@@ -242,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.lang == "python":
         if args.out is not None:
-            parser.error("--out is for --lang go and java: the Python code is committed next to "
-                         "the protos")
+            parser.error("--out is for --lang go and java: the Python code is committed in "
+                         "the package (src/skyge/v1)")
     else:
         if args.check:
             parser.error(f"--check is for the committed Python code; {args.lang} code is "
@@ -277,10 +279,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"generated code is fresh ({len(fresh)} files)")
             return 0
         for rel in fresh:
-            shutil.copyfile(out_root / rel, PROTO_ROOT / rel)
+            shutil.copyfile(out_root / rel, PYTHON_ROOT / rel)
         for rel in sorted(set(existing_generated()) - set(fresh)):
-            (PROTO_ROOT / rel).unlink()
-        print(f"wrote {len(fresh)} files in protos/{PACKAGE_DIR.as_posix()}"
+            (PYTHON_ROOT / rel).unlink()
+        print(f"wrote {len(fresh)} files in src/{PACKAGE_DIR.as_posix()}"
               + (f" ({len(problems)} changed)" if problems else " (no change)"))
         return 0
 
