@@ -12,7 +12,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
 
 import psutil
 
@@ -56,7 +57,7 @@ class Hog:
         self.count = count or os.cpu_count() or 1
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def __enter__(self) -> "Hog":
+    def __enter__(self) -> Hog:
         self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                       for _ in range(self.count)]
         return self

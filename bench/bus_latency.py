@@ -58,7 +58,7 @@ SETTLE_S = 1.0
 TICK_S = 0.01
 
 
-def TICK_MESSAGES(rate: float) -> int:  # noqa: N802 - messages per pacing tick
+def TICK_MESSAGES(rate: float) -> int:
     return max(1, int(rate * TICK_S))
 WARMUP_S = 0.5
 
@@ -88,7 +88,7 @@ async def _subscriber(route: str, domain: int, out: Path, expect: int, timeout: 
                 try:
                     delivery = await asyncio.wait_for(stream.__anext__(),
                                                       max(0.01, deadline - time.monotonic()))
-                except (asyncio.TimeoutError, StopAsyncIteration):
+                except (TimeoutError, StopAsyncIteration):
                     break
                 now = time.time_ns()
                 if not ready.exists():

@@ -39,7 +39,7 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from collections.abc import Iterator
 
 from skyge.clients.lab import Lab, LabError, LabNode, destroy, known_labs
 from skyge.clients.lab.demo import DEMO_VIP, DemoWatch, Prober, run_demo
@@ -114,7 +114,7 @@ class Observer(DemoWatch):
             if self.seen.t0_ns is not None:
                 time.sleep(self.settle_s)
             self._read(lab)
-        except Exception as error:  # noqa: BLE001 - the demo's own error, if any, goes first
+        except Exception as error:
             self.seen.error = f"reading the observations: {type(error).__name__}: {error}"
 
     def _read(self, lab: Lab) -> None:
@@ -206,7 +206,7 @@ def one_run(run: int, timeout_s: float, settle_s: float) -> dict:
     try:
         with deadline(timeout_s):
             run_demo(narration.append, lab_name=name, watch=observer)
-    except Exception as failure:  # noqa: BLE001 - a failed run is a figure, not the end
+    except Exception as failure:
         error = f"{type(failure).__name__}: {failure}"
     finally:
         if name in known_labs():

@@ -52,7 +52,8 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabNode
 from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_PORT, Prober, configure_heartbeat,
@@ -256,7 +257,7 @@ class Run:
             if not monitor.node.crashed:
                 try:
                     monitor.stop()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
 
 

@@ -90,7 +90,7 @@ class AioSession:
     async def close(self) -> None:
         try:
             await self.call.done_writing()
-        except Exception:  # noqa: BLE001 - best effort
+        except Exception:
             pass
         if self.reader:
             self.reader.cancel()

@@ -49,7 +49,8 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Sequence
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabError, LabNode
 from skyge.clients.lab.demo import DEMO_VIP, Prober, placement, start_node

@@ -311,7 +311,7 @@ def main() -> None:
         parser.error("--minutes: must be more than 0 and at most 1440")
     try:
         figures = run(args.minutes)
-    except Exception as error:  # noqa: BLE001 - the figures say why there are none
+    except Exception as error:
         note(f"the run failed: {type(error).__name__}: {error}")
         figures = {"term_changes": None, "service_moves": None, "false_downs": None,
                    "minutes": args.minutes,

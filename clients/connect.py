@@ -86,7 +86,7 @@ class NodeClient:
             channel.close()
         self._channels.clear()
 
-    def __enter__(self) -> "NodeClient":
+    def __enter__(self) -> NodeClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

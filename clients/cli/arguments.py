@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Callable
+from collections.abc import Callable
 
 
 def ranged_int(low: int, high: int) -> Callable[[str], int]:

@@ -25,9 +25,10 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from skyge.clients.cli.arguments import DOMAIN, ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
@@ -54,7 +55,7 @@ def _from_bus_daemon(error: grpc.RpcError) -> bool:
     """True when a bus daemon refused the call (as opposed to the local socket failing)."""
     try:
         return any(k == "skyge-origin" and v == "bus" for k, v in error.trailing_metadata() or ())
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -118,7 +119,7 @@ def message_dict(message: pb.BusMessage) -> dict[str, Any]:
         text: str | None = message.data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    moment = datetime.fromtimestamp(message.time_unix_ns / 1e9, tz=timezone.utc)
+    moment = datetime.fromtimestamp(message.time_unix_ns / 1e9, tz=UTC)
     return {"sequence": message.sequence, "sender_domain": message.sender_domain,
             "time_unix_ns": message.time_unix_ns,
             "time": moment.isoformat(timespec="microseconds").replace("+00:00", "Z"),

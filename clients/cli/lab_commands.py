@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import signal
 import subprocess
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
 
@@ -34,7 +35,7 @@ NICS = ("eth0", "eth1")
 Handler = Callable[[argparse.Namespace, Output], int]
 
 
-def register(groups: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lab = groups.add_parser("lab", help="virtual cluster on this machine (network namespaces)",
                             description=__doc__.split("\n\n")[0])
     actions = lab.add_subparsers(dest="lab_action", metavar="ACTION")

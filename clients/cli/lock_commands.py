@@ -20,7 +20,8 @@ import subprocess
 import threading
 import time
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
 
 from skyge.clients.cli.arguments import ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError

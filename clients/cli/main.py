@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from skyge import __version__
 from skyge.clients.cli import (bus_commands, ca_commands, demo_commands, docs_commands,

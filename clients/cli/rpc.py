@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
 from skyge.clients.cli.output import CommandFailed, Output, UsageError, render_text
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 from skyge.clients.lab.errors import LabError
 

@@ -11,7 +11,7 @@ import os
 import select
 import signal
 import time
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 NsId = tuple[int, int]
 

@@ -15,7 +15,8 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from skyge.clients.lab.errors import LabError
 

@@ -55,7 +55,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from skyge.clients.lab import _net, _process, _state
 from skyge.clients.lab._net import (BRIDGES, CLIENT_HOST_NUMBER, CLIENT_IP, GATEWAY_HOST_NUMBER,
@@ -131,7 +132,7 @@ class LinkState:
 class LabHost:
     """A host of the lab with its own namespaces: the gateway, the client, or a node."""
 
-    def __init__(self, lab: "Lab", key: str) -> None:
+    def __init__(self, lab: Lab, key: str) -> None:
         self.lab = lab
         #: host name in the lab: ``n1``..``nN``, ``gw`` or ``cl``
         self.key = key
@@ -258,7 +259,7 @@ class LabHost:
 
     def spawn(self, argv: Sequence[str], *, name: str | None = None,
               env: Mapping[str, str] | None = None, log_path: str | os.PathLike[str] | None = None,
-              cwd: str | os.PathLike[str] | None = None) -> "subprocess.Popen[bytes]":
+              cwd: str | os.PathLike[str] | None = None) -> subprocess.Popen[bytes]:
         """Start a long-running process (a daemon) in this host and return at once.
 
         stdout and stderr are appended to *log_path* (default ``ROOT/var/log/NAME.log``); stdin is
@@ -403,7 +404,7 @@ class LabHost:
                 self.lab._switch([f"link set dev {self.port(nic)} up"])
 
     def set_loss(self, nic: str, percent: float, direction: str = "both", *,
-                 peer: "int | str | LabHost | None" = None) -> None:
+                 peer: int | str | LabHost | None = None) -> None:
         """Drop *percent* % of the frames on the cable of *nic*, at random, silently.
 
         *direction*: ``"in"`` (frames to this host), ``"out"`` (frames from it) or ``"both"``
@@ -465,7 +466,7 @@ class LabHost:
 class LabNode(LabHost):
     """Node *id* (``n{id}``, heartbeat domain id): eth0 public, eth1 private."""
 
-    def __init__(self, lab: "Lab", node_id: int) -> None:
+    def __init__(self, lab: Lab, node_id: int) -> None:
         super().__init__(lab, f"n{node_id}")
         #: node number 1..N, also the heartbeat domain id
         self.id = node_id
@@ -579,7 +580,7 @@ class Lab:
     def __repr__(self) -> str:
         return f"<Lab {self.name} nodes={self.size}>"
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -597,7 +598,7 @@ class Lab:
             raise LabError(f"{ident!r} is not a node (nodes are n1..n{self.size})")
         return host
 
-    def host(self, ident: "int | str | LabHost") -> LabHost:
+    def host(self, ident: int | str | LabHost) -> LabHost:
         """Host by node number or name: ``n1``..``nN`` (or ``1``..``N``), ``gw``/``gateway``,
         ``cl``/``client``."""
         if isinstance(ident, LabHost):
@@ -614,7 +615,7 @@ class Lab:
 
     # -- life cycle -----------------------------------------------------------------------------
     @classmethod
-    def up(cls, nodes: int = 3, name: str = DEFAULT_NAME, *, detached: bool = False) -> "Lab":
+    def up(cls, nodes: int = 3, name: str = DEFAULT_NAME, *, detached: bool = False) -> Lab:
         """Create a lab of *nodes* nodes (1..64) called *name* and return it running.
 
         Leftovers of an earlier crashed lab of that name are removed first; a live lab of that
@@ -657,7 +658,7 @@ class Lab:
         return lab
 
     @classmethod
-    def attach(cls, name: str = DEFAULT_NAME) -> "Lab":
+    def attach(cls, name: str = DEFAULT_NAME) -> Lab:
         """Re-open a lab that is up (created by this or another process)."""
         validate_name(name)
         data = _state.read(name)
@@ -800,7 +801,7 @@ echo "node $SKYGE_FENCE_DOMAIN is off"
             data["partition"] = {"groups": effective, "gateway": gateway}
         return effective
 
-    def cut_between(self, first: "LabNode", second: "LabNode", percent: float = 100) -> None:
+    def cut_between(self, first: LabNode, second: LabNode, percent: float = 100) -> None:
         """Drop `percent` % of the frames between two nodes on both networks (0: heal), while
         both still reach every other host (the gateway, the client): the two-node cut in which
         both sides reach the reference IP."""

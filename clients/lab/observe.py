@@ -7,13 +7,21 @@ import datetime
 import re
 import signal
 import time
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Sequence
 
 from .cluster import LabNode
 from .demo import DEMO_VIP
 
-__all__ = ["AddressMonitor", "holder_intervals", "Overlap", "overlap_spans", "overlaps",
-           "Interleaving", "interleaved_answers"]
+__all__ = [
+    "AddressMonitor",
+    "Interleaving",
+    "Overlap",
+    "holder_intervals",
+    "interleaved_answers",
+    "overlap_spans",
+    "overlaps",
+]
 
 _LINE = re.compile(r"^\[(?P<ts>[0-9T:.-]+)\] (?P<deleted>Deleted )?\d+: (?P<nic>\S+)\s+inet "
                    r"(?P<ip>[0-9.]+)/")

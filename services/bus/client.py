@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -82,7 +83,7 @@ class BusClient:
         if direct:
             self.follower.listeners.append(self)
 
-    async def __aenter__(self) -> "BusClient":
+    async def __aenter__(self) -> BusClient:
         await self.start()
         return self
 
@@ -188,7 +189,7 @@ class BusClient:
             self._guards.discard(guard)
 
     def publisher(self, domain: int, name: str, *, max_batch: int = 1024, window: int = 8,
-                  max_queued: int = 65536) -> "Publisher":
+                  max_queued: int = 65536) -> Publisher:
         return Publisher(self, domain, name, max_batch, window, max_queued)
 
 

@@ -21,9 +21,10 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import grpc
 
@@ -39,7 +40,7 @@ LIST_FRESH_S = 0.1  # how long one ListBuses answer serves the tasks of its doma
 
 
 def format_time(time_ns: int) -> str:
-    moment = datetime.fromtimestamp(time_ns / 1e9, tz=timezone.utc)
+    moment = datetime.fromtimestamp(time_ns / 1e9, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 
@@ -280,7 +281,7 @@ class LogCollector:
                     continue  # raced with the bus moving on: look again
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - keep collecting whatever one record holds
+            except Exception:
                 logger.exception("collecting %s of domain %d failed", bus, domain)
             finally:
                 if call is not None:

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from skyge.services.common.atomic import write_atomic
 from skyge.services.common.config import ConfigError, parse_config, render_config
@@ -303,7 +303,7 @@ class Bus:
     """One bus this node owns: numbering, the retained ring, the subscribers' wake-up."""
 
     def __init__(self, definition: BusDefinition, first_sequence: int, max_retained_bytes: int,
-                 reserve: Callable[["Bus", int], None]) -> None:
+                 reserve: Callable[[Bus, int], None]) -> None:
         self.definition = definition
         self.capacity = definition.retain_messages
         self.max_retained_bytes = max_retained_bytes

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -64,7 +65,7 @@ def is_bus_error(error: grpc.RpcError) -> bool:
     """True when a bus daemon raised this status (not the transport)."""
     try:
         metadata = error.trailing_metadata() or ()
-    except Exception:  # noqa: BLE001 - a failed call may have no metadata at all
+    except Exception:
         return False
     return any(key == "skyge-origin" and value == "bus" for key, value in metadata)
 
@@ -84,7 +85,7 @@ class _Relay:
 class _Upstream(_Relay):
     """One RelayPublish stream to an owner, carrying a client stream's requests for that owner."""
 
-    def __init__(self, server: "BusServer", domain: int, channel: grpc.aio.Channel,
+    def __init__(self, server: BusServer, domain: int, channel: grpc.aio.Channel,
                  metadata: tuple[tuple[str, str], ...]) -> None:
         call = channel.stream_stream(f"/{SERVICE}/RelayPublish", request_serializer=_identity,
                                      response_deserializer=pb.RelayAck.FromString)(
@@ -102,7 +103,7 @@ class _Upstream(_Relay):
         self.waiting.append(future)
         try:
             await self.call.write(raw)
-        except Exception:  # noqa: BLE001 - the call ended; _read fails the waiting futures
+        except Exception:
             await asyncio.sleep(0)
 
     async def _read(self) -> None:
@@ -139,7 +140,7 @@ class _Upstream(_Relay):
     async def close(self) -> None:
         try:
             await self.call.done_writing()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         self.call.cancel()
         self.reader.cancel()

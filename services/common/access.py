@@ -12,7 +12,8 @@ calls are read-only, and a test checks that both agree.
 from __future__ import annotations
 
 import grp
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 import grpc
 

@@ -12,9 +12,9 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-__all__ = ["CommandResult", "run_command", "OUTPUT_TAIL", "KILL_GRACE_S"]
+__all__ = ["KILL_GRACE_S", "OUTPUT_TAIL", "CommandResult", "run_command"]
 
 OUTPUT_TAIL = 2048
 KILL_GRACE_S = 2.0
@@ -80,12 +80,12 @@ async def run_command(argv: Sequence[str], *, timeout_s: float,
     timed_out = False
     try:
         await asyncio.wait_for(proc.wait(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         timed_out = True
         _signal_group(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             _signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
     except asyncio.CancelledError:
@@ -94,7 +94,7 @@ async def run_command(argv: Sequence[str], *, timeout_s: float,
         raise
     try:
         await asyncio.wait_for(reader, PIPE_GRACE_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         reader.cancel()
     status = proc.returncode if proc.returncode is not None else -9
     seconds = time.monotonic() - started

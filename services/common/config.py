@@ -13,20 +13,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 __all__ = [
     "ConfigError",
-    "Setting",
-    "parse_config",
-    "load_config",
     "Field",
     "Schema",
-    "integer",
+    "Setting",
     "boolean",
-    "string",
     "choice",
+    "integer",
+    "load_config",
+    "parse_config",
     "render_config",
+    "string",
 ]
 
 

@@ -42,7 +42,7 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
     _PRIORITIES = {"EMERG": "emerg", "ALERT": "alert", "CRITICAL": "crit", "ERROR": "err",
                    "WARNING": "warning", "NOTICE": "notice", "INFO": "info", "DEBUG": "debug"}
 
-    def mapPriority(self, levelName: str) -> str:  # noqa: N802 (logging's API name)
+    def mapPriority(self, levelName: str) -> str:
         return self._PRIORITIES.get(levelName, "warning")
 
 
@@ -96,7 +96,7 @@ class BusLogHandler(logging.Handler):
             return
         try:
             data = self.record_data(record)
-        except Exception:  # noqa: BLE001 - a bad record must not hurt the daemon
+        except Exception:
             self._drop(1)
             return
         with self._cond:
@@ -134,7 +134,7 @@ class BusLogHandler(logging.Handler):
             import grpc
 
             from skyge.v1 import bus_pb2 as pb, bus_pb2_grpc
-        except Exception:  # noqa: BLE001
+        except Exception:
             with self._cond:
                 self.dropped += len(self.queue)
                 self.queue.clear()
@@ -175,7 +175,7 @@ class BusLogHandler(logging.Handler):
                     else:
                         self.dropped += len(self.queue)
                         self.queue.clear()
-            except Exception:  # noqa: BLE001 - the worker must survive anything
+            except Exception:
                 self._drop(len(batch))
         if channel is not None:
             channel.close()

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -47,7 +48,7 @@ class Peer:
     grpc_ports: dict[str, int]
 
     @classmethod
-    def from_proto(cls, member: heartbeat_pb2.Member) -> "Peer":
+    def from_proto(cls, member: heartbeat_pb2.Member) -> Peer:
         return cls(domain=member.node.domain, incarnation=member.incarnation, local=member.local,
                    addresses={p.path: list(p.addresses) for p in member.paths},
                    up_paths={p.path for p in member.paths if p.up or member.local},
@@ -64,10 +65,10 @@ class Peer:
 
 
 class MembershipListener(Protocol):
-    def on_view(self, follower: "MembershipFollower") -> None | Awaitable[None]:
+    def on_view(self, follower: MembershipFollower) -> Awaitable[None] | None:
         """The view changed (or was first learned): read `follower.peers` / `view_id`."""
 
-    def on_lost(self, follower: "MembershipFollower") -> None | Awaitable[None]:
+    def on_lost(self, follower: MembershipFollower) -> Awaitable[None] | None:
         """The local heartbeat daemon is unreachable: the view is unknown until `on_view`."""
 
 
@@ -105,7 +106,7 @@ class MembershipFollower:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return self.known
         return True
 
@@ -120,7 +121,7 @@ class MembershipFollower:
                 result = getattr(listener, method)(self)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:  # noqa: BLE001 - one bad listener must not stop the follower
+            except Exception:
                 logger.exception("membership listener %r failed in %s", listener, method)
 
     def _apply(self, event: heartbeat_pb2.MembershipEvent) -> bool:
@@ -165,7 +166,7 @@ class MembershipFollower:
                 logger.debug("membership stream: %s", error.code().name)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a malformed event must not end the follower
+            except Exception:
                 logger.exception("membership stream failed")
             if self.known:
                 self.known = False

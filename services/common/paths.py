@@ -23,7 +23,7 @@ class NodePaths:
     root: Path = Path("/")
 
     @classmethod
-    def at(cls, root: str | Path) -> "NodePaths":
+    def at(cls, root: str | Path) -> NodePaths:
         return cls(Path(root).resolve())
 
     def under(self, absolute: str) -> Path:

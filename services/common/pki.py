@@ -46,7 +46,7 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     # an hour back: nodes whose clocks trail the CA's still accept a certificate made just now
     return builder.not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(
         now + datetime.timedelta(days=days))
@@ -73,7 +73,7 @@ class Authority:
 
     @classmethod
     def create(cls, folder: Path, name: str = "skyge cluster", *, days: int = CA_DAYS,
-               force: bool = False) -> "Authority":
+               force: bool = False) -> Authority:
         """Make a new CA in *folder* (refused where one exists, unless *force*)."""
         cert_path, key_path = folder / CA_CERT, folder / CA_KEY
         if not force and (cert_path.exists() or key_path.exists()):
@@ -95,7 +95,7 @@ class Authority:
         return cls(folder, cert, key)
 
     @classmethod
-    def load(cls, folder: Path) -> "Authority":
+    def load(cls, folder: Path) -> Authority:
         cert_path, key_path = folder / CA_CERT, folder / CA_KEY
         try:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())

@@ -14,12 +14,18 @@ import re
 import socket
 import struct
 import time
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from skyge.services.common.config import ConfigError, Field
 
-__all__ = ["parse_reference_ips", "reference_ips_field", "add_reference_ips_argument",
-           "reference_ips_from", "ping_any"]
+__all__ = [
+    "add_reference_ips_argument",
+    "parse_reference_ips",
+    "ping_any",
+    "reference_ips_field",
+    "reference_ips_from",
+]
 
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 
@@ -94,7 +100,7 @@ async def _icmp_echo(address: str, timeout_s: float) -> bool:
                 return False
             try:
                 data, peer = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
             ihl = (data[0] & 0x0F) * 4
             kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
@@ -108,7 +114,7 @@ async def _ping_command(address: str, timeout_s: float) -> bool:
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         return await asyncio.wait_for(proc.wait(), timeout_s + 2) == 0
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         return False
 

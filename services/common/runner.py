@@ -31,7 +31,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import grpc
 import psutil
@@ -362,7 +363,7 @@ async def _reload(spec: DaemonSpec, ctx: DaemonContext, app: DaemonApp) -> None:
         await app.reload(load_config(path, config_schema(spec), missing_ok=True))
     except ConfigError as error:
         logger.error("reload refused, running settings kept: %s", error)
-    except Exception:  # noqa: BLE001 - a reload must never take the daemon down
+    except Exception:
         logger.exception("reload failed, running settings kept")
     finally:
         sdnotify.notify("READY=1")
@@ -469,7 +470,7 @@ def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         message = f"skyge-{spec.name}: {exc}"
         status = EXIT_FAILED
-    except Exception as exc:  # noqa: BLE001 - last resort: say what went wrong, don't trace
+    except Exception as exc:
         logger.exception("daemon failed")
         message = f"skyge-{spec.name}: failed: {exc}"
         status = EXIT_FAILED

@@ -1,7 +1,7 @@
 """Quoting what a caller sent in an error message: never the whole of a hostile value."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 EXCERPT_CHARS = 60
 

@@ -19,7 +19,8 @@ import datetime
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -48,13 +49,13 @@ class Identity:
     name: str = ""
 
     @classmethod
-    def node(cls, domain: int) -> "Identity":
+    def node(cls, domain: int) -> Identity:
         if not 1 <= domain <= MAX_DOMAIN:
             raise ValueError(f"domain must be from 1 to {MAX_DOMAIN}, got {domain}")
         return cls("node", domain=domain)
 
     @classmethod
-    def admin(cls, name: str) -> "Identity":
+    def admin(cls, name: str) -> Identity:
         if not ADMIN_NAME.match(name):
             raise ValueError(f"an administrator's name is 1 to 31 of a-z, 0-9 and '-', "
                              f"not starting with '-'; got {name!r}")
@@ -74,7 +75,7 @@ class Identity:
         return self.kind != "admin"
 
     @classmethod
-    def from_names(cls, names: Sequence[str]) -> "Identity | None":
+    def from_names(cls, names: Sequence[str]) -> Identity | None:
         """The identity among a certificate's DNS names, or None when it has none."""
         for name in names:
             match = _NAME.match(name)
@@ -114,19 +115,19 @@ class TlsFiles:
     key: Path
 
     @classmethod
-    def default(cls, paths: NodePaths, name: str = "node") -> "TlsFiles":
+    def default(cls, paths: NodePaths, name: str = "node") -> TlsFiles:
         folder = paths.etc / TLS_FOLDER
         return cls(folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key")
 
     @classmethod
-    def of_prefix(cls, prefix: str | Path) -> "TlsFiles":
+    def of_prefix(cls, prefix: str | Path) -> TlsFiles:
         """PREFIX.crt and PREFIX.key, with ca.crt in the same folder (`skyge ca issue --out`)."""
         prefix = Path(prefix)
         return cls(prefix.parent / "ca.crt", prefix.with_name(prefix.name + ".crt"),
                    prefix.with_name(prefix.name + ".key"))
 
     @classmethod
-    def configured(cls, paths: NodePaths, config: dict[str, Any]) -> "TlsFiles":
+    def configured(cls, paths: NodePaths, config: dict[str, Any]) -> TlsFiles:
         """From a daemon's `tls_ca`/`tls_cert`/`tls_key` (absolute paths are under ROOT)."""
         default = cls.default(paths)
         pick = lambda key, fallback: paths.under(config[key]) if config.get(key) else fallback
@@ -148,7 +149,7 @@ class Credentials:
     not_after: datetime.datetime
 
     @classmethod
-    def load(cls, files: TlsFiles) -> "Credentials":
+    def load(cls, files: TlsFiles) -> Credentials:
         """Read and check the files: present, signed by the CA, in date, with a skyge identity."""
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
@@ -178,7 +179,7 @@ class Credentials:
                            f"({type(error).__name__})") from None
         if cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
             raise TlsError(f"tls_key: {files.key} is not the key of {files.cert}")
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise TlsError(f"tls_cert: {files.cert} is valid from {cert.not_valid_before_utc:%F %T} "
                            f"to {cert.not_valid_after_utc:%F %T} UTC, not now: issue a new one")

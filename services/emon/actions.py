@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import grpc
 
@@ -243,7 +244,7 @@ class ActionRunner:
                 told_failure = outcome
             try:
                 await asyncio.wait_for(self._refuse_wake.wait(), RETRY_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._refuse_wake.set()
 

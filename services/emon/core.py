@@ -13,7 +13,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .probes import Probe, ProbeError
 from .watermarks import Crossing, WatermarkEngine, WatermarkSpec
@@ -172,7 +172,7 @@ class EmonCore:
                 self._failed(runtime, str(exc))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a probe must never kill its task
+            except Exception as exc:
                 self.logger.debug("probe %s failed", runtime.probe.name, exc_info=True)
                 self._failed(runtime, f"{type(exc).__name__}: {exc}")
             else:

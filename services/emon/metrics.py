@@ -16,7 +16,8 @@ import socketserver
 import ssl
 import threading
 from wsgiref.simple_server import WSGIRequestHandler
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import grpc
 import psutil

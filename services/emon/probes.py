@@ -38,15 +38,27 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import psutil
 
 from skyge.services.common.config import (ConfigError, Field, Schema, integer, parse_config,
                                           string)
 
-__all__ = ["ProbeError", "Probe", "BuiltinProbe", "ExecProbe", "EntryPointProbe", "builtin_probes",
-           "load_plugin", "load_plugins", "parse_value", "PROBE_FILE", "BUILTINS"]
+__all__ = [
+    "BUILTINS",
+    "PROBE_FILE",
+    "BuiltinProbe",
+    "EntryPointProbe",
+    "ExecProbe",
+    "Probe",
+    "ProbeError",
+    "builtin_probes",
+    "load_plugin",
+    "load_plugins",
+    "parse_value",
+]
 
 PROBE_FILE = "probe.cfg"
 BUILTINS = ("cpu_load", "mem_load", "disk_usage")
@@ -162,7 +174,7 @@ class ExecProbe(Probe):
             raise ProbeError(f"cannot run {self.argv[0]}: {exc.strerror or exc}") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.timeout_ms / 1000)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             _kill_group(proc.pid)
             await proc.wait()
             raise ProbeError(f"{self.argv[0]} timed out after {self.timeout_ms} ms (killed)") \
@@ -199,11 +211,11 @@ class EntryPointProbe(Probe):
         if inspect.iscoroutinefunction(self.function):
             try:
                 return parse_value(await asyncio.wait_for(self.function(), self.timeout_ms / 1000))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ProbeError(f"{self.source} timed out after {self.timeout_ms} ms") from None
             except ProbeError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - user code: any failure skips the sample
+            except Exception as exc:
                 raise ProbeError(f"{self.source} raised {type(exc).__name__}: {exc}") from None
         if self._busy:
             raise ProbeError(f"{self.source}: the previous call has not returned yet")
@@ -213,14 +225,14 @@ class EntryPointProbe(Probe):
         try:
             return parse_value(await asyncio.wait_for(asyncio.shield(future),
                                                       self.timeout_ms / 1000))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # the thread cannot be killed: the probe stays busy (samples skipped) until it returns
             raise ProbeError(f"{self.source} timed out after {self.timeout_ms} ms") from None
 
     def _call(self) -> Any:
         try:
             return self.function()  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001 - user code: any failure skips the sample
+        except Exception as exc:
             raise ProbeError(f"{self.source} raised {type(exc).__name__}: {exc}") from None
         finally:
             self._busy = False
@@ -310,7 +322,7 @@ def load_plugin(folder: Path, default_interval_ms: int) -> Probe:
     entry = values["entry_point"]
     try:
         function = _resolve(entry, values["python_path"])
-    except Exception as exc:  # noqa: BLE001 - import of user code: report any failure
+    except Exception as exc:
         raise ConfigError(f"cannot load {entry}: {type(exc).__name__}: {exc}", path=path,
                           line=lines["entry_point"], key="entry_point") from None
     return EntryPointProbe(**common, source=f"python:{entry}", function=function)

@@ -8,7 +8,8 @@ UNAVAILABLE when the daemon stops and RESOURCE_EXHAUSTED if the client falls too
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -46,11 +47,11 @@ def watermark_pb(spec: WatermarkSpec, state: WatermarkState) -> pb.Watermark:
 
 
 class EmonServicer(emon_pb2_grpc.EmonServicer):
-    def __init__(self, app: "EmonApp") -> None:
+    def __init__(self, app: EmonApp) -> None:
         self.app = app
 
     @property
-    def core(self) -> "EmonCore":
+    def core(self) -> EmonCore:
         return self.app.core
 
     async def _check_names(self, names: Sequence[str], context: grpc.aio.ServicerContext) -> None:

@@ -30,12 +30,22 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from skyge.services.common.config import ConfigError, Setting, parse_config
 
-__all__ = ["Direction", "Action", "WatermarkSpec", "WatermarkState", "Crossing", "WatermarkEngine",
-           "parse_ecs", "load_ecs_dir", "default_hysteresis", "ECS_FILE"]
+__all__ = [
+    "ECS_FILE",
+    "Action",
+    "Crossing",
+    "Direction",
+    "WatermarkEngine",
+    "WatermarkSpec",
+    "WatermarkState",
+    "default_hysteresis",
+    "load_ecs_dir",
+    "parse_ecs",
+]
 
 ECS_FILE = "service.cfg"
 PERCENT = "percent"
@@ -133,7 +143,7 @@ class WatermarkEngine:
     states: dict[tuple[str, str], WatermarkState] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, specs: Iterable[WatermarkSpec]) -> "WatermarkEngine":
+    def of(cls, specs: Iterable[WatermarkSpec]) -> WatermarkEngine:
         engine = cls()
         engine.replace(specs)
         return engine

@@ -38,7 +38,7 @@ import logging
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 
@@ -398,7 +398,7 @@ class HaApp(DaemonApp):
         for listener in list(self.listeners):
             try:
                 listener()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.logger.exception("status listener failed")
 
     # membership listener

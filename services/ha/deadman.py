@@ -31,7 +31,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 from skyge.services.common.atomic import write_atomic
 from skyge.services.common.clock import boot_ns
@@ -41,7 +42,7 @@ from skyge.services.ha.resources.cgroup import ServiceCgroup
 from skyge.services.ha.resources.script import kill_group
 from skyge.services.ha.service_config import FloatingIp
 
-__all__ = ["Deadman", "Owner", "Registry", "spawn_backstop", "main"]
+__all__ = ["Deadman", "Owner", "Registry", "main", "spawn_backstop"]
 
 logger = logging.getLogger("skyge.ha.deadman")
 
@@ -153,7 +154,7 @@ class Deadman(threading.Thread):
     def _fire(self, owner: Owner) -> None:
         try:
             done = owner.stop_now()
-        except Exception:  # noqa: BLE001 - one owner's failure must not stop the guard
+        except Exception:
             logger.exception("deadman: stopping %s failed", owner.name)
             done = ["(stop failed, see above)"]
         detail = "ownership deadline passed with no renewal from the lock daemon"

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from skyge.services.common.reference import ping_any
 
-__all__ = ["IsolationMonitor", "CHECK_S", "PING_TIMEOUT_S"]
+__all__ = ["CHECK_S", "PING_TIMEOUT_S", "IsolationMonitor"]
 
 #: time between two reference-IP checks while the node sees no peer
 CHECK_S = 1.0
@@ -77,6 +77,6 @@ class IsolationMonitor:
             self._task.cancel()
             try:
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass
             self._task = None

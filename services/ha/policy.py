@@ -73,13 +73,48 @@ from dataclasses import dataclass, replace
 from typing import Union
 
 __all__ = [
-    "Phase", "Then", "State", "Settings", "Decision", "decide", "settled",
-    "Command", "Granted", "Queued", "AcquireFailed", "Released", "Lost", "Expired", "SessionDown",
-    "StartDone", "StopDone", "CheckDone", "Failed", "RetryAcquire", "Refuse", "Isolated",
-    "Adopted", "Maintenance", "FailureExpired", "ExpireFailureLater", "MAINTENANCE_REFUSAL",
-    "Acquire", "Release", "Start", "CancelStart", "Stop", "ScheduleCheck", "CancelCheck",
-    "ScheduleRetry", "Forget", "Reboot", "COMMANDS", "RETRY_S", "backoff_delay", "ACTIVE_PHASES",
+    "ACTIVE_PHASES",
+    "COMMANDS",
+    "MAINTENANCE_REFUSAL",
+    "RETRY_S",
+    "Acquire",
+    "AcquireFailed",
+    "Adopted",
+    "CancelCheck",
+    "CancelStart",
+    "CheckDone",
+    "Command",
+    "Decision",
+    "ExpireFailureLater",
+    "Expired",
+    "Failed",
+    "FailureExpired",
+    "Forget",
+    "Granted",
+    "Isolated",
+    "Lost",
+    "Maintenance",
+    "Phase",
+    "Queued",
+    "Reboot",
+    "Refuse",
+    "Release",
+    "Released",
+    "RetryAcquire",
+    "ScheduleCheck",
+    "ScheduleRetry",
+    "SessionDown",
+    "Settings",
+    "Start",
+    "StartDone",
+    "State",
+    "Stop",
+    "StopDone",
+    "Then",
     "active",
+    "backoff_delay",
+    "decide",
+    "settled",
 ]
 
 #: seconds between two Acquire attempts while the lock cannot be asked for (no quorum, lock
@@ -509,7 +544,7 @@ def _command(state: State, action: str, s: Settings) -> Decision:
         if action == "unqueue" and phase is not Phase.WAITING:
             return Decision(state, message="not waiting")
         if idle:
-            if phase is Phase.FAILED or state.released != released and action != "stopall":
+            if phase is Phase.FAILED or (state.released != released and action != "stopall"):
                 return Decision(replace(state, phase=Phase.IDLE, released=released,
                                         reason=f"{word} by command"), message=word)
             return Decision(state, message=f"already {state.state_name}")

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -32,7 +33,7 @@ from skyge.v1 import ha_pb2 as pb, ha_pb2_grpc, lock_pb2, lock_pb2_grpc
 if TYPE_CHECKING:
     from skyge.services.ha.daemon import HaApp
 
-__all__ = ["HaServicer", "HaPeerServicer", "WATCH_POLL_S"]
+__all__ = ["WATCH_POLL_S", "HaPeerServicer", "HaServicer"]
 
 WATCH_POLL_S = 0.5
 PEER_TIMEOUT_S = 2.0
@@ -161,7 +162,7 @@ def merge_status(nodes: dict[int, list[pb.LocalService]],
 
 
 class HaServicer(ha_pb2_grpc.HaServicer):
-    def __init__(self, app: "HaApp") -> None:
+    def __init__(self, app: HaApp) -> None:
         self.app = app
 
     # -- helpers
@@ -287,7 +288,7 @@ class HaServicer(ha_pb2_grpc.HaServicer):
                 try:
                     await asyncio.wait_for(trigger.wait(), WATCH_POLL_S)
                     await asyncio.sleep(0.02)  # let a burst of changes settle
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 trigger.clear()
                 if self.app.stopping:
@@ -496,7 +497,7 @@ class HaServicer(ha_pb2_grpc.HaServicer):
 
 
 class HaPeerServicer(ha_pb2_grpc.HaPeerServicer):
-    def __init__(self, app: "HaApp") -> None:
+    def __init__(self, app: HaApp) -> None:
         self.app = app
 
     async def NodeStatus(self, request: pb.NodeStatusRequest, context) -> pb.NodeStatusResponse:

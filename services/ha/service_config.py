@@ -89,16 +89,29 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from skyge.services.common.config import (ConfigError, Field, Schema, Setting, boolean, choice,
                                           integer, parse_config, string)
 
 __all__ = [
-    "TYPES", "TYPE_INDEX", "MAX_SLOT", "CONFIG_NAME", "LABEL_MAX",
-    "FloatingIp", "Store", "ServiceConfig", "SCHEMA",
-    "ha_config_dir", "slots_dir", "fip_label", "script_kind",
-    "parse_service", "load_service", "load_services",
+    "CONFIG_NAME",
+    "LABEL_MAX",
+    "MAX_SLOT",
+    "SCHEMA",
+    "TYPES",
+    "TYPE_INDEX",
+    "FloatingIp",
+    "ServiceConfig",
+    "Store",
+    "fip_label",
+    "ha_config_dir",
+    "load_service",
+    "load_services",
+    "parse_service",
+    "script_kind",
+    "slots_dir",
 ]
 
 #: the takeover orders, in the order services are scanned and labels numbered

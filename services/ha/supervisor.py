@@ -29,7 +29,8 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable, Protocol
+from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 
@@ -45,9 +46,18 @@ from skyge.services.ha.resources.script import (PidfileError, ProcessWatch, Scri
 from skyge.services.ha.service_config import FloatingIp, ServiceConfig, Store
 from skyge.v1 import lock_pb2, lock_pb2_grpc
 
-__all__ = ["LOCK_SLOTS", "lock_of", "session_label", "parse_label", "LockSession",
-           "GrpcLockSession", "Resources", "SystemResources", "ServiceSupervisor",
-           "lock_channel"]
+__all__ = [
+    "LOCK_SLOTS",
+    "GrpcLockSession",
+    "LockSession",
+    "Resources",
+    "ServiceSupervisor",
+    "SystemResources",
+    "lock_channel",
+    "lock_of",
+    "parse_label",
+    "session_label",
+]
 
 #: the lock slot of each takeover order: the first slot of its wait-order range
 LOCK_SLOTS = {"random": 0, "fifo": 512, "stack": 1024}
@@ -168,7 +178,7 @@ class GrpcLockSession:
         if self._call is None:
             try:
                 await self._open()
-            except (grpc.aio.AioRpcError, asyncio.TimeoutError, ConnectionError, OSError):
+            except (TimeoutError, grpc.aio.AioRpcError, ConnectionError, OSError):
                 pass  # no lock daemon: nothing was kept; acquire() reports it when asked
 
     async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
@@ -185,7 +195,7 @@ class GrpcLockSession:
             raise
         except grpc.aio.AioRpcError as error:
             detail = f"{error.code().name}: {error.details()}"
-        except Exception as error:  # noqa: BLE001 - report, never kill the supervisor
+        except Exception as error:
             detail = f"{type(error).__name__}: {error}"
         if self._call is call:
             self._call = None
@@ -227,7 +237,7 @@ class GrpcLockSession:
             try:
                 if await self._open():
                     return  # adopted: held already
-            except (grpc.aio.AioRpcError, asyncio.TimeoutError, ConnectionError, OSError) as error:
+            except (TimeoutError, grpc.aio.AioRpcError, ConnectionError, OSError) as error:
                 if isinstance(error, grpc.aio.AioRpcError):
                     detail = ("the local skyge-lock is unreachable"
                               if error.code() == grpc.StatusCode.UNAVAILABLE
@@ -251,14 +261,14 @@ class GrpcLockSession:
         if call is not None:
             try:
                 await call.done_writing()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             call.cancel()
         if self._reader is not None:
             self._reader.cancel()
             try:
                 await self._reader
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass
             self._reader = None
 
@@ -338,7 +348,7 @@ async def _finish_then_cancel(awaitable: Awaitable[object]) -> object:
     except asyncio.CancelledError:
         try:
             await task
-        except Exception:  # noqa: BLE001 - the stop cleans up either way
+        except Exception:
             pass
         raise
 
@@ -348,7 +358,7 @@ async def _finish_then_cancel(awaitable: Awaitable[object]) -> object:
 class Change:
     """A state change of a supervised service (for the log, the state bus and watchers)."""
 
-    supervisor: "ServiceSupervisor"
+    supervisor: ServiceSupervisor
     previous: str
     state: str
     reason: str
@@ -358,10 +368,10 @@ class ServiceSupervisor:
     """Runs one service on this node according to `policy` (see the module doc)."""
 
     def __init__(self, config: ServiceConfig, *, domain: int,
-                 session_factory: Callable[["ServiceSupervisor"], LockSession],
+                 session_factory: Callable[[ServiceSupervisor], LockSession],
                  resources: Resources | None = None, log_dir: str | os.PathLike[str] | None = None,
                  on_change: Callable[[Change], None] | None = None,
-                 on_forget: Callable[["ServiceSupervisor"], None] | None = None,
+                 on_forget: Callable[[ServiceSupervisor], None] | None = None,
                  on_reboot: Callable[[str], Awaitable[None]] | None = None,
                  deadman: Deadman | None = None, registry: Registry | None = None,
                  cgroups: Cgroups | None = None) -> None:
@@ -474,7 +484,7 @@ class ServiceSupervisor:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return True
 
@@ -494,7 +504,7 @@ class ServiceSupervisor:
             if task is not None:
                 try:
                     await task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                except (asyncio.CancelledError, Exception):
                     pass
         if self.session is not None:
             await self.session.close()
@@ -508,7 +518,7 @@ class ServiceSupervisor:
                 await self._handle(event, future)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - one bad event must not stop the service
+            except Exception as error:
                 logger.exception("service %s: handling %r failed", self.name, event)
                 if future is not None and not future.done():
                     future.set_result((f"internal error: {error}", ""))
@@ -592,7 +602,7 @@ class ServiceSupervisor:
         task.cancel()
         try:
             await task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+        except (asyncio.CancelledError, Exception):
             pass
 
     async def _later(self, delay: float, event: policy.Event) -> None:
@@ -802,7 +812,7 @@ class ServiceSupervisor:
             try:
                 await asyncio.wait_for(self.resources.unmount(store, c.umount),
                                        c.release_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 errors.append(f"unmount {store.mountpoint}: not done in {c.release_timeout} s")
             except RESOURCE_ERRORS as error:
                 errors.append(str(error))

@@ -35,7 +35,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 from skyge.services.common.config import ConfigError, Field, choice, integer, string
 from skyge.services.common.paths import NodePaths
@@ -46,9 +47,19 @@ from .core import DEFAULT_MAX_RECEIVE_RATE_PER_S, DEFAULT_MIN_INTERVAL_NS, Timin
 from .detector import DETECTORS, AdaptiveDetector, FailureDetector, FixedDetector
 from .wire import MAX_DOMAIN, MAX_NETID, MAX_PATHS
 
-__all__ = ["FIELDS", "DEFAULT_PORT", "DEFAULT_DETECTOR", "MAX_KEY_BYTES", "NIC_PATTERN",
-           "Settings", "settings_from", "parse_peers", "check_nics", "key_path",
-           "path_key"]
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "DEFAULT_PORT",
+    "FIELDS",
+    "MAX_KEY_BYTES",
+    "NIC_PATTERN",
+    "Settings",
+    "check_nics",
+    "key_path",
+    "parse_peers",
+    "path_key",
+    "settings_from",
+]
 
 DEFAULT_PORT = 7400
 #: chosen by `bench.heartbeat_detect` / `bench.heartbeat_soak` on the 3-node lab (see docs)

@@ -23,7 +23,8 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Callable, Mapping, Union
+from typing import Union
+from collections.abc import Callable, Mapping
 
 from skyge.services.common.keys import MIN_KEY_BYTES
 
@@ -34,13 +35,28 @@ from .wire import (MAX_DOMAIN, MAX_INTERVAL_US, MAX_NETID, MAX_PATHS, MIN_INTERV
                    encode_announce_payloads)
 
 __all__ = [
-    "DEFAULT_MIN_INTERVAL_NS", "DEFAULT_DISCOVERY_INTERVAL_NS", "DEFAULT_MAX_RECEIVE_RATE_PER_S",
+    "DEFAULT_ANNOUNCE_MIN_GAP_NS",
     "DEFAULT_ANNOUNCE_REFRESH_NS",
-    "DEFAULT_ANNOUNCE_MIN_GAP_NS", "MIN_KEY_BYTES",
-    "Timing", "PathConfig", "HeartbeatConfig", "LeaveReason", "NodeId", "Member", "LinkState",
-    "LinkUp", "LinkDown", "MemberJoined", "MemberLeft", "DomainConflict", "Event", "Stats",
-    "PathCounters",
+    "DEFAULT_DISCOVERY_INTERVAL_NS",
+    "DEFAULT_MAX_RECEIVE_RATE_PER_S",
+    "DEFAULT_MIN_INTERVAL_NS",
+    "MIN_KEY_BYTES",
+    "DomainConflict",
+    "Event",
+    "HeartbeatConfig",
     "HeartbeatCore",
+    "LeaveReason",
+    "LinkDown",
+    "LinkState",
+    "LinkUp",
+    "Member",
+    "MemberJoined",
+    "MemberLeft",
+    "NodeId",
+    "PathConfig",
+    "PathCounters",
+    "Stats",
+    "Timing",
 ]
 
 MS = 1_000_000
@@ -271,9 +287,22 @@ class Stats:
 
 
 class _Link:
-    __slots__ = ("path", "detector", "up", "since_ns", "last_sequence", "last_rx_send_time_ns",
-                 "last_rx_at_ns", "rtt_ns", "loss_window", "window_expected", "window_lost",
-                 "received", "missed", "peer_address")
+    __slots__ = (
+        "detector",
+        "last_rx_at_ns",
+        "last_rx_send_time_ns",
+        "last_sequence",
+        "loss_window",
+        "missed",
+        "path",
+        "peer_address",
+        "received",
+        "rtt_ns",
+        "since_ns",
+        "up",
+        "window_expected",
+        "window_lost",
+    )
 
     def __init__(self, path: int, now_ns: int) -> None:
         self.path = path
@@ -313,8 +342,16 @@ class _Link:
 
 
 class _Peer:
-    __slots__ = ("domain", "incarnation", "info", "joined_at_ns", "links", "chunks_version",
-                 "chunk_count", "chunks")
+    __slots__ = (
+        "chunk_count",
+        "chunks",
+        "chunks_version",
+        "domain",
+        "incarnation",
+        "info",
+        "joined_at_ns",
+        "links",
+    )
 
     def __init__(self, domain: int, incarnation: int) -> None:
         self.domain, self.incarnation = domain, incarnation

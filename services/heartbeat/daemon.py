@@ -16,7 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import psutil
 
@@ -34,7 +35,7 @@ from .names import NamePublished, NameWithdrawn
 from .transport import UdpTransport
 from .wire import MAX_ADDRESSES_PER_PATH, next_incarnation
 
-__all__ = ["SPEC", "HeartbeatApp", "NicInfo", "read_nics", "persist_incarnation"]
+__all__ = ["SPEC", "HeartbeatApp", "NicInfo", "persist_incarnation", "read_nics"]
 
 INCARNATION_FILE = "heartbeat.incarnation"
 #: events a watch stream may have queued before the client is judged too slow (RESOURCE_EXHAUSTED)

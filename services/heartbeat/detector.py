@@ -18,9 +18,10 @@ else when two datagrams were lost than when one datagram came late.
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
-__all__ = ["FailureDetector", "FixedDetector", "AdaptiveDetector", "DETECTORS"]
+__all__ = ["DETECTORS", "AdaptiveDetector", "FailureDetector", "FixedDetector"]
 
 MS = 1_000_000
 
@@ -39,7 +40,7 @@ class FailureDetector(Protocol):
 class FixedDetector:
     """Down when nothing arrived for `max(min_timeout_ns, misses × interval)`."""
 
-    __slots__ = ("misses", "min_timeout_ns", "_deadline")
+    __slots__ = ("_deadline", "min_timeout_ns", "misses")
 
     DEFAULT_MISSES = 4
     DEFAULT_MIN_TIMEOUT_NS = 20 * MS
@@ -72,9 +73,19 @@ class AdaptiveDetector:
     loss, ~64 for lateness) and start from pessimistic priors so a new link is not trigger-happy.
     """
 
-    __slots__ = ("k", "false_down_probability", "min_misses", "max_misses", "min_timeout_ns",
-                 "loss_rate", "lateness_mean_ns", "lateness_var", "_last_arrival_ns",
-                 "_interval_ns", "_deadline")
+    __slots__ = (
+        "_deadline",
+        "_interval_ns",
+        "_last_arrival_ns",
+        "false_down_probability",
+        "k",
+        "lateness_mean_ns",
+        "lateness_var",
+        "loss_rate",
+        "max_misses",
+        "min_misses",
+        "min_timeout_ns",
+    )
 
     DEFAULT_K = 4.0
     DEFAULT_FALSE_DOWN_PROBABILITY = 1e-6

@@ -13,21 +13,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = [
     "MAX_CLUSTER_PUBLICATIONS",
     "MAX_NODE_PUBLICATIONS",
     "MAX_VALUE_BYTES",
     "U32_MAX",
+    "NameEvent",
+    "NamePublished",
+    "NameTable",
     "NameTableError",
     "NameTableFull",
-    "Scope",
-    "Publication",
-    "NamePublished",
     "NameWithdrawn",
-    "NameEvent",
-    "NameTable",
+    "Publication",
+    "Scope",
     "validate_publication_fields",
 ]
 

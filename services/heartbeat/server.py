@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Iterable
+from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
@@ -41,7 +42,7 @@ def publication_pb(p: Publication) -> pb.Publication:
 
 
 class HeartbeatServicer(heartbeat_pb2_grpc.HeartbeatServicer):
-    def __init__(self, app: "HeartbeatApp") -> None:
+    def __init__(self, app: HeartbeatApp) -> None:
         self.app = app
         self.core = app.core
 
@@ -77,7 +78,7 @@ class HeartbeatServicer(heartbeat_pb2_grpc.HeartbeatServicer):
         return pb.MembershipView(view_id=view_id, members=[
             self._member(m, up.get(m.node.domain, ())) for m in members])
 
-    def _membership_event(self, item: "Emitted") -> pb.MembershipEvent:
+    def _membership_event(self, item: Emitted) -> pb.MembershipEvent:
         event = item.event
         reply = pb.MembershipEvent(view_id=item.view_id, time_unix_ns=item.unix_ns)
         if isinstance(event, MemberJoined):
@@ -132,7 +133,7 @@ class HeartbeatServicer(heartbeat_pb2_grpc.HeartbeatServicer):
         finally:
             self.app.unwatch(watcher)
 
-    async def _next(self, watcher: "Watcher", context: grpc.aio.ServicerContext) -> "Emitted":
+    async def _next(self, watcher: Watcher, context: grpc.aio.ServicerContext) -> Emitted:
         item = await watcher.queue.get()
         if item is None:
             if watcher.overflowed:

@@ -37,13 +37,13 @@ import struct
 import sys
 import threading
 import time
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from skyge.services.common.wakepipe import WakePipe
 
 from .core import Event, HeartbeatCore
 
-__all__ = ["UdpTransport", "open_path_socket", "SWITCH_INTERVAL_S"]
+__all__ = ["SWITCH_INTERVAL_S", "UdpTransport", "open_path_socket"]
 
 #: the GIL is handed to a waiting thread after this long (default 5 ms): the heartbeat thread
 #: waits at most about this for the interpreter when another thread is busy
@@ -206,7 +206,7 @@ class UdpTransport:
                     self._drain_all()
                     if window:
                         hold_until = clock() + window
-            except Exception:  # noqa: BLE001 - the loop must outlive any bug; say what it was
+            except Exception:
                 self.logger.exception("heartbeat loop error (continuing)")
                 time.sleep(0.001)
         self._send_leave()
@@ -280,7 +280,7 @@ class UdpTransport:
             with self.lock:
                 out = self.core.leave(self.clock())
             self._send(out)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.logger.exception("could not send LEAVE datagrams")
 
     def _log_error(self, path: int, what: str, error: OSError) -> None:

@@ -26,17 +26,39 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Sequence
 
 from .names import (MAX_VALUE_BYTES, NameTableError, Publication, Scope,
                     validate_publication_fields)
 
 __all__ = [
-    "MAGIC", "VERSION", "MAC_BYTES", "HEADER_BYTES", "MAX_DATAGRAM_BYTES", "MAX_PATHS",
-    "MAX_DOMAIN", "MAX_NETID", "MAX_ADDRESSES_PER_PATH", "MAX_GRPC_PORTS", "MAX_NIC_NAME_BYTES",
-    "MIN_INTERVAL_US", "MAX_INTERVAL_US", "REASONS", "REPLAY_WINDOW",
-    "Kind", "WireError", "PathInfo", "NodeInfo", "Announce", "Datagram",
-    "encode", "encode_announce_payloads", "decode", "ReplayGuard", "next_incarnation",
+    "HEADER_BYTES",
+    "MAC_BYTES",
+    "MAGIC",
+    "MAX_ADDRESSES_PER_PATH",
+    "MAX_DATAGRAM_BYTES",
+    "MAX_DOMAIN",
+    "MAX_GRPC_PORTS",
+    "MAX_INTERVAL_US",
+    "MAX_NETID",
+    "MAX_NIC_NAME_BYTES",
+    "MAX_PATHS",
+    "MIN_INTERVAL_US",
+    "REASONS",
+    "REPLAY_WINDOW",
+    "VERSION",
+    "Announce",
+    "Datagram",
+    "Kind",
+    "NodeInfo",
+    "PathInfo",
+    "ReplayGuard",
+    "WireError",
+    "decode",
+    "encode",
+    "encode_announce_payloads",
+    "next_incarnation",
 ]
 
 MAGIC = b"SH"
@@ -223,7 +245,7 @@ def encode_announce_payloads(node: NodeInfo, names_version: int,
 class _Reader:
     """Bounds-checked cursor: any overrun raises IndexError or struct.error (-> malformed)."""
 
-    __slots__ = ("data", "at", "end")
+    __slots__ = ("at", "data", "end")
 
     def __init__(self, data: bytes, at: int, end: int) -> None:
         self.data, self.at, self.end = data, at, end
@@ -347,7 +369,7 @@ class ReplayGuard:
     real node's next datagram (higher incarnation) ends the masquerade.
     """
 
-    __slots__ = ("incarnation", "highest", "seen")
+    __slots__ = ("highest", "incarnation", "seen")
 
     def __init__(self) -> None:
         self.incarnation = -1

@@ -15,11 +15,12 @@ reports again).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
 
 M = TypeVar("M")
 
-__all__ = ["OutChannel", "InChannel", "pack"]
+__all__ = ["InChannel", "OutChannel", "pack"]
 
 
 class OutChannel(Generic[M]):

@@ -42,7 +42,7 @@ from .transport import ProtocolThread
 from .server import TWO_NODES_UNPROTECTED, LockPeerServicer, LockServicer
 from .witness import Witness
 
-__all__ = ["LockApp", "FIELDS", "build", "FileStore", "add_arguments"]
+__all__ = ["FIELDS", "FileStore", "LockApp", "add_arguments", "build"]
 
 STATE_FILE = "lock.state"
 LONE_CHECK_S = 0.2
@@ -376,7 +376,7 @@ class LockApp(DaemonApp):
         for payload, addr in datagrams:
             try:
                 datagram = pp.PeerDatagram.FromString(payload)
-            except Exception:  # noqa: BLE001 - a bad datagram must never hurt the daemon
+            except Exception:
                 sock.stats["bad_mac"] += 1
                 continue
             if datagram.netid == self.netid and datagram.to_domain == links.node.domain:
@@ -445,7 +445,7 @@ class LockApp(DaemonApp):
         while True:
             try:
                 await asyncio.wait_for(self._lone_event.wait(), LONE_CHECK_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._lone_event.clear()
             node = self.node

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import socket
 from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
 
 from skyge.services.common.commands import CommandResult, run_command
 
@@ -28,7 +28,7 @@ MS = 1_000_000
 MAX_READ_PER_TURN = 256  # datagrams read in one go (the rest waits for the next turn)
 BUFFER_BYTES = 4 << 20
 
-__all__ = ["PeerSocket", "run_fence", "sign", "verify", "MAC_BYTES"]
+__all__ = ["MAC_BYTES", "PeerSocket", "run_fence", "sign", "verify"]
 
 
 def sign(key: bytes | None, payload: bytes) -> bytes:

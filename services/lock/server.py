@@ -7,7 +7,8 @@ import asyncio
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
@@ -23,7 +24,7 @@ from .protocol.table import LOCKS_PER_SLOT, SLOTS, Name, order_of
 if TYPE_CHECKING:
     from .daemon import LockApp
 
-__all__ = ["LockServicer", "LockPeerServicer", "TWO_NODES_UNPROTECTED"]
+__all__ = ["TWO_NODES_UNPROTECTED", "LockPeerServicer", "LockServicer"]
 
 FORWARDED = "x-skyge-forwarded"
 GROUP_RE = re.compile(r"[A-Za-z0-9._/-]{1,128}")

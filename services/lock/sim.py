@@ -43,7 +43,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_peer_pb2 as pp
@@ -54,9 +54,25 @@ from .protocol import MS, US, MemoryStore, Node, Timing
 from .protocol.table import Name
 from .links import Links, Outgoing
 
-__all__ = ["SimCluster", "SimNode", "Record", "Clock", "Ownership", "Overlap", "check_history",
-           "find_overlaps", "ownerships", "Conditions", "RunResult", "ownership_run",
-           "timing_from_text", "timing_from_env", "summarize", "TIMING_ENV", "SEC"]
+__all__ = [
+    "SEC",
+    "TIMING_ENV",
+    "Clock",
+    "Conditions",
+    "Overlap",
+    "Ownership",
+    "Record",
+    "RunResult",
+    "SimCluster",
+    "SimNode",
+    "check_history",
+    "find_overlaps",
+    "ownership_run",
+    "ownerships",
+    "summarize",
+    "timing_from_env",
+    "timing_from_text",
+]
 
 SEC = 1000 * MS
 #: the lock daemon's witness loop (services/lock/server.py, services/lock/witness.py)

@@ -22,7 +22,7 @@ import select
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from skyge.services.common.clock import boot_ns
 from skyge.services.common.wakepipe import WakePipe
@@ -100,7 +100,7 @@ class ProtocolThread:
                         if datagrams:
                             self.on_datagrams(datagrams)
                     wake_at = self.turn()
-            except Exception:  # noqa: BLE001 - the loop must outlive any bug; say what it was
+            except Exception:
                 self.logger.exception("lock protocol loop error (continuing)")
                 wake_at = None
                 time.sleep(0.001)

@@ -43,14 +43,14 @@ class Witness:
         self._channel: grpc.aio.Channel | None = None
         self._said = ""
 
-    def priority_wait_s(self, node: "Node") -> float:
+    def priority_wait_s(self, node: Node) -> float:
         """How long to wait before asking: a node that holds no lock (and not the vote) lets
         the other side ask first."""
         if self.held or node.member.counts()[0]:
             return 0.0
         return self.priority_delay_s
 
-    async def vote(self, node: "Node", netid: int) -> int:
+    async def vote(self, node: Node, netid: int) -> int:
         """Ask for (or renew) the vote: the boot-clock time until which it is this node's, or 0
         when it is not (refused, or the witness did not answer)."""
         if self._channel is None:

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 

@@ -12,7 +12,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import grpc
 
@@ -24,8 +25,21 @@ from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc, lock_peer_pb2, lock_peer_pb2_grpc
 from tests.cluster import heartbeat_support as hs
 
-__all__ = ["configure", "start_lock", "start_cluster", "wait_ready", "authority", "peer_state",
-           "Client", "check_history", "Record", "cli", "inspect", "spawn_keeper", "Fence"]
+__all__ = [
+    "Client",
+    "Fence",
+    "Record",
+    "authority",
+    "check_history",
+    "cli",
+    "configure",
+    "inspect",
+    "peer_state",
+    "spawn_keeper",
+    "start_cluster",
+    "start_lock",
+    "wait_ready",
+]
 
 READY_TIMEOUT = 20.0
 

@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import grpc
 import psutil

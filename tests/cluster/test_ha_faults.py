@@ -149,7 +149,7 @@ def test_local_restarts_come_before_a_switch(cluster):
         status = cluster.status("again")
         try:
             second = read_pidfile(cluster.pidfile("again", n1))
-        except Exception:  # noqa: BLE001 - rewritten meanwhile
+        except Exception:
             second = first
         if status.state == pb.SERVICE_RUNNING and second != first and status.active_domain == 1:
             break

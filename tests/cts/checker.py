@@ -32,13 +32,25 @@ failed scenario (the failure itself is reported). Failover times count as unavai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from tests.cts.record import HARNESS, Event
 
-__all__ = ["THAW_GRACE_NS", "Interval", "Overlap", "Probe", "Availability", "copies",
-           "running_nodes", "overlaps", "availability", "stale_answers", "first_answer",
-           "longest_gap", "answer_node"]
+__all__ = [
+    "THAW_GRACE_NS",
+    "Availability",
+    "Interval",
+    "Overlap",
+    "Probe",
+    "answer_node",
+    "availability",
+    "copies",
+    "first_answer",
+    "longest_gap",
+    "overlaps",
+    "running_nodes",
+    "stale_answers",
+]
 
 #: a thawed node must stop its copy within this long after the thaw (see the module doc)
 THAW_GRACE_NS = 1_000_000_000

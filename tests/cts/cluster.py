@@ -22,7 +22,8 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import grpc
 
@@ -37,8 +38,14 @@ from tests.cluster import lock_support
 from tests.cts import checker, service
 from tests.cts.record import Event, Record
 
-__all__ = ["CtsCluster", "Placement", "ScenarioFailed", "poll_until", "CONSISTENT_WITHIN_S",
-           "LOG_ARGS"]
+__all__ = [
+    "CONSISTENT_WITHIN_S",
+    "LOG_ARGS",
+    "CtsCluster",
+    "Placement",
+    "ScenarioFailed",
+    "poll_until",
+]
 
 LOG_ARGS = ("-l", "LOG_INFO")
 POLL_S = 0.1
@@ -87,7 +94,7 @@ class CtsCluster:
 
     # -- life ---------------------------------------------------------------------------------
     @classmethod
-    def up(cls, nodes: int = 3, name: str | None = None) -> "CtsCluster":
+    def up(cls, nodes: int = 3, name: str | None = None) -> CtsCluster:
         lab = Lab.up(nodes=nodes, name=name or f"cts{uuid.uuid4().hex[:6]}")
         try:
             configure_heartbeat(lab)

@@ -18,7 +18,8 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
@@ -27,7 +28,7 @@ from tests.cts import checker
 from tests.cts.cluster import CONSISTENT_WITHIN_S, CtsCluster, ScenarioFailed, poll_until
 from tests.cts.scenarios import SCENARIOS, Expect, Scenario
 
-__all__ = ["Verdict", "run_scenario", "run_many", "deck", "in_order", "summary"]
+__all__ = ["Verdict", "deck", "in_order", "run_many", "run_scenario", "summary"]
 
 
 @dataclass
@@ -65,7 +66,7 @@ def run_scenario(cluster: CtsCluster, scenario: Scenario, rng: random.Random) ->
         verdict.failures += expect.failures
     except (ScenarioFailed, LabError, grpc.RpcError) as error:
         verdict.failures.append(f"{type(error).__name__}: {_describe(error)}")
-    except Exception:  # noqa: BLE001 - a harness bug: report it with where it happened
+    except Exception:
         verdict.failures.append(traceback.format_exc(limit=-3).strip())
     if expect is not None:
         _check_outcome(cluster, expect, begin_ns, verdict)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 
@@ -19,7 +19,7 @@ from skyge.v1 import ha_pb2 as pb
 from tests.cts import service
 from tests.cts.cluster import CtsCluster, ScenarioFailed
 
-__all__ = ["Expect", "Scenario", "SCENARIOS", "MAX_GAP_S"]
+__all__ = ["MAX_GAP_S", "SCENARIOS", "Expect", "Scenario"]
 
 #: longest client outage allowed where the service must stay where it is
 MAX_GAP_S = 1.0

@@ -25,9 +25,20 @@ from skyge.clients.lab import GATEWAY_IPS, Lab, LabNode
 from skyge.clients.lab.demo import DEMO_PORT, DEMO_VIP, SERVER_CODE, service_dir
 from skyge.services.common.config import render_config
 
-__all__ = ["SERVICE_TYPE", "SERVICE_SLOT", "VIP", "PORT", "CHECK_INTERVAL_S", "STATUS_TIMEOUT_S",
-           "PULSE_TIMEOUT_MS", "FAILURE_BACKOFF_MAX_S", "STATUS_HANGS", "START_EXITS_2",
-           "ServiceFiles", "install"]
+__all__ = [
+    "CHECK_INTERVAL_S",
+    "FAILURE_BACKOFF_MAX_S",
+    "PORT",
+    "PULSE_TIMEOUT_MS",
+    "SERVICE_SLOT",
+    "SERVICE_TYPE",
+    "START_EXITS_2",
+    "STATUS_HANGS",
+    "STATUS_TIMEOUT_S",
+    "VIP",
+    "ServiceFiles",
+    "install",
+]
 
 SERVICE_TYPE, SERVICE_SLOT = "fifo", 0
 VIP, PORT = DEMO_VIP, DEMO_PORT

@@ -71,9 +71,8 @@ def test_serves_health_and_unimplemented_on_a_root_only_socket(root, daemon):
     assert reader.exists() == (gid is not None)
     if gid is not None:
         assert (stat.S_IMODE(reader.stat().st_mode), reader.stat().st_gid) == (0o660, gid)
-    with grpc.insecure_channel(f"unix:{sock}") as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            emon_pb2_grpc.EmonStub(channel).ListProbes(emon_pb2.ListProbesRequest(), timeout=5)
+    with grpc.insecure_channel(f"unix:{sock}") as channel, pytest.raises(grpc.RpcError) as info:
+        emon_pb2_grpc.EmonStub(channel).ListProbes(emon_pb2.ListProbesRequest(), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

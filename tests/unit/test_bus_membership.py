@@ -112,7 +112,7 @@ def test_follower_against_a_heartbeat_daemon(tmp_path: Path, monkeypatch):
 
 
 def test_peer_channels_follow_the_up_paths():
-    made: list["FakeChannel"] = []
+    made: list[FakeChannel] = []
 
     class FakeChannel:
         def __init__(self, target: str) -> None:

@@ -23,14 +23,14 @@ class FakeAuthority:
     """Locks as lock.proto describes them: one holder, waiters served in the slot's order."""
 
     def __init__(self) -> None:
-        self.holder: dict[tuple[int, int], "FakeSession"] = {}
-        self.waiters: dict[tuple[int, int], list["FakeSession"]] = {}
+        self.holder: dict[tuple[int, int], FakeSession] = {}
+        self.waiters: dict[tuple[int, int], list[FakeSession]] = {}
         self.token = 0
 
     def _order(self, slot: int) -> str:
         return "random" if slot < 512 else "fifo" if slot < 1024 else "stack"
 
-    def acquire(self, session: "FakeSession") -> None:
+    def acquire(self, session: FakeSession) -> None:
         key = (session.slot, session.lock)
         if key not in self.holder:
             self._grant(session)
@@ -39,12 +39,12 @@ class FakeAuthority:
             queue.append(session)
             session.emit(P.Queued(len(queue) if self._order(session.slot) == "fifo" else 0))
 
-    def _grant(self, session: "FakeSession") -> None:
+    def _grant(self, session: FakeSession) -> None:
         self.token += 1
         self.holder[(session.slot, session.lock)] = session
         session.emit(P.Granted(self.token))
 
-    def release(self, session: "FakeSession") -> None:
+    def release(self, session: FakeSession) -> None:
         key = (session.slot, session.lock)
         queue = self.waiters.get(key, [])
         if session in queue:
@@ -62,7 +62,7 @@ class FakeAuthority:
         index = 0 if order == "fifo" else -1 if order == "stack" else random.randrange(len(queue))
         self._grant(queue.pop(index))
 
-    def kill(self, session: "FakeSession") -> None:
+    def kill(self, session: FakeSession) -> None:
         """The session's node left: its hold is lost, the next waiter is served."""
         key = (session.slot, session.lock)
         if self.holder.get(key) is session:
@@ -101,7 +101,7 @@ class FakeResources:
         self.journal, self.domain = journal, domain
         self.fips: set[str] = set()
         self.mounts: set[str] = set()
-        self.peers: list["FakeResources"] = []  # the other nodes, on the same LAN
+        self.peers: list[FakeResources] = []  # the other nodes, on the same LAN
 
     async def mount(self, store):
         self.journal.append(f"{self.domain} mount {store.mountpoint}")

@@ -48,7 +48,7 @@ def test_publish_withdraw_bump_the_version_and_emit_events():
     assert names.version == 3
     with pytest.raises(NameTableError, match="publication_id: no publication"):
         names.withdraw(first.publication_id, now_ns=NOW)
-    assert "Published name 0 10 20 <1000.1:1> cluster" == NamePublished(NOW, first).text
+    assert NamePublished(NOW, first).text == "Published name 0 10 20 <1000.1:1> cluster"
 
 
 def test_node_scope_is_never_announced():

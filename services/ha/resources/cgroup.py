@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 logger = logging.getLogger("skyge.ha.cgroup")
 
@@ -117,7 +117,7 @@ class Cgroups:
         self.mount, self.node, self.systemd = mount, node, systemd
 
     @classmethod
-    def find(cls, root: Path) -> "Cgroups | None":
+    def find(cls, root: Path) -> Cgroups | None:
         mount = cgroup2_mount()
         if mount is None or not os.access(mount, os.W_OK):
             return None

@@ -18,15 +18,24 @@ from __future__ import annotations
 import errno
 import socket
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from pyroute2 import AsyncIPRoute, IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from skyge.services.ha.service_config import FloatingIp
 
-__all__ = ["FipError", "add", "remove", "present", "add_sync", "remove_sync", "present_sync",
-           "labels"]
+__all__ = [
+    "FipError",
+    "add",
+    "add_sync",
+    "labels",
+    "present",
+    "present_sync",
+    "remove",
+    "remove_sync",
+]
 
 
 class FipError(Exception):

@@ -20,8 +20,17 @@ import socket
 import struct
 import time
 
-__all__ = ["GarpError", "arp_frames", "nic_mac", "send_garp", "announce", "probe_frame",
-           "answered_by", "DEFAULT_COUNT", "DEFAULT_INTERVAL_S"]
+__all__ = [
+    "DEFAULT_COUNT",
+    "DEFAULT_INTERVAL_S",
+    "GarpError",
+    "announce",
+    "answered_by",
+    "arp_frames",
+    "nic_mac",
+    "probe_frame",
+    "send_garp",
+]
 
 ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6

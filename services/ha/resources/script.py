@@ -42,15 +42,24 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from skyge.services.ha.resources.cgroup import ServiceCgroup
 from skyge.services.ha.service_config import ServiceConfig
 
 __all__ = [
-    "ACTIONS", "Outcome", "ScriptResult", "ScriptRunner", "run_script", "classify",
-    "ProcessWatch", "PidfileError", "read_pidfile", "kill_group", "OUTPUT_TAIL_BYTES",
+    "ACTIONS",
     "LOG_ROTATE_BYTES",
+    "OUTPUT_TAIL_BYTES",
+    "Outcome",
+    "PidfileError",
+    "ProcessWatch",
+    "ScriptResult",
+    "ScriptRunner",
+    "classify",
+    "kill_group",
+    "read_pidfile",
+    "run_script",
 ]
 
 ACTIONS = ("start", "stop", "status")
@@ -208,12 +217,12 @@ async def run_script(script: str, action: str, *, timeout: float, kind: str = "s
     try:
         try:
             returncode: int | None = await asyncio.wait_for(proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             timed_out = True
             kill_group(proc.pid)
             try:
                 returncode = await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 returncode = None
     except asyncio.CancelledError:
         kill_group(proc.pid)
@@ -330,7 +339,7 @@ class ProcessWatch:
 
     @classmethod
     def from_pidfile(cls, path: str | os.PathLike[str], *,
-                     loop: asyncio.AbstractEventLoop | None = None) -> "ProcessWatch":
+                     loop: asyncio.AbstractEventLoop | None = None) -> ProcessWatch:
         """Watch the process named by a pid file; raises PidfileError when there is none."""
         for _ in range(3):
             pid = read_pidfile(path)
@@ -403,7 +412,7 @@ class ProcessWatch:
             self._done.cancel()
         self._callbacks.clear()
 
-    def __enter__(self) -> "ProcessWatch":
+    def __enter__(self) -> ProcessWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -413,5 +422,5 @@ class ProcessWatch:
         if getattr(self, "_fd", None) is not None and not self._loop.is_closed():
             try:
                 self.close()
-            except Exception:  # noqa: BLE001 - best effort at garbage collection
+            except Exception:
                 pass

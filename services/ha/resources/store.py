@@ -34,8 +34,20 @@ from dataclasses import dataclass
 
 from skyge.services.ha.service_config import Store
 
-__all__ = ["StoreError", "MountEntry", "mounts", "mount_at", "mounted", "mount", "unmount",
-           "mount_async", "unmount_async", "users", "detect_fstype", "KILL_WAIT_S"]
+__all__ = [
+    "KILL_WAIT_S",
+    "MountEntry",
+    "StoreError",
+    "detect_fstype",
+    "mount",
+    "mount_async",
+    "mount_at",
+    "mounted",
+    "mounts",
+    "unmount",
+    "unmount_async",
+    "users",
+]
 
 MNT_FORCE = 1
 MNT_DETACH = 2

@@ -71,5 +71,15 @@ from .node import Node, Outputs
 from .store import MemoryStore, Store
 from .timing import MS, US, Timing
 
-__all__ = ["Authority", "Member", "OpenRefused", "Node", "Outputs", "MemoryStore", "Store",
-           "MS", "US", "Timing"]
+__all__ = [
+           "MS",
+           "US",
+           "Authority",
+           "Member",
+           "MemoryStore",
+           "Node",
+           "OpenRefused",
+           "Outputs",
+           "Store",
+           "Timing",
+]

@@ -3,7 +3,8 @@ members' reports, the members' hold leases, fencing of lost members."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
 
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_peer_pb2 as pp
@@ -33,7 +34,7 @@ class MemberRec:
 class Authority:
     """The grants of one term: the table, rebuilt from reports, and the members' leases."""
 
-    def __init__(self, node: "Node", term: int, now: int, next_token: int, prev_authority: int,
+    def __init__(self, node: Node, term: int, now: int, next_token: int, prev_authority: int,
                  prev_bound: int) -> None:
         self.node, self.term, self.started = node, term, now
         self.table = LockTable(rng=node.rng, next_token=next_token, token_limit=0)

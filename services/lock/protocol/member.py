@@ -59,7 +59,7 @@ class OpenRefused(ValueError):
 class Member:
     """The node's sessions and their locks, as seen from the node (the authority may be remote)."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.authority = 0
         self.term = 0

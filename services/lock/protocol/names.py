@@ -1,7 +1,7 @@
 """Lock names (a (slot, lock) pair or a group name) on the wire and in log lines."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from skyge.v1 import lock_peer_pb2 as pp
 

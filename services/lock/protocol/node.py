@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_peer_pb2 as pp

@@ -21,9 +21,9 @@ class QuorumRules:
     domain: int
     timing: Timing
     view: set[int] | None
-    peers: dict[int, "PeerInfo"]
+    peers: dict[int, PeerInfo]
     joined_ns: dict[int, int]
-    member: "Member"
+    member: Member
     log: list[str]
     expected_config: int
     expected_learned: int

@@ -28,7 +28,8 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
+from typing import Union
+from collections.abc import Iterable, Iterator
 
 SLOTS = 2048
 LOCKS_PER_SLOT = 8192
@@ -38,8 +39,22 @@ ORDER_NAMES = {RANDOM: "random", FIFO: "fifo", STACK: "stack", PRIORITY: "priori
 
 Name = Union[tuple[int, int], str]
 
-__all__ = ["SLOTS", "LOCKS_PER_SLOT", "RANDOM", "FIFO", "STACK", "PRIORITY", "Name", "order_of",
-           "check_name", "sort_key", "Entry", "Grant", "Acquired", "LockTable"]
+__all__ = [
+    "FIFO",
+    "LOCKS_PER_SLOT",
+    "PRIORITY",
+    "RANDOM",
+    "SLOTS",
+    "STACK",
+    "Acquired",
+    "Entry",
+    "Grant",
+    "LockTable",
+    "Name",
+    "check_name",
+    "order_of",
+    "sort_key",
+]
 
 
 def order_of(name: Name) -> int:
@@ -108,7 +123,7 @@ class Acquired:
 
 
 class _Lock:
-    __slots__ = ("name", "order", "holder", "waiters")
+    __slots__ = ("holder", "name", "order", "waiters")
 
     def __init__(self, name: Name) -> None:
         self.name = name
