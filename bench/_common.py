@@ -89,7 +89,8 @@ class CpuMeter:
 
     def stop(self) -> list[float]:
         elapsed = time.monotonic() - self._t0
-        self.percent = [100 * (self._cpu(p) - s) / elapsed for p, s in zip(self.procs, self._start)]
+        self.percent = [100 * (self._cpu(p) - s) / elapsed
+                        for p, s in zip(self.procs, self._start, strict=True)]
         return self.percent
 
 
@@ -160,5 +161,5 @@ def timeline(entries: Iterable[tuple[int, str, str]], t0_ns: int,
     lines = [f"{(t - t0_ns) / 1e6:+10.1f} ms  {where:<6} {what}"
              for t, where, what in sorted(entries)]
     if limit is not None and len(lines) > limit:
-        lines = lines[:limit] + [f"... {len(lines) - limit} more"]
+        lines = [*lines[:limit], f"... {len(lines) - limit} more"]
     return lines

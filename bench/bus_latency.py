@@ -1,4 +1,5 @@
-"""Bus latency and throughput across three nodes: publisher on n1, bus owned by n2, subscriber on n3.
+"""Bus latency and throughput across three nodes: publisher on n1, bus owned by n2, subscriber
+on n3.
 
     python -m bench.bus_latency [--seconds 3] [--rate 1000] [--sustained-rate 100000]
                                 [--sustained-seconds 5] [--burst 300000] [--route both]
@@ -69,8 +70,10 @@ def _payload(index: int) -> bytes:
     return struct.pack("<qq", time.time_ns(), index).ljust(SIZE, b".")
 
 
-async def _subscriber(route: str, domain: int, out: Path, expect: int, timeout: float,
-                      warmup: int) -> None:
+async def _subscriber(route: str, domain: int, ready: Path, expect: int, timeout: float,
+                      warmup: int) -> dict[str, Any]:
+    """Receive until `expect` messages are received or missed (or `timeout`); `ready` is
+    written once the subscription delivers. Returns what was measured."""
     from skyge.services.bus.client import BusClient
 
     latencies: list[int] = []
@@ -79,9 +82,9 @@ async def _subscriber(route: str, domain: int, out: Path, expect: int, timeout: 
     order_errors = 0
     first_recv = last_recv = 0
     sends: list[int] = []
+    announced = False
     async with BusClient(direct=route == "direct") as client:
         deadline = time.monotonic() + timeout
-        ready = out.with_suffix(".ready")
         stream = client.subscribe(domain, BUS, max_batch=1024)
         try:
             while time.monotonic() < deadline:
@@ -91,8 +94,9 @@ async def _subscriber(route: str, domain: int, out: Path, expect: int, timeout: 
                 except (TimeoutError, StopAsyncIteration):
                     break
                 now = time.time_ns()
-                if not ready.exists():
-                    ready.write_text("ready")
+                if not announced:
+                    await asyncio.to_thread(ready.write_text, "ready")
+                    announced = True
                 missed += delivery.missed
                 gap = delivery.missed
                 for message in delivery.messages:
@@ -113,13 +117,15 @@ async def _subscriber(route: str, domain: int, out: Path, expect: int, timeout: 
                     break
         finally:
             await stream.aclose()
-    out.write_text(json.dumps({"latencies_ns": latencies, "received": received, "missed": missed,
-                               "order_errors": order_errors, "first_recv": first_recv,
-                               "last_recv": last_recv, "first_send": min(sends, default=0)}))
+    return {"latencies_ns": latencies, "received": received, "missed": missed,
+            "order_errors": order_errors, "first_recv": first_recv, "last_recv": last_recv,
+            "first_send": min(sends, default=0)}
 
 
-async def _publisher(route: str, domain: int, out: Path, mode: str, count: int,
-                     rate: float) -> None:
+async def _publisher(route: str, domain: int, mode: str, count: int,
+                     rate: float) -> dict[str, Any]:
+    """Publish `count` messages (paced for latency, as fast as allowed for throughput);
+    returns when it started and ended and how many were acknowledged."""
     from skyge.services.bus.client import BusClient
 
     async with BusClient(direct=route == "direct") as client:
@@ -145,8 +151,7 @@ async def _publisher(route: str, domain: int, out: Path, mode: str, count: int,
                         await asyncio.sleep(delay)
                 await publisher.publish(struct.pack("<qq", time.time_ns(), index) + pad)
         await publisher.close()
-        out.write_text(json.dumps({"start": start, "end": time.time_ns(),
-                                   "acked": publisher.acked}))
+        return {"start": start, "end": time.time_ns(), "acked": publisher.acked}
 
 
 # ---------------------------------------------------------------- the lab side
@@ -361,12 +366,14 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.role == "subscriber":
-        asyncio.run(_subscriber(args.route, OWNER, Path(args.out), args.expect, args.timeout,
-                                args.warmup_count))
+        out = Path(args.out)
+        measured = asyncio.run(_subscriber(args.route, OWNER, out.with_suffix(".ready"),
+                                           args.expect, args.timeout, args.warmup_count))
+        out.write_text(json.dumps(measured))
         return
     if args.role == "publisher":
-        asyncio.run(_publisher(args.route, OWNER, Path(args.out), args.mode, args.count,
-                               args.rate))
+        measured = asyncio.run(_publisher(args.route, OWNER, args.mode, args.count, args.rate))
+        Path(args.out).write_text(json.dumps(measured))
         return
 
     from bench._common import note, result, rounded

@@ -46,6 +46,7 @@ keepalived keys are null when keepalived is not installed (it is not driven yet)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import shutil
@@ -56,12 +57,11 @@ from typing import Any
 from collections.abc import Mapping, Sequence
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabNode
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_PORT, Prober, configure_heartbeat,
-                                    ha_call, install_demo_service, start_node, wait_members,
-                                    wait_placement)
+from skyge.clients.lab.configs import configure_heartbeat, write_daemon_config
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_PORT, Prober, ha_call,
+                                    install_demo_service, start_node, wait_members, wait_placement)
 from skyge.clients.lab.observe import (AddressMonitor, holder_intervals, interleaved_answers,
                                        overlaps)
-from skyge.services.common.config import render_config
 from skyge.services.ha.resources.script import read_pidfile
 from skyge.v1 import ha_pb2 as pb
 
@@ -105,8 +105,7 @@ def configure(lab: Lab) -> None:
     for node in lab.nodes:
         install_demo_service(lab, [node], check_interval=1,
                              extra={"pidfile": str(pidfile(lab, node))})
-        (node.root / "etc" / "skyge" / "ha.cfg").write_text(
-            render_config({"reference_ips": ":".join(GATEWAY_IPS)}))
+        write_daemon_config(node, "ha", {"reference_ips": ":".join(GATEWAY_IPS)})
 
 
 def start_cluster(lab: Lab, daemons: Sequence[str] = CLUSTER_DAEMONS,
@@ -117,7 +116,7 @@ def start_cluster(lab: Lab, daemons: Sequence[str] = CLUSTER_DAEMONS,
     configure(lab)
     if lock_config is not None:
         for node in lab.nodes:
-            (node.root / "etc" / "skyge" / "lock.cfg").write_text(render_config(lock_config))
+            write_daemon_config(node, "lock", lock_config)
     for node in lab.nodes:
         start_node(node, [d for d in daemons if d != "ha"], extra_args=("-l", "LOG_NOTICE"))
     wait_members(lab.node(1), lab.size)
@@ -244,7 +243,7 @@ class Run:
         attempts = self.prober.attempts()
         found = overlaps(holder_intervals(self.monitors, self.holder_ends))
         starts = [t0 for t0, _, _ in self.failovers]
-        for t0, t_next in zip(starts, starts[1:] + [1 << 62]):
+        for t0, t_next in zip(starts, [*starts[1:], 1 << 62], strict=True):
             found += [f"{late} (failover at {t0})"
                       for late in interleaved_answers(attempts, t0, t_next)]
         for text in found:
@@ -255,10 +254,8 @@ class Run:
         self.prober.stop()
         for monitor in self.monitors:
             if not monitor.node.crashed:
-                try:
+                with contextlib.suppress(Exception):
                     monitor.stop()
-                except Exception:
-                    pass
 
 
 def run(trials: int, kills: int, isolations: int, switchovers: int, fence: bool) -> dict:

@@ -18,6 +18,7 @@ import subprocess
 import time
 
 from skyge.clients.lab import Lab
+from skyge.clients.lab.configs import configure_heartbeat
 from skyge.services.heartbeat.config import DEFAULT_DETECTOR
 from skyge.services.heartbeat.detector import DETECTORS
 from tests.cluster import heartbeat_support as hs
@@ -62,7 +63,7 @@ def run(nodes: int, idle_seconds: float, detector: str, timeout: float = 120.0) 
     with Lab.up(nodes=nodes, name=lab_name("sc")) as lab:
         t = time.monotonic()
         block_heartbeats(lab, True)
-        hs.configure_lab(lab, detector=detector)
+        configure_heartbeat(lab, detector=detector)
         procs = [(n, hs.start(n, wait=False)) for n in lab.nodes]
         for node, proc in procs:
             hs.wait_serving(node, proc, timeout=120)

@@ -31,12 +31,12 @@ from typing import Any
 import grpc
 
 from skyge.clients.lab import Lab, public_ip
+from skyge.clients.lab.configs import NETID
 from skyge.clients.lab.daemons import start_daemons
 from skyge.services.common.paths import DAEMONS, NodePaths
 from skyge.v1 import bus_pb2, emon_pb2, ha_pb2, heartbeat_pb2, lock_pb2
 from skyge.v1 import bus_pb2_grpc, emon_pb2_grpc, ha_pb2_grpc, heartbeat_pb2_grpc, lock_pb2_grpc
 from tests.cluster import heartbeat_support as hs
-from tests.cluster.heartbeat_support import NETID
 
 from bench._common import lab_name, note, result
 
@@ -45,7 +45,8 @@ SENDER = r"""
 import json, random, socket, sys
 from skyge.services.heartbeat import wire
 from skyge.v1 import lock_peer_pb2 as pp
-targets, count, netid, seed = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+targets, count = json.loads(sys.argv[1]), int(sys.argv[2])
+netid, seed = int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)
 wrong_key = bytes(rng.randrange(256) for _ in range(32))
 
@@ -54,12 +55,14 @@ def heartbeat_like():
     payload = b""
     if kind == wire.Kind.ANNOUNCE:
         payload = rng.randbytes(rng.randrange(0, 200))
-    return wire.encode(kind, netid, rng.randrange(1, 65), rng.randrange(1, 3), rng.randrange(1, 2**63),
-                       rng.randrange(2**32), rng.randrange(2**63), 5_000_000,
-                       rng.choice([wrong_key, None]), payload, echo_domain=rng.randrange(0, 65))
+    return wire.encode(kind, netid, rng.randrange(1, 65), rng.randrange(1, 3),
+                       rng.randrange(1, 2**63), rng.randrange(2**32), rng.randrange(2**63),
+                       5_000_000, rng.choice([wrong_key, None]), payload,
+                       echo_domain=rng.randrange(0, 65))
 
 def lock_like():
-    d = pp.PeerDatagram(netid=netid, from_domain=rng.randrange(1, 65), from_instance=rng.randrange(1, 2**40),
+    d = pp.PeerDatagram(netid=netid, from_domain=rng.randrange(1, 65),
+                        from_instance=rng.randrange(1, 2**40),
                         to_domain=rng.randrange(1, 4), to_instance=rng.randrange(0, 3),
                         first_seq=rng.randrange(0, 5), data_ack=rng.randrange(0, 100))
     d.beat.SetInParent()
@@ -118,7 +121,8 @@ def hostile_rpcs() -> list[tuple[str, str, Any, str]]:
                                                       slot=0, action=1), "domain")]
     for number in (8192, 2**32 - 1):
         cases += [("lock", "Inspect", lock.InspectRequest(slot=number, lock=1), "slot"),
-                  ("lock", "Inspect", lock.InspectRequest(slot=1, lock=min(number * 4, 2**32 - 1)), "lock"),
+                  ("lock", "Inspect",
+                   lock.InspectRequest(slot=1, lock=min(number * 4, 2**32 - 1)), "lock"),
                   ("ha", "Command", ha.CommandRequest(domain=1, type=ha.TAKEOVER_FIFO,
                                                       slot=number, action=1), "slot")]
     for votes in (0, 65, 2**32 - 1):

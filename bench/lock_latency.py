@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -88,12 +89,12 @@ class AioSession:
         return now
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             await self.call.done_writing()
-        except Exception:
-            pass
         if self.reader:
             self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
         await self.channel.close()
 
 
@@ -330,7 +331,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  f"regranted on {waiter.key} after {regrant:.1f} ms")
             restart(authority)
     figures.update(
-        local_p50_ms=rounded(percentile(local, 50), 3), local_p99_ms=rounded(percentile(local, 99), 3),
+        local_p50_ms=rounded(percentile(local, 50), 3),
+        local_p99_ms=rounded(percentile(local, 99), 3),
         remote_p50_ms=rounded(percentile(remote, 50), 3),
         remote_p99_ms=rounded(percentile(remote, 99), 3),
         handoff_p50_ms=rounded(percentile(hand, 50), 3),

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import os
 import signal
@@ -107,7 +108,7 @@ class TailingProber(Prober):
     def first_answer_after(self, t0_ns: int, exclude: str | None = None
                            ) -> tuple[int, str] | None:
         rows = self.attempts()
-        for start, end, ok, data in rows[bisect.bisect_left(self._starts, t0_ns):]:
+        for _, end, ok, data in rows[bisect.bisect_left(self._starts, t0_ns):]:
             if ok and (exclude is None or not data.startswith(exclude + " ")):
                 return end, data
         return None
@@ -344,7 +345,7 @@ class PauseRun:
         found: dict[int, list[Overlap | Interleaving]] = {}
         for overlap in overlap_spans(holder_intervals(self.monitors, self.fence_ends())):
             found.setdefault(bisect.bisect_right(starts, overlap.start_ns) - 1, []).append(overlap)
-        for index, (start, end) in enumerate(zip(starts, starts[1:] + [1 << 62])):
+        for index, (start, end) in enumerate(zip(starts, [*starts[1:], 1 << 62], strict=True)):
             found.setdefault(index, []).extend(interleaved_answers(attempts, start, end))
         return {index: events for index, events in found.items() if events}
 
@@ -362,10 +363,8 @@ class PauseRun:
     def stop(self) -> None:
         self.prober.stop()
         for monitor in self.monitors:
-            try:
+            with contextlib.suppress(LabError):
                 monitor.stop()
-            except LabError:
-                pass
 
 
 def run_pauses(trials: int, pauses: Sequence[int], targets: Sequence[str],
@@ -401,8 +400,8 @@ def run_pauses(trials: int, pauses: Sequence[int], targets: Sequence[str],
             for event in events.get(index, []):
                 note(f"double active ({trial.case}): {event}")
             if index in events or (trial.moved and trial.pause_ms <= SHORT_PAUSE_MS):
-                note("\n".join([f"{trial.case}, timeline (from the SIGSTOP):"]
-                                + bench.timeline(index)))
+                note("\n".join([f"{trial.case}, timeline (from the SIGSTOP):",
+                                  *bench.timeline(index)]))
     cases = list(dict.fromkeys(t.case for t in bench.trials))
 
     def per_case(value) -> dict:
@@ -531,8 +530,8 @@ def two_node_cut(variant: str, cut_s: float) -> dict:
         holders_after = sorted(holders_now(monitors, ends()))
         marks = [(cut_ns, "bench", "cut between n1 and n2"), (heal_ns, "bench", "healed")]
         marks += [(t, key, "fenced (crash done)") for key, times in ends().items() for t in times]
-        note("\n".join([f"two-node {variant}, timeline (from the cut):"] + outside_timeline(
-            monitors, attempts, cut_ns, time.time_ns(), marks)))
+        note("\n".join([f"two-node {variant}, timeline (from the cut):",
+                         *outside_timeline(monitors, attempts, cut_ns, time.time_ns(), marks)]))
     for span in spans:
         note(f"two-node {variant}: {span} (+{(span.start_ns - cut_ns) / 1e6:.1f} ms after the cut)")
     return {"double_active_ms": rounded(sum((s.ms for s in spans), 0.0), 1),

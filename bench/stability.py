@@ -44,9 +44,9 @@ from dataclasses import dataclass
 import grpc
 
 from skyge.clients.lab import Lab, LabNode
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, configure_heartbeat, fetch,
-                                    install_demo_service, start_node, wait_members,
-                                    wait_placement)
+from skyge.clients.lab.configs import configure_heartbeat
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, fetch, install_demo_service, start_node,
+                                    wait_members, wait_placement)
 from skyge.services.common.paths import NodePaths
 from skyge.v1 import lock_pb2, lock_pb2_grpc
 from tests.cluster import heartbeat_support as hs

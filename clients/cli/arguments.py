@@ -11,7 +11,8 @@ def ranged_int(low: int, high: int) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         if not re.fullmatch(r"[-+]?\d+", text.strip()):
-            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, "
+                                             f"got {text!r}")
         value = int(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")

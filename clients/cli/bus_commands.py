@@ -51,17 +51,10 @@ def _pb() -> ModuleType:
     return bus_pb2
 
 
-def _from_bus_daemon(error: grpc.RpcError) -> bool:
-    """True when a bus daemon refused the call (as opposed to the local socket failing)."""
-    try:
-        return any(k == "skyge-origin" and v == "bus" for k, v in error.trailing_metadata() or ())
-    except Exception:
-        return False
-
-
 def _fail(error: grpc.RpcError, client: NodeClient, rpc: str) -> None:
     from skyge.clients.connect import describe_rpc_error
-    if _from_bus_daemon(error):
+    from skyge.services.bus.server import is_bus_error
+    if is_bus_error(error):  # a bus daemon refused the call (not the local socket failing)
         message = f"{rpc}: {error.details()} ({error.code().name})"
     else:
         message = describe_rpc_error(error, DAEMON, client.target(DAEMON), rpc)

@@ -25,7 +25,8 @@ def register(groups: argparse._SubParsersAction) -> None:
                                description="Make the cluster's CA: ca.crt goes to every node, "
                                            "ca.key stays on this machine (it signs certificates).")
     init.add_argument("--dir", help="where to keep the CA (default: ROOT/etc/skyge/ca)")
-    init.add_argument("--name", default="skyge cluster", help="the CA's name (default: %(default)s)")
+    init.add_argument("--name", default="skyge cluster",
+                      help="the CA's name (default: %(default)s)")
     init.add_argument("--days", type=DAYS, default=None, help="lifetime (default: 3650)")
     init.add_argument("--force", action="store_true",
                       help="replace an existing CA (every certificate it signed stops working)")

@@ -22,7 +22,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from skyge.clients.lab import LabError
     from skyge.clients.lab.demo import run_demo
 
-    narrate = (lambda line: sys.stderr.write(line + "\n")) if out.json else print
+    def narrate(line: str) -> None:  # on stderr when stdout carries the JSON report
+        print(line, file=sys.stderr if out.json else sys.stdout)
+
     try:
         report = run_demo(narrate, nodes=args.nodes, fence=args.fence)
     except LabError as error:

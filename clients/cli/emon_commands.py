@@ -66,7 +66,8 @@ def samples_text(data: dict[str, Any]) -> str:
     values = [_value(s.get("value", 0)) for s in samples]
     vwidth = max(len(v) for v in values)
     return "\n".join(f"{s['probe']:<{width}}  {v:>{vwidth}} {_unit(s.get('unit', '')):<4}  at "
-                     f"{_clock(s.get('time_unix_ns'))}" for s, v in zip(samples, values))
+                     f"{_clock(s.get('time_unix_ns'))}"
+                     for s, v in zip(samples, values, strict=True))
 
 
 def probes_text(data: dict[str, Any]) -> str:
@@ -150,7 +151,9 @@ def register(groups: argparse._SubParsersAction) -> None:
         args, out, DAEMON, "ListWatermarks", _pb().ListWatermarksRequest(probe=args.probe),
         watermarks_text))
 
-    commands.add_parser("reload", help="read the plug-in probes and watermark files again").set_defaults(
+    reload = commands.add_parser("reload",
+                                 help="read the plug-in probes and watermark files again")
+    reload.set_defaults(
         handler=lambda args, out: show(
             args, out, DAEMON, "Reload", _pb().ReloadRequest(),
             lambda data: f"reloaded: {len(data.get('probes', []))} probes, "

@@ -113,7 +113,8 @@ def render_event(data: dict[str, Any]) -> str:
         return f"[{stamp}] changed\n" + render_service(data["changed"])
     if "removed" in data:
         s = data["removed"]
-        return f"[{stamp}] removed: Service -- {_type_name(s['type'])}: {s['slot']} ({s.get('name')})"
+        return (f"[{stamp}] removed: Service -- {_type_name(s['type'])}: {s['slot']} "
+                f"({s.get('name')})")
     return f"[{stamp}] ?"
 
 

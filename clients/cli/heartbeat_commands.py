@@ -26,7 +26,8 @@ CONFIG_HINT = "skyge heartbeat config -n NETID -d DOMAIN -e NIC -p PATH"
 
 
 def register(groups: argparse._SubParsersAction) -> None:
-    group = groups.add_parser("heartbeat", help="membership over UDP heartbeats (the seed's jiluos)")
+    group = groups.add_parser("heartbeat",
+                              help="membership over UDP heartbeats (the seed's jiluos)")
     group.set_defaults(daemon_target=DAEMON)
     commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("show", help="identity, members and links of this node").set_defaults(
@@ -86,7 +87,8 @@ def _clock(unix_ns: Any, with_date: bool = False) -> str:
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     cells = [header] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells)
 
 
 def _node(node: dict[str, Any]) -> str:

@@ -50,7 +50,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         return parser
 
     up = action("up", lab_up, "create a lab: N nodes, a gateway and a client")
-    up.add_argument("--nodes", required=True, metavar="N", help=f"number of nodes, 1 to {MAX_NODES}")
+    up.add_argument("--nodes", required=True, metavar="N",
+                    help=f"number of nodes, 1 to {MAX_NODES}")
     action("status", lab_status, "nodes, namespaces, addresses, links and processes of a lab")
     action("down", lab_down, "remove a lab: processes, namespaces, cables, folders (idempotent)")
 
@@ -80,13 +81,15 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     part = action("partition", lab_partition,
                   "split the nodes into groups that cannot reach each other (both networks)")
     part.add_argument("groups", nargs="+", metavar="GROUP",
-                      help="comma-separated node ids, e.g. 1 2,3 (unlisted nodes form one more group)")
+                      help="comma-separated node ids, e.g. 1 2,3 "
+                           "(unlisted nodes form one more group)")
     part.add_argument("--gateway-group", default="1", metavar="G|none",
                       help="group (1-based) the gateway and client stay with, or none (default: 1)")
     action("heal", lab_heal, "undo the partition")
     for name, handler, text in (("freeze", lab_freeze, "SIGSTOP every process of a host"),
                                 ("thaw", lab_thaw, "SIGCONT every process of a host"),
-                                ("crash", lab_crash, "power a node off: kill everything, cables dead"),
+                                ("crash", lab_crash,
+                                 "power a node off: kill everything, cables dead"),
                                 ("boot", lab_boot, "power a crashed node on again")):
         hosts = "n1..nN, gw or cl" if name in ("freeze", "thaw") else "n1..nN"
         action(name, handler, text).add_argument("host", help=hosts)
@@ -161,7 +164,8 @@ def lab_up(args: argparse.Namespace, out: Output) -> int:
     except ValueError:
         nodes = 0
     if not 1 <= nodes <= MAX_NODES:
-        raise UsageError(f"--nodes must be a whole number from 1 to {MAX_NODES}, got {args.nodes!r}")
+        raise UsageError(f"--nodes must be a whole number from 1 to {MAX_NODES}, "
+                         f"got {args.nodes!r}")
     lab = Lab.up(nodes=nodes, name=args.name, detached=True)
     status = lab.status()
     out.result(status, lambda s: f"lab {s['name']} is up\n" + render_status(s))
@@ -223,7 +227,8 @@ def lab_exec(args: argparse.Namespace, out: Output) -> int:
         return subprocess.run(host.command(cmd), env=host.environment(),
                               timeout=args.max_time).returncode
     except subprocess.TimeoutExpired:
-        raise CommandFailed(f"{host.key}: {' '.join(cmd)} killed after {args.max_time:g} s") from None
+        raise CommandFailed(f"{host.key}: {' '.join(cmd)} killed after "
+                            f"{args.max_time:g} s") from None
     except FileNotFoundError as error:
         raise CommandFailed(f"{host.key}: {error}") from None
 

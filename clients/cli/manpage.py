@@ -49,9 +49,9 @@ def _arguments(parser: argparse.ArgumentParser) -> list[str]:
     """A .TP entry per documented argument: positionals, then options, as argparse lists them."""
     formatter = parser._get_formatter()
     lines = []
+    not_arguments = (argparse._HelpAction, argparse._SubParsersAction)
     for action in sorted(parser._actions, key=lambda action: bool(action.option_strings)):
-        if (action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction)
-                or isinstance(action, argparse._SubParsersAction)):
+        if action.help == argparse.SUPPRESS or isinstance(action, not_arguments):
             continue
         if action.option_strings:
             value = "" if action.nargs == 0 else \
@@ -94,7 +94,7 @@ def _commands(parser: argparse.ArgumentParser) -> list[str]:
 def root_page(parser: argparse.ArgumentParser) -> str:
     """skyge.1: the global options, each command group in a line, the exit statuses."""
     groups = _subcommands(parser)
-    lines = _header(NAME, SUMMARY) + [".SH SYNOPSIS", _usage(parser)]
+    lines = [*_header(NAME, SUMMARY), ".SH SYNOPSIS", _usage(parser)]
     if parser.description:
         lines += [".SH DESCRIPTION", escape(parser.description)]
     lines += [".SH OPTIONS", *_arguments(parser), ".SH COMMANDS"]
@@ -110,7 +110,7 @@ def root_page(parser: argparse.ArgumentParser) -> str:
 
 def group_page(name: str, parser: argparse.ArgumentParser, summary: str) -> str:
     """skyge-NAME.1: one command group, every command of it with its options."""
-    lines = _header(f"{NAME}-{name}", summary) + [".SH SYNOPSIS", _usage(parser)]
+    lines = [*_header(f"{NAME}-{name}", summary), ".SH SYNOPSIS", _usage(parser)]
     if parser.description:
         lines += [".SH DESCRIPTION", escape(parser.description)]
     arguments = _arguments(parser)

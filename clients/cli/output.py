@@ -46,8 +46,9 @@ def render_text(data: Any, indent: int = 0) -> str:
                 lines.append(f"{pad}{key}: {value if value not in ({}, []) else '-'}")
         return "\n".join(lines)
     if isinstance(data, list):
-        return "\n".join(f"{pad}-\n{render_text(item, indent + 1)}" if isinstance(item, (dict, list))
-                         else f"{pad}- {item}" for item in data)
+        return "\n".join(f"{pad}-\n{render_text(item, indent + 1)}"
+                         if isinstance(item, (dict, list)) else f"{pad}- {item}"
+                         for item in data)
     return f"{pad}{data}"
 
 
@@ -63,7 +64,8 @@ class Output:
         if self.json:
             self.stream.write(json.dumps(data, sort_keys=True, default=str) + "\n")
         else:
-            rendered = text(data) if callable(text) else (render_text(data) if text is None else text)
+            rendered = (text(data) if callable(text) else
+                        render_text(data) if text is None else text)
             if rendered:
                 self.stream.write(rendered.rstrip("\n") + "\n")
         self.stream.flush()

@@ -15,7 +15,8 @@ Used by the multi-node tests, the benchmarks and the demo (``skyge lab ...``)::
         n2.crash(); n2.boot()                  # power off / on
 
 Everything stays inside the lab's own namespaces; see `cluster` for the design and `_net` for
-the address plan.
+the address plan. `configs` writes the nodes' config files (heartbeat.cfg, lock.cfg, service.cfg
+...), `daemons` starts skyge's daemons on them, `demo` is `skyge demo`.
 """
 from skyge.clients.lab._net import (CLIENT_IP, GATEWAY_IPS, MAX_NODES, NICS, PRIVATE_NET,
                                     PUBLIC_NET, private_ip, public_ip)

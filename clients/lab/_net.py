@@ -79,7 +79,8 @@ def run(argv: Sequence[str], *, stdin: str | None = None, what: str = "command",
     """Run a helper command; raise LabError naming the command and its stderr when it fails."""
     try:
         done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
-                              timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL)
+                              timeout=timeout,
+                              stdin=None if stdin is not None else subprocess.DEVNULL)
     except FileNotFoundError as error:
         raise LabError(f"{what} failed: {argv[0]} is not installed ({error})") from None
     except subprocess.TimeoutExpired:
@@ -100,7 +101,8 @@ def ip_batch(lines: Iterable[str], netns: str | None = None, *, what: str = "ip"
     if netns is None and any(not line.startswith(("netns add ", "netns del ")) for line in lines):
         raise LabError("refusing to run ip commands in the machine's own network namespace")
     script = "\n".join(lines) + "\n"
-    argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if not check else []) + ["-batch", "-"]
+    argv = ["ip", *(["-n", netns] if netns else []), *(["-force"] if not check else []),
+            "-batch", "-"]
     return run(argv, stdin=script, what=what, check=check)
 
 

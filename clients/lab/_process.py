@@ -7,6 +7,7 @@ a PID recycled between the scan and the signal is never hit.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -108,10 +109,8 @@ def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
     """Wait until every PID has exited (zombies count as exited); return those still running."""
     fds: dict[int, int] = {}
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):  # already gone
             fds[os.pidfd_open(pid)] = pid
-        except OSError:
-            pass  # already gone
     try:
         poller = select.poll()
         for fd in fds:
@@ -136,7 +135,8 @@ def wait_state(pids: Iterable[int], states: str, timeout: float) -> list[int]:
     pending = list(pids)
     deadline = time.monotonic() + timeout
     while True:
-        pending = [p for p in pending if (s := state(p)) is not None and s not in states and s != "Z"]
+        pending = [p for p in pending
+                   if (s := state(p)) is not None and s not in states and s != "Z"]
         if not pending or time.monotonic() >= deadline:
             return pending
         time.sleep(0.005)

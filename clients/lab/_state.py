@@ -19,6 +19,7 @@ from typing import Any
 from collections.abc import Iterator
 
 from skyge.clients.lab.errors import LabError
+from skyge.services.common.atomic import write_atomic
 
 STATE_VERSION = 1
 LAB_ROOT = Path("/run/skyge-lab")
@@ -40,16 +41,16 @@ def read(name: str) -> dict[str, Any] | None:
         data = json.loads(state_path(name).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("version") != STATE_VERSION or data.get("name") != name:
+    if (not isinstance(data, dict) or data.get("version") != STATE_VERSION
+            or data.get("name") != name):
         return None
     return data
 
 
 def write(name: str, data: dict[str, Any]) -> None:
-    path = state_path(name)
-    tmp = path.with_name(f".state.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """Replace the lab's state; the caller holds the lab's lock (see `locked`), so one writer at
+    a time uses the temporary file."""
+    write_atomic(state_path(name), json.dumps(data, indent=1, sort_keys=True), durable=False)
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ through pidfds, never by name.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shlex
@@ -282,7 +283,7 @@ class LabHost:
                  "argv": [str(a) for a in argv], "log": str(log)}
         with _state.mutate(self.lab.name) as data:
             records = [r for r in data["spawned"].get(self.key, []) if _record_alive(r)]
-            data["spawned"][self.key] = records + [entry]
+            data["spawned"][self.key] = [*records, entry]
         return proc
 
     def pids(self, include_holder: bool = False) -> list[int]:
@@ -418,7 +419,8 @@ class LabHost:
         try:
             percent = float(percent)
         except (TypeError, ValueError):
-            raise LabError(f"loss percent must be a number from 0 to 100, got {percent!r}") from None
+            raise LabError(f"loss percent must be a number from 0 to 100, "
+                           f"got {percent!r}") from None
         if not 0.0 <= percent <= 100.0:
             raise LabError(f"loss percent must be from 0 to 100, got {percent:g}")
         if direction not in DIRECTIONS:
@@ -697,7 +699,8 @@ class Lab:
 
     def _build(self) -> None:
         name, sw = self.name, _netns(self.name, SWITCH)
-        _net.ip_batch([f"netns add {_netns(name, k)}" for k in (SWITCH, *(h.key for h in self.hosts))],
+        _net.ip_batch([f"netns add {_netns(name, k)}"
+                       for k in (SWITCH, *(h.key for h in self.hosts))],
                       what="creating namespaces")
         for host in self.hosts:
             for sub in ("etc", "run", "var/lib", "var/log"):
@@ -722,8 +725,8 @@ class Lab:
         """A lock.cfg `fence_command` that powers node n$SKYGE_FENCE_DOMAIN off, as a power
         switch would: its cables go dead and every process of it is SIGKILLed within a few ms
         (then `crash()` records it, in the background: `crashed` turns true within a second or
-        so); exit 0 once it is off, also when it was off already; each fence is logged in `fence_log()`. Written under the lab root, for
-        every node of the lab."""
+        so); exit 0 once it is off, also when it was off already; each fence is logged in
+        `fence_log()`. Written under the lab root, for every node of the lab."""
         script = self.root / "fence.sh"
         log = shlex.quote(str(self.root / "fenced.log"))
         switch = shlex.quote(_netns(self.name, SWITCH))
@@ -975,7 +978,16 @@ def _member_check(net: Mapping[_process.NsId, str], mnt: Mapping[_process.NsId, 
     return owned
 
 
-def _scan_hosts(lab: str, keys: Sequence[str], data: Mapping[str, Any] | None) -> dict[str, list[int]]:
+def _member_or_holder_check(member: Callable[[int], bool], marked: set[int], lab: str,
+                            keys: Sequence[str]) -> Callable[[int], bool]:
+    """`member`, or one of the `marked` PIDs still a holder of one of the hosts."""
+    def owned(pid: int) -> bool:
+        return member(pid) or (pid in marked and _holders_by_mark_key(pid, lab) in keys)
+    return owned
+
+
+def _scan_hosts(lab: str, keys: Sequence[str],
+                data: Mapping[str, Any] | None) -> dict[str, list[int]]:
     """PIDs of each host: in its named netns, or in the mount namespace of its (verified) holder."""
     net, mnt = _host_namespaces(lab, keys, data)
     found = _process.scan(net, mnt)
@@ -1005,11 +1017,7 @@ def _kill_hosts(lab: str, keys: Sequence[str], data: Mapping[str, Any] | None) -
         marked = {p for p, key in _holders_by_mark(lab).items() if key in keys}
         if not pids and not marked:
             return []
-        member = _member_check(net, mnt)
-
-        def owned(pid: int) -> bool:
-            return member(pid) or (pid in marked and _holders_by_mark_key(pid, lab) in keys)
-
+        owned = _member_or_holder_check(_member_check(net, mnt), marked, lab, keys)
         sent = _process.send(sorted(pids | marked), signal.SIGKILL, owned)
         left = _process.wait_gone(sent, KILL_TIMEOUT)
         if left:
@@ -1039,9 +1047,8 @@ def _is_stale(name: str, data: Mapping[str, Any] | None) -> bool:
     owner = data.get("owner")
     if owner and _process.start_time(owner["pid"]) != owner.get("start"):
         return True
-    if data.get("status") == "up" and _process.ns_id(f"/run/netns/{_netns(name, SWITCH)}") is None:
-        return True
-    return False
+    return (data.get("status") == "up"
+            and _process.ns_id(f"/run/netns/{_netns(name, SWITCH)}") is None)
 
 
 def _unmount_under(folder: Path) -> None:
@@ -1060,7 +1067,8 @@ def known_labs() -> list[str]:
     """Names of every lab on this machine, live or stale (namespaces, folders, holders)."""
     names = {m.group("lab") for ns in _net.list_netns() if (m := NETNS_PATTERN.match(ns))}
     if LAB_ROOT.is_dir():
-        names.update(p.name for p in LAB_ROOT.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name))
+        names.update(p.name for p in LAB_ROOT.iterdir()
+                     if p.is_dir() and NAME_PATTERN.match(p.name))
     for pid in _process.all_pids():
         argv = _process.cmdline(pid)
         if argv and argv[0].startswith(HOLDER_MARK + ":"):
@@ -1081,10 +1089,8 @@ def _remove_service_cgroups(roots: list[Path]) -> None:
         for folder in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
             _rmdir_when_empty(folder)
         _rmdir_when_empty(top)
-    try:
-        (mount / "skyge").rmdir()  # the last lab (or node) gone
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # not empty: another lab (or node) has cgroups there
+        (mount / "skyge").rmdir()
 
 
 def _rmdir_when_empty(folder: Path, timeout_s: float = 5.0) -> None:
@@ -1160,10 +1166,8 @@ def owned_labs() -> list[Lab]:
     """The labs this process brought up and has not taken down yet."""
     labs = []
     for name in sorted(_OWNED):
-        try:
+        with contextlib.suppress(LabError):  # being taken down
             labs.append(Lab.attach(name))
-        except LabError:  # being taken down
-            pass
     return labs
 
 
@@ -1173,7 +1177,5 @@ def _down_owned_labs() -> None:
     if os.getpid() != _CREATOR:
         return
     for name in sorted(_OWNED):
-        try:
+        with contextlib.suppress(LabError):
             destroy(name)
-        except LabError:
-            pass

@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from skyge.clients.lab._net import GATEWAY_IPS
 from skyge.clients.lab.cluster import Lab, LabHost, LabNode
+from skyge.clients.lab.configs import write_daemon_config
 from skyge.clients.lab.errors import LabError
-from skyge.services.common.config import render_config
 from skyge.services.common.paths import DAEMONS, WITNESS_PORT, NodePaths
 from skyge.v1 import witness_pb2, witness_pb2_grpc
 
@@ -56,8 +56,10 @@ def wait_serving(node: LabHost, daemons: Iterable[str], timeout_s: float = START
 
 
 def start_daemons(node: LabNode, daemons: Sequence[str] = DAEMONS, *,
-                  extra_args: Sequence[str] = ("-l", "LOG_DEBUG"), wait: bool = True) -> dict[str, int]:
-    """Start skyge daemons on a node (each named `skyge-NAME` for `node.kill`); returns their PIDs."""
+                  extra_args: Sequence[str] = ("-l", "LOG_DEBUG"),
+                  wait: bool = True) -> dict[str, int]:
+    """Start skyge daemons on a node (each named `skyge-NAME` for `node.kill`); returns their
+    PIDs."""
     pids = {}
     for daemon in daemons:
         if daemon not in DAEMONS:
@@ -89,9 +91,7 @@ def start_witness(lab: Lab) -> str:
     its startup hold is over (a real witness runs long before the cluster); returns the address
     to give lock.cfg's `witness`."""
     gateway = lab.gateway
-    config = NodePaths.at(gateway.root).config_file("witness")
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(render_config({"max_holdover_ms": WITNESS_MAX_HOLDOVER_MS}))
+    write_daemon_config(gateway, "witness", {"max_holdover_ms": WITNESS_MAX_HOLDOVER_MS})
     gateway.spawn([sys.executable, "-m", "skyge.services.witness", "-r", str(gateway.root),
                    "--listen", WITNESS_ADDRESS, "-l", "LOG_INFO"], name="skyge-witness")
     wait_serving(gateway, ("witness",))

@@ -8,13 +8,13 @@ the client reaching the service again on the next node, with the measured time.
 `bench.demo_repeat` runs the same steps in labs of its own and watches them from outside through
 a `DemoWatch`.
 
-The helpers here (heartbeat config, the demo service, the client-side prober, status calls) are
-shared with the HA lab tests and `bench.failover`.
+The helpers here (the demo service, the client-side prober, status calls) are shared with the HA
+lab tests and `bench.failover`; the config files are written by `skyge.clients.lab.configs`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -24,14 +24,14 @@ from collections.abc import Callable, Iterable, Sequence
 import grpc
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabHost, LabNode
+from skyge.clients.lab.configs import (configure_heartbeat, write_daemon_config,
+                                       write_service_config)
 from skyge.clients.lab.daemons import start_daemons, stop_daemons
 from skyge.clients.lab.errors import LabError
-from skyge.services.common.config import render_config
 from skyge.v1 import ha_pb2 as pb, ha_pb2_grpc
 
 DEMO_LAB = "demo"
 PING_TIMEOUT_S = 1
-NETID = 1000
 DEMO_VIP = "192.168.1.100"
 DEMO_PORT = 8080
 #: the daemons a node needs to run HA services (emon is not needed)
@@ -39,7 +39,8 @@ CLUSTER_DAEMONS = ("heartbeat", "bus", "lock", "ha")
 
 # The demo service's program: bind, listen, fork (the child writes the pid file, the parent
 # exits 0 once it exists, so that `script start` returns once the port accepts), then answer
-# every connection with "n<domain> token <fencing token>". Run with -I -S: starts in ~15 ms.
+# every connection with "n<domain> token <fencing token>". Run with -I -S: starts in ~15 ms, and
+# imports nothing of skyge, so it writes its pid file atomically itself (temp file + rename).
 SERVER_CODE = r'''
 import os, signal, socket, sys, time
 port, domain, token, pidfile = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -83,7 +84,8 @@ alive() {{ [ -f "$PIDFILE" ] && live "$(cat "$PIDFILE")"; }}
 case "$1" in
   start)
     alive && exit 0
-    exec "{python}" -I -S "$DIR/server.py" {port} "$SKYGE_DOMAIN" "$SKYGE_FENCING_TOKEN" "$PIDFILE" ;;
+    exec "{python}" -I -S "$DIR/server.py" {port} "$SKYGE_DOMAIN" "$SKYGE_FENCING_TOKEN" \
+      "$PIDFILE" ;;
   stop)
     if alive; then
       pid="$(cat "$PIDFILE")"; kill "$pid"
@@ -129,27 +131,6 @@ while True:
 
 
 # --- cluster setup ------------------------------------------------------------------------------
-def configure_heartbeat(lab: Lab, nodes: Iterable[LabNode] | None = None) -> None:
-    """heartbeat.cfg (seed keys: domain, subnet, netcard1/2) and a shared cluster key."""
-    key_path = lab.root / "cluster.key"
-    if not key_path.exists():
-        key_path.write_bytes(secrets.token_bytes(32))
-        key_path.chmod(0o600)
-    key = key_path.read_bytes()
-    for node in nodes if nodes is not None else lab.nodes:
-        etc = node.root / "etc" / "skyge"
-        etc.mkdir(parents=True, exist_ok=True)
-        (etc / "heartbeat.key").write_bytes(key)
-        (etc / "heartbeat.key").chmod(0o600)
-        (etc / "heartbeat.cfg").write_text(render_config({
-            "domain": node.id, "subnet": NETID, "netcard1": "eth0", "netcard2": "eth1",
-            "key_file": "heartbeat.key"}))
-
-
-def service_dir(node: LabNode, type: str, slot: int) -> Path:
-    return node.root / "etc" / "skyge" / "ha" / "slots" / type / str(slot)
-
-
 def install_demo_service(lab: Lab, nodes: Iterable[LabNode] | None = None, *, type: str = "fifo",
                          slot: int = 0, name: str = "demo", vip: str | None = DEMO_VIP,
                          port: int = DEMO_PORT, onstart: bool = True, check_interval: int = 1,
@@ -173,9 +154,7 @@ def install_demo_service(lab: Lab, nodes: Iterable[LabNode] | None = None, *, ty
         values["store"] = store
     values.update(extra or {})
     for node in nodes if nodes is not None else lab.nodes:
-        target = service_dir(node, type, slot)
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "service.cfg").write_text(render_config(values))
+        write_service_config(node, type, slot, values)
     return script
 
 
@@ -286,13 +265,12 @@ class Prober:
     def attempts(self) -> list[tuple[int, int, bool, str]]:
         if not self.log.exists():
             return []
-        rows = []
+        rows: list[tuple[int, int, bool, str]] = []
         for line in self.log.read_text().splitlines():
-            try:
-                rows.append(tuple(json.loads(line)))
-            except ValueError:
-                pass  # a line being written
-        return rows  # type: ignore[return-value]
+            with contextlib.suppress(ValueError):  # a line being written
+                start, end, ok, data = json.loads(line)
+                rows.append((start, end, ok, data))
+        return rows
 
     def first_answer_after(self, t0_ns: int, exclude: str | None = None
                            ) -> tuple[int, str] | None:
@@ -314,10 +292,8 @@ class Prober:
         return None
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(LabError):
             self.lab.client.kill(self.name)
-        except LabError:
-            pass
 
 
 # --- the demo -----------------------------------------------------------------------------------
@@ -392,8 +368,7 @@ def _start_cluster(lab: Lab, say: Callable[[str], None], report: dict, fence: bo
     if fence:
         command = lab.fence_command()
         for node in lab.nodes:
-            (node.root / "etc" / "skyge" / "lock.cfg").write_text(
-                render_config({"fence_command": command}))
+            write_daemon_config(node, "lock", {"fence_command": command})
         say("fence_command (lock.cfg): the lab's power switch; a node out of the membership "
             "for 250 ms is powered off, and its service is taken over once it is off")
     else:

@@ -106,7 +106,7 @@ def overlap_spans(intervals: dict[str, list[tuple[int, int]]]) -> list[Overlap]:
     for i, (s1, e1, k1) in enumerate(flat):
         for s2, e2, k2 in flat[i + 1:]:
             if k1 != k2 and s1 < e2 and s2 < e1:
-                found.append(Overlap(max(s1, s2), min(e1, e2), tuple(sorted((k1, k2)))))
+                found.append(Overlap(max(s1, s2), min(e1, e2), (min(k1, k2), max(k1, k2))))
     return sorted(found)
 
 

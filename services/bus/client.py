@@ -13,20 +13,26 @@ Two routes to a bus owned by another node:
   daemon's stream, as the bus daemon does) and talks to the owner's bus daemon over TCP: two gRPC
   hops from publisher to subscriber instead of four. Measured on the 3-node lab at 1,000 msgs/s
   (`python -m bench.bus_latency`): p50 ~0.45 ms / p99 ~1 ms direct against ~0.65-0.9 ms /
-  ~2 ms through the local daemons. The client does what a relaying daemon does: streams end with UNAVAILABLE
-  "owner domain N left the membership" when the owner leaves, and with "the heartbeat path it used
-  went down" when the path under them dies; published messages carry this node's domain.
+  ~2 ms through the local daemons. The client does what a relaying daemon does: streams end with
+  UNAVAILABLE "owner domain N left the membership" when the owner leaves, and with "the heartbeat
+  path it used went down" when the path under them dies; published messages carry this node's
+  domain.
 - `direct=False`, or whenever the membership is not known (no heartbeat daemon), the owner is
-  this node or this process cannot read the node's TLS certificate and key (peers require them): everything goes through this node's bus daemon on its Unix socket, which relays.
+  this node or this process cannot read the node's TLS certificate and key (peers require them):
+  everything goes through this node's bus daemon on its Unix socket, which relays.
 
 Errors are `grpc.aio.AioRpcError`s with the statuses and messages of bus.proto.
+
+(The daemons publish on their own node's buses with `skyge.services.common.publisher`, which
+never waits and never fails; this library is for applications, which want both.)
 """
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -42,7 +48,7 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(),
-                                grpc.aio.Metadata(("skyge-origin", "bus")), details)
+                                grpc.aio.Metadata(("skyge-origin", "bus")), details, None)
 
 
 class _Guard:
@@ -64,7 +70,6 @@ class BusClient:
     def __init__(self, root: str | Path | None = None, *, direct: bool = True,
                  follower: Any = None, channels: PeerChannels | None = None,
                  membership_timeout_s: float = 2.0) -> None:
-        import os
         self.paths = NodePaths.at(root if root is not None else os.environ.get("SKYGE_ROOT", "/"))
         tls = None
         if direct and channels is None and TlsFiles.default(self.paths).present():
@@ -107,7 +112,7 @@ class BusClient:
         if self._own_follower:
             await self.follower.stop()
         await self.channels.close()
-        await self.local.close()
+        await self.local.close(None)
 
     # -- membership (as BusServer does for its relays)
     def on_view(self, follower: Any) -> None:
@@ -271,9 +276,9 @@ class Publisher:
             try:
                 while True:
                     reply = await call.read()
-                    if reply is grpc.aio.EOF:
+                    if not isinstance(reply, (pb.RelayAck, pb.PublishAck)):  # grpc.aio.EOF
                         return
-                    if direct:
+                    if isinstance(reply, pb.RelayAck):
                         if reply.status_code:
                             code = _CODES.get(reply.status_code, grpc.StatusCode.UNKNOWN)
                             self._fail(rpc_error(code, reply.status_message))
@@ -315,3 +320,4 @@ class Publisher:
             reader.cancel()
             call.cancel()
             self.client._guards.discard(guard)
+            await asyncio.gather(reader, return_exceptions=True)

@@ -15,6 +15,7 @@ get (the bus no longer retained them) are reported by a `level=WARNING` line say
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -23,12 +24,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from collections.abc import Callable
 
 import grpc
 
 from skyge.services.bus.core import LOG_BUS_DAEMONS, LOG_BUSES
+from skyge.services.common.atomic import write_atomic
 from skyge.services.common.membership import MembershipFollower
 from skyge.v1 import bus_pb2 as pb, bus_pb2_grpc
 
@@ -53,10 +55,8 @@ def format_record(domain: int, bus: str, message: pb.BusMessage) -> str:
     """One log line from a log-bus message (a JSON record, or any text published there)."""
     daemon = LOG_BUS_DAEMONS.get(bus, bus)
     record: Any = None
-    try:
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
         record = json.loads(message.data)
-    except (ValueError, UnicodeDecodeError):
-        pass
     if isinstance(record, dict):
         stamp = record.get("time_unix_ns")
         time_ns = stamp if isinstance(stamp, int) else message.time_unix_ns
@@ -77,26 +77,29 @@ class RotatingFile:
 
     def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
         self.path, self.max_bytes, self.backups = path, max_bytes, backups
-        self._handle: Any = None
+        self._handle: TextIO | None = None
         self._size = 0
 
-    def _open(self) -> None:
+    def _open(self) -> TextIO:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a", encoding="utf-8")
-        self._size = self._handle.tell()
+        # stays open for the writes to come: closed by close() or rotate()
+        handle = self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._size = handle.tell()
+        return handle
 
     def write(self, lines: list[str]) -> None:
-        if self._handle is None:
-            self._open()
+        handle = self._handle if self._handle is not None else self._open()
         for line in lines:
             size = len(line.encode("utf-8", errors="replace"))
             if self._size and self._size + size > self.max_bytes:
-                self.rotate()
-            self._handle.write(line)
+                handle = self.rotate()
+            handle.write(line)
             self._size += size
-        self._handle.flush()
+        handle.flush()
 
-    def rotate(self) -> None:
+    def rotate(self) -> TextIO:
+        """Start a new file: the current one becomes NAME.1, the older copies move up by one
+        (none are kept with no backups). Returns the new file's handle."""
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -109,7 +112,7 @@ class RotatingFile:
                 os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         elif self.path.exists():
             self.path.unlink()
-        self._open()
+        return self._open()
 
     def close(self) -> None:
         if self._handle is not None:
@@ -138,11 +141,13 @@ class LogCollector:
     records: int = 0
     missed: int = 0
     state: dict[str, list[int]] = field(default_factory=dict)
-    _tasks: dict[tuple[int, str], asyncio.Task] = field(default_factory=dict)
+    _tasks: dict[tuple[int, str], asyncio.Task[None]] = field(default_factory=dict)
     _channel: grpc.aio.Channel | None = None
     _dirty: bool = False
-    _lists: dict[int, tuple[float, asyncio.Future]] = field(default_factory=dict)
-    _saver: asyncio.Task | None = None
+    _lists: dict[int, tuple[float, asyncio.Future[pb.ListBusesResponse]]] = field(
+        default_factory=dict)
+    _saver: asyncio.Task[None] | None = None
+    _saving: asyncio.Future[None] | None = None  # the state file write under way (a thread)
 
     def start(self) -> None:
         self._load_state()
@@ -162,22 +167,30 @@ class LogCollector:
         except (OSError, ValueError, TypeError, AttributeError):
             self.state = {}
 
-    def save_state(self) -> None:
+    async def save_state(self) -> None:
+        """Write where each stream is up to, if it changed. The write is fsynced, which can take
+        a while on a busy disk, so it runs in a worker thread; one write at a time, in order."""
+        if self._saving is not None:
+            await asyncio.shield(self._saving)  # the one under way ends first, even if cancelled
         if self.state_file is None or not self._dirty:
             return
         self._dirty = False
+        text = json.dumps(self.state, sort_keys=True)
+        self._saving = asyncio.ensure_future(
+            asyncio.to_thread(self._write_state, self.state_file, text))
+        await asyncio.shield(self._saving)
+
+    @staticmethod
+    def _write_state(path: Path, text: str) -> None:
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-            tmp.write_text(json.dumps(self.state, sort_keys=True))
-            os.replace(tmp, self.state_file)
+            write_atomic(path, text)
         except OSError as error:
-            logger.warning("cannot save the collector state %s: %s", self.state_file, error)
+            logger.warning("cannot save the collector state %s: %s", path, error)
 
     async def _save_often(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.save_state()
+            await self.save_state()
 
     def wanted(self) -> set[int]:
         """This node always (when its domain is known); with scope "all" every member too."""
@@ -221,7 +234,7 @@ class LogCollector:
         now = time.monotonic()
         if cached is None or now - cached[0] > LIST_FRESH_S or (
                 cached[1].done() and cached[1].exception() is not None and now - cached[0] > 0.05):
-            future = asyncio.ensure_future(
+            future: asyncio.Future[pb.ListBusesResponse] = asyncio.ensure_future(
                 stub.ListBuses(pb.ListBusesRequest(domain=domain), timeout=10))
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
             cached = (now, future)
@@ -293,12 +306,16 @@ class LogCollector:
         if self in self.follower.listeners:
             self.follower.listeners.remove(self)
         tasks = list(self._tasks.values()) + ([self._saver] if self._saver else [])
+        listing = [future for _, future in self._lists.values()]  # ListBuses calls (see _list)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for future in listing:
+            future.cancel()
+        await asyncio.gather(*tasks, *listing, return_exceptions=True)
         self._tasks.clear()
-        self.save_state()
+        self._lists.clear()
+        await self.save_state()
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
         for handle in self.files.values():
             handle.close()

@@ -17,6 +17,7 @@ Plain Python (no gRPC): the server turns `BusError`s into statuses and bytes int
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from skyge.services.common.atomic import write_atomic
 from skyge.services.common.config import ConfigError, parse_config, render_config
-from skyge.services.common.logsetup import LOG_BUSES
+from skyge.services.common.logsetup import LOG_BUSES as DAEMON_LOG_BUSES
 from skyge.v1 import bus_pb2 as pb
 
 logger = logging.getLogger("skyge-bus.core")
@@ -68,7 +69,7 @@ STANDARD_BUSES: dict[str, tuple[tuple[str, int], ...]] = {
              ("disk_usage.emon.skyge.com", 18)),
 }
 #: the log bus of each daemon (where `-t bus|all` records go; what the collector reads)
-LOG_BUSES = dict(LOG_BUSES)
+LOG_BUSES = dict(DAEMON_LOG_BUSES)
 LOG_BUS_DAEMONS = {name: daemon for daemon, name in LOG_BUSES.items()}
 
 
@@ -176,10 +177,8 @@ class SequenceStore:
         with self._lock:
             self._written.pop(name, None)
             for path in (self.path(name), self.folder / f".{name}.seq.tmp"):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-                except FileNotFoundError:
-                    pass
 
 
 @dataclass
@@ -209,9 +208,9 @@ class BusStore:
         text = render_config({"type": bus.type, "slot": bus.slot, "magic": bus.magic,
                               "retain_messages": bus.retain_messages,
                               "max_payload_bytes": bus.max_payload_bytes})
-        tmp = folder / "service.cfg.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, folder / "service.cfg")
+        write_atomic(folder / "service.cfg", text)
+        # the slot link is swapped the same way (a new link renamed over the old one), by hand:
+        # write_atomic writes files only
         link, tmp_link = self.slots / str(bus.slot), self.slots / f".{bus.slot}.tmp"
         if tmp_link.is_symlink():
             tmp_link.unlink()
@@ -223,15 +222,11 @@ class BusStore:
         if link.is_symlink() and Path(os.readlink(link)).name == bus.name:
             link.unlink()
         folder = self.buses / bus.name
-        for path in (folder / "service.cfg", folder / "service.cfg.tmp"):
-            try:
+        for path in (folder / "service.cfg", folder / ".service.cfg.tmp"):  # see write_atomic
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            except FileNotFoundError:
-                pass
-        try:
+        with contextlib.suppress(OSError):
             folder.rmdir()
-        except OSError:
-            pass
 
     def load(self) -> list[BusDefinition]:
         """Every valid definition; bad ones are logged and skipped (never fatal)."""
@@ -332,7 +327,8 @@ class Bus:
     def info(self, domain: int) -> pb.BusInfo:
         d = self.definition
         return pb.BusInfo(domain=domain, name=d.name, slot=d.slot,
-                          retain_messages=d.retain_messages, max_payload_bytes=d.max_payload_bytes, last_sequence=self.last,
+                          retain_messages=d.retain_messages,
+                          max_payload_bytes=d.max_payload_bytes, last_sequence=self.last,
                           subscribers=len(self.subscribers), type=d.type,
                           oldest_sequence=self.oldest, magic=d.magic,
                           published=self.published, missed=self.missed)
@@ -426,7 +422,6 @@ class Subscription:
     next: int
     origin: int
     max_batch: int = BATCH_DEFAULT
-    missed_total: int = 0
     delivered: int = 0
 
     def poll(self) -> tuple[list[bytes], int]:
@@ -436,7 +431,6 @@ class Subscription:
         if self.next > self.bus.last:
             return [], 0
         entries, missed, self.next = self.bus.take(self.next, self.max_batch)
-        self.missed_total += missed
         self.bus.missed += missed
         self.delivered += len(entries)
         return entries, missed
@@ -496,7 +490,7 @@ class BusCore:
             target = mark + SEQUENCE_STEP
             loop = asyncio.get_running_loop()
 
-            def done(future: asyncio.Future) -> None:
+            def done(future: asyncio.Future[None]) -> None:
                 self._writing.discard(name)
                 if future.exception() is None and name in self.buses:
                     self._marks[name] = max(self._marks.get(name, 0), target)

@@ -65,7 +65,7 @@ class BusApp(DaemonApp):
 
     async def start(self) -> None:
         self.core.load()
-        buses, created = self.core.init(())
+        _, created = self.core.init(())
         self.logger.info("%d buses (%d standard ones created now): %s", len(self.core.buses),
                          len(created), ", ".join(sorted(self.core.buses)))
         self.follower.listeners.append(self)

@@ -17,10 +17,11 @@ Failure handling:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -31,6 +32,8 @@ from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.tls import caller, over_tls
 from skyge.v1 import bus_pb2 as pb
 
+#: the end of a read from a stream (missing from grpc-stubs 1.53, present in grpc.aio)
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 SERVICE = "skyge.v1.Bus"
 ORIGIN_KEY = "skyge-bus-origin"
 RELAYED_KEY = "skyge-bus-relayed"
@@ -55,7 +58,7 @@ def _bytes_out(reply: Any) -> bytes:
     return reply if isinstance(reply, bytes) else reply.SerializeToString()
 
 
-def _retrieved(future: asyncio.Future) -> None:
+def _retrieved(future: asyncio.Future[Any]) -> None:
     """Mark a future's exception as seen (acks after a failure are never awaited)."""
     if not future.cancelled():
         future.exception()
@@ -64,7 +67,9 @@ def _retrieved(future: asyncio.Future) -> None:
 def is_bus_error(error: grpc.RpcError) -> bool:
     """True when a bus daemon raised this status (not the transport)."""
     try:
-        metadata = error.trailing_metadata() or ()
+        # (key, value) pairs at run time, from grpc.aio as from plain grpc; grpc-stubs 1.53
+        # types them as _Metadatum objects (with .key and .value) only
+        metadata = cast("Iterable[tuple[str, str | bytes]]", error.trailing_metadata() or ())
     except Exception:
         return False
     return any(key == "skyge-origin" and value == "bus" for key, value in metadata)
@@ -89,14 +94,14 @@ class _Upstream(_Relay):
                  metadata: tuple[tuple[str, str], ...]) -> None:
         call = channel.stream_stream(f"/{SERVICE}/RelayPublish", request_serializer=_identity,
                                      response_deserializer=pb.RelayAck.FromString)(
-            metadata=metadata)
+            None, metadata=metadata)  # no request iterator: requests go by call.write
         super().__init__(domain, call)
         self.server = server
-        self.waiting: deque[asyncio.Future] = deque()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
         self.error: BusError | None = None
         self.reader = asyncio.create_task(self._read())
 
-    async def send(self, raw: bytes, future: asyncio.Future) -> None:
+    async def send(self, raw: bytes, future: asyncio.Future[Any]) -> None:
         if self.error is not None:
             future.set_exception(self.error)
             return
@@ -111,7 +116,7 @@ class _Upstream(_Relay):
         try:
             while True:
                 ack = await self.call.read()
-                if ack is grpc.aio.EOF:
+                if ack is EOF:
                     error = BusError("UNAVAILABLE", f"the bus daemon of domain {self.domain} "
                                                     f"ended the publish stream early")
                     break
@@ -138,10 +143,8 @@ class _Upstream(_Relay):
         return BusError("UNAVAILABLE", self.lost) if self.lost else None
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             await self.call.done_writing()
-        except Exception:
-            pass
         self.call.cancel()
         self.reader.cancel()
 
@@ -154,7 +157,7 @@ class BusServer:
         self.core, self.follower, self.channels = core, follower, channels
         self.local_domain = local_domain
         self.relays: set[_Relay] = set()
-        self.subscriptions: dict[Subscription, asyncio.Task] = {}
+        self.subscriptions: dict[Subscription, asyncio.Task[Any]] = {}
         self.forwarded = 0
         self._prune_handle: asyncio.TimerHandle | None = None
 
@@ -247,7 +250,8 @@ class BusServer:
         try:
             return message_type.FromString(raw)
         except DecodeError:
-            raise BusError("INVALID_ARGUMENT", f"request: not a valid {message_type.__name__}")
+            raise BusError("INVALID_ARGUMENT",
+                           f"request: not a valid {message_type.__name__}") from None
 
     async def unary(self, method: str, message_type: Any, raw: bytes,
                     context: grpc.aio.ServicerContext, serve: Callable[[Any, int], Any]) -> Any:
@@ -305,7 +309,7 @@ class BusServer:
     async def PublishStream(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
         loop = asyncio.get_running_loop()
         origin, _ = self.caller(context)
-        pending: asyncio.Queue = asyncio.Queue()
+        pending: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue()
         room = asyncio.Semaphore(PUBLISH_READ_AHEAD)
         upstreams: dict[int, _Upstream] = {}
 

@@ -8,6 +8,7 @@ command's own failures: they are in the result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -50,10 +51,8 @@ def _tail(data: bytes) -> str:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 async def run_command(argv: Sequence[str], *, timeout_s: float,

@@ -103,7 +103,8 @@ class _Parser:
     def __init__(self, tokens: list[_Token], path: str | None) -> None:
         self.tokens, self.path, self.pos = tokens, path, 0
 
-    def error(self, message: str, token: _Token | None = None, key: str | None = None) -> ConfigError:
+    def error(self, message: str, token: _Token | None = None,
+              key: str | None = None) -> ConfigError:
         token = token or (self.tokens[self.pos] if self.pos < len(self.tokens) else None)
         line = token.line if token else (self.tokens[-1].line if self.tokens else 1)
         return ConfigError(message, path=self.path, line=line, key=key)
@@ -194,6 +195,7 @@ def integer(low: int, high: int) -> Converter:
             raise ValueError(f"must be from {low} to {high}, got {value}")
         return value
 
+    # what config_docs prints as the allowed values (a function attribute mypy cannot see)
     convert.allowed = f"an integer from {low} to {high}"  # type: ignore[attr-defined]
     return convert
 
@@ -218,6 +220,7 @@ def string(pattern: str | None = None, description: str | None = None) -> Conver
             raise ValueError(f"must be {description or 'of the form ' + pattern}, got {value!r}")
         return value
 
+    convert.allowed = description or "a string"  # type: ignore[attr-defined]
     return convert
 
 
@@ -229,6 +232,7 @@ def choice(*allowed: str) -> Converter:
             raise ValueError(f"must be one of {', '.join(allowed)}; got {value!r}")
         return value
 
+    convert.allowed = "one of " + ", ".join(allowed)  # type: ignore[attr-defined]
     return convert
 
 

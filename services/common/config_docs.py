@@ -31,14 +31,41 @@ def _spec(module: str) -> DaemonSpec:
     return spec
 
 
+def table_meanings(doc: str) -> dict[str, str]:
+    """The meaning column of an rst-style option table in a module docstring (the first one:
+    option, default, meaning; continuation lines indented), by option name."""
+    meanings: dict[str, str] = {}
+    rules = 0
+    column = 0  # where the meaning column starts (from the first rule's third run of '=')
+    current = ""
+    for line in doc.splitlines():
+        if line.startswith("====="):
+            rules += 1
+            column = column or line.index("=", line.index(" ", line.index(" =") + 2))
+            continue
+        if rules != 2 or not line.strip():  # between the heading's rule and the closing one
+            continue
+        if not line.startswith(" "):
+            current = line.split()[0]
+            meanings[current] = line[column:].strip()
+        elif current:
+            meanings[current] += " " + line.strip()
+    return meanings
+
+
 def other_schemas() -> list[tuple[str, str, Schema]]:
     """(file, where it lives, schema) of the files that are not a daemon's own config."""
+    from dataclasses import replace
+
     from skyge.services.emon.probes import _SCHEMA_FIELDS as PROBE_FIELDS
-    from skyge.services.ha.service_config import SCHEMA as SERVICE_SCHEMA
+    from skyge.services.ha import service_config
+    meanings = table_meanings(service_config.__doc__ or "")
+    service_schema = Schema([f if f.help else replace(f, help=meanings.get(f.name, ""))
+                             for f in service_config.SCHEMA.fields])
     return [
         ("service.cfg (HA)", "ROOT/etc/skyge/ha/slots/{random,fifo,stack}/N/service.cfg: one "
                              "service (see services/ha/service_config.py for the seed's meanings)",
-         SERVICE_SCHEMA),
+         service_schema),
         ("probe.cfg (emon)", "ROOT/etc/skyge/emon/probes/NAME/probe.cfg: a plug-in probe",
          Schema(list(PROBE_FIELDS))),
     ]

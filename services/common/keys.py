@@ -63,8 +63,9 @@ def load_keys(paths: NodePaths, key_file: str | None, accept_key_file: str | Non
     if not key_file:
         if accept_key_file:
             raise ConfigError("is set but key_file is not: a second key is only accepted "
-                              "beside the one the node signs with", path=str(config_path) if config_path
-                              else None, key="accept_key_file")
+                              "beside the one the node signs with",
+                              path=str(config_path) if config_path else None,
+                              key="accept_key_file")
         if insecure:
             return ClusterKeys(None)
         raise ConfigError(f"is required: every datagram is signed with the cluster key, so that "

@@ -1,20 +1,22 @@
-"""Daemon logging with the seed's switches: `-t console|syslog|bus|all` and `-l LOG_EMERG..LOG_DEBUG`.
+"""Daemon logging with the seed's switches: `-t console|syslog|bus|all` and
+`-l LOG_EMERG..LOG_DEBUG`.
 
 Python's logging has no NOTICE, ALERT or EMERG; they are added here so the eight syslog levels map
 one to one, and the syslog handler sends the matching priority.
 """
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import logging.handlers
 import os
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
+
+from skyge.services.common.paths import NodePaths
+from skyge.services.common.publisher import LocalBusPublisher
 
 # Syslog level name -> Python logging level (ordered like syslog: EMERG is the most severe).
 SYSLOG_LEVELS = {
@@ -39,8 +41,9 @@ for _name, _level in SYSLOG_LEVELS.items():
 class _SyslogHandler(logging.handlers.SysLogHandler):
     """Sends each record with the syslog priority of its level (NOTICE stays NOTICE, etc.)."""
 
-    _PRIORITIES = {"EMERG": "emerg", "ALERT": "alert", "CRITICAL": "crit", "ERROR": "err",
-                   "WARNING": "warning", "NOTICE": "notice", "INFO": "info", "DEBUG": "debug"}
+    _PRIORITIES: ClassVar[dict[str, str]] = {
+        "EMERG": "emerg", "ALERT": "alert", "CRITICAL": "crit", "ERROR": "err",
+        "WARNING": "warning", "NOTICE": "notice", "INFO": "info", "DEBUG": "debug"}
 
     def mapPriority(self, levelName: str) -> str:
         return self._PRIORITIES.get(levelName, "warning")
@@ -54,13 +57,13 @@ LOG_BUSES = {"heartbeat": "log.jiluos.skyge.com", "bus": "log.messagebus.skyge.c
 class BusLogHandler(logging.Handler):
     """Ships log records to the daemon's log bus on the local bus daemon (`-t bus|all`).
 
-    Never blocks and never raises into the caller: `emit` only appends a JSON record to a bounded
-    queue; a worker thread publishes batches over the bus daemon's Unix socket. When the queue is
-    full the record is dropped and counted (`dropped`); while the bus daemon is unreachable the
-    queued records wait (up to `QUEUE_LIMIT`) and are shipped once it is back. Records the bus
-    refuses are dropped and counted. After drops, the next batch that gets through carries a
-    WARNING record saying how many were lost. Records of the worker thread itself and of gRPC's
-    loggers are not shipped (no feedback loops).
+    Never blocks and never raises into the caller: `emit` turns the record into JSON and offers
+    it to a `LocalBusPublisher` (bounded queue, a worker thread, see `publisher.py`). When the
+    queue is full the newest record is dropped and counted (`dropped`); while the bus daemon is
+    unreachable the queued records wait (up to `QUEUE_LIMIT`) and are shipped once it is back.
+    Records the bus refuses are dropped and counted. After drops, the next batch that gets
+    through carries a WARNING record saying how many were lost. Records of the worker thread
+    itself and of gRPC's loggers are not shipped (no feedback loops).
     """
 
     QUEUE_LIMIT = 1000
@@ -73,13 +76,17 @@ class BusLogHandler(logging.Handler):
         super().__init__()
         self.daemon, self.socket_path = daemon, socket_path
         self.bus = bus or LOG_BUSES.get(daemon, f"log.{daemon}.skyge.com")
-        self.queue: collections.deque[bytes] = collections.deque()
-        self.dropped = 0
-        self.sent = 0
-        self._reported = 0
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._closing = False
+        self.publisher = LocalBusPublisher(
+            socket_path, name="log-bus", limit=self.QUEUE_LIMIT, batch=self.BATCH,
+            timeout_s=self.TIMEOUT_S, retry_s=self.RETRY_S, keep="oldest", notice=self._notice)
+
+    @property
+    def dropped(self) -> int:
+        return self.publisher.dropped
+
+    @property
+    def sent(self) -> int:
+        return self.publisher.sent
 
     def record_data(self, record: logging.LogRecord) -> bytes:
         text = record.getMessage()
@@ -92,101 +99,24 @@ class BusLogHandler(logging.Handler):
                            "pid": record.process, "message": text}).encode()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if threading.current_thread() is self._thread or record.name.startswith("grpc"):
+        if self.publisher.in_worker() or record.name.startswith("grpc"):
             return
         try:
             data = self.record_data(record)
         except Exception:
-            self._drop(1)
+            self.publisher.lose(1)
             return
-        with self._cond:
-            if self._closing or len(self.queue) >= self.QUEUE_LIMIT:
-                self.dropped += 1
-                return
-            self.queue.append(data)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="log-bus", daemon=True)
-                self._thread.start()
-            self._cond.notify()
+        self.publisher.offer(self.bus, data)
 
-    def _drop(self, count: int) -> None:
-        with self._cond:
-            self.dropped += count
-
-    def _take(self) -> list[bytes] | None:
-        with self._cond:
-            while not self.queue and not self._closing:
-                self._cond.wait()
-            if not self.queue:
-                return None
-            return [self.queue.popleft() for _ in range(min(self.BATCH, len(self.queue)))]
-
-    def _requeue(self, batch: list[bytes]) -> None:
-        """Put a batch that could not be sent back in front; past the limit the newest go."""
-        with self._cond:
-            self.queue.extendleft(reversed(batch))
-            while len(self.queue) > self.QUEUE_LIMIT:
-                self.queue.pop()
-                self.dropped += 1
-
-    def _run(self) -> None:
-        try:
-            import grpc
-
-            from skyge.v1 import bus_pb2 as pb, bus_pb2_grpc
-        except Exception:
-            with self._cond:
-                self.dropped += len(self.queue)
-                self.queue.clear()
-            return
-        channel: Any = None
-        while True:
-            batch = self._take()
-            if batch is None:
-                break
-            lost = self.dropped - self._reported
-            notice = []
-            if lost > 0:
-                notice = [json.dumps({"time_unix_ns": time.time_ns(), "daemon": self.daemon,
-                                      "level": "WARNING", "logger": "skyge.logsetup",
-                                      "pid": os.getpid(),
-                                      "message": f"{lost} log records were dropped (bus "
-                                                 f"unreachable, queue full or refused)"}).encode()]
-            try:
-                if channel is None:
-                    channel = grpc.insecure_channel(f"unix:{self.socket_path}")
-                    stub = bus_pb2_grpc.BusStub(channel)
-                stub.Publish(pb.PublishRequest(domain=0, name=self.bus, messages=[
-                    pb.Payload(data=d, content_type="application/json") for d in notice + batch]),
-                    timeout=self.TIMEOUT_S)
-                self.sent += len(batch)
-                self._reported += lost if lost > 0 else 0
-            except grpc.RpcError as error:
-                if error.code() in (grpc.StatusCode.UNAVAILABLE,
-                                    grpc.StatusCode.DEADLINE_EXCEEDED):
-                    self._requeue(batch)  # the bus daemon is (re)starting: try again later
-                    channel.close()  # a fresh channel reconnects at once (no backoff)
-                    channel = None
-                else:
-                    self._drop(len(batch))
-                with self._cond:
-                    if not self._closing:
-                        self._cond.wait(self.RETRY_S)
-                    else:
-                        self.dropped += len(self.queue)
-                        self.queue.clear()
-            except Exception:
-                self._drop(len(batch))
-        if channel is not None:
-            channel.close()
+    def _notice(self, lost: int) -> bytes:
+        return json.dumps({"time_unix_ns": time.time_ns(), "daemon": self.daemon,
+                           "level": "WARNING", "logger": "skyge.logsetup", "pid": os.getpid(),
+                           "message": f"{lost} log records were dropped (bus unreachable, queue "
+                                      f"full or refused)"}).encode()
 
     def close(self) -> None:
         """Ship what is queued (bounded by TIMEOUT_S), then stop the worker."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(self.TIMEOUT_S + 0.5)
+        self.publisher.close()
         super().close()
 
 
@@ -200,8 +130,8 @@ def setup_logging(daemon: str, log_type: str, level_name: str, *,
     /): log type `bus` ships records to the bus daemon's socket under it.
     """
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     root.setLevel(SYSLOG_LEVELS[level_name])
     program = f"skyge-{daemon}"
     fmt = logging.Formatter(f"%(asctime)s {program}[%(process)d] %(levelname)s: %(message)s")
@@ -224,7 +154,6 @@ def setup_logging(daemon: str, log_type: str, level_name: str, *,
         else:
             notes.append(f"no syslog socket at {SYSLOG_SOCKET}: syslog records are not written")
     if log_type in ("bus", "all"):
-        from skyge.services.common.paths import NodePaths
         where = node_root if node_root is not None else os.environ.get("SKYGE_ROOT", "/")
         root.addHandler(BusLogHandler(daemon, NodePaths.at(where).socket("bus")))
     logger = logging.getLogger(program)

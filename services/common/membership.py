@@ -1,4 +1,5 @@
-"""Following the cluster membership from the local heartbeat daemon, and reaching peers' daemons.
+"""Following the cluster membership from the local heartbeat daemon, and reaching peers'
+daemons.
 
 The bus, lock and HA daemons learn who is up, and where each peer's daemons listen, from one
 stream: the local heartbeat daemon's WatchMembership (a snapshot, then events). `MembershipFollower`
@@ -12,6 +13,7 @@ instead of believing every peer died.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -54,15 +56,6 @@ class Peer:
                    up_paths={p.path for p in member.paths if p.up or member.local},
                    grpc_ports=dict(member.grpc_ports))
 
-    def target(self, daemon: str) -> str | None:
-        """A gRPC target listing the daemon's address on every path, up paths first."""
-        port = self.grpc_ports.get(daemon)
-        if not port:
-            return None
-        ordered = sorted(self.addresses, key=lambda path: (path not in self.up_paths, path))
-        hosts = [a for path in ordered for a in self.addresses[path] if ":" not in a]
-        return f"ipv4:{','.join(f'{h}:{port}' for h in hosts)}" if hosts else None
-
 
 class MembershipListener(Protocol):
     def on_view(self, follower: MembershipFollower) -> Awaitable[None] | None:
@@ -91,10 +84,8 @@ class MembershipFollower:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def wait_known(self, timeout_s: float) -> bool:
         """Wait until a view is known (the heartbeat daemon answered); False on timeout."""
@@ -193,6 +184,7 @@ class PeerChannels:
         self._follower, self._daemon = follower, daemon
         self._make = make_channel or channel_factory(tls, PEER_CHANNEL_OPTIONS)
         self._channels: dict[tuple[int, int], tuple[str, grpc.aio.Channel]] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # channels being closed (see `_drop`)
 
     def _targets(self, peer: Peer) -> dict[int, str]:
         """path -> target of the peer's daemon on that path (IPv4 addresses only)."""
@@ -221,7 +213,7 @@ class PeerChannels:
         if cached and cached[0] == targets[path]:
             return cached[1]
         if cached:
-            asyncio.ensure_future(cached[1].close())
+            self._drop(cached[1])
         channel = self._make(targets[path])
         self._channels[(domain, path)] = (targets[path], channel)
         return channel
@@ -240,11 +232,18 @@ class PeerChannels:
                      or (path not in peer.up_paths and bool(peer.up_paths)))
             if stale:
                 del self._channels[key]
-                asyncio.ensure_future(channel.close())
+                self._drop(channel)
                 closed += 1
         return closed
 
+    def _drop(self, channel: grpc.aio.Channel) -> None:
+        """Close `channel` in the background (its calls end CANCELLED); `close` waits for it."""
+        task = asyncio.create_task(channel.close(None))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
         for _, channel in self._channels.values():
-            await channel.close()
+            await channel.close(None)
         self._channels.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)

@@ -1,13 +1,14 @@
 """The one daemon runner behind all five skyge daemons.
 
-A daemon is a `DaemonSpec`: its name, default TCP port, config keys, extra command-line options and
-a `build` function that turns a `DaemonContext` into a `DaemonApp` (the daemon's core plus its thin
-gRPC servicers). Everything else is here, identical for every daemon:
+A daemon is a `DaemonSpec`: its name, default TCP port, config keys, extra command-line options
+and a `build` function that turns a `DaemonContext` into a `DaemonApp` (the daemon's core plus its
+thin gRPC servicers). Everything else is here, identical for every daemon:
 
 - command line in the seed's style: `-d` background, `-t console|syslog|bus|all`, `-l LOG_*`, plus
   `-r ROOT` (node root), `-c FILE` (config) and `--listen HOST:PORT|none` (TCP for peers; by
   default the node's heartbeat-path addresses, not every address);
-- config in libconfig syntax at ROOT/etc/skyge/NAME.cfg, errors naming file, line, key, allowed values;
+- config in libconfig syntax at ROOT/etc/skyge/NAME.cfg, errors naming file, line, key, allowed
+  values;
 - one copy per node: an exclusive lock on ROOT/run/skyge/NAME.pid, taken before the Unix socket is
   touched (gRPC would otherwise silently take the socket path over from a running daemon);
 - gRPC on the Unix socket ROOT/run/skyge/NAME.sock (mode 0600, root only) and on TCP, with the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -81,13 +83,15 @@ class DaemonContext:
         except (OSError, UnicodeDecodeError, ConfigError):
             return 0
         for setting in settings:
-            if setting.key == "domain" and isinstance(setting.value, int) and 1 <= setting.value <= 64:
+            if setting.key == "domain" and isinstance(setting.value, int) and \
+                    1 <= setting.value <= 64:
                 return setting.value
         return 0
 
 
 class DaemonApp:
-    """A daemon's core and servicers as the runner sees them; subclasses override what they need."""
+    """A daemon's core and servicers as the runner sees them; subclasses override what they
+    need."""
 
     #: full gRPC service names (e.g. "skyge.v1.Heartbeat") reported by the health service
     service_names: tuple[str, ...] = ()
@@ -155,7 +159,8 @@ def _build_parser(spec: DaemonSpec) -> argparse.ArgumentParser:
                         help="LOG_EMERG, LOG_ALERT, LOG_CRIT, LOG_ERR, LOG_WARNING, LOG_NOTICE, "
                              "LOG_INFO or LOG_DEBUG (default: LOG_INFO)")
     parser.add_argument("-r", "--root", default=os.environ.get("SKYGE_ROOT", "/"),
-                        help="node root folder; all paths live under it (default: / or $SKYGE_ROOT)")
+                        help="node root folder; all paths live under it "
+                             "(default: / or $SKYGE_ROOT)")
     parser.add_argument("-c", "--config", help="config file (default: ROOT/etc/skyge/NAME.cfg)")
     parser.add_argument("--listen", help=f"TCP address for peers, HOST:PORT or none (default: "
                                          f"config 'listen', else port {spec.tcp_port} on the "
@@ -252,10 +257,8 @@ class _PidLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-            except FileNotFoundError:
-                pass
             os.close(self.fd)
             self.fd = None
 
@@ -267,7 +270,8 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: list[str] | None,
     socket_path = ctx.paths.socket(spec.name)
     app = spec.build(ctx)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    health_servicer = health.aio.HealthServicer()
+    # (grpc-stubs' health.pyi lacks the asyncio servicer that grpc_health.v1.health exports)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     app.register(server)
     _reflect(app, server)
@@ -315,15 +319,14 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: list[str] | None,
     watchdog.cancel()
     for task in reloads:
         task.cancel()
+    await asyncio.gather(watchdog, *reloads, return_exceptions=True)
     await health_servicer.enter_graceful_shutdown()
     await app.stop()
     if reader is not None:
         await reader.stop(SHUTDOWN_GRACE_S)
     await server.stop(SHUTDOWN_GRACE_S)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
-    except FileNotFoundError:
-        pass
     logger.log(25, "stopped")
     return EXIT_OK
 
@@ -431,8 +434,13 @@ def _daemonize() -> tuple[int, Callable[[str | None], None]]:
     return 0, report
 
 
+def _no_report(error: str | None) -> None:
+    """In the foreground nobody waits for the daemon's first word."""
+
+
 def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
-    """Entry point shared by all daemons: parse, validate, (daemonize), serve. Returns exit status."""
+    """Entry point shared by all daemons: parse, validate, (daemonize), serve. Returns the exit
+    status."""
     parser = _build_parser(spec)
     args = parser.parse_args(argv)
     paths = NodePaths.at(args.root)
@@ -450,7 +458,7 @@ def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"skyge-{spec.name}: --listen: {exc}\n")
         return EXIT_USAGE
 
-    report: Callable[[str | None], None] = lambda error: None
+    report: Callable[[str | None], None] = _no_report
     if args.background:
         _, report = _daemonize()
     os.umask(0o077)

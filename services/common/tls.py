@@ -3,8 +3,9 @@
 Every daemon serves TCP with grpc's own SSL credentials, requiring a client certificate signed by
 the cluster CA (`pki`, `skyge ca`): a caller without one, or with one of another CA, is refused
 in the TLS handshake and never reaches a servicer (it sees UNAVAILABLE: grpc offers no way to
-ask for a client certificate without requiring it, which an UNAUTHENTICATED answer would need). The caller's identity comes from its
-certificate's DNS name (`Identity`), never from request fields or headers.
+ask for a client certificate without requiring it, which an UNAUTHENTICATED answer would need).
+The caller's identity comes from its certificate's DNS name (`Identity`), never from request
+fields or headers.
 
 Clients check a daemon's certificate against ``cluster.skyge.internal`` (not against the address
 they dialled: nodes are reached by IP on two paths, and every node and witness certificate carries
@@ -30,8 +31,8 @@ DNS_SUFFIX = ".skyge.internal"
 #: the name every daemon's certificate carries and every client checks
 SERVER_NAME = "cluster" + DNS_SUFFIX
 TLS_FOLDER = "tls"
-_NAME = re.compile(r"^(?:node-(?P<domain>[0-9]{1,2})|witness|admin-(?P<admin>[a-z0-9][a-z0-9-]{0,30}))"
-                   + re.escape(DNS_SUFFIX) + "$")
+_NAME = re.compile(r"^(?:node-(?P<domain>[0-9]{1,2})|witness"
+                   r"|admin-(?P<admin>[a-z0-9][a-z0-9-]{0,30}))" + re.escape(DNS_SUFFIX) + "$")
 ADMIN_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 MAX_DOMAIN = 64
 
@@ -130,7 +131,10 @@ class TlsFiles:
     def configured(cls, paths: NodePaths, config: dict[str, Any]) -> TlsFiles:
         """From a daemon's `tls_ca`/`tls_cert`/`tls_key` (absolute paths are under ROOT)."""
         default = cls.default(paths)
-        pick = lambda key, fallback: paths.under(config[key]) if config.get(key) else fallback
+
+        def pick(key: str, fallback: Path) -> Path:
+            return paths.under(config[key]) if config.get(key) else fallback
+
         return cls(pick("tls_ca", default.ca), pick("tls_cert", default.cert),
                    pick("tls_key", default.key))
 
@@ -146,7 +150,6 @@ class Credentials:
     cert: bytes
     key: bytes
     identity: Identity
-    not_after: datetime.datetime
 
     @classmethod
     def load(cls, files: TlsFiles) -> Credentials:
@@ -177,12 +180,14 @@ class Credentials:
         except (ValueError, TypeError, Exception) as error:  # InvalidSignature has no message
             raise TlsError(f"tls_cert: {files.cert} is not signed by the CA in {files.ca} "
                            f"({type(error).__name__})") from None
-        if cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
             raise TlsError(f"tls_key: {files.key} is not the key of {files.cert}")
         now = datetime.datetime.now(datetime.UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise TlsError(f"tls_cert: {files.cert} is valid from {cert.not_valid_before_utc:%F %T} "
-                           f"to {cert.not_valid_after_utc:%F %T} UTC, not now: issue a new one")
+            raise TlsError(f"tls_cert: {files.cert} is valid from "
+                           f"{cert.not_valid_before_utc:%F %T} to "
+                           f"{cert.not_valid_after_utc:%F %T} UTC, not now: issue a new one")
         try:
             names = cert.extensions.get_extension_for_class(
                 x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
@@ -192,8 +197,7 @@ class Credentials:
         if identity is None:
             raise TlsError(f"tls_cert: {files.cert} names no skyge node, witness or administrator "
                            f"(make it with `skyge ca issue`)")
-        return cls(data["tls_ca"], data["tls_cert"], data["tls_key"], identity,
-                   cert.not_valid_after_utc)
+        return cls(data["tls_ca"], data["tls_cert"], data["tls_key"], identity)
 
     def server(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials([(self.key, self.cert)], root_certificates=self.ca,

@@ -1,6 +1,7 @@
 """A self-pipe that wakes a thread blocked in epoll (the heartbeat and lock protocol loops)."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -12,10 +13,8 @@ class WakePipe:
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):  # full: a wake is pending anyway
             os.write(self.write_fd, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: a wake is pending anyway
 
     def drain(self) -> None:
         try:
@@ -26,7 +25,5 @@ class WakePipe:
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

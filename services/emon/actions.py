@@ -1,4 +1,5 @@
-"""What a fired watermark does: run its script, switch this node's HA services away, refuse new ones.
+"""What a fired watermark does: run its script, switch this node's HA services away, refuse new
+ones.
 
 Every action runs as its own task: sampling never waits for a script or for the HA daemon.
 
@@ -17,6 +18,7 @@ The HA side (the seed's sk_dynamic_ecs) goes through the local HA daemon's Unix 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,7 @@ class HaLink:
 
     async def close(self) -> None:
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
             self._channel = None
 
     async def local_domain(self) -> int:
@@ -132,7 +134,8 @@ class HaLink:
             await stub.SetRefuseNew(ha_pb2.SetRefuseNewRequest(refuse=refuse, reason=reason[:256]),
                                     timeout=LOCAL_RPC_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
-            final = error.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT)
+            final = error.code() in (grpc.StatusCode.UNIMPLEMENTED,
+                                     grpc.StatusCode.INVALID_ARGUMENT)
             return final, False, self.describe(error, "SetRefuseNew")
         return True, True, ("HA refuses new services" if refuse
                             else "HA accepts new services again")
@@ -175,7 +178,8 @@ class ActionRunner:
     def dispatch(self, crossing: Crossing, unit: str) -> None:
         spec = crossing.spec
         if not crossing.fired:
-            self.logger.info("watermark %s re-armed at %g %s", spec.describe(), crossing.value, unit)
+            self.logger.info("watermark %s re-armed at %g %s", spec.describe(), crossing.value,
+                             unit)
             if spec.action is Action.REFUSE_NEW:
                 self.update_refuse()
             return
@@ -234,7 +238,8 @@ class ActionRunner:
                 self._record(spec, outcome)
             if done:
                 self._refuse_sent = refuse
-                self.logger.log(25 if ok else logging.ERROR, "refuse_new %s (%s): %s", "on" if refuse else "off",
+                self.logger.log(25 if ok else logging.ERROR, "refuse_new %s (%s): %s",
+                                "on" if refuse else "off",
                                 reason or "no refuse_new watermark fired", outcome)
                 told_failure = None
                 continue
@@ -242,10 +247,8 @@ class ActionRunner:
                 self.logger.error("refuse_new %s: %s; retrying every %g s",
                                   "on" if refuse else "off", outcome, RETRY_S)
                 told_failure = outcome
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._refuse_wake.wait(), RETRY_S)
-            except TimeoutError:
-                pass
             self._refuse_wake.set()
 
     async def close(self) -> None:

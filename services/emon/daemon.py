@@ -125,7 +125,9 @@ class EmonApp(DaemonApp):
                          "".join(f"; {spec.describe()}" for spec, _ in self.core.engine.items()))
 
     def register(self, server: grpc.aio.Server) -> None:
-        emon_pb2_grpc.add_EmonServicer_to_server(EmonServicer(self), server)
+        servicer = EmonServicer(self.core, self.actions, self.publisher, self.reload,
+                                self.ctx.started_unix_ns)
+        emon_pb2_grpc.add_EmonServicer_to_server(servicer, server)
 
     async def start(self) -> None:
         if self.publisher is not None:

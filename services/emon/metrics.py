@@ -197,7 +197,8 @@ class _Server(ThreadingWSGIServer):
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]  # type: ignore[assignment]
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
         self.setup_environ()
 
 
@@ -213,7 +214,7 @@ class MetricsServer:
 
     def __init__(self, paths: NodePaths, addresses: list[str], tls: bool) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(NodeCollector(paths))  # type: ignore[arg-type]
+        self.registry.register(NodeCollector(paths))
         self.addresses, self.paths, self.tls = addresses, paths, tls
         self._servers: list[tuple[Any, threading.Thread]] = []
 

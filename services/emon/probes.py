@@ -1,4 +1,5 @@
-"""Probes: what emon samples. The three built-ins (psutil) and plug-ins (the seed's /etc/emon/services/).
+"""Probes: what emon samples. The three built-ins (psutil) and plug-ins (the seed's
+/etc/emon/services/).
 
 Built-ins:
     cpu_load    percent   CPU use of the whole machine since the previous sample, 0-100
@@ -28,6 +29,7 @@ psutil is used in this module only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import math
@@ -182,10 +184,10 @@ class ExecProbe(Probe):
         except asyncio.CancelledError:
             _kill_group(proc.pid)
             raise
-        if proc.returncode != 0:
+        code = await proc.wait()  # (it has exited: communicate read its output to the end)
+        if code != 0:
             tail = err.decode(errors="replace").strip()[-200:]
-            status = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-                      else f"exited {proc.returncode}")
+            status = f"killed by signal {-code}" if code < 0 else f"exited {code}"
             raise ProbeError(f"{self.argv[0]} {status}" + (f": {tail}" if tail else ""))
         if len(out) > OUTPUT_LIMIT:
             raise ProbeError(f"{self.argv[0]} printed {len(out)} bytes (expected one number)")
@@ -193,10 +195,8 @@ class ExecProbe(Probe):
 
 
 def _kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass
@@ -221,7 +221,7 @@ class EntryPointProbe(Probe):
             raise ProbeError(f"{self.source}: the previous call has not returned yet")
         self._busy = True
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, self._call)
+        future = loop.run_in_executor(None, self._call, self.function)
         try:
             return parse_value(await asyncio.wait_for(asyncio.shield(future),
                                                       self.timeout_ms / 1000))
@@ -229,9 +229,9 @@ class EntryPointProbe(Probe):
             # the thread cannot be killed: the probe stays busy (samples skipped) until it returns
             raise ProbeError(f"{self.source} timed out after {self.timeout_ms} ms") from None
 
-    def _call(self) -> Any:
+    def _call(self, function: Callable[[], Any]) -> Any:
         try:
-            return self.function()  # type: ignore[misc]
+            return function()
         except Exception as exc:
             raise ProbeError(f"{self.source} raised {type(exc).__name__}: {exc}") from None
         finally:
@@ -302,8 +302,9 @@ def load_plugin(folder: Path, default_interval_ms: int) -> Probe:
                   desc=values["desc"], timeout_ms=values["timeout_ms"], config_file=path)
     if (values["exec"] is None) == (values["entry_point"] is None):
         both = values["exec"] is not None
-        raise ConfigError("set exactly one of exec and entry_point" + (", not both" if both else ""),
-                          path=path, line=lines.get("entry_point") if both else None,
+        raise ConfigError("set exactly one of exec and entry_point" +
+                          (", not both" if both else ""), path=path,
+                          line=lines.get("entry_point") if both else None,
                           key="entry_point" if both else "exec")
     if values["exec"] is not None:
         for key in ("python_path",):

@@ -8,8 +8,7 @@ UNAVAILABLE when the daemon stops and RESOURCE_EXHAUSTED if the client falls too
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 
@@ -17,11 +16,10 @@ from skyge.services.common.config import ConfigError
 from skyge.services.common.text import excerpts
 from skyge.v1 import emon_pb2 as pb, emon_pb2_grpc
 
+from .actions import ActionRunner
 from .core import WATCH_QUEUE_LIMIT, EmonCore, Sample
+from .publisher import BusPublisher
 from .watermarks import Action, Direction, WatermarkSpec, WatermarkState
-
-if TYPE_CHECKING:
-    from .daemon import EmonApp
 
 SERVICE = "skyge.v1.Emon"
 HISTORY_LIMIT_MAX = 100_000
@@ -47,12 +45,14 @@ def watermark_pb(spec: WatermarkSpec, state: WatermarkState) -> pb.Watermark:
 
 
 class EmonServicer(emon_pb2_grpc.EmonServicer):
-    def __init__(self, app: EmonApp) -> None:
-        self.app = app
+    """Over the daemon's parts (`daemon.EmonApp` builds it): the sampling core, the action
+    runner, the bus publisher (None when not publishing) and the reload of the config files."""
 
-    @property
-    def core(self) -> EmonCore:
-        return self.app.core
+    def __init__(self, core: EmonCore, actions: ActionRunner, publisher: BusPublisher | None,
+                 reload: Callable[[], Awaitable[None]], started_unix_ns: int) -> None:
+        self.core, self.actions, self.publisher = core, actions, publisher
+        self._reload = reload
+        self.started_unix_ns = started_unix_ns
 
     async def _check_names(self, names: Sequence[str], context: grpc.aio.ServicerContext) -> None:
         unknown = self.core.unknown(names)
@@ -90,8 +90,8 @@ class EmonServicer(emon_pb2_grpc.EmonServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"probe: required (one of {', '.join(self.core.names())})")
         if request.limit > HISTORY_LIMIT_MAX:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"limit: must be from 0 to {HISTORY_LIMIT_MAX}, got {request.limit}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit: must be from 0 to "
+                                f"{HISTORY_LIMIT_MAX}, got {request.limit}")
         await self._check_names([request.probe], context)
         return pb.GetHistoryResponse(samples=[sample_pb(s) for s in
                                               self.core.history(request.probe, request.limit)])
@@ -103,8 +103,8 @@ class EmonServicer(emon_pb2_grpc.EmonServicer):
         try:
             for sample in latest:
                 yield sample_pb(sample)
-            while (sample := await watcher.next()) is not None:
-                yield sample_pb(sample)
+            while (new := await watcher.next()) is not None:
+                yield sample_pb(new)
             if watcher.end == "overflow":
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                     f"the client fell {WATCH_QUEUE_LIMIT} samples behind; "
@@ -123,7 +123,7 @@ class EmonServicer(emon_pb2_grpc.EmonServicer):
     async def Reload(self, request: pb.ReloadRequest,
                      context: grpc.aio.ServicerContext) -> pb.ReloadResponse:
         try:
-            await self.app.reload()
+            await self._reload()
         except ConfigError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"{exc} (the running configuration is kept)")
@@ -131,7 +131,7 @@ class EmonServicer(emon_pb2_grpc.EmonServicer):
 
     async def GetStats(self, request: pb.GetEmonStatsRequest,
                        context: grpc.aio.ServicerContext) -> pb.EmonStats:
-        publisher, actions = self.app.publisher, self.app.actions
+        publisher, actions = self.publisher, self.actions
         cpu = time.process_time()
         return pb.EmonStats(
             samples=self.core.samples, probe_errors=self.core.probe_errors,
@@ -140,4 +140,4 @@ class EmonServicer(emon_pb2_grpc.EmonServicer):
             publish_dropped=publisher.dropped if publisher else 0,
             bus_reachable=publisher.reachable if publisher else False,
             watermarks_fired=actions.fired, scripts_run=actions.scripts_run, cpu_seconds=cpu,
-            started_unix_ns=self.app.ctx.started_unix_ns, publishing=publisher is not None)
+            started_unix_ns=self.started_unix_ns, publishing=publisher is not None)

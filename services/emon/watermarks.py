@@ -1,4 +1,5 @@
-"""Watermarks (the seed's ECS): their config files and when they fire. Pure: values in, crossings out.
+"""Watermarks (the seed's ECS): their config files and when they fire. Pure: values in, crossings
+out.
 
 One file per probe, ROOT/etc/skyge/emon/ecs/PROBE/service.cfg, in the seed's format:
 
@@ -24,6 +25,7 @@ Every error names the file, the line, the key and the reason (`ConfigError`).
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import os
@@ -197,7 +199,7 @@ def _sort_key(key: tuple[str, str]) -> tuple[str, int, str]:
     return (probe, int(match.group(1)) if match else 0, name)
 
 
-def _definition(spec: WatermarkSpec) -> tuple:
+def _definition(spec: WatermarkSpec) -> tuple[object, ...]:
     return (spec.threshold, spec.direction, spec.action, spec.script, spec.hysteresis, spec.sustain)
 
 
@@ -207,10 +209,8 @@ def _definition(spec: WatermarkSpec) -> tuple:
 def _number(setting: Setting, path: str, low: float, what: str) -> float:
     value = setting.value
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value.strip())
-        except ValueError:
-            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"must be a number ({what}), got {setting.value!r}", path=path,
                           line=setting.line, key=setting.key)
@@ -221,7 +221,8 @@ def _number(setting: Setting, path: str, low: float, what: str) -> float:
 
 
 def _action(setting: Setting, path: str, check_scripts: bool) -> tuple[Action, str, Direction]:
-    """Parse `"script:/path:above"`, `"switch::above"` (or `"switch:above"`), `"refuse_new::below"`."""
+    """Parse `"script:/path:above"`, `"switch::above"` (or `"switch:above"`),
+    `"refuse_new::below"`."""
     def fail(reason: str) -> ConfigError:
         return ConfigError(reason, path=path, line=setting.line, key=setting.key)
 
@@ -271,24 +272,27 @@ def parse_ecs(text: str, path: str, probe: str, unit: str, *,
         raise ConfigError(f'must be a quoted string like "wm_90:wm_95", got '
                           f"{listed_setting.value!r}", path=path, line=listed_setting.line,
                           key="watermarks")
-    listed: list[str] = []
+
+    def listing_error(reason: str) -> ConfigError:
+        return ConfigError(reason, path=path, line=listed_setting.line, key="watermarks")
+
+    listed: dict[str, int] = {}  # name -> threshold, in the listed order
     for raw in listed_setting.value.split(":"):
         name = raw.strip()
-        where = dict(path=path, line=listed_setting.line, key="watermarks")
         if not name:
-            raise ConfigError(f"empty watermark name in {listed_setting.value!r} (names are "
-                              f"separated by one ':')", **where)
+            raise listing_error(f"empty watermark name in {listed_setting.value!r} (names are "
+                                f"separated by one ':')")
         match = _NAME_RE.fullmatch(name)
         if match is None:
-            raise ConfigError(f"{name!r} is not a watermark name: the threshold is the whole "
-                              f"number after wm_ (e.g. wm_90)", **where)
+            raise listing_error(f"{name!r} is not a watermark name: the threshold is the whole "
+                                f"number after wm_ (e.g. wm_90)")
         if name in listed:
-            raise ConfigError(f"{name} is listed twice", **where)
+            raise listing_error(f"{name} is listed twice")
         threshold = int(match.group(1))
         if unit == PERCENT and threshold > 100:
-            raise ConfigError(f"{name}: threshold {threshold} is not a percentage (0-100) of "
-                              f"{probe}", **where)
-        listed.append(name)
+            raise listing_error(f"{name}: threshold {threshold} is not a percentage (0-100) of "
+                                f"{probe}")
+        listed[name] = threshold
     for name in listed:
         if name not in by_key:
             raise ConfigError(f'{name} is listed but not defined (add a line {name} = '
@@ -329,12 +333,11 @@ def parse_ecs(text: str, path: str, probe: str, unit: str, *,
                               line=setting.line, key=key)
 
     specs = []
-    for name in listed:
+    for name, threshold in listed.items():
         action, script, direction, line = actions[name]
-        threshold = float(_NAME_RE.fullmatch(name).group(1))  # type: ignore[union-attr]
         margin = default_hysteresis(unit, threshold) if hysteresis is None else hysteresis
-        specs.append(WatermarkSpec(probe, name, threshold, direction, action, script, margin,
-                                   sustain, script_timeout, path, line))
+        specs.append(WatermarkSpec(probe, name, float(threshold), direction, action, script,
+                                   margin, sustain, script_timeout, path, line))
     return specs
 
 

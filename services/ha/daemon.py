@@ -37,29 +37,31 @@ import json
 import logging
 import subprocess
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 
 from skyge.services.common.atomic import write_atomic
 from skyge.services.common.commands import run_command
 from skyge.services.common.config import Field, integer, string
-from skyge.services.common.logsetup import NOTICE, BusLogHandler
+from skyge.services.common.logsetup import NOTICE
 from skyge.services.common.membership import MembershipFollower, PeerChannels
+from skyge.services.common.publisher import LocalBusPublisher
 from skyge.services.common.reference import (add_reference_ips_argument, reference_ips_field,
                                              reference_ips_from)
 from skyge.services.common.runner import DaemonApp, DaemonContext, DaemonSpec
 from skyge.services.ha import policy
-from skyge.services.ha.resources.cgroup import Cgroups
 from skyge.services.ha.deadman import Deadman, Registry, spawn_backstop
 from skyge.services.ha.isolation import IsolationMonitor
+from skyge.services.ha.resources.cgroup import Cgroups
+from skyge.services.ha.server import HaPeerServicer, HaServicer
 from skyge.services.ha.service_config import (ServiceConfig, ha_config_dir, load_service,
                                               load_services)
 from skyge.services.ha.supervisor import (Change, GrpcLockSession, ServiceSupervisor,
                                           SystemResources, by_key, lock_channel, lock_of,
                                           session_label)
-from skyge.v1 import emon_pb2, emon_pb2_grpc
+from skyge.v1 import emon_pb2, emon_pb2_grpc, ha_pb2_grpc
 
 STATE_BUS = "state.service.ha.skyge.com"
 #: how long the daemon waits at start for its domain from the membership (when no config says)
@@ -101,13 +103,6 @@ FIELDS = (
 )
 
 
-class _StateBusHandler(BusLogHandler):
-    """Ships state-change records (their `msg` is a dict) to the state bus as JSON."""
-
-    def record_data(self, record: logging.LogRecord) -> bytes:
-        return json.dumps(record.msg, sort_keys=True).encode()
-
-
 class HaApp(DaemonApp):
     service_names = ("skyge.v1.Ha", "skyge.v1.HaPeer")
 
@@ -122,11 +117,8 @@ class HaApp(DaemonApp):
         self.follower = MembershipFollower(ctx.paths)
         self.channels = PeerChannels(self.follower, "ha", ctx.tls)
         self.lock_channel: grpc.aio.Channel | None = None
-        self.state_logger = logging.getLogger("skyge.ha.state")
-        self.state_logger.propagate = False
-        self.state_logger.setLevel(logging.INFO)
-        self._state_handler = _StateBusHandler("ha", ctx.paths.socket("bus"), bus=STATE_BUS)
-        self.state_logger.addHandler(self._state_handler)
+        #: every state change, as JSON, to the state bus (queued while the bus daemon is away)
+        self.state_bus = LocalBusPublisher(ctx.paths.socket("bus"), name="ha-state-bus")
         #: called (no arguments) after every state change or membership change: watchers
         self.listeners: list[Callable[[], None]] = []
         self.stopping = False
@@ -149,7 +141,10 @@ class HaApp(DaemonApp):
         #: set while not in maintenance: services to start at daemon start wait for it
         self.managed = asyncio.Event()
         #: the daemon-start bring-ups (adopt, then start), cancelled when the daemon stops
-        self._bring_ups: set[asyncio.Task] = set()
+        self._bring_ups: set[asyncio.Task[None]] = set()
+        #: removed services closing their session once their Release is answered (awaited by
+        #: `stop`)
+        self._closing: set[asyncio.Task[None]] = set()
         self.deadman = Deadman(ctx.paths.lease_file, realtime_priority=DEADMAN_PRIORITY)
         self.registry = Registry(ctx.paths.deadman_file)
         #: each service's own cgroup, so that services outlive this daemon (resources/cgroup.py)
@@ -159,12 +154,10 @@ class HaApp(DaemonApp):
                                "cgroup, so stopping the daemon with its cgroup stops them too")
         self.backstop: subprocess.Popen[bytes] | None = None
         self.intents: dict[str, str] = {}
-        from skyge.services.ha.server import HaPeerServicer, HaServicer
         self.servicer = HaServicer(self)
         self.peer_servicer = HaPeerServicer(self)
 
     def register(self, server: grpc.aio.Server) -> None:
-        from skyge.v1 import ha_pb2_grpc
         ha_pb2_grpc.add_HaServicer_to_server(self.servicer, server)
         ha_pb2_grpc.add_HaPeerServicer_to_server(self.peer_servicer, server)
 
@@ -185,9 +178,8 @@ class HaApp(DaemonApp):
         self.lock_channel = lock_channel(self.paths.socket("lock"))
         self.follower.listeners.append(self)
         self.follower.start()
-        if not self.domain:
-            if await self.follower.wait_known(DOMAIN_WAIT_S):
-                self.domain = self.follower.local_domain
+        if not self.domain and await self.follower.wait_known(DOMAIN_WAIT_S):
+            self.domain = self.follower.local_domain
         if not self.domain:
             self.logger.error("this node's domain is unknown (no domain in ha.cfg or "
                               "heartbeat.cfg, and no membership yet): services are loaded once "
@@ -222,7 +214,7 @@ class HaApp(DaemonApp):
             await self.managed.wait()
         if not start_because or self.intents.get(_intent_key(supervisor.config)) == "stop":
             return  # (a stop command may have come meanwhile, e.g. a StopAll)
-        refused, message = await supervisor.command("start")
+        refused, _ = await supervisor.command("start")
         if refused:
             self.logger.warning("service %s: %s: %s", supervisor.name, start_because, refused)
 
@@ -245,10 +237,11 @@ class HaApp(DaemonApp):
         intent = INTENT_OF.get(action)
         if action == "remove":
             changed = self.intents.pop(key, None) is not None
+        elif intent is not None and self.intents.get(key) != intent:
+            self.intents[key] = intent
+            changed = True
         else:
-            changed = intent is not None and self.intents.get(key) != intent
-            if changed:
-                self.intents[key] = intent
+            changed = False
         if changed:
             try:
                 write_atomic(self.intents_path, json.dumps(self.intents, sort_keys=True))
@@ -321,8 +314,8 @@ class HaApp(DaemonApp):
         for supervisor in list(self.services.values()):
             supervisor.post(policy.Isolated(detail))
         await asyncio.gather(*(
-            s.wait_until(lambda s=s: s.state.phase not in policy.ACTIVE_PHASES,
-                         s.config.stop_timeout + s.config.release_timeout) for s in active))
+            s.wait_until(_stopped_here(s), s.config.stop_timeout + s.config.release_timeout)
+            for s in active))
         if not ran:
             self.logger.log(NOTICE, "isolated, but no service ran here: no isolation script")
             return
@@ -377,7 +370,9 @@ class HaApp(DaemonApp):
         if self.services.get(supervisor.key) is supervisor:
             del self.services[supervisor.key]
         self.logger.log(NOTICE, "service %s removed from domain %d", supervisor.name, self.domain)
-        asyncio.create_task(self._close_later(supervisor))
+        task = asyncio.create_task(self._close_later(supervisor))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
         self._notify()
 
     async def _close_later(self, supervisor: ServiceSupervisor) -> None:
@@ -391,7 +386,7 @@ class HaApp(DaemonApp):
         self.logger.log(level, "service %s on domain %d: %s -> %s: %s", sup.name, self.domain,
                         change.previous, change.state, change.reason)
         record = dict(sup.snapshot(), previous=change.previous, time_unix_ns=time.time_ns())
-        self.state_logger.info(record)
+        self.state_bus.offer(STATE_BUS, json.dumps(record, sort_keys=True).encode())
         self._notify()
 
     def _notify(self) -> None:
@@ -465,7 +460,7 @@ class HaApp(DaemonApp):
             await asyncio.gather(*(s.command("stopall") for s in list(self.services.values())),
                                  return_exceptions=True)
         await asyncio.gather(*(s.close() for s in list(self.services.values())),
-                             return_exceptions=True)
+                             *self._closing, return_exceptions=True)
         await self.isolation.close()
         await asyncio.to_thread(self.deadman.close)
         if self.backstop is not None and not (running and self.maintenance):
@@ -474,9 +469,8 @@ class HaApp(DaemonApp):
         await self.follower.stop()
         await self.channels.close()
         if self.lock_channel is not None:
-            await self.lock_channel.close()
-        self.state_logger.removeHandler(self._state_handler)
-        await asyncio.to_thread(self._state_handler.close)
+            await self.lock_channel.close(None)
+        await asyncio.to_thread(self.state_bus.close)
 
     def sorted_services(self) -> list[ServiceSupervisor]:
         return by_key(self.services.values())
@@ -491,6 +485,11 @@ class HaApp(DaemonApp):
 
 def _intent_key(config: ServiceConfig) -> str:
     return f"{config.type}/{config.slot}"
+
+
+def _stopped_here(supervisor: ServiceSupervisor) -> Callable[[], bool]:
+    """Whether `supervisor`'s service neither starts, runs nor stops here any more."""
+    return lambda: supervisor.state.phase not in policy.ACTIVE_PHASES
 
 
 def build(ctx: DaemonContext) -> HaApp:

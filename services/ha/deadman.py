@@ -58,7 +58,8 @@ BACKSTOP_POLL_S = 0.05
 class Owner(Protocol):
     """What the deadman guards: a service that holds its lock here."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def stop_now(self) -> list[str]:
         """Kill what the service runs and remove its floating IPs, from any thread; returns
@@ -203,8 +204,9 @@ class RegisteredService:
         self.cgroup = ServiceCgroup(Path(entry["cgroup"])) if entry.get("cgroup") else None
 
     def stop_now(self) -> list[str]:
-        killed = self.cgroup.kill() if self.cgroup is not None else 0
-        done = [f"killed {killed} processes of cgroup {self.cgroup.path}"] if killed else []
+        done = []
+        if self.cgroup is not None and (killed := self.cgroup.kill()):
+            done.append(f"killed {killed} processes of cgroup {self.cgroup.path}")
         done += [f"killed process group {g}" for g in self.groups if kill_group(g)]
         for fields in self.fips:
             fip = FloatingIp(**fields)
@@ -301,21 +303,21 @@ def main(argv: list[str] | None = None) -> int:
     paths = NodePaths.at(args.root)
     lock = paths.run / "ha" / "deadman.pid"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0  # another backstop guards this node
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    logger.info("guarding the services of %s (lease file %s)", paths.root, paths.lease_file)
-    run_backstop(paths, stop=stop)
-    logger.info("stopped")
+    with open(lock, "a+") as handle:  # its lock is held as long as it is open: to the end
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # another backstop guards this node
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        logger.info("guarding the services of %s (lease file %s)", paths.root, paths.lease_file)
+        run_backstop(paths, stop=stop)
+        logger.info("stopped")
     return 0
 
 

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from typing import Union
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -206,11 +205,12 @@ class State:
     def state_name(self) -> str:
         """The ServiceState this maps to: stopped, released, waiting, starting, running,
         stopping or failed."""
+        name = self.phase.value  # (read before the checks narrow `phase`: mypy types it here)
         if self.phase is Phase.IDLE:
             return "released" if self.released else "stopped"
         if self.phase is Phase.HELD:
             return "stopped"
-        return self.phase.value
+        return name
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -341,9 +341,9 @@ class Adopted:
     held: bool = False
 
 
-Event = Union[Command, Granted, Queued, AcquireFailed, Released, Lost, Expired, SessionDown,
-              StartDone, StopDone, CheckDone, Failed, RetryAcquire, Refuse, Isolated, Adopted,
-              Maintenance, FailureExpired]
+Event = (Command | Granted | Queued | AcquireFailed | Released | Lost | Expired | SessionDown |
+         StartDone | StopDone | CheckDone | Failed | RetryAcquire | Refuse | Isolated | Adopted |
+         Maintenance | FailureExpired)
 
 
 # --- actions ------------------------------------------------------------------------------------
@@ -424,8 +424,8 @@ class Reboot:
     reason: str
 
 
-Action = Union[Acquire, Release, Start, CancelStart, Stop, ScheduleCheck, CancelCheck,
-               ScheduleRetry, ExpireFailureLater, Forget, Reboot]
+Action = (Acquire | Release | Start | CancelStart | Stop | ScheduleCheck | CancelCheck |
+          ScheduleRetry | ExpireFailureLater | Forget | Reboot)
 
 
 @dataclass(frozen=True)
@@ -453,17 +453,15 @@ def settled(state: State) -> bool:
     """No work or lock request in flight: a command's reply can be sent."""
     if state.phase in (Phase.STARTING, Phase.STOPPING) or state.releasing:
         return False
-    if state.phase is Phase.WAITING and state.acquiring and not state.queued:
-        return False
-    return True
+    return not (state.phase is Phase.WAITING and state.acquiring and not state.queued)
 
 
 # --- the policy ---------------------------------------------------------------------------------
-def _acquire(state: State, reason: str, **changes: object) -> tuple[State, tuple[Action, ...]]:
+def _acquire(state: State, reason: str) -> tuple[State, tuple[Action, ...]]:
     """To WAITING, asking for the lock (unless new services are refused here or the node is in
     maintenance: then WAITING out of the queue until that ends)."""
     new = replace(state, phase=Phase.WAITING, acquiring=True, queued=False, released=False,
-                  then=None, failed_checks=0, backing_off=False, reason=reason, **changes)
+                  then=None, failed_checks=0, backing_off=False, reason=reason)
     if new.unmanaged:
         return replace(new, acquiring=False, reason=f"{reason} (maintenance: not queued until "
                                                     f"it ends)"), ()
@@ -477,15 +475,14 @@ def backoff_delay(s: Settings, streak: int) -> float:
     """Seconds to wait before queueing again after the `streak`-th failure in a row here."""
     if s.backoff_s <= 0 or streak <= 0:
         return 0.0
-    return min(s.backoff_s * 2 ** min(streak - 1, 30), max(s.backoff_max_s, s.backoff_s))
+    return min(s.backoff_s * 2.0 ** min(streak - 1, 30), max(s.backoff_max_s, s.backoff_s))
 
 
-def _fail_run(state: State, s: Settings, what: str, detail: str, uptime_s: float,
-              **changes: object) -> Decision:
+def _fail_run(state: State, s: Settings, what: str, detail: str, uptime_s: float) -> Decision:
     """A run failed: restart here while restarts are left, else switch away (with back-off)."""
     if uptime_s >= s.stable_s:
         state = replace(state, restarts_used=0, streak=0)
-    state = replace(state, fail_count=state.fail_count + 1, **changes)
+    state = replace(state, fail_count=state.fail_count + 1)
     if state.restarts_used < s.restarts:
         used = state.restarts_used + 1
         new, acts = _stop(replace(state, restarts_used=used), Then.RESTART,
@@ -498,7 +495,7 @@ def _fail_run(state: State, s: Settings, what: str, detail: str, uptime_s: float
 
 
 def _stop(state: State, then: Then, cause: str, detail: str = "", *, urgent: bool = False,
-          cancel: bool = True, **changes: object) -> tuple[State, tuple[Action, ...]]:
+          cancel: bool = True) -> tuple[State, tuple[Action, ...]]:
     """To STOPPING (from STARTING, RUNNING or a FAILED stop)."""
     actions: list[Action] = []
     if state.phase is Phase.STARTING and cancel:
@@ -507,7 +504,7 @@ def _stop(state: State, then: Then, cause: str, detail: str = "", *, urgent: boo
         actions.append(CancelCheck())
     actions.append(Stop(urgent=urgent))
     reason = f"{cause}{': ' + detail if detail else ''}: stopping"
-    return (replace(state, phase=Phase.STOPPING, then=then, cause=cause, reason=reason, **changes),
+    return (replace(state, phase=Phase.STOPPING, then=then, cause=cause, reason=reason),
             tuple(actions))
 
 
@@ -568,8 +565,8 @@ def _command(state: State, action: str, s: Settings) -> Decision:
             new, acts = _stop(state, Then.REQUEUE, "switch by command")
             return Decision(new, acts, message="switching to the next waiter")
         if phase is Phase.HELD:
-            new, acts = _acquire(state, "switch by command: lock released, queued again",
-                                 holding=False, releasing=True)
+            new, acts = _acquire(replace(state, holding=False, releasing=True),
+                                 "switch by command: lock released, queued again")
             return Decision(new, (Release(), *acts), message="switching to the next waiter")
         return Decision(state, refused=f"it does not run here ({state.state_name})")
     if action == "remove":
@@ -606,43 +603,42 @@ def _after_stop(state: State, ok: bool, reason: str, s: Settings) -> Decision:
         return Decision(replace(state, phase=Phase.FAILED, then=None, reason=why))
     then = state.then or Then.KEEP
     release: tuple[Action, ...] = (Release(),) if state.holding else ()
-    base = dict(then=None, failed_checks=0)
+    done = replace(state, then=None, failed_checks=0)  # whatever follows
     if then is Then.KEEP:
         if state.holding:
-            return Decision(replace(state, phase=Phase.HELD, reason="stopped (lock kept: nobody "
-                                                                    "takes over)", **base))
-        return Decision(replace(state, phase=Phase.IDLE, released=False,
-                                reason="stopped (the lock was lost meanwhile)", **base))
+            return Decision(replace(done, phase=Phase.HELD, reason="stopped (lock kept: nobody "
+                                                                   "takes over)"))
+        return Decision(replace(done, phase=Phase.IDLE, released=False,
+                                reason="stopped (the lock was lost meanwhile)"))
     if then in (Then.RELEASE, Then.STOP):
-        return Decision(replace(state, phase=Phase.IDLE, released=then is Then.RELEASE,
+        return Decision(replace(done, phase=Phase.IDLE, released=then is Then.RELEASE,
                                 holding=False, releasing=bool(release),
                                 reason=f"{'released' if then is Then.RELEASE else 'stopped'}: "
-                                       f"lock given back", **base), release)
+                                       f"lock given back"), release)
     if then is Then.FAIL:
         expiry: tuple[Action, ...] = ((ExpireFailureLater(state.run, s.failure_timeout_s),)
                                       if s.failure_timeout_s > 0 else ())
-        return Decision(replace(state, phase=Phase.FAILED, holding=False,
+        return Decision(replace(done, phase=Phase.FAILED, holding=False,
                                 releasing=bool(release),
                                 reason=state.reason.removesuffix(": stopping") +
-                                "; cleaned up, lock given back", **base), release + expiry)
+                                "; cleaned up, lock given back"), (*release, *expiry))
     if then is Then.RESTART and state.holding:
         run = state.run + 1
-        return Decision(replace(state, phase=Phase.STARTING, run=run, reason=f"{state.cause}: "
-                                f"starting again (token {state.token})", **base),
+        return Decision(replace(done, phase=Phase.STARTING, run=run, reason=f"{state.cause}: "
+                                f"starting again (token {state.token})"),
                         (Start(state.token, run),))
     # REQUEUE (or a restart whose lock was lost meanwhile)
     delay = state.backoff_s
     if delay > 0:
-        return Decision(replace(state, phase=Phase.WAITING, holding=False, acquiring=False,
+        return Decision(replace(done, phase=Phase.WAITING, holding=False, acquiring=False,
                                 queued=False, backing_off=True, backoff_s=0.0,
                                 releasing=bool(release) or state.releasing,
                                 reason=f"{state.cause or 'stopped'}: stopped here; queueing "
-                                       f"again in {delay:g} s (back-off)", **base),
-                        release + (ScheduleRetry(delay),))
-    new, acts = _acquire(state, f"{state.cause or 'stopped'}: stopped here, waiting for the "
-                                f"lock again", holding=False,
-                         releasing=bool(release) or state.releasing)
-    return Decision(new, release + acts)
+                                       f"again in {delay:g} s (back-off)"),
+                        (*release, ScheduleRetry(delay)))
+    new, acts = _acquire(replace(done, holding=False, releasing=bool(release) or state.releasing),
+                         f"{state.cause or 'stopped'}: stopped here, waiting for the lock again")
+    return Decision(new, (*release, *acts))
 
 
 def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
@@ -703,12 +699,13 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
 
     if isinstance(event, (Lost, SessionDown)):
         if isinstance(event, Lost):
-            why = f"lock lost ({event.reason.replace('_', ' ')}{': ' + event.detail if event.detail else ''})"
+            detail = f": {event.detail}" if event.detail else ""
+            why = f"lock lost ({event.reason.replace('_', ' ')}{detail})"
         else:
             why = f"lock session ended ({event.detail or 'lock daemon unreachable'})"
-        base = replace(state, holding=False,
-                       **({"acquiring": False, "queued": False, "releasing": False}
-                          if isinstance(event, SessionDown) else {}))
+        base = replace(state, holding=False)
+        if isinstance(event, SessionDown):  # every hold and wait of the session is gone
+            base = replace(base, acquiring=False, queued=False, releasing=False)
         if not state.holding:
             if isinstance(event, SessionDown) and phase is Phase.WAITING:
                 return Decision(replace(base, queued=True, reason=f"{why}; asking again"),
@@ -757,9 +754,9 @@ def decide(state: State, event: Event, s: Settings = Settings()) -> Decision:
                             (ScheduleCheck(state.run, s.check_interval_s),))
         failed = state.failed_checks + 1
         if failed >= s.check_failures:
-            return _fail_run(state, s, f"status failed {failed} time{'s' if failed > 1 else ''}"
-                                       f" in a row", event.reason, event.uptime_s,
-                             failed_checks=failed)
+            return _fail_run(replace(state, failed_checks=failed), s,
+                             f"status failed {failed} time{'s' if failed > 1 else ''} in a row",
+                             event.reason, event.uptime_s)
         return Decision(replace(state, failed_checks=failed,
                                 reason=f"status failed ({failed} of {s.check_failures}): "
                                        f"{event.reason}"),

@@ -17,23 +17,23 @@ Any node answers for the whole cluster:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from typing import TYPE_CHECKING
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from skyge.services.common.config import ConfigError
+from skyge.services.common.membership import PeerChannels
 from skyge.services.common.text import excerpt
 from skyge.services.ha import policy
 from skyge.services.ha.service_config import TYPE_INDEX, TYPES, ServiceConfig
 from skyge.services.ha.supervisor import LOCK_SLOTS, ServiceSupervisor, parse_label
 from skyge.v1 import ha_pb2 as pb, ha_pb2_grpc, lock_pb2, lock_pb2_grpc
 
-if TYPE_CHECKING:
-    from skyge.services.ha.daemon import HaApp
-
-__all__ = ["WATCH_POLL_S", "HaPeerServicer", "HaServicer"]
+__all__ = ["WATCH_POLL_S", "HaNode", "HaPeerServicer", "HaServicer"]
 
 WATCH_POLL_S = 0.5
 PEER_TIMEOUT_S = 2.0
@@ -48,6 +48,42 @@ STATE_PB = {"stopped": pb.SERVICE_STOPPED, "waiting": pb.SERVICE_WAITING,
 ACTIONS = {pb.ACTION_ADD: "add", pb.ACTION_START: "start", pb.ACTION_STOP: "stop",
            pb.ACTION_RELEASE: "release", pb.ACTION_REMOVE: "remove", pb.ACTION_SWITCH: "switch"}
 Key = tuple[str, int]
+Stub = TypeVar("Stub")
+Context = grpc.aio.ServicerContext
+
+
+class HaNode(Protocol):
+    """What the servicers need of the HA daemon of this node (`daemon.HaApp`, which builds them):
+    its services and commands on them, the membership, the local lock daemon's channel."""
+
+    @property
+    def domain(self) -> int: ...
+    @property
+    def services(self) -> Mapping[Key, ServiceSupervisor]: ...
+    @property
+    def maintenance(self) -> bool: ...
+    @property
+    def refusing_new(self) -> bool: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def lock_channel(self) -> grpc.aio.Channel | None: ...
+    @property
+    def channels(self) -> PeerChannels:
+        """Channels to the peers' HA daemons."""
+    @property
+    def listeners(self) -> list[Callable[[], None]]:
+        """Called after every state or membership change (WatchStatus adds itself)."""
+    @property
+    def logger(self) -> logging.Logger: ...
+
+    def sorted_services(self) -> list[ServiceSupervisor]: ...
+    def members(self) -> list[int]: ...
+    def add(self, type: str, slot: int) -> tuple[ServiceSupervisor, bool]: ...
+    def record_intent(self, config: ServiceConfig, action: str) -> None: ...
+    async def stop_local(self, waiting_only: bool) -> None: ...
+    async def set_refuse_new(self, refuse: bool, reason: str) -> int: ...
+    async def set_maintenance(self, on: bool) -> None: ...
 
 
 def config_pb(config: ServiceConfig, domain: int) -> pb.ServiceConfig:
@@ -97,8 +133,8 @@ def merge_status(nodes: dict[int, list[pb.LocalService]],
             key = (PB_TYPE[local.config.type], local.config.slot)
             per_key.setdefault(key, {})[domain] = local
     if locks:
-        for key, lock in locks.items():  # a held lock of a node whose HA did not answer
-            holders = [h for h in [lock.holder] if lock.HasField("holder")] + list(lock.waiters)
+        for key, held in locks.items():  # a held lock of a node whose HA did not answer
+            holders = [*([held.holder] if held.HasField("holder") else []), *held.waiters]
             if any(parse_label(h.label) == key for h in holders):
                 per_key.setdefault(key, {})
     result = []
@@ -162,7 +198,7 @@ def merge_status(nodes: dict[int, list[pb.LocalService]],
 
 
 class HaServicer(ha_pb2_grpc.HaServicer):
-    def __init__(self, app: HaApp) -> None:
+    def __init__(self, app: HaNode) -> None:
         self.app = app
 
     # -- helpers
@@ -170,16 +206,18 @@ class HaServicer(ha_pb2_grpc.HaServicer):
     def domain(self) -> int:
         return self.app.domain
 
-    async def _not_ready(self, context: grpc.aio.ServicerContext) -> None:
+    async def _not_ready(self, context: Context) -> None:
         if not self.app.domain:
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 "this node's domain is not known yet (no membership)")
 
-    def _peer_stub(self, domain: int, stub_class):
+    def _peer_stub(self, domain: int, stub_class: Callable[[grpc.aio.Channel], Stub]
+                   ) -> Stub | None:
         channel = self.app.channels.channel(domain)
         return stub_class(channel) if channel is not None else None
 
-    async def _forward(self, domain: int, rpc: str, request, context):
+    async def _forward(self, domain: int, rpc: str, request: Any, context: Context) -> Any:
+        """`request` answered by `domain`'s HA daemon (its `rpc`), with its status on error."""
         stub = self._peer_stub(domain, ha_pb2_grpc.HaStub)
         if stub is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE,
@@ -248,7 +286,7 @@ class HaServicer(ha_pb2_grpc.HaServicer):
                                 reason="not added on any member")
 
     # -- RPCs
-    async def Query(self, request: pb.QueryRequest, context) -> pb.QueryResponse:
+    async def Query(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
         await self._not_ready(context)
         if request.domain > 64:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -269,14 +307,14 @@ class HaServicer(ha_pb2_grpc.HaServicer):
             return []
         return [info.unprotected] if info.unprotected else []
 
-    async def Status(self, request: pb.StatusRequest, context) -> pb.StatusResponse:
+    async def Status(self, request: pb.StatusRequest, context: Context) -> pb.StatusResponse:
         await self._not_ready(context)
         (services, maintenance), warnings = await asyncio.gather(self._cluster(), self.warnings())
         return pb.StatusResponse(services=services, warnings=warnings,
                                  maintenance_domains=maintenance)
 
     async def WatchStatus(self, request: pb.WatchStatusRequest,
-                          context) -> AsyncIterator[pb.StatusEvent]:
+                          context: Context) -> AsyncIterator[pb.StatusEvent]:
         await self._not_ready(context)
         trigger = asyncio.Event()
         self.app.listeners.append(trigger.set)
@@ -302,13 +340,11 @@ class HaServicer(ha_pb2_grpc.HaServicer):
                     yield pb.StatusEvent(time_unix_ns=stamp, removed=current[key])
                 current = now
         finally:
-            try:
+            with contextlib.suppress(ValueError):
                 self.app.listeners.remove(trigger.set)
-            except ValueError:
-                pass
         await context.abort(grpc.StatusCode.UNAVAILABLE, "skyge-ha is stopping")
 
-    async def Command(self, request: pb.CommandRequest, context) -> pb.CommandReply:
+    async def Command(self, request: pb.CommandRequest, context: Context) -> pb.CommandReply:
         await self._not_ready(context)
         if request.type not in PB_TYPE:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -343,23 +379,23 @@ class HaServicer(ha_pb2_grpc.HaServicer):
             return await self._forward(domain, "Command", forwarded, context)
         return await self._local_command(key, action, context)
 
-    async def _local_command(self, key: Key, action: str, context) -> pb.CommandReply:
+    async def _local_command(self, key: Key, action: str, context: Context) -> pb.CommandReply:
         where = f"{key[0]}/{key[1]}"
         if action == "add":
             try:
-                supervisor, new = self.app.add(*key)
+                added, new = self.app.add(*key)
             except ConfigError as error:
                 code = (grpc.StatusCode.NOT_FOUND if error.reason.startswith("file not found")
                         else grpc.StatusCode.INVALID_ARGUMENT)
                 await context.abort(code, str(error))
             except RuntimeError as error:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-            message = (f"{supervisor.config.name} ({where}) {'added' if new else 'reloaded'} "
+            message = (f"{added.config.name} ({where}) {'added' if new else 'reloaded'} "
                        f"on {self.domain}")
-            if supervisor.config.onstart:
-                refused, started = await supervisor.command("start")
+            if added.config.onstart:
+                refused, started = await added.command("start")
                 message += f"; onstart: {refused or started}"
-            return pb.CommandReply(status=await self.status_of(key, supervisor.config.name),
+            return pb.CommandReply(status=await self.status_of(key, added.config.name),
                                    message=message)
         supervisor = self.app.services.get(key)
         if supervisor is None:
@@ -392,7 +428,7 @@ class HaServicer(ha_pb2_grpc.HaServicer):
                                message=f"{supervisor.config.name} ({where}) on {self.domain}: "
                                        f"{message}")
 
-    async def StopAll(self, request: pb.StopAllRequest, context) -> pb.StopAllResponse:
+    async def StopAll(self, request: pb.StopAllRequest, context: Context) -> pb.StopAllResponse:
         await self._not_ready(context)
         _, maintenance = await self.node_views()
         if maintenance:
@@ -417,7 +453,7 @@ class HaServicer(ha_pb2_grpc.HaServicer):
 
         await asyncio.gather(*(one(d) for d in self.app.members()))
 
-    async def Pulse(self, request: pb.PulseRequest, context) -> pb.PulseResponse:
+    async def Pulse(self, request: pb.PulseRequest, context: Context) -> pb.PulseResponse:
         if request.type != pb.TAKEOVER_ORDER_UNSPECIFIED:
             if request.type not in PB_TYPE:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -449,7 +485,7 @@ class HaServicer(ha_pb2_grpc.HaServicer):
                                 deadline_unix_ns=time.time_ns() + left_ns)
 
     async def SetRefuseNew(self, request: pb.SetRefuseNewRequest,
-                           context) -> pb.SetRefuseNewResponse:
+                           context: Context) -> pb.SetRefuseNewResponse:
         if len(request.reason) > 256:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"reason: at most 256 characters, got {len(request.reason)}")
@@ -457,9 +493,8 @@ class HaServicer(ha_pb2_grpc.HaServicer):
         return pb.SetRefuseNewResponse(refusing=self.app.refusing_new,
                                        services_affected=affected)
 
-
     async def SetMaintenance(self, request: pb.SetMaintenanceRequest,
-                             context) -> pb.SetMaintenanceResponse:
+                             context: Context) -> pb.SetMaintenanceResponse:
         await self._not_ready(context)
         if request.domain > 64:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -497,20 +532,22 @@ class HaServicer(ha_pb2_grpc.HaServicer):
 
 
 class HaPeerServicer(ha_pb2_grpc.HaPeerServicer):
-    def __init__(self, app: HaApp) -> None:
+    def __init__(self, app: HaNode) -> None:
         self.app = app
 
-    async def NodeStatus(self, request: pb.NodeStatusRequest, context) -> pb.NodeStatusResponse:
+    async def NodeStatus(self, request: pb.NodeStatusRequest,
+                         context: Context) -> pb.NodeStatusResponse:
         return pb.NodeStatusResponse(domain=self.app.domain, services=[
             local_service_pb(s) for s in self.app.sorted_services()],
             maintenance=self.app.maintenance)
 
     async def SetLocalMaintenance(self, request: pb.SetLocalMaintenanceRequest,
-                                  context) -> pb.SetLocalMaintenanceResponse:
+                                  context: Context) -> pb.SetLocalMaintenanceResponse:
         await self.app.set_maintenance(request.on)
         return pb.SetLocalMaintenanceResponse(maintenance=self.app.maintenance)
 
-    async def StopLocal(self, request: pb.StopLocalRequest, context) -> pb.StopLocalResponse:
+    async def StopLocal(self, request: pb.StopLocalRequest,
+                        context: Context) -> pb.StopLocalResponse:
         if self.app.maintenance:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"domain {self.app.domain} is in maintenance")

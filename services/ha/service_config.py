@@ -222,7 +222,7 @@ def _netmask(text: str) -> str:
     return text
 
 
-def _groups(value: Any, option: str) -> list[str]:
+def _groups(value: Any) -> list[str]:
     if not isinstance(value, str):
         raise ValueError(f"must be a quoted string of groups ending with ':', got {value!r}")
     text = value.strip()
@@ -239,7 +239,7 @@ def _groups(value: Any, option: str) -> list[str]:
 
 def _fip_groups(value: Any) -> tuple[FloatingIp, ...]:
     result = []
-    for number, group in enumerate(_groups(value, "fip"), 1):
+    for number, group in enumerate(_groups(value), 1):
         parts = group.split("-")
         if len(parts) < 4:
             raise ValueError(f"group {number} {group!r} must be NIC-IP-MASK-BROADCAST "
@@ -298,7 +298,7 @@ def _group_exists(name: str) -> bool:
 
 def _store_groups(value: Any) -> tuple[Store, ...]:
     result = []
-    for number, group in enumerate(_groups(value, "store"), 1):
+    for number, group in enumerate(_groups(value), 1):
         match = _STORE_RE.fullmatch(group)
         if match is None:
             raise ValueError(f"group {number} {group!r} must be "
@@ -488,7 +488,8 @@ def parse_service(text: str, type: str, slot: int, path: str = CONFIG_NAME) -> S
         pulse_timeout_ms=values["pulse_timeout_ms"], restarts=values["restarts"],
         failure_backoff=values["failure_backoff"],
         failure_backoff_max=values["failure_backoff_max"],
-        failure_timeout=values["failure_timeout"], status_timeout=values["status_timeout"], script_kind=kind,
+        failure_timeout=values["failure_timeout"], status_timeout=values["status_timeout"],
+        script_kind=kind,
         ocf_params=tuple((values["ocf_params"] or {}).items()), umount=values["umount"])
 
 

@@ -24,13 +24,14 @@ status` (status_timeout) and also checks that the floating IPs are up and the st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 
@@ -43,7 +44,7 @@ from skyge.services.ha.resources import store as store_mod
 from skyge.services.ha.resources.cgroup import Cgroups
 from skyge.services.ha.resources.script import (PidfileError, ProcessWatch, ScriptRunner,
                                                 kill_group)
-from skyge.services.ha.service_config import FloatingIp, ServiceConfig, Store
+from skyge.services.ha.service_config import TYPE_INDEX, FloatingIp, ServiceConfig, Store
 from skyge.v1 import lock_pb2, lock_pb2_grpc
 
 __all__ = [
@@ -77,6 +78,10 @@ LOCK_CHANNEL_OPTIONS = (
 )
 
 logger = logging.getLogger("skyge.ha")
+
+#: a Lock.Session stream (grpc.aio's call objects are generic only to type checkers)
+SessionCall: TypeAlias = (
+    "grpc.aio.StreamStreamCall[lock_pb2.SessionRequest, lock_pb2.SessionEvent]")
 
 
 def lock_of(config: ServiceConfig) -> tuple[int, int]:
@@ -138,8 +143,8 @@ class GrpcLockSession:
         self._held_by_command = held_by_command
         #: told every ownership deadline (Granted, Opened.adopted, Renewed), before the event
         self._on_valid_until = on_valid_until
-        self._call: grpc.aio.StreamStreamCall | None = None
-        self._reader: asyncio.Task | None = None
+        self._call: SessionCall | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._opening = asyncio.Lock()
         self.session_id = 0
 
@@ -152,7 +157,7 @@ class GrpcLockSession:
         async with self._opening:
             if self._call is not None:
                 return False
-            call = self._stub.Session()
+            call = self._stub.Session(None)
             try:
                 await call.write(lock_pb2.SessionRequest(open=lock_pb2.Open(
                     label=self.label, client_pid=os.getpid(), keep_holds=True)))
@@ -160,11 +165,15 @@ class GrpcLockSession:
             except BaseException:
                 call.cancel()
                 raise
-            if first is grpc.aio.EOF or first.WhichOneof("event") != "opened":
+            # (the stream's end, grpc.aio.EOF, is no SessionEvent)
+            if not isinstance(first, lock_pb2.SessionEvent) or \
+                    first.WhichOneof("event") != "opened":
                 call.cancel()
                 raise ConnectionError(f"lock daemon did not open the session (got {first!r})")
             self.session_id = first.opened.session_id
             self._call = call
+            if self._reader is not None:
+                self._reader.cancel()  # the broken stream's reader, if still reading
             self._reader = asyncio.create_task(self._read(call), name=f"lock-{self.label}")
             adopted = next((g for g in first.opened.adopted
                             if (g.slot, g.lock) == (self.slot, self.lock)), None)
@@ -176,17 +185,17 @@ class GrpcLockSession:
     async def attach(self) -> None:
         """Open the session now (at daemon start), to adopt a hold kept for this service."""
         if self._call is None:
-            try:
+            # no lock daemon: nothing was kept; acquire() reports it when asked
+            with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, ConnectionError,
+                                     OSError):
                 await self._open()
-            except (TimeoutError, grpc.aio.AioRpcError, ConnectionError, OSError):
-                pass  # no lock daemon: nothing was kept; acquire() reports it when asked
 
-    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _read(self, call: SessionCall) -> None:
         detail = "stream ended"
         try:
             while True:
                 event = await call.read()
-                if event is grpc.aio.EOF:
+                if not isinstance(event, lock_pb2.SessionEvent):  # grpc.aio.EOF
                     break
                 mapped = self._map(event)
                 if mapped is not None:
@@ -259,17 +268,13 @@ class GrpcLockSession:
     async def close(self) -> None:
         call, self._call = self._call, None
         if call is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await call.done_writing()
-            except Exception:
-                pass
             call.cancel()
         if self._reader is not None:
             self._reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
             self._reader = None
 
 
@@ -346,10 +351,8 @@ async def _finish_then_cancel(awaitable: Awaitable[object]) -> object:
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        try:
+        with contextlib.suppress(Exception):
             await task
-        except Exception:
-            pass
         raise
 
 
@@ -372,7 +375,7 @@ class ServiceSupervisor:
                  resources: Resources | None = None, log_dir: str | os.PathLike[str] | None = None,
                  on_change: Callable[[Change], None] | None = None,
                  on_forget: Callable[[ServiceSupervisor], None] | None = None,
-                 on_reboot: Callable[[str], Awaitable[None]] | None = None,
+                 on_reboot: Callable[[str], Coroutine[Any, Any, None]] | None = None,
                  deadman: Deadman | None = None, registry: Registry | None = None,
                  cgroups: Cgroups | None = None) -> None:
         self.config = config
@@ -418,7 +421,11 @@ class ServiceSupervisor:
         #: user heartbeat: time.monotonic() by which the next pulse is due (0: not armed)
         self.pulse_deadline = 0.0
         self._pulse_task: asyncio.Task | None = None
-        self._announcing: set[asyncio.Task] = set()  # gratuitous ARP bursts under way
+        self._announcing: set[asyncio.Task[None]] = set()  # gratuitous ARP bursts under way
+        #: force_reboot runs of the reboot command (cancelled by `close`)
+        self._reboots: set[asyncio.Task[None]] = set()
+        #: the close of a removed service's session (awaited by `close`, never cut short)
+        self._forgetting: asyncio.Task[None] | None = None
 
     # -- identity
     @property
@@ -482,30 +489,28 @@ class ServiceSupervisor:
             if left <= 0:
                 return False
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
         return True
 
     async def close(self) -> None:
         """Stop the supervisor's tasks and its session (the service is left as it is)."""
+        if self._forgetting is not None:  # removed: its session ends as `_close_later` says
+            await asyncio.gather(self._forgetting, return_exceptions=True)
+        watches = (self._watch_task, self._pulse_task)
         self._end_run_watches()
         self._close_process_watch()
         if self.deadman is not None:
             self.deadman.disarm(self)  # the daemon stops: its session's holds end with it
         tasks = (self._start_task, self._stop_task, self._check_task, self._retry_task,
-                 self._expiry_task,
-                 self._task, *self._announcing)
+                 self._expiry_task, self._task, *watches, *self._announcing, *self._reboots)
         for task in tasks:
             if task is not None and not task.done():
                 task.cancel()
         for task in tasks:
             if task is not None:
-                try:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                except (asyncio.CancelledError, Exception):
-                    pass
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -580,12 +585,14 @@ class ServiceSupervisor:
         elif isinstance(action, policy.Reboot):
             logger.critical("service %s: %s", self.name, action.reason)
             if self._on_reboot is not None:
-                asyncio.create_task(self._on_reboot(action.reason))
+                task = asyncio.create_task(self._on_reboot(action.reason))
+                self._reboots.add(task)
+                task.add_done_callback(self._reboots.discard)
         elif isinstance(action, policy.Forget):
             self.forgotten = True
             if self.session is not None:
                 session, self.session = self.session, None
-                asyncio.create_task(self._close_later(session))
+                self._forgetting = asyncio.create_task(self._close_later(session))
             if self._on_forget is not None:
                 self._on_forget(self)
         else:  # pragma: no cover
@@ -596,14 +603,12 @@ class ServiceSupervisor:
         await session.close()
 
     @staticmethod
-    async def _cancel(task: asyncio.Task | None) -> None:
+    async def _cancel(task: asyncio.Task[None] | None) -> None:
         if task is None or task.done():
             return
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        except (asyncio.CancelledError, Exception):
-            pass
 
     async def _later(self, delay: float, event: policy.Event) -> None:
         await asyncio.sleep(delay)
@@ -641,11 +646,9 @@ class ServiceSupervisor:
         groups = [self._start_group] if self._start_group else []
         watch = self._process_watch
         if watch is not None and not watch.dead:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 if os.getpgid(watch.pid) == watch.pid:
                     groups.append(watch.pid)
-            except ProcessLookupError:
-                pass
         return groups
 
     def _check_owned(self, step: str) -> None:
@@ -772,7 +775,7 @@ class ServiceSupervisor:
             logger.warning("service %s: gratuitous ARP for %s failed: %s", self.name, fip.ip,
                            error)
         finally:
-            self._announcing.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._announcing.discard(asyncio.current_task())
 
     async def _remove_fips(self, errors: list[str]) -> None:
         for fip in reversed(self.config.fips):
@@ -929,5 +932,4 @@ class ServiceSupervisor:
 
 
 def by_key(supervisors: Iterable[ServiceSupervisor]) -> list[ServiceSupervisor]:
-    from skyge.services.ha.service_config import TYPE_INDEX
     return sorted(supervisors, key=lambda s: (TYPE_INDEX[s.config.type], s.config.slot))

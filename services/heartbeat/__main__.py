@@ -1,4 +1,5 @@
-"""skyge-heartbeat: membership over UDP on every heartbeat NIC, link state, the cluster name table. Run as `skyge-heartbeat` or `python -m skyge.services.heartbeat`."""
+"""skyge-heartbeat: membership over UDP on every heartbeat NIC, link state, the cluster name
+table. Run as `skyge-heartbeat` or `python -m skyge.services.heartbeat`."""
 import sys
 
 from skyge.services.common.runner import run_daemon

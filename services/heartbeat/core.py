@@ -23,7 +23,6 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Union
 from collections.abc import Callable, Mapping
 
 from skyge.services.common.keys import MIN_KEY_BYTES
@@ -263,8 +262,8 @@ class DomainConflict:
                 f"node's domain, from {self.source} on path {self.path}")
 
 
-Event = Union[LinkUp, LinkDown, MemberJoined, MemberLeft, DomainConflict, NamePublished,
-              NameWithdrawn]
+Event = (LinkUp | LinkDown | MemberJoined | MemberLeft | DomainConflict | NamePublished
+         | NameWithdrawn)
 
 
 @dataclass
@@ -544,20 +543,23 @@ class HeartbeatCore:
 
     # ---- names
 
-    def publish(self, type_: int, lower: int, upper: int, scope: Scope, value: bytes, *,
+    def publish(self, type_: int, lower: int, upper: int, scope: int, value: bytes, *,
                 now_ns: int, unix_ns: int) -> tuple[Publication, list[Event]]:
-        """Raises names.NameTableError (naming the field) for invalid input or a full table."""
+        """Raises names.NameTableError (naming the field) for invalid input (`scope` is
+        checked: a Scope value) or a full table."""
         publication, events = self.names.publish(type_, lower, upper, scope, value,
                                                  now_ns=now_ns, unix_ns=unix_ns)
         if publication.scope is Scope.CLUSTER:
             self._names_changed(now_ns)
         return publication, list(events)
 
-    def withdraw(self, publication_id: int, *, now_ns: int) -> list[Event]:
+    def withdraw(self, publication_id: int, *, now_ns: int) -> tuple[Publication, list[Event]]:
+        """The publication withdrawn and the events; NameTableError when there is none."""
         events = self.names.withdraw(publication_id, now_ns=now_ns)
-        if events[0].publication.scope is Scope.CLUSTER:
+        publication = events[0].publication
+        if publication.scope is Scope.CLUSTER:
             self._names_changed(now_ns)
-        return list(events)
+        return publication, list(events)
 
     # ---- queries
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
-import psutil
-
+from skyge.services.common.atomic import write_atomic
 from skyge.services.common.config import ConfigError
 from skyge.services.common.keys import ClusterKeys, key_path, load_keys
 from skyge.services.common.logsetup import NOTICE
@@ -32,49 +29,18 @@ from . import config as hbconfig
 from .core import (DomainConflict, Event, HeartbeatConfig, HeartbeatCore, LeaveReason, LinkDown,
                    LinkUp, MemberJoined, MemberLeft, PathConfig)
 from .names import NamePublished, NameWithdrawn
+from .nics import NicInfo, read_nics
+from .server import Emitted, HeartbeatServicer, Watcher
 from .transport import UdpTransport
-from .wire import MAX_ADDRESSES_PER_PATH, next_incarnation
+from .wire import next_incarnation
 
 __all__ = ["SPEC", "HeartbeatApp", "NicInfo", "persist_incarnation", "read_nics"]
 
 INCARNATION_FILE = "heartbeat.incarnation"
-#: events a watch stream may have queued before the client is judged too slow (RESOURCE_EXHAUSTED)
-WATCH_QUEUE_EVENTS = 4096
 #: the heartbeat thread must have turned within this long for the daemon to report healthy
 HEALTHY_TURN_NS = 5_000_000_000
 
-
-@dataclass(frozen=True)
-class NicInfo:
-    name: str
-    mac: str  # 12 lowercase hex digits, "" if none
-    addresses: tuple[str, ...]  # IPv4 first, then IPv6 (link-local excluded)
-    broadcast: str | None  # IPv4 broadcast address
-
-
-def read_nics() -> dict[str, NicInfo]:
-    """The NICs of this network namespace with MAC, addresses and IPv4 broadcast."""
-    found = {}
-    for name, entries in psutil.net_if_addrs().items():
-        mac, v4, v6, broadcast = "", [], [], None
-        for entry in entries:
-            if entry.family == psutil.AF_LINK:
-                mac = entry.address.replace(":", "").replace("-", "").lower()
-            elif entry.family.name == "AF_INET":
-                v4.append(entry.address)
-                broadcast = broadcast or entry.broadcast
-            elif entry.family.name == "AF_INET6" and not entry.address.lower().startswith("fe80"):
-                v6.append(entry.address.split("%")[0])
-        if mac and set(mac) == {"0"}:
-            mac = ""
-        found[name] = NicInfo(name, mac, tuple(v4 + v6)[:MAX_ADDRESSES_PER_PATH], broadcast)
-    return found
-
-
-def nic_up(name: str) -> bool:
-    """True when the NIC is up with carrier (IFF_RUNNING), as seen from this namespace."""
-    stats = psutil.net_if_stats().get(name)
-    return bool(stats and stats.isup)
+T = TypeVar("T")
 
 
 def persist_incarnation(lib: Path, now_unix_ns: int, logger: logging.Logger) -> int:
@@ -90,40 +56,8 @@ def persist_incarnation(lib: Path, now_unix_ns: int, logger: logging.Logger) -> 
                        path, error)
     incarnation = next_incarnation(now_unix_ns, previous)
     lib.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as out:
-        out.write(f"{incarnation}\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    directory = os.open(lib, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomic(path, f"{incarnation}\n")  # fsynced, and its folder: on disk before use
     return incarnation
-
-
-@dataclass(eq=False)  # identity: watchers live in a set
-class Watcher:
-    """One watch stream: events numbered above `after_seq` go to its queue."""
-
-    kind: str  # "membership" or "names"
-    after_seq: int
-    type_filter: int | None = None
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(WATCH_QUEUE_EVENTS))
-    overflowed: bool = False
-
-
-@dataclass(frozen=True)
-class Emitted:
-    """An event as the watchers get it: numbered, stamped with Unix time and the view id."""
-
-    seq: int
-    event: Event
-    unix_ns: int
-    view_id: int
-    paths_up: frozenset[int] = frozenset()  # for MemberJoined: the member's paths up
 
 
 class HeartbeatApp(DaemonApp):
@@ -149,7 +83,6 @@ class HeartbeatApp(DaemonApp):
     # ---- runner hooks
 
     def register(self, server: Any) -> None:
-        from .server import HeartbeatServicer
         heartbeat_pb2_grpc.add_HeartbeatServicer_to_server(HeartbeatServicer(self), server)
 
     async def start(self) -> None:
@@ -206,8 +139,8 @@ class HeartbeatApp(DaemonApp):
             if isinstance(event, (MemberJoined, MemberLeft)):
                 view = event.view_id
             if isinstance(event, MemberJoined):
-                paths_up = frozenset(l.path for l in core.links()
-                                     if l.peer == event.member.node and l.up)
+                paths_up = frozenset(link.path for link in core.links()
+                                     if link.peer == event.member.node and link.up)
             batch.append(Emitted(self.seq, event, event.at_ns + offset, view, paths_up))
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._dispatch, batch)
@@ -238,8 +171,8 @@ class HeartbeatApp(DaemonApp):
         else:
             log(logging.INFO, "%s", event.text)
 
-    def watch(self, kind: str, snapshot: Callable[[], Any],
-              type_filter: int | None = None) -> tuple[Watcher, Any]:
+    def watch(self, kind: str, snapshot: Callable[[], T],
+              type_filter: int | None = None) -> tuple[Watcher, T]:
         """Register a watcher and take its snapshot atomically (nothing missed, nothing twice).
 
         Runs on the loop thread: events numbered after the snapshot are dispatched (on this same

@@ -131,19 +131,20 @@ class NameTable:
 
     # ---- local changes
 
-    def publish(self, type_: int, lower: int, upper: int, scope: Scope, value: bytes, *,
+    def publish(self, type_: int, lower: int, upper: int, scope: int, value: bytes, *,
                 now_ns: int, unix_ns: int) -> tuple[Publication, list[NameEvent]]:
+        """`scope` is checked here (a Scope value, else NameTableError naming the field)."""
         validate_publication_fields(type_, lower, upper, value)
         try:
-            scope = Scope(scope)
+            checked = Scope(scope)
         except ValueError:
             raise NameTableError("scope", f"must be NODE ({Scope.NODE:d}) or CLUSTER "
                                           f"({Scope.CLUSTER:d}), got {scope!r}") from None
-        limit = MAX_CLUSTER_PUBLICATIONS if scope is Scope.CLUSTER else MAX_NODE_PUBLICATIONS
-        if sum(1 for p in self._local.values() if p.scope is scope) >= limit:
-            raise NameTableFull("scope", f"at most {limit} {scope.name.lower()}-scope "
+        limit = MAX_CLUSTER_PUBLICATIONS if checked is Scope.CLUSTER else MAX_NODE_PUBLICATIONS
+        if sum(1 for p in self._local.values() if p.scope is checked) >= limit:
+            raise NameTableFull("scope", f"at most {limit} {checked.name.lower()}-scope "
                                           f"publications per node; withdraw one first")
-        publication = Publication(type_, lower, upper, scope, bytes(value), self.publisher,
+        publication = Publication(type_, lower, upper, checked, bytes(value), self.publisher,
                                   self._next_publication_id, unix_ns)
         self._next_publication_id += 1
         self._local[publication.publication_id] = publication

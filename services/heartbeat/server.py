@@ -4,31 +4,99 @@ Every call copies what it needs from the core under the app's lock (held for mic
 heartbeat thread waits on it) and builds the reply outside it. Bad fields answer INVALID_ARGUMENT
 naming the field and its range; a full name table RESOURCE_EXHAUSTED; an unknown publication id
 NOT_FOUND. Watch streams start with a snapshot taken atomically with their registration (see
-`HeartbeatApp.watch`), then carry every event after it, with no gap and no repeat.
+`HeartbeatHost.watch`), then carry every event after it, with no gap and no repeat.
 """
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
-from typing import TYPE_CHECKING
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import grpc
 
 from skyge import __version__
+from skyge.services.common.runner import DaemonContext
 from skyge.v1 import common_pb2, heartbeat_pb2 as pb, heartbeat_pb2_grpc
 
-from .core import LeaveReason, LinkDown, LinkState, LinkUp, Member, MemberJoined, MemberLeft
+from .core import (Event, HeartbeatCore, LeaveReason, LinkDown, LinkState, LinkUp, Member,
+                   MemberJoined, MemberLeft)
 from .names import NamePublished, NameTableError, NameTableFull, NameWithdrawn, Publication, Scope
+from .nics import NicInfo, nic_up
+from .transport import UdpTransport
 
-if TYPE_CHECKING:
-    from .daemon import Emitted, HeartbeatApp, Watcher
-
-__all__ = ["HeartbeatServicer"]
+__all__ = ["Emitted", "HeartbeatHost", "HeartbeatServicer", "Watcher"]
 
 U32_MAX = 0xFFFF_FFFF
+#: events a watch stream may have queued before the client is judged too slow (RESOURCE_EXHAUSTED)
+WATCH_QUEUE_EVENTS = 4096
 _LEAVE_REASONS = {LeaveReason.CLEAN: pb.LEAVE_CLEAN, LeaveReason.FAILED: pb.LEAVE_FAILED,
                   LeaveReason.RESTARTED: pb.LEAVE_RESTARTED}
+_SCOPES = {Scope.NODE: common_pb2.SCOPE_NODE, Scope.CLUSTER: common_pb2.SCOPE_CLUSTER}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """An event as the watchers get it: numbered, stamped with Unix time and the view id."""
+
+    seq: int
+    event: Event
+    unix_ns: int
+    view_id: int
+    paths_up: frozenset[int] = frozenset()  # for MemberJoined: the member's paths up
+
+
+def _watch_queue() -> asyncio.Queue[Emitted | None]:
+    return asyncio.Queue(WATCH_QUEUE_EVENTS)
+
+
+@dataclass(eq=False)  # identity: watchers live in a set
+class Watcher:
+    """One watch stream: events numbered above `after_seq` go to its queue; None ends it."""
+
+    kind: str  # "membership" or "names"
+    after_seq: int
+    type_filter: int | None = None
+    queue: asyncio.Queue[Emitted | None] = field(default_factory=_watch_queue)
+    overflowed: bool = False
+
+
+class HeartbeatHost(Protocol):
+    """What the servicer uses of the daemon (`daemon.HeartbeatApp`): the core and the lock
+    shared with the heartbeat thread, this node's facts, and the watch streams' registry."""
+
+    @property
+    def ctx(self) -> DaemonContext: ...
+    @property
+    def core(self) -> HeartbeatCore: ...
+    @property
+    def lock(self) -> threading.Lock: ...
+    @property
+    def nics(self) -> Mapping[int, NicInfo]: ...
+    @property
+    def transport(self) -> UdpTransport: ...
+    @property
+    def started_unix_ns(self) -> int: ...
+
+    def unix_ns(self, monotonic_ns: int) -> int:
+        """A monotonic time as Unix time."""
+        ...
+
+    def watch(self, kind: str, snapshot: Callable[[], T],
+              type_filter: int | None = None) -> tuple[Watcher, T]:
+        """Register a watcher and take its snapshot atomically (nothing missed, nothing twice)."""
+        ...
+
+    def unwatch(self, watcher: Watcher) -> None: ...
+
+    def changed(self, events: list[Event]) -> None:
+        """After a call changed the core (lock held): emit the events, wake the thread."""
+        ...
 
 
 def _node_id(netid: int, domain: int) -> common_pb2.NodeId:
@@ -36,13 +104,13 @@ def _node_id(netid: int, domain: int) -> common_pb2.NodeId:
 
 
 def publication_pb(p: Publication) -> pb.Publication:
-    return pb.Publication(type=p.type, lower=p.lower, upper=p.upper, scope=int(p.scope),
+    return pb.Publication(type=p.type, lower=p.lower, upper=p.upper, scope=_SCOPES[p.scope],
                           publisher=_node_id(*p.publisher), publication_id=p.publication_id,
                           value=p.value, published_unix_ns=p.published_unix_ns)
 
 
 class HeartbeatServicer(heartbeat_pb2_grpc.HeartbeatServicer):
-    def __init__(self, app: HeartbeatApp) -> None:
+    def __init__(self, app: HeartbeatHost) -> None:
         self.app = app
         self.core = app.core
 
@@ -58,7 +126,6 @@ class HeartbeatServicer(heartbeat_pb2_grpc.HeartbeatServicer):
     def _member(self, member: Member, paths_up: Iterable[int]) -> pb.Member:
         up = set(paths_up)
         if member.local:
-            from .daemon import nic_up
             up = {p.path for p in member.info.paths if nic_up(p.nic)}
             joined = self.app.started_unix_ns
         else:
@@ -70,7 +137,8 @@ class HeartbeatServicer(heartbeat_pb2_grpc.HeartbeatServicer):
                    for p in member.info.paths],
             grpc_ports=dict(member.info.grpc_ports))
 
-    def _view(self, view_id: int, members: list[Member], links: list[LinkState]) -> pb.MembershipView:
+    def _view(self, view_id: int, members: list[Member],
+              links: list[LinkState]) -> pb.MembershipView:
         up: dict[int, set[int]] = {}
         for link in links:
             if link.up:
@@ -175,13 +243,14 @@ class HeartbeatServicer(heartbeat_pb2_grpc.HeartbeatServicer):
         missing: str | None = None
         with self.app.lock:
             try:
-                events = self.core.withdraw(request.publication_id, now_ns=time.monotonic_ns())
+                withdrawn, events = self.core.withdraw(request.publication_id,
+                                                       now_ns=time.monotonic_ns())
                 self.app.changed(events)
             except NameTableError as error:
                 missing = str(error)
         if missing is not None:
             await context.abort(grpc.StatusCode.NOT_FOUND, missing)
-        return pb.WithdrawNameResponse(withdrawn=publication_pb(events[0].publication))
+        return pb.WithdrawNameResponse(withdrawn=publication_pb(withdrawn))
 
     def _lookup(self, type_: int | None, instance: int | None) -> list[Publication]:
         names = self.core.names

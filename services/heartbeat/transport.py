@@ -28,6 +28,7 @@ the core refuses is counted there. On `stop` the core's LEAVE datagrams go out o
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -80,10 +81,8 @@ def open_path_socket(nic: str, port: int) -> socket.socket:
         for level, option, value in ((socket.IPPROTO_IP, socket.IP_TOS, IP_TOS_CS6),
                                      (socket.SOL_SOCKET, getattr(socket, "SO_PRIORITY", 12),
                                       SOCKET_PRIORITY)):
-            try:
+            with contextlib.suppress(OSError):  # a nicety, not a requirement
                 sock.setsockopt(level, option, value)
-            except OSError:
-                pass  # a nicety, not a requirement
         sock.bind(("0.0.0.0", port))
         sock.setblocking(False)
     except BaseException:
@@ -108,7 +107,6 @@ class UdpTransport:
         self.receive_errors: dict[int, int] = dict.fromkeys(self.nics, 0)
         #: monotonic ns of the loop's latest turn (the daemon's health check reads it)
         self.last_turn_ns = clock()
-        self.realtime = False
         self._sockets: dict[int, socket.socket] = {}
         self._poll_all = select.epoll()  # every path's socket and the wake pipe
         self._poll_wake = select.epoll()  # the wake pipe only (while receiving is held)
@@ -170,7 +168,6 @@ class UdpTransport:
             return
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
-            self.realtime = True
         except (OSError, AttributeError) as error:
             self.logger.warning("heartbeat thread runs without real-time priority (SCHED_FIFO %d "
                                 "refused: %s); a loaded CPU may delay heartbeats",

@@ -26,7 +26,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from collections.abc import Sequence
 
 from .names import (MAX_VALUE_BYTES, NameTableError, Publication, Scope,
@@ -260,7 +260,7 @@ class _Reader:
     def byte(self) -> int:
         return self.take(1)[0]
 
-    def unpack(self, fmt: struct.Struct) -> tuple:
+    def unpack(self, fmt: struct.Struct) -> tuple[Any, ...]:
         return fmt.unpack(self.take(fmt.size))
 
 

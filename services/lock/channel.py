@@ -112,7 +112,8 @@ def pack(first_seq: int, batch: Sequence[tuple[M, int]], budget: int) -> list[tu
     """Split numbered messages into datagram-sized runs: [(first seq, messages)]. A message larger
     than the budget goes alone."""
     runs: list[tuple[int, list[M]]] = []
-    seq, current, used, start = first_seq, [], 0, first_seq
+    current: list[M] = []
+    seq, used, start = first_seq, 0, first_seq
     for message, size in batch:
         if current and used + size > budget:
             runs.append((start, current))

@@ -11,6 +11,7 @@ requests still leaves in few datagrams).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -31,6 +32,7 @@ from skyge.services.common.reference import (add_reference_ips_argument, ping_an
                                              reference_ips_field, reference_ips_from)
 from skyge.services.common.runner import DaemonApp, DaemonContext
 from skyge.v1 import common_pb2, heartbeat_pb2, heartbeat_pb2_grpc
+from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc
 from skyge.v1 import lock_peer_pb2 as pp
 from skyge.v1 import lock_peer_pb2_grpc
@@ -39,7 +41,7 @@ from .links import Links
 from .peer import PeerSocket, run_fence
 from .protocol import MS, Node, Outputs, Timing
 from .transport import ProtocolThread
-from .server import TWO_NODES_UNPROTECTED, LockPeerServicer, LockServicer
+from .server import TWO_NODES_UNPROTECTED, LockPeerServicer, LockServicer, SessionItem
 from .witness import Witness
 
 __all__ = ["FIELDS", "FileStore", "LockApp", "add_arguments", "build"]
@@ -202,10 +204,13 @@ class LockApp(DaemonApp):
         self.netid = 0
         self.session_counter = 0
         self.watcher_counter = 0
-        self.queues: dict[int, asyncio.Queue[Any]] = {}
-        self.watchers: dict[int, asyncio.Queue[Any]] = {}
+        #: the streams of the sessions and of the leader watchers (Campaign, Observe), by id
+        self.queues: dict[int, asyncio.Queue[SessionItem]] = {}
+        self.watchers: dict[int, asyncio.Queue[lp.LeaderEvent | None]] = {}
         self._left = False  # the last beat is out (clean stop): nothing runs or leaves any more
         self._tasks: list[asyncio.Task[Any]] = []
+        self._node_tasks: set[asyncio.Task[None]] = set()  # _make_node runs (see on_view)
+        self.node_ready = asyncio.Event()  # set once `node` is made
         self._lone_event = asyncio.Event()
         self.lone_peer = 0
         self._unseen_peer_logged = False
@@ -257,7 +262,7 @@ class LockApp(DaemonApp):
         await self._leave()
         if self.protocol is not None:
             await asyncio.to_thread(self.protocol.stop)
-        for task in [*self._tasks, *self._fences.values()]:
+        for task in [*self._tasks, *self._node_tasks, *self._fences.values()]:
             task.cancel()
         await self.follower.stop()
         await self.channels.close()
@@ -288,8 +293,10 @@ class LockApp(DaemonApp):
         self._left = True
 
     def _end_streams(self) -> None:
-        for queue in (*self.queues.values(), *self.watchers.values()):
+        for queue in self.queues.values():
             queue.put_nowait(None)
+        for watcher_queue in self.watchers.values():
+            watcher_queue.put_nowait(None)
 
     # -- node -----------------------------------------------------------------------------------
     async def _identity(self) -> int:
@@ -319,6 +326,7 @@ class LockApp(DaemonApp):
         with self.lock:
             self.node = node
             self.links = Links(node, rto_ns=max(15 * MS, 3 * self.timing.beat_ns))
+        self.node_ready.set()
         logger.log(25, "node %d.%d, instance %d, expected nodes %s, reference IPs %s, fence %s, "
                    "witness %s", self.netid, self.node.domain, self.instance,
                    self.expected_nodes or f"learned ({self.node.expected()})",
@@ -359,7 +367,9 @@ class LockApp(DaemonApp):
     # membership listener
     def on_view(self, follower: MembershipFollower) -> None:
         if self.node is None:
-            asyncio.ensure_future(self._make_node())
+            task = asyncio.create_task(self._make_node(), name="lock-make-node")
+            self._node_tasks.add(task)
+            task.add_done_callback(self._node_tasks.discard)
             return
         self._apply_view(boot_ns())
 
@@ -425,10 +435,10 @@ class LockApp(DaemonApp):
             queue = self.queues.get(session)
             if queue is not None:
                 queue.put_nowait(event)
-        for watcher, event in produced.leader_events:
-            queue = self.watchers.get(watcher)
-            if queue is not None:
-                queue.put_nowait(event)
+        for watcher, leader_event in produced.leader_events:
+            watcher_queue = self.watchers.get(watcher)
+            if watcher_queue is not None:
+                watcher_queue.put_nowait(leader_event)
         for domain in produced.fence_requests:
             self._start_fence(domain)
         for line in produced.log:
@@ -443,10 +453,8 @@ class LockApp(DaemonApp):
     # -- two-node rule --------------------------------------------------------------------------
     async def _lone_loop(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lone_event.wait(), LONE_CHECK_S)
-            except TimeoutError:
-                pass
             self._lone_event.clear()
             node = self.node
             if node is None or not self._lone(node):
@@ -511,7 +519,7 @@ class LockApp(DaemonApp):
         if task is None:
             task = self._fences[domain] = asyncio.create_task(self._fence(domain),
                                                               name=f"lock-fence-{domain}")
-            task.add_done_callback(lambda _, d=domain: self._fences.pop(d, None))
+            task.add_done_callback(lambda _: self._fences.pop(domain, None))
         return task
 
     async def _fence(self, domain: int) -> bool:
@@ -550,6 +558,10 @@ class LockApp(DaemonApp):
         assert node is not None
         return (node.domain << 56) | ((self.instance & 0xFFFFFF) << 32) | \
             (self.session_counter & 0xFFFFFFFF)
+
+    def new_watcher_id(self) -> int:
+        self.watcher_counter += 1
+        return self.watcher_counter
 
     def node_id(self, domain: int) -> common_pb2.NodeId:
         return common_pb2.NodeId(netid=self.netid, domain=domain)

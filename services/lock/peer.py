@@ -15,6 +15,7 @@ of the two-node rule is `skyge.services.common.reference`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import socket
@@ -90,21 +91,14 @@ class PeerSocket:
                 self.peers[domain].paths = {p: a for p, a in self.peers[domain].paths.items()
                                             if p >= 100}
 
-    def heard_from(self, domain: int, path: int, now: int) -> None:
-        entry = self.peers.get(domain)
-        if entry is not None:
-            entry.heard[path] = now
-
     # -- the socket -------------------------------------------------------------------------------
     def bind(self, port: int, host: str = "0.0.0.0") -> None:
         """Open the socket (OSError when the port is taken)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                try:
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
-                except OSError:
-                    pass
             sock.bind((host, port))
             sock.setblocking(False)
         except OSError:

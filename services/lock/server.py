@@ -1,31 +1,38 @@
 """The thin gRPC servicers of skyge-lock (Lock, LockPeer): requests in, the node (under the app's
-lock) or the authority's daemon (forwarded), answers out. The app is daemon.py's `LockApp`.
+lock) or the authority's daemon (forwarded), answers out. The app is a `LockHost` (daemon.py's
+`LockApp`, which makes the servicers).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-import time
-from typing import TYPE_CHECKING, Any
+import threading
 from collections.abc import AsyncIterator, Iterable
+from typing import Any, Protocol
 
 import grpc
 
 from skyge.services.common.clock import boot_ns
+from skyge.services.common.membership import PeerChannels
+from skyge.v1 import common_pb2
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc
 from skyge.v1 import lock_peer_pb2 as pp
 from skyge.v1 import lock_peer_pb2_grpc
 
+from .links import Links
+from .peer import PeerSocket
 from .protocol import Node, OpenRefused
-from .protocol.table import LOCKS_PER_SLOT, SLOTS, Name, order_of
+from .protocol.names import slot_lock
+from .protocol.table import (FIFO, LOCKS_PER_SLOT, PRIORITY, RANDOM, SLOTS, STACK, Entry, Name,
+                             order_of)
 
-if TYPE_CHECKING:
-    from .daemon import LockApp
+__all__ = ["TWO_NODES_UNPROTECTED", "LockHost", "LockPeerServicer", "LockServicer", "SessionItem"]
 
-__all__ = ["TWO_NODES_UNPROTECTED", "LockPeerServicer", "LockServicer"]
-
+#: the end of a read from a stream (missing from grpc-stubs 1.53, present in grpc.aio)
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 FORWARDED = "x-skyge-forwarded"
 GROUP_RE = re.compile(r"[A-Za-z0-9._/-]{1,128}")
 #: said at start and in AuthorityInfo.unprotected (so in `skyge ha status`)
@@ -36,15 +43,64 @@ TWO_NODES_UNPROTECTED = ("two nodes and neither fence_command nor witness: if bo
                          "that cut")
 
 logger = logging.getLogger("skyge.lock")
+_ORDERS = {RANDOM: lp.WAIT_RANDOM, FIFO: lp.WAIT_FIFO, STACK: lp.WAIT_STACK,
+           PRIORITY: lp.WAIT_PRIORITY}
+
+#: what a session's stream writes: an event, a reason to end it (FAILED_PRECONDITION) or None
+#: (the end: the client or the daemon stops)
+SessionItem = lp.SessionEvent | str | None
 
 
+class LockHost(Protocol):
+    """What the servicers use of the daemon (`daemon.LockApp`): the node and the lock it is
+    shared under with the protocol thread, the streams' queues, the peers' channels."""
 
-def _lock_state(app: LockApp, name: Name) -> lp.LockState:
+    @property
+    def node(self) -> Node | None:
+        """None until the membership is known (then for good)."""
+        ...
+    @property
+    def node_ready(self) -> asyncio.Event:
+        """Set once `node` is made."""
+        ...
+    @property
+    def lock(self) -> threading.RLock: ...
+    @property
+    def sock(self) -> PeerSocket | None: ...
+    @property
+    def links(self) -> Links | None: ...
+    @property
+    def channels(self) -> PeerChannels: ...
+    @property
+    def protected(self) -> bool:
+        """Two nodes cut apart cannot both act alone: a fence or a witness decides."""
+        ...
+    @property
+    def queues(self) -> dict[int, asyncio.Queue[SessionItem]]:
+        """Session id -> its stream's queue (the daemon delivers the node's events there)."""
+        ...
+    @property
+    def watchers(self) -> dict[int, asyncio.Queue[lp.LeaderEvent | None]]:
+        """Watcher id -> its Campaign or Observe stream's queue."""
+        ...
+
+    def node_id(self, domain: int) -> common_pb2.NodeId: ...
+
+    def new_session_id(self) -> int: ...
+
+    def new_watcher_id(self) -> int: ...
+
+    def flush_soon(self) -> None:
+        """The node changed: the protocol thread flushes at once."""
+        ...
+
+
+def _lock_state(app: LockHost, name: Name) -> lp.LockState:
     node = app.node
     assert node is not None and node.auth is not None
     table = node.auth.table
 
-    def holder(entry: Any, held: bool) -> lp.Holder:
+    def holder(entry: Entry, held: bool) -> lp.Holder:
         return lp.Holder(session_id=entry.session, node=app.node_id(entry.node), label=entry.label,
                          fencing_token=entry.token if held else 0,
                          granted_unix_ns=entry.granted_ns if held else 0,
@@ -52,7 +108,7 @@ def _lock_state(app: LockApp, name: Name) -> lp.LockState:
                          client_pid=entry.pid)
 
     slot, lock = name if isinstance(name, tuple) else (0, 0)
-    state = lp.LockState(slot=slot, lock=lock, order=order_of(name))
+    state = lp.LockState(slot=slot, lock=lock, order=_ORDERS[order_of(name)])
     current = table.holder(name)
     if current is not None:
         state.holder.CopyFrom(holder(current, True))
@@ -60,7 +116,7 @@ def _lock_state(app: LockApp, name: Name) -> lp.LockState:
     return state
 
 
-def _mark_orphans(app: LockApp, states: Iterable[lp.LockState]) -> None:
+def _mark_orphans(app: LockHost, states: Iterable[lp.LockState]) -> None:
     """Flag the holders this node keeps for a gone client (only the holder's node knows)."""
     node = app.node
     if node is None:
@@ -72,27 +128,29 @@ def _mark_orphans(app: LockApp, states: Iterable[lp.LockState]) -> None:
 
 
 class LockServicer(lock_pb2_grpc.LockServicer):
-    def __init__(self, app: LockApp) -> None:
+    def __init__(self, app: LockHost) -> None:
         self.app = app
 
     async def _node(self, context: grpc.aio.ServicerContext, wait_s: float = 0.0) -> Node:
-        deadline = time.monotonic() + wait_s
-        while self.app.node is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # just started: the membership is on its way
+        if self.app.node is None and wait_s > 0:  # just started: the membership is on its way
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.app.node_ready.wait(), wait_s)
         node = self.app.node
         if node is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 "skyge-lock has no membership yet (is skyge-heartbeat running?)")
-        return node  # type: ignore[return-value]
+        return node
 
     # -- sessions -------------------------------------------------------------------------------
-    async def Session(self, request_iterator: AsyncIterator[lp.SessionRequest],
+    # grpc.aio also takes a handler that reads and writes with context.read/write and returns
+    # None; the generated stub knows only the iterator form, hence the ignore
+    async def Session(self, request_iterator: AsyncIterator[lp.SessionRequest],  # type: ignore[override]
                       context: grpc.aio.ServicerContext) -> None:
         """One session: this coroutine writes events; a reader task feeds requests to the node.
         (context.read/write rather than iterators: measurably cheaper per message.)"""
         app = self.app
         first = await context.read()
-        if first is grpc.aio.EOF:
+        if first is EOF:
             return
         if first.WhichOneof("request") != "open":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -117,14 +175,15 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         except OpenRefused as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"open.keep_holds: {error}")
         app.flush_soon()  # the adoption's log line
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queue: asyncio.Queue[SessionItem] = asyncio.Queue()
         app.queues[session] = queue
         reader = asyncio.create_task(self._read(context, session, queue))
         try:
-            opened = lp.Opened(session_id=session, node=app.node_id(node.domain),
-                               adopted=[lp.Granted(slot=slot, lock=lock, fencing_token=token,
-                                                   valid_until_boot_ns=lease_until)
-                                        for (slot, lock), token in adopted])
+            opened = lp.Opened(session_id=session, node=app.node_id(node.domain))
+            for name, token in adopted:
+                slot, lock = slot_lock(name)
+                opened.adopted.append(lp.Granted(slot=slot, lock=lock, fencing_token=token,
+                                                 valid_until_boot_ns=lease_until))
             await context.write(lp.SessionEvent(opened=opened))
             get, write = queue.get, context.write
             while True:
@@ -142,7 +201,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
             app.flush_soon()
 
     async def _read(self, context: grpc.aio.ServicerContext, session: int,
-                    queue: asyncio.Queue[Any]) -> None:
+                    queue: asyncio.Queue[SessionItem]) -> None:
         app = self.app
         node = app.node
         assert node is not None
@@ -150,7 +209,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         try:
             while True:
                 request = await read()
-                if request is grpc.aio.EOF:
+                if request is EOF:
                     return
                 kind = request.WhichOneof("request")
                 if kind == "acquire":
@@ -282,9 +341,8 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         if candidate is not None and not 1 <= len(candidate.encode()) <= 256:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "candidate: 1 to 256 UTF-8 bytes")
-        app.watcher_counter += 1
-        watcher = app.watcher_counter
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        watcher = app.new_watcher_id()
+        queue: asyncio.Queue[lp.LeaderEvent | None] = asyncio.Queue()
         app.watchers[watcher] = queue
         session = 0
         with app.lock:
@@ -328,7 +386,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
 
 
 class LockPeerServicer(lock_peer_pb2_grpc.LockPeerServicer):
-    def __init__(self, app: LockApp) -> None:
+    def __init__(self, app: LockHost) -> None:
         self.app = app
 
     async def GetPeerState(self, request: pp.GetPeerStateRequest,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import heapq
 import os
 import random
@@ -268,7 +269,7 @@ class SimCluster:
         self.nodes[domain].alive = False
         for pending in (self._leaving, self.stalled_until, self._send_stalls, self._held,
                         self._deferred):
-            pending.pop(domain, None)  # type: ignore[attr-defined]
+            pending.pop(domain, None)
         for session, where in self.session_node.items():
             if where == domain:
                 self._record(Record(self.now, domain, session, "ended",
@@ -276,8 +277,8 @@ class SimCluster:
 
     def stop(self, domain: int) -> None:
         """A clean stop of the node's lock daemon (SIGTERM): its sessions are told they lost
-        everything; `leave_warning_ns` later when they held locks (at once otherwise) its last beat says
-        it leaves, and it is gone. Its heartbeat daemon runs on: no view changes. A stalled
+        everything; `leave_warning_ns` later when they held locks (at once otherwise) its last beat
+        says it leaves, and it is gone. Its heartbeat daemon runs on: no view changes. A stalled
         daemon stops when its stall ends."""
         def stopping(local: int) -> None:
             held = self.nodes[domain].node.stop_sessions(local)
@@ -452,8 +453,8 @@ class SimCluster:
                                 getattr(body, "fencing_token", 0), getattr(body, "reason", 0),
                                 valid_until=self._global(domain, valid) if valid else 0,
                                 reaction=self._reaction() if kind == "lost" else 0))
-        for watcher, event in outputs.leaders:
-            self.leader_log.append((self.now, watcher, event))
+        for watcher, leader_event in outputs.leaders:
+            self.leader_log.append((self.now, watcher, leader_event))
         for session in outputs.orphans_ended:  # its last hold ended (nobody to tell)
             self._record(Record(self.now, domain, session, "ended"))
         for target in outputs.fences:
@@ -548,8 +549,7 @@ class SimCluster:
                 if ok and self.fence_powers_off and self.nodes[target].alive:
                     self.crash(target)
                 if self.nodes[by].alive:
-                    self._call(by, lambda now, node=self.nodes[by].node, target=target, ok=ok:
-                               node.fence_done(target, ok, now))
+                    self._call(by, functools.partial(self.nodes[by].node.fence_done, target, ok))
             while self._calls and self._calls[0][0] <= self.now:
                 heapq.heappop(self._calls)[2]()
             while self.queue and self.queue[0][0] <= self.now:
@@ -636,7 +636,8 @@ class SimCluster:
         return None
 
     def of(self, session: int, kind: str | None = None) -> list[Record]:
-        return [r for r in self.records if r.session == session and (kind is None or r.kind == kind)]
+        return [r for r in self.records
+                if r.session == session and (kind is None or r.kind == kind)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -993,7 +994,8 @@ def ownership_run(seed: int, size: int = 3, *, timing: Timing | None = None,
             cluster.call_at(at, fault)
 
     for domain in cluster.nodes:
-        cluster.call_at(int(rng.expovariate(c.stalls_per_s) * SEC), lambda d=domain: stall(d))
+        cluster.call_at(int(rng.expovariate(c.stalls_per_s) * SEC),
+                        functools.partial(stall, domain))
     if c.faults:
         cluster.call_at(c.quiet_ns + rng.randrange(0, 300 * MS), fault)
     cluster.run(c.duration_ns)

@@ -1,11 +1,11 @@
-"""Heartbeat daemons on lab nodes: config, start/stop, waits and membership watches.
+"""Heartbeat daemons on lab nodes: start/stop, waits and membership watches (their config is
+written by `skyge.clients.lab.configs`).
 
 Shared by the heartbeat lab tests and the benchmarks (and by later daemons' tests, which need a
 membership first). Every wait is bounded and says what it waited for when it gives up.
 """
 from __future__ import annotations
 
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,51 +20,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from skyge.clients.lab import Lab, LabNode
-from skyge.services.common.config import render_config
+from skyge.clients.lab.configs import configure_heartbeat
 from skyge.v1 import heartbeat_pb2 as pb, heartbeat_pb2_grpc
 
-NETID = 1000
-KEY_NAME = "heartbeat.key"
 START_TIMEOUT = 20.0
 DAEMON = "heartbeat"
-
-
-def lab_key(lab: Lab) -> bytes:
-    """The lab's cluster key (made once per lab, kept in the lab's folder)."""
-    path = lab.root / "cluster.key"
-    if not path.exists():
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
-    return path.read_bytes()
-
-
-def config_path(node: LabNode) -> Path:
-    return node.root / "etc" / "skyge" / "heartbeat.cfg"
-
-
-def write_config(node: LabNode, *, netid: int = NETID, domain: int | None = None,
-                 key: bytes | None = None, nics: Sequence[str] = ("eth0", "eth1"),
-                 **extra: Any) -> Path:
-    """heartbeat.cfg in the seed's keys (netid, domain = node id, netcard1/2) plus the key."""
-    etc = node.root / "etc" / "skyge"
-    etc.mkdir(parents=True, exist_ok=True)
-    values: dict[str, Any] = {"domain": domain or node.id, "subnet": netid}
-    values.update({f"netcard{i}": nic for i, nic in enumerate(nics, 1)})
-    if key is not None:
-        key_file = etc / KEY_NAME
-        key_file.write_bytes(key)
-        key_file.chmod(0o600)
-        values["key_file"] = KEY_NAME
-    values.update({k: v for k, v in extra.items() if v is not None})
-    path = config_path(node)
-    path.write_text(render_config(values))
-    return path
-
-
-def configure_lab(lab: Lab, nodes: Iterable[LabNode] | None = None, **options: Any) -> None:
-    key = lab_key(lab)
-    for node in nodes if nodes is not None else lab.nodes:
-        write_config(node, key=key, **options)
 
 
 def socket_path(node: LabNode) -> Path:
@@ -73,10 +33,6 @@ def socket_path(node: LabNode) -> Path:
 
 def channel(node: LabNode) -> grpc.Channel:
     return grpc.insecure_channel(f"unix:{socket_path(node)}")
-
-
-def stub(node: LabNode) -> Any:
-    return heartbeat_pb2_grpc.HeartbeatStub(channel(node))
 
 
 def start(node: LabNode, *args: str, wait: bool = True,
@@ -181,9 +137,10 @@ def wait_members(nodes: Iterable[LabNode], expected: Iterable[int], timeout: flo
 
 def start_cluster(lab: Lab, nodes: Iterable[LabNode] | None = None,
                   timeout: float = 20.0, **options: Any) -> None:
-    """Configure and start heartbeat on `nodes` (default all), wait for one full view."""
+    """Configure and start heartbeat on `nodes` (default all), wait for one full view; `options`
+    go to heartbeat.cfg (see `configure_heartbeat`)."""
     nodes = list(nodes if nodes is not None else lab.nodes)
-    configure_lab(lab, nodes, **options)
+    configure_heartbeat(lab, nodes, **options)
     procs = [(n, start(n, wait=False)) for n in nodes]
     for node, proc in procs:
         wait_serving(node, proc)
@@ -309,7 +266,8 @@ def capture_datagrams(node: LabNode, nic: str, count: int, port: int = 7400,
     """Receive `count` datagrams on `nic` inside `node` (a second socket on the heartbeat port)."""
     code = (
         "import socket, sys, time\n"
-        "nic, port, n, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])\n"
+        "nic, port = sys.argv[1], int(sys.argv[2])\n"
+        "n, limit = int(sys.argv[3]), float(sys.argv[4])\n"
         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
         "s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, nic.encode())\n"

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 import grpc
 
 from skyge.clients.lab import Lab, LabNode
+from skyge.clients.lab.configs import write_daemon_config
 from skyge.clients.lab.daemons import start_daemons
-from skyge.services.common.config import render_config
 from skyge.services.lock.sim import Record, check_history
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc, lock_peer_pb2, lock_peer_pb2_grpc
@@ -32,7 +32,6 @@ __all__ = [
     "authority",
     "check_history",
     "cli",
-    "configure",
     "inspect",
     "peer_state",
     "spawn_keeper",
@@ -42,13 +41,6 @@ __all__ = [
 ]
 
 READY_TIMEOUT = 20.0
-
-
-def configure(node: LabNode, **values: Any) -> None:
-    etc = node.root / "etc" / "skyge"
-    etc.mkdir(parents=True, exist_ok=True)
-    (etc / "lock.cfg").write_text(render_config({k: v for k, v in values.items()
-                                                 if v is not None}))
 
 
 def target(node: LabNode) -> str:
@@ -98,8 +90,9 @@ def start_cluster(lab: Lab, nodes: Sequence[LabNode] | None = None, *, expected:
     if heartbeat:
         hs.start_cluster(lab, nodes)
     for node in nodes:
-        configure(node, expected_nodes=expected if expected is not None else len(lab.nodes),
-                  reference_ips=reference_ips, **config)
+        write_daemon_config(node, "lock", {
+            "expected_nodes": expected if expected is not None else len(lab.nodes),
+            "reference_ips": reference_ips, **config})
         start_lock(node)
     return wait_ready(nodes)
 

@@ -108,7 +108,8 @@ class Spy:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise AssertionError(f"spy still running after {timeout} s: {self.lines} {self.err}")
+            raise AssertionError(f"spy still running after {timeout} s: {self.lines} "
+                                 f"{self.err}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

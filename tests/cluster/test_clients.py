@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from skyge.clients.lab import Lab, public_ip
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, configure_heartbeat, install_demo_service,
-                                    placement, start_node, wait_members, wait_placement)
+from skyge.clients.lab.configs import configure_heartbeat
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, install_demo_service, placement, start_node,
+                                    wait_members, wait_placement)
 from skyge.services.common import pki
 from skyge.services.common.tls import Identity
 

@@ -16,6 +16,8 @@ import grpc
 import pytest
 
 from skyge.clients.lab import Lab
+from skyge.clients.lab.configs import (write_daemon_config, write_ecs_config, write_probe_config,
+                                       write_service_config)
 from skyge.clients.lab.daemons import start_daemons, stop_daemons, wait_serving
 from skyge.services.common.paths import TCP_PORTS, NodePaths
 from skyge.v1 import bus_pb2, bus_pb2_grpc, emon_pb2, emon_pb2_grpc, ha_pb2, ha_pb2_grpc
@@ -35,18 +37,14 @@ def start(node: Any, daemons: list[str]) -> None:
     wait_serving(node, daemons, timeout_s=START_TIMEOUT_S)
 
 
-def write_emon_config(node: Any, value: float = 33) -> None:
+def configure_emon(node: Any, value: float = 33) -> None:
     """emon.cfg at 200 ms, and a plug-in probe `level` printing the number in ROOT/level.value."""
-    paths = NodePaths.at(node.root)
-    paths.etc.mkdir(parents=True, exist_ok=True)
-    paths.config_file("emon").write_text("interval_ms = 200;\n")
+    write_daemon_config(node, "emon", {"interval_ms": 200})
     (node.root / "level.value").write_text(f"{value}\n")
     program = node.root / "level.sh"
     program.write_text(f"#!/bin/sh\ncat {node.root / 'level.value'}\n")
     program.chmod(0o755)
-    folder = paths.etc / "emon" / "probes" / PLUGIN
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "probe.cfg").write_text(f'exec = "{program}";\nunit = "level";\n')
+    write_probe_config(node, PLUGIN, {"exec": str(program), "unit": "level"})
 
 
 def bus_stub(node: Any) -> Any:
@@ -66,7 +64,7 @@ def cluster(lab_support: None) -> Iterator[Lab]:
         hs.start_cluster(lab, timeout=START_TIMEOUT_S)
         for node in lab.nodes:
             start(node, ["bus"])
-            write_emon_config(node)
+            configure_emon(node)
             start(node, ["emon"])
         yield lab
     finally:
@@ -157,14 +155,10 @@ def _ha_pair(make_lab: Any, watermark: str) -> tuple[Lab, Any, Any, Callable[[],
                               "esac\n")
     service_script.chmod(0o755)
     for node in lab.nodes:
-        slot = NodePaths.at(node.root).etc / "ha" / "slots" / "fifo" / "1"
-        slot.mkdir(parents=True)
-        (slot / "service.cfg").write_text(f'name = "svc";\nscript = "{service_script}";\n'
-                                          f'check_interval = 1;\n')
-        write_emon_config(node, value=10)
-        NodePaths.at(node.root).etc.joinpath("emon", "ecs", PLUGIN).mkdir(parents=True)
-        (NodePaths.at(node.root).etc / "emon" / "ecs" / PLUGIN / "service.cfg").write_text(
-            f'watermarks = "wm_50";\nwm_50 = "{watermark}";\n')
+        write_service_config(node, "fifo", 1, {"name": "svc", "script": str(service_script),
+                                               "check_interval": 1})
+        configure_emon(node, value=10)
+        write_ecs_config(node, PLUGIN, {"watermarks": "wm_50", "wm_50": watermark})
         start(node, ["bus", "lock", "ha", "emon"])
 
     ha1 = ha_pb2_grpc.HaStub(grpc.insecure_channel(f"unix:{NodePaths.at(n1.root).socket('ha')}"))

@@ -24,9 +24,10 @@ import pytest
 
 from skyge.clients.lab import Lab, LabNode
 from skyge.clients.lab.daemons import stop_daemons
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_VIP, configure_heartbeat, fetch,
-                                    install_demo_service, placement, service_dir,
-                                    service_status, start_node, wait_members, wait_placement)
+from skyge.clients.lab.configs import configure_heartbeat, service_dir
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_VIP, fetch, install_demo_service,
+                                    placement, service_status, start_node, wait_members,
+                                    wait_placement)
 from skyge.v1 import bus_pb2, bus_pb2_grpc
 
 from .conftest import lab_unavailable, unique_lab_name
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.lab
 MYSQL_PORT, BIND_PORT, SMB_PORT, WEB_PORT = 8080, 8081, 8082, 8084
 BAD_FILES = {  # slot folder (under n1's slots/) -> (file text, what the log must name)
     "stack/3": ('script = "/bin/true";\n', ["stack/3/service.cfg", "name"]),
-    "random/5": ('name = "badfip";\nscript = "/bin/true";\nfip = "eth0-1.2.3-255.255.255.0-1.2.3.255:";\n',
+    "random/5": ('name = "badfip";\nscript = "/bin/true";\n'
+                 'fip = "eth0-1.2.3-255.255.255.0-1.2.3.255:";\n',
                  ["random/5/service.cfg:3", "fip", "IP '1.2.3' is not an IPv4 address"]),
     "fifo/7": ('name = "typo";\nscript = "/bin/true";\ncheck_intervall = 5;\n',
                ["fifo/7/service.cfg:3", "check_intervall"]),
@@ -128,8 +130,8 @@ def cluster(shared_disk, request) -> Cluster:
         start_node(node, ("ha",), extra_args=("-l", "LOG_INFO", "-t", "all"))
         expected = list(range(2, node.id + 1))
         for type, slot in (("fifo", 0), ("random", 1), ("stack", 2)):
-            wait_placement(n1, lambda p: p[0] == "running" and p[1] == 1 and
-                           sorted(p[2]) == expected, type=type, slot=slot, timeout=30,
+            wait_placement(n1, lambda p, expected=expected: p[0] == "running" and p[1] == 1
+                           and sorted(p[2]) == expected, type=type, slot=slot, timeout=30,
                            what=f"running on 1, waiting {expected}")
     return c
 
@@ -137,7 +139,8 @@ def cluster(shared_disk, request) -> Cluster:
 def test_bad_service_cfg_files_are_refused_cleanly(cluster):
     log = cluster.log(cluster.node(1))
     for where, (_, words) in BAD_FILES.items():
-        line = next((l for l in log.splitlines() if "service.cfg refused" in l and where in l), None)
+        line = next((text for text in log.splitlines()
+                     if "service.cfg refused" in text and where in text), None)
         assert line is not None, f"no refusal logged for {where}:\n{log[-3000:]}"
         for word in words:
             assert word in line, (word, line)
@@ -166,9 +169,11 @@ def test_onstart_and_takeover_orders(cluster):
     text = cluster.cli(cluster.node(3), "ha", "status")
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    at = next(i for i, l in enumerate(lines) if l.startswith("Service -- fifo: 0 is running on 1"))
+    at = next(i for i, text in enumerate(lines)
+              if text.startswith("Service -- fifo: 0 is running on 1"))
     assert lines[at + 1] == "          domain waiting for lock :[ 2 ] [ 3 ]"
-    at = next(i for i, l in enumerate(lines) if l.startswith("Service -- stack: 2 is running on 1"))
+    at = next(i for i, text in enumerate(lines)
+              if text.startswith("Service -- stack: 2 is running on 1"))
     assert lines[at + 1] == "          domain waiting for lock :[ 3 ] [ 2 ]"
     data = json.loads(cluster.cli(n1, "ha", "status", json_out=True).stdout)
     mysql = next(s for s in data["services"] if s["name"] == "mysql")
@@ -208,8 +213,8 @@ def test_floating_ip_and_store_only_on_the_active_node(cluster):
     answer = fetch(cluster.lab.client, DEMO_VIP, MYSQL_PORT)
     assert answer == f"n1 token {status.fencing_token}"  # the fencing token reached the script
     assert cluster.vip_holders() == [1]
-    line = next(l for l in cluster.node(1).run(["ip", "-4", "-o", "addr", "show", "dev",
-                                                "eth0"]).stdout.splitlines() if DEMO_VIP in l)
+    addresses = cluster.node(1).run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
+    line = next(text for text in addresses.splitlines() if DEMO_VIP in text)
     assert "eth0:1024" in line and "brd 192.168.1.255" in line
     assert cluster.mounted_on() == [1]
     owner = cluster.node(1).run(["stat", "-c", "%a %U %G", str(cluster.mountpoint)]).stdout.split()

@@ -19,12 +19,12 @@ import grpc
 import psutil
 import pytest
 
-from skyge.clients.lab import Lab, LabNode
+from skyge.clients.lab import GATEWAY_IPS, Lab, LabNode
 from skyge.clients.lab.daemons import start_daemons, wait_serving
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, GATEWAY_IPS, configure_heartbeat, fetch,
-                                    ha_call, install_demo_service, placement, service_status,
-                                    start_node, wait_members, wait_placement)
-from skyge.services.common.config import render_config
+from skyge.clients.lab.configs import configure_heartbeat, write_daemon_config
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, fetch, ha_call, install_demo_service,
+                                    placement, service_status, start_node, wait_members,
+                                    wait_placement)
 from skyge.services.ha.resources.cgroup import ENTER, Cgroups, ServiceCgroup
 from skyge.services.ha.resources.script import read_pidfile
 from skyge.v1 import ha_pb2 as pb
@@ -59,7 +59,7 @@ class Cluster:
                                str(node.root), *args], capture_output=True, text=True, timeout=60)
 
     def pidfile(self, name: str, node: LabNode) -> Path:
-        slot, port, _, _ = SERVICES[name]
+        _slot, port, _, _ = SERVICES[name]
         return self.lab.root / "demo" / f"{name}-{port}" / f"server-{node.id}.pid"
 
     def where(self, name: str) -> tuple[str, int, list[int]] | None:
@@ -92,9 +92,9 @@ def _install(lab: Lab) -> None:
     script.write_text(ISOLATION_SCRIPT.format(marker=lab.root / "isolated.txt"))
     script.chmod(0o755)
     for node in lab.nodes:
-        (node.root / "etc" / "skyge" / "ha.cfg").write_text(render_config({
+        write_daemon_config(node, "ha", {
             "reference_ips": ":".join(GATEWAY_IPS), "isolation_script": str(script),
-            "reboot_command": node.self_crash_command()}))
+            "reboot_command": node.self_crash_command()})
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,8 @@ def cluster(request) -> Cluster:
         start_node(node, ("ha",))
         expected = list(range(2, node.id + 1))
         for name in SERVICES:
-            c.wait(name, lambda p: p[:2] == ("running", 1) and sorted(p[2]) == expected,
+            c.wait(name, lambda p, expected=expected: (p[:2] == ("running", 1)
+                                                       and sorted(p[2]) == expected),
                    f"running on 1, waiting {expected}", timeout=30)
     return c
 
@@ -207,13 +208,15 @@ def test_a_service_whose_pulses_stop_is_switched(cluster):
 
 def test_a_node_refusing_new_services_leaves_the_queues_until_it_accepts_again(cluster):
     n3 = cluster.node(3)
-    reply = ha_call(n3, "SetRefuseNew", pb.SetRefuseNewRequest(refuse=True, reason="cpu_load wm_90"))
+    reply = ha_call(n3, "SetRefuseNew",
+                    pb.SetRefuseNewRequest(refuse=True, reason="cpu_load wm_90"))
     assert reply.refusing and reply.services_affected >= 1
     cluster.wait("badstop", lambda p: p[:2] == ("running", 1) and 3 not in p[2],
                  "n3 out of the queue")
     with pytest.raises(grpc.RpcError) as error:
         ha_call(n3, "SetRefuseNew", pb.SetRefuseNewRequest(refuse=True, reason="x" * 300))
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "reason" in error.value.details()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "reason" in error.value.details()
     reply = ha_call(n3, "SetRefuseNew", pb.SetRefuseNewRequest(refuse=False))
     assert not reply.refusing
     cluster.wait("badstop", lambda p: p[:2] == ("running", 1) and 3 in p[2], "n3 queued again")

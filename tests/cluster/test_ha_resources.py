@@ -122,7 +122,7 @@ def test_floating_ip_moves_with_gratuitous_arp(make_lab):
     up = in_node(n1, "fip-add-sync", fip_arg())
     assert up["added"] is True and up["again"] is False and up["present"] is True
     assert up["garp_frames"] == 6 and up["labels"][VIP] == "eth0:1024"
-    line = next(l for l in addr_lines(n1).splitlines() if f"{VIP}/24" in l)
+    line = next(text for text in addr_lines(n1).splitlines() if f"{VIP}/24" in text)
     assert "brd 192.168.1.255" in line and "eth0:1024" in line
     assert ping(client, VIP)
     assert neighbour_mac(client, VIP) == n1.mac("eth0")
@@ -184,7 +184,7 @@ def test_store_mounts_on_one_node_only(make_lab, loop_device):
 
     # only n1 sees it: not n2, not the machine itself
     assert in_node(n2, "mounted", store) == {"mounted": False}
-    assert not n2.run(["test", "-e", f"{mountpoint}/on-disk"]).returncode == 0
+    assert n2.run(["test", "-e", f"{mountpoint}/on-disk"]).returncode != 0
     assert not store_mod.mounted(the_store)
     assert not (mountpoint / "on-disk").exists()
 

@@ -1,8 +1,8 @@
 """skyge-heartbeat on the lab: real daemons in network namespaces, real faults.
 
 Each lab node gets heartbeat.cfg with netid 1000, domain = node id, netcard1 eth0, netcard2 eth1
-and the lab's cluster key (see heartbeat_support). Every wait is bounded; every lab is taken down
-by the fixtures, even when a test fails.
+and the lab's cluster key (see skyge.clients.lab.configs). Every wait is bounded; every lab is
+taken down by the fixtures, even when a test fails.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from skyge.clients.lab import Lab, LabNode
+from skyge.clients.lab.configs import config_path, lab_key, write_heartbeat_config
 from skyge.services.heartbeat.config import DEFAULT_DETECTOR
 from skyge.v1 import common_pb2, heartbeat_pb2 as pb
 
@@ -62,9 +63,11 @@ def test_three_nodes_converge_with_links_identity_and_log(lab: Lab) -> None:
             assert {p.path: list(p.addresses) for p in member.paths} == {
                 1: [peer.public_ip], 2: [peer.private_ip]}
             assert member.grpc_ports["heartbeat"] == 7410
-        links = hs.wait_for("RTT measured on every link", lambda: measured(hs.links(node)))
+        links = hs.wait_for("RTT measured on every link",
+                            lambda node=node: measured(hs.links(node)))
         assert sorted(links) == [(d, p) for d in ALL if d != node.id for p in (1, 2)]
-        assert all(l.state == pb.LINK_UP and l.peer_nic == l.local_nic for l in links.values())
+        assert all(link.state == pb.LINK_UP and link.peer_nic == link.local_nic
+                   for link in links.values())
         with hs.channel(node) as channel:
             from skyge.v1 import heartbeat_pb2_grpc
             identity = heartbeat_pb2_grpc.HeartbeatStub(channel).GetIdentity(
@@ -92,7 +95,7 @@ def test_one_path_cut_downs_that_link_only(lab: Lab) -> None:
             assert (seen.path, seen.up) == (1, False)
         for other in (1, 2):
             hs.wait_for(f"n3's link to {other} on path 1 down",
-                        lambda: hs.links(n3)[(other, 1)].state == pb.LINK_DOWN, 5)
+                        lambda other=other: hs.links(n3)[(other, 1)].state == pb.LINK_DOWN, 5)
         assert hs.links(n1)[(3, 2)].state == pb.LINK_UP
         hs.wait_members(lab.nodes, ALL, 1)
         member = hs.members(n1)[3]
@@ -174,7 +177,7 @@ def test_asymmetric_loss_is_seen_from_one_side_only(lab: Lab) -> None:
     n1.set_loss("eth0", 100, "out")  # n1 hears everyone on eth0; nobody hears n1 there
     for node in (n2, n3):
         hs.wait_for(f"{node.key}'s link to n1 on path 1 down",
-                    lambda: hs.links(node)[(1, 1)].state == pb.LINK_DOWN, 5)
+                    lambda node=node: hs.links(node)[(1, 1)].state == pb.LINK_DOWN, 5)
     hs.wait_for("n1's links on path 1 up (it still hears everyone there)",
                 lambda: all(hs.links(n1)[(d, 1)].state == pb.LINK_UP for d in (2, 3)), 5)
     hs.wait_members(lab.nodes, ALL, 5)
@@ -200,7 +203,7 @@ def test_20_percent_loss_on_one_path_changes_no_membership(lab: Lab) -> None:
         flaps = [e for e in events if e.kind == "link" and not e.up and e.time_unix_ns > learned]
         if DEFAULT_DETECTOR == "adaptive":
             assert len(flaps) <= 1, f"{len(flaps)} link flaps in 8 s at 20% loss"
-        loss = [l.loss_percent for l in hs.links(lab.node(1)).values() if l.path == 2]
+        loss = [link.loss_percent for link in hs.links(lab.node(1)).values() if link.path == 2]
         assert all(5 < value < 40 for value in loss), loss
     finally:
         hs.close_all(watches)
@@ -210,8 +213,8 @@ def test_20_percent_loss_on_one_path_changes_no_membership(lab: Lab) -> None:
 
 def test_foreign_netid_on_the_same_wires_is_never_seen(lab: Lab) -> None:
     n1, n2, n3 = lab.nodes
-    key = hs.lab_key(lab)
-    hs.write_config(n3, netid=1001, key=key)
+    key = lab_key(lab)
+    write_heartbeat_config(n3, netid=1001, key=key)
     hs.start_cluster(lab, nodes=[n1, n2])
     hs.start(n3)
     time.sleep(1)
@@ -223,7 +226,7 @@ def test_foreign_netid_on_the_same_wires_is_never_seen(lab: Lab) -> None:
 
 def test_wrong_key_is_ignored_and_counted(lab: Lab) -> None:
     n1, n2, n3 = lab.nodes
-    hs.write_config(n3, key=os.urandom(32))
+    write_heartbeat_config(n3, key=os.urandom(32))
     hs.start_cluster(lab, nodes=[n1, n2])
     hs.start(n3)
     time.sleep(1)
@@ -235,7 +238,7 @@ def test_wrong_key_is_ignored_and_counted(lab: Lab) -> None:
 
 def test_replayed_and_fuzzed_datagrams_are_dropped_and_counted(lab: Lab) -> None:
     hs.start_cluster(lab)
-    n1, n2, n3 = lab.nodes
+    n1, _n2, n3 = lab.nodes
     captured = [d for d in hs.capture_datagrams(n3, "eth0", 60)
                 if len(d) > DOMAIN_OFFSET and d[DOMAIN_OFFSET] == 2]
     assert len(captured) >= 10
@@ -331,7 +334,7 @@ def test_seed_style_config_cli_then_show_watch_and_hw_code(lab: Lab) -> None:
     assert made.returncode == 0, made.stderr
     key_file = n1.root / "etc/skyge/heartbeat.key"
     assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
-    assert 'key_file = "heartbeat.key";' in hs.config_path(n1).read_text()
+    assert 'key_file = "heartbeat.key";' in config_path(n1, "heartbeat").read_text()
     seed_file = n3.root / "jiluos.cfg"
     for node in (n2, n3):
         (node.root / "etc/skyge/heartbeat.key").write_bytes(key_file.read_bytes())
@@ -341,9 +344,9 @@ def test_seed_style_config_cli_then_show_watch_and_hw_code(lab: Lab) -> None:
     assert done.returncode == 0 and "removed heartbeat config" in done.stdout
     done = cli(n3, "heartbeat", "config", "-c", str(seed_file))
     assert done.returncode == 0, done.stderr
-    cli(n2, "heartbeat", "config", "-c", str(hs.config_path(n2)))  # installs itself: no change
-    text = hs.config_path(n2).read_text()
-    hs.config_path(n2).write_text(text + 'key_file = "heartbeat.key";\n')
+    n2_config = config_path(n2, "heartbeat")
+    cli(n2, "heartbeat", "config", "-c", str(n2_config))  # installs itself: no change
+    n2_config.write_text(n2_config.read_text() + 'key_file = "heartbeat.key";\n')
     for node in lab.nodes:
         hs.start(node)
     hs.wait_members(lab.nodes, ALL, 10)
@@ -392,7 +395,7 @@ def test_bad_config_input_is_refused_with_exit_2(lab: Lab, args: list[str], frag
     done = cli(lab.node(1), "heartbeat", "config", *args)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert fragment in done.stderr
-    assert not hs.config_path(lab.node(1)).exists()
+    assert not config_path(lab.node(1), "heartbeat").exists()
 
 
 def test_config_disagreements_and_bad_files_are_refused(lab: Lab) -> None:
@@ -422,14 +425,14 @@ def test_config_disagreements_and_bad_files_are_refused(lab: Lab) -> None:
     log = (n1.root / "var/log/heartbeat-bad.log").read_text()
     assert "netcard2: no network interface 'eth9' on this node (it has eth0, eth1, lo)" in log
     assert cli(n1, "heartbeat", "config", "-r").returncode == 0
-    assert not hs.config_path(n1).exists()
+    assert not config_path(n1, "heartbeat").exists()
     done = cli(n1, "heartbeat", "config", "-s")
     assert done.returncode == 1 and "no heartbeat config" in done.stderr
 
 
 def test_short_key_is_refused_at_start(lab: Lab) -> None:
     n1 = lab.node(1)
-    hs.write_config(n1, key=b"too short")
+    write_heartbeat_config(n1, key=b"too short")
     proc = n1.spawn([sys.executable, "-m", "skyge.services.heartbeat", "-r", str(n1.root)],
                     name="heartbeat-bad")
     assert proc.wait(30) == 2

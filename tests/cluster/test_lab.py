@@ -62,7 +62,7 @@ def check_reach(pairs: Sequence[tuple[LabHost, str]], expect: Sequence[bool] | b
     wanted = [expect] * len(pairs) if isinstance(expect, bool) else list(expect)
     got = reach(pairs, deadline)
     wrong = [f"{h.key}->{ip}: {'reached' if ok else 'unreachable'}"
-             for (h, ip), ok, want in zip(pairs, got, wanted) if ok != want]
+             for (h, ip), ok, want in zip(pairs, got, wanted, strict=True) if ok != want]
     assert not wrong, wrong
 
 
@@ -135,7 +135,8 @@ def test_cut_stops_only_that_path_and_restore_brings_it_back(lab: Lab) -> None:
     assert all(reach([(n1, n2.public_ip), (n2, n1.public_ip), (n1, GATEWAY_IPS[1])], deadline=2))
 
 
-def test_partition_separates_exactly_the_groups_and_heal_restores(make_lab: Callable[..., Lab]) -> None:
+def test_partition_separates_exactly_the_groups_and_heal_restores(
+        make_lab: Callable[..., Lab]) -> None:
     lab = make_lab(4)
     n1, n2, n3, n4 = lab.nodes
     assert lab.partition([[1], [2, 3]]) == [[1], [2, 3], [4]]
@@ -267,7 +268,7 @@ def test_freeze_and_thaw_stop_and_continue_the_processes(lab: Lab) -> None:
     assert other.poll() is None
 
 
-def test_kill_one_process(lab: Lab) -> None:
+def test_kill_signals_only_the_named_process_and_refuses_the_holder_and_strangers(lab: Lab) -> None:
     n1 = lab.node(1)
     a = n1.spawn(["sleep", "60"], name="a")
     b = n1.spawn(["sleep", "60"], name="b")
@@ -433,7 +434,7 @@ def test_cli_up_status_exec_faults_down(new_lab_name: Callable[[], str]) -> None
         assert cli("lab", "spawn", "n2", "--as", "sl", "--name", name, "--", "sleep", "60")[0] == 0
         assert cli("lab", "status", "--name", name)[1]["hosts"][1]["processes"] == 1  # type: ignore[index]
         assert cli("lab", "kill", "n2", "sl", "--name", name)[0] == 0
-        with pytest.raises(UsageError, match="--nodes.*1 to 64"):
+        with pytest.raises(UsageError, match=r"--nodes.*1 to 64"):
             cli("lab", "up", "--nodes", "65", "--name", name)
         with pytest.raises(CommandFailed, match="already up"):
             cli("lab", "up", "--nodes", "1", "--name", name)

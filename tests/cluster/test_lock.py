@@ -7,6 +7,7 @@ early."""
 from __future__ import annotations
 
 import datetime
+import itertools
 import random
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import time
 import grpc
 import pytest
 
+from skyge.clients.lab import LabNode
 from skyge.clients.lab.daemons import start_daemons, stop_daemons
 from skyge.services.lock.protocol import MS, Timing
 from skyge.v1 import lock_pb2 as lp
@@ -28,7 +30,8 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture
 def make_lab(make_lab, tmp_path):
-    """The lab factory, keeping every node's daemon logs in tmp_path (kept by pytest) at teardown."""
+    """The lab factory, keeping every node's daemon logs in tmp_path (kept by pytest) at
+    teardown."""
     labs = []
 
     def factory(*args, **kwargs):
@@ -75,7 +78,7 @@ def test_seed_test_d_lock_across_three_nodes(make_lab):
     assert '"order": "WAIT_FIFO"' in inspect.stdout and inspect.stdout.count("session_id") == 3
     tokens = []
     for index, (node, proc) in enumerate(procs):
-        line = next(l for l in log(node).splitlines() if "process get lock" in l)
+        line = next(text for text in log(node).splitlines() if "process get lock" in text)
         assert line.startswith(f"{proc.pid} process get lock")  # pid as the seed prints it
         tokens.append(int(line.rsplit("token ", 1)[1].rstrip(")")))
         node.kill(proc.pid, signal.SIGINT, wait=10)  # Ctrl+C
@@ -98,7 +101,7 @@ def test_order_per_slot_range(make_lab, slot, order):
     holder.wait("granted")
     waiters = [ls.Client(n2, "w1"), ls.Client(n3, "w2"), ls.Client(n2, "w3")]
     priorities = [1, 5, 3] if order == "priority" else [0, 0, 0]
-    for waiter, priority in zip(waiters, priorities):
+    for waiter, priority in zip(waiters, priorities, strict=True):
         waiter.acquire(slot, 1, priority=priority)
         waiter.wait("queued")
     served, current = [], holder
@@ -129,7 +132,7 @@ def test_order_per_slot_range(make_lab, slot, order):
 def test_holder_killed_with_kill9_passes_the_lock(make_lab):
     lab = make_lab(3)
     ls.start_cluster(lab)
-    n1, n2, n3 = lab.nodes
+    _n1, n2, n3 = lab.nodes
     proc = n2.spawn([*CLI, "lock", "test", "-s", "700", "-l", "1"], name="locktest")
     wait_text(n2, "process get lock")
     waiter = ls.Client(n3)
@@ -432,7 +435,8 @@ def test_election_and_contract_errors(make_lab):
             stub.Inspect(lp.InspectRequest(slot=2048, lock=0), timeout=10)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         info = stub.GetAuthority(lp.GetAuthorityRequest(), timeout=10)
-        assert info.has_quorum and info.expected_votes == 3 and list(info.member_domains) == [1, 2, 3]
+        assert info.has_quorum and info.expected_votes == 3
+        assert list(info.member_domains) == [1, 2, 3]
     client = ls.Client(n2)
     client.acquire(2048, 0)
     client.acquire(600, 1, priority=4)
@@ -458,7 +462,7 @@ def test_kept_holds_outlive_a_killed_client_until_its_next_session_adopts_them(m
     its token; released, it passes on."""
     lab = make_lab(3)
     ls.start_cluster(lab)
-    n1, n2, n3 = lab.nodes
+    _n1, n2, n3 = lab.nodes
     pid, session, token = ls.spawn_keeper(n2, KEPT, 600, 5)
     with grpc.insecure_channel(ls.target(n2)) as channel:
         stub = lock_pb2_grpc.LockStub(channel)
@@ -494,7 +498,7 @@ def test_kept_holds_outlive_a_killed_client_until_its_next_session_adopts_them(m
 def test_kept_holds_end_with_their_node(make_lab):
     lab = make_lab(3)
     ls.start_cluster(lab)
-    n1, n2, n3 = lab.nodes
+    _n1, n2, n3 = lab.nodes
     pid, _, token = ls.spawn_keeper(n3, KEPT, 600, 6)
     n3.kill(pid, signal.SIGKILL)
     waiter = ls.Client(n2)
@@ -533,7 +537,7 @@ def test_a_crashed_holders_lock_passes_on_after_its_fence(make_lab, victim):
     lab = make_lab(3)
     fence = ls.Fence(lab)
     authority = ls.start_cluster(lab, fence_command=fence.command)
-    lost, heir_node, holder, waiter, token = holder_and_waiter(lab, authority, victim)
+    lost, _heir_node, holder, waiter, token = holder_and_waiter(lab, authority, victim)
     lost.crash()
     granted = waiter.wait("granted", timeout=10)
     fenced = [t for domain, t in fence.fenced() if domain == lost.id]
@@ -646,7 +650,8 @@ def test_clean_restarts_of_the_authority_keep_every_other_hold_and_log_no_traceb
         own.close()
         stopped = log_times(authority, "NOTICE: stopping")[-1]
 
-        def successor_elected() -> float | None:
+        def successor_elected(authority: LabNode = authority,
+                              stopped: float = stopped) -> float | None:
             times = [t for n in lab.nodes if n is not authority
                      for t in log_times(n, "NOTICE: authority for term") if t >= stopped]
             return min(times) if times else None
@@ -757,7 +762,6 @@ def test_a_cut_off_holder_is_told_well_before_its_lock_passes_on(make_lab, fault
         client.close()
 
 
-
 # ---- skyge lock run (like flock)
 
 RUN_BODY = ('echo "start $SKYGE_FENCING_TOKEN $(date +%s%N)" >> "$0"; sleep 0.3; '
@@ -786,7 +790,7 @@ def test_lock_run_runs_commands_one_at_a_time_with_growing_tokens(make_lab):
     starts.sort()
     tokens = [token for _, token in starts]
     assert tokens == sorted(tokens) and len(set(tokens)) == 6  # each run its own, growing
-    for (began, token), (next_began, _) in zip(starts, starts[1:]):
+    for (_, token), (next_began, _) in itertools.pairwise(starts):
         assert ends[token] < next_began, "two commands ran under the lock at once"
 
     n1, n2 = lab.node(1), lab.node(2)

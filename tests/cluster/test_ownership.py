@@ -19,9 +19,9 @@ from bench.failover import configure
 from skyge.clients.lab.observe import AddressMonitor, holder_intervals
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabError, LabNode
 from skyge.clients.lab.daemons import start_witness
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_VIP, configure_heartbeat, placement,
-                                    service_status, start_node, wait_members, wait_placement)
-from skyge.services.common.config import render_config
+from skyge.clients.lab.configs import configure_heartbeat, write_daemon_config
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_VIP, placement, service_status,
+                                    start_node, wait_members, wait_placement)
 from skyge.services.ha.resources.script import read_pidfile
 from skyge.services.common.paths import NodePaths
 from skyge.services.lock.protocol import Timing
@@ -109,7 +109,7 @@ def two_holders(monitors: list[AddressMonitor], since_ns: int) -> list[str]:
 
 @pytest.mark.parametrize("daemon", ["lock", "ha"])
 def test_a_200_ms_pause_of_a_daemon_on_the_active_node_moves_nothing(cluster, daemon):
-    lab, monitors = cluster
+    lab, _monitors = cluster
     domain, token = active(lab)
     pause(lab.node(domain), daemon, 0.2)
     time.sleep(SETTLE_S)
@@ -135,7 +135,7 @@ def test_a_frozen_ha_daemon_with_a_live_lock_daemon_keeps_its_service(cluster):
     """The HA daemon of the active node is stopped for 2 s (longer than the lease): its lock
     daemon renewed all along, so its deadman, thawed past the deadline it last heard of, reads
     the renewal on the lease file and kills nothing."""
-    lab, monitors = cluster
+    lab, _monitors = cluster
     domain, token = active(lab)
     pause(lab.node(domain), "ha", 2.0)
     time.sleep(SETTLE_S)
@@ -143,9 +143,9 @@ def test_a_frozen_ha_daemon_with_a_live_lock_daemon_keeps_its_service(cluster):
 
 
 def test_all_five_daemons_frozen_cost_the_service_its_node_but_never_two_owners(cluster):
-    """Every skyge daemon the lab runs on the active node is stopped for 3 s (the HA daemon's own deadman
-    thread with it): the backstop process, which outlives and outruns a frozen HA daemon, stops
-    the service at the lease's end, before the next node is granted the lock."""
+    """Every skyge daemon the lab runs on the active node is stopped for 3 s (the HA daemon's own
+    deadman thread with it): the backstop process, which outlives and outruns a frozen HA daemon,
+    stops the service at the lease's end, before the next node is granted the lock."""
     lab, monitors = cluster
     domain, token = active(lab)
     since = time.time_ns()
@@ -165,9 +165,8 @@ def test_ha_status_says_when_two_nodes_are_not_protected_against_a_cut(make_lab)
     configure_heartbeat(lab)
     configure(lab)
     n1, n2 = lab.nodes
-    (n1.root / "etc" / "skyge" / "lock.cfg").write_text(render_config(
-        {"expected_nodes": 2, "fence_command": lab.fence_command()}))
-    (n2.root / "etc" / "skyge" / "lock.cfg").write_text(render_config({"expected_nodes": 2}))
+    write_daemon_config(n1, "lock", {"expected_nodes": 2, "fence_command": lab.fence_command()})
+    write_daemon_config(n2, "lock", {"expected_nodes": 2})
     for node in lab.nodes:
         start_node(node)
     wait_placement(n1, lambda p: p[0] == "running", what="running", timeout=30)
@@ -224,8 +223,9 @@ def test_two_nodes_cut_apart_with_a_witness_run_the_service_on_the_holders_side_
     configure_heartbeat(lab)
     configure(lab)
     for node in lab.nodes:
-        (node.root / "etc" / "skyge" / "lock.cfg").write_text(render_config(
-            {"expected_nodes": 2, "reference_ips": ":".join(GATEWAY_IPS), "witness": witness}))
+        write_daemon_config(node, "lock", {"expected_nodes": 2,
+                                           "reference_ips": ":".join(GATEWAY_IPS),
+                                           "witness": witness})
         start_node(node, [d for d in CLUSTER_DAEMONS if d != "ha"])
     wait_members(lab.node(1), lab.size)
     monitors = [AddressMonitor(node, "own") for node in lab.nodes]

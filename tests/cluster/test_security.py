@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from skyge.clients.lab import Lab, public_ip
+from skyge.clients.lab.configs import config_path, write_daemon_config
 from skyge.clients.lab.daemons import start_daemons
 from skyge.services.common import access, pki
 from skyge.services.common.paths import TCP_PORTS, NodePaths
@@ -52,7 +53,8 @@ for mode, make in modes.items():
     for name, port in ports.items():
         with make(f"{host}:{port}") as channel:
             try:
-                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                          timeout=5)
                 out[f"{mode} {name}"] = "OK"
             except grpc.RpcError as error:
                 out[f"{mode} {name}"] = error.code().name
@@ -140,24 +142,25 @@ def test_a_node_with_a_certificate_of_another_ca_reaches_no_peer(make_lab):
 
 def _set_keys(node, key_file: str, other: str | None) -> None:
     """heartbeat.cfg's key settings (the lock daemon follows them), then SIGHUP both daemons."""
-    from skyge.services.common.config import parse_config, render_config
-    path = hs.config_path(node)
-    values = {s.key: s.value for s in parse_config(path.read_text())}
+    from skyge.services.common.config import parse_config
+    values = {s.key: s.value for s in parse_config(config_path(node, "heartbeat").read_text())}
     values["key_file"] = key_file
     values.pop("accept_key_file", None)
     if other:
         values["accept_key_file"] = other
-    path.write_text(render_config(values))
+    write_daemon_config(node, "heartbeat", values)
     for daemon in ("heartbeat", "lock"):
         reloads = _log(node, daemon).count("cluster keys reloaded")
         pid = int((node.root / "run" / "skyge" / f"{daemon}.pid").read_text())
         os.kill(pid, signal.SIGHUP)
         hs.wait_for(f"{node.key}: skyge-{daemon} reloads its keys",
-                    lambda: _log(node, daemon).count("cluster keys reloaded") > reloads, 20)
+                    lambda daemon=daemon, reloads=reloads:
+                    _log(node, daemon).count("cluster keys reloaded") > reloads, 20)
 
 
 def _log(node, daemon: str) -> str:
-    path = node.root / "var" / "log" / {"heartbeat": "heartbeat.log", "lock": "skyge-lock.log"}[daemon]
+    name = {"heartbeat": "heartbeat.log", "lock": "skyge-lock.log"}[daemon]
+    path = node.root / "var" / "log" / name
     return path.read_text(errors="replace") if path.exists() else ""
 
 
@@ -193,7 +196,8 @@ def test_the_cluster_key_rotates_without_a_stop_then_the_old_key_is_refused(make
         _set_keys(node, "rotated.key", None)
     for node in lab.nodes:  # a few hundred datagrams under the new key alone
         floor = _received(node) + 300
-        hs.wait_for(f"{node.key} hears its peers", lambda: _received(node) >= floor, 30)
+        hs.wait_for(f"{node.key} hears its peers",
+                    lambda node=node, floor=floor: _received(node) >= floor, 30)
     assert {node.key: _refused(node) for node in lab.nodes} == refused
     assert [e for w in watches for e in w.events if e.kind == "left"] == []
     assert not holder.of("lost") and ls.authority(lab.node(1)).term == term

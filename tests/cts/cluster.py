@@ -29,8 +29,9 @@ import grpc
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabError, LabNode
 from skyge.clients.lab.daemons import is_serving, start_daemons, stop_daemons, wait_serving
-from skyge.clients.lab.demo import (CLUSTER_DAEMONS, Prober, configure_heartbeat, ha_call,
-                                    placement, service_status, wait_members)
+from skyge.clients.lab.configs import configure_heartbeat, write_daemon_config
+from skyge.clients.lab.demo import (CLUSTER_DAEMONS, Prober, ha_call, placement, service_status,
+                                    wait_members)
 from skyge.services.ha.supervisor import LOCK_SLOTS, parse_label
 from skyge.services.heartbeat.config import DEFAULT_PORT as HEARTBEAT_PORT
 from skyge.v1 import ha_pb2 as pb, lock_pb2, lock_pb2_grpc
@@ -99,8 +100,8 @@ class CtsCluster:
         try:
             configure_heartbeat(lab)
             for node in lab.nodes:  # the reference IPs give a lone node of two its quorum
-                lock_support.configure(node, expected_nodes=nodes,
-                                       reference_ips=":".join(GATEWAY_IPS))
+                write_daemon_config(node, "lock", {"expected_nodes": nodes,
+                                                   "reference_ips": ":".join(GATEWAY_IPS)})
             cluster = cls(lab, service.install(lab))
             cluster.record.note("setup", f"{nodes} nodes")
             cluster.start_cluster()
@@ -213,7 +214,8 @@ class CtsCluster:
                 return found[1], found[2]
             return None
         return poll_until(settled, timeout, lambda: f"running with {others} node(s) waiting not "
-                          f"reached in {timeout:g} s; last seen (placement, lock queue) = {seen[0]}")
+                          f"reached in {timeout:g} s; last seen (placement, lock queue) = "
+                          f"{seen[0]}")
 
     def intervals(self) -> list[checker.Interval]:
         return checker.copies(self.record.events(), time.time_ns())

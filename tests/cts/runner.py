@@ -102,7 +102,8 @@ def _check_outcome(cluster: CtsCluster, expect: Expect, begin_ns: int, verdict: 
         answered_ns, by = poll_until(
             lambda: checker.first_answer(cluster.probes(), expect.fault_ns, nodes),
             expect.answer_within_s,
-            lambda: f"no answer from {'/'.join(nodes)} {expect.answer_within_s:g} s after the fault")
+            lambda: f"no answer from {'/'.join(nodes)} {expect.answer_within_s:g} s after the "
+                    "fault")
     except ScenarioFailed as error:
         verdict.failures.append(f"client: {error}")
     else:

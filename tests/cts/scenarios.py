@@ -219,7 +219,7 @@ def partition_backup_alone(c: CtsCluster, rng: random.Random) -> Expect:
     return _backup_away(c, rng, c.partition, heal_later)
 
 
-# --- freeze ----------------------------------------------------------------------------------------
+# --- freeze --------------------------------------------------------------------------------
 def _freeze_active(seconds: float) -> Callable[[CtsCluster, random.Random], Expect]:
     def freeze(c: CtsCluster, rng: random.Random) -> Expect:
         active, waiting = c.wait_baseline()
@@ -274,7 +274,7 @@ for _daemon in ("heartbeat", "lock", "bus", "ha"):
         scenario(45, name=f"kill_{_daemon}_on_{_role}")(_kill_daemon(_daemon, _role))
 
 
-# --- the service itself ----------------------------------------------------------------------------
+# --- the service itself --------------------------------------------------------------------
 @scenario(45)
 def kill_user_process(c: CtsCluster, rng: random.Random) -> Expect:
     """kill -9 the service's server right after a status check: the pidfile watch sees the death
@@ -370,7 +370,7 @@ def waiter_view_blip(c: CtsCluster, rng: random.Random) -> Expect:
 def start_fails(c: CtsCluster, rng: random.Random) -> Expect:
     """`start` exits 2 on the next waiter; a switch: that node fails to start it and releases it,
     the waiter after it takes over."""
-    active, waiting = c.wait_baseline()
+    _active, waiting = c.wait_baseline()
     failing, second = c.node(waiting[0]), waiting[1]
     c.set_fault(failing, service.START_EXITS_2)
     switched = c.command(pb.ACTION_SWITCH, 0)

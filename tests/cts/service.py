@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabNode
-from skyge.clients.lab.demo import DEMO_PORT, DEMO_VIP, SERVER_CODE, service_dir
-from skyge.services.common.config import render_config
+from skyge.clients.lab.configs import write_daemon_config, write_service_config
+from skyge.clients.lab.demo import DEMO_PORT, DEMO_VIP, SERVER_CODE
 
 __all__ = [
     "CHECK_INTERVAL_S",
@@ -100,7 +100,9 @@ FAULTS="$DIR/faults/n$SKYGE_DOMAIN"
 RUN="$SKYGE_ROOT/run/cts"
 SERVER_PID="$RUN/server.pid"
 PULSER_PID="$RUN/pulser.pid"
-note() {{ printf '%s n%s %s %s\n' "$(date +%s%N)" "$SKYGE_DOMAIN" "$1" "$SKYGE_FENCING_TOKEN" >> "$RECORD"; }}
+note() {{
+  printf '%s n%s %s %s\n' "$(date +%s%N)" "$SKYGE_DOMAIN" "$1" "$SKYGE_FENCING_TOKEN" >> "$RECORD"
+}}
 # a live process (a zombie waiting for its reaper is dead)
 live() {{ kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }}
 # ours PIDFILE PROGRAM: the pid file names a live process running $DIR/PROGRAM
@@ -123,12 +125,15 @@ case "$1" in
     ours "$SERVER_PID" server.py && exit 0
     mkdir -p "$RUN"
     note start
-    if ! "$PY" -I -S "$DIR/server.py" {port} "$SKYGE_DOMAIN" "$SKYGE_FENCING_TOKEN" "$SERVER_PID"; then
+    if ! "$PY" -I -S "$DIR/server.py" {port} "$SKYGE_DOMAIN" "$SKYGE_FENCING_TOKEN" \
+        "$SERVER_PID"; then
       finish "$SERVER_PID" server.py KILL && note stop
       exit 1
     fi
-    "$PY" -I -S "$DIR/watch.py" "$SERVER_PID" "$RECORD" "n$SKYGE_DOMAIN" "$SKYGE_FENCING_TOKEN" </dev/null >/dev/null 2>&1 &
-    "$PY" -I "$DIR/pulser.py" "$SKYGE_ROOT/run/skyge/ha.sock" "$SKYGE_TYPE" "$SKYGE_SLOT" {pulse_interval} </dev/null >/dev/null 2>&1 &
+    "$PY" -I -S "$DIR/watch.py" "$SERVER_PID" "$RECORD" "n$SKYGE_DOMAIN" \
+      "$SKYGE_FENCING_TOKEN" </dev/null >/dev/null 2>&1 &
+    "$PY" -I "$DIR/pulser.py" "$SKYGE_ROOT/run/skyge/ha.sock" "$SKYGE_TYPE" "$SKYGE_SLOT" \
+      {pulse_interval} </dev/null >/dev/null 2>&1 &
     echo $! > "$PULSER_PID"
     exit 0 ;;
   stop)
@@ -204,9 +209,7 @@ def install(lab: Lab) -> ServiceFiles:
             "pidfile": str(files.run_dir(node) / "server.pid"),
             "pulse_timeout_ms": PULSE_TIMEOUT_MS, "failure_backoff_max": FAILURE_BACKOFF_MAX_S,
         }
-        target = service_dir(node, SERVICE_TYPE, SERVICE_SLOT)
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "service.cfg").write_text(render_config(values))
-        (node.root / "etc" / "skyge" / "ha.cfg").write_text(render_config({
-            "reference_ips": ":".join(GATEWAY_IPS), "isolation_script": str(isolation)}))
+        write_service_config(node, SERVICE_TYPE, SERVICE_SLOT, values)
+        write_daemon_config(node, "ha", {"reference_ips": ":".join(GATEWAY_IPS),
+                                         "isolation_script": str(isolation)})
     return files

@@ -17,7 +17,8 @@ def test_the_record_round_trips_and_skips_partial_lines(tmp_path):
     stamp = record.note("crash", "n1")
     with open(record.path, "a") as f:
         f.write(f"{stamp + 1} n2 start 7\n{stamp + 2} n2 st")
-    assert record.events() == [ev(stamp, "harness", "crash", "n1"), ev(stamp + 1, "n2", "start", "7")]
+    assert record.events() == [ev(stamp, "harness", "crash", "n1"),
+                               ev(stamp + 1, "n2", "start", "7")]
     assert record.events(stamp + 1) == [ev(stamp + 1, "n2", "start", "7")]
     assert parse_line("garbage") is None
 
@@ -72,7 +73,7 @@ def test_a_frozen_copy_still_running_a_second_after_the_thaw_is_double_active():
 def test_a_copy_frozen_to_the_end_or_crashed_while_frozen_ended_at_the_freeze():
     still = [ev(0, "n1", "start", "1"), ev(1 * S, "harness", "freeze", "n1")]
     assert checker.copies(still, now_ns=5 * S)[0].end_ns == 1 * S
-    crashed = still + [ev(3 * S, "harness", "crash", "n1")]
+    crashed = [*still, ev(3 * S, "harness", "crash", "n1")]
     assert checker.copies(crashed, now_ns=5 * S)[0].end_ns == 1 * S
 
 
@@ -93,7 +94,7 @@ def test_availability_leaves_out_the_expect_down_windows():
     assert result.percent == 66.667
 
 
-def test_client_side_checks():
+def test_the_probes_give_stale_answers_the_first_answer_and_the_longest_gap():
     probes = [(0, 1, True, "n1 token 4"), (2, 3, False, "timeout"), (4, 5, True, "n2 token 5"),
               (6, 7, True, "n1 token 4"), (8, 9, True, "n2 token 5")]
     assert checker.stale_answers(probes, 0, 10) == [

@@ -63,7 +63,8 @@ def test_daemon_not_running_exits_1_with_socket_path(tmp_path):
 
 @pytest.mark.parametrize("args,fragment", [
     (["bus", "create", "-d", "70", "-n", "x"], "-d/--domain: must be from 1 to 64, got 70"),
-    (["ha", "svc", "-d", "1", "-s", "1024", "-t", "fifo", "-a", "add"], "-s/--slot: must be from 0 to 1023"),
+    (["ha", "svc", "-d", "1", "-s", "1024", "-t", "fifo", "-a", "add"],
+     "-s/--slot: must be from 0 to 1023"),
     (["ha", "svc", "-d", "1", "-s", "1", "-t", "lifo", "-a", "add"], "-t/--type: invalid choice"),
     (["lock", "inspect", "-s", "1", "-l", "x"], "-l/--lock: must be an integer from 0 to 8191"),
     (["nosuch"], "invalid choice"),

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
+from skyge.clients.lab.configs import write_daemon_config, write_probe_config
 from skyge.services.common.paths import NodePaths
 from skyge.v1 import emon_pb2 as pb, emon_pb2_grpc
 from tests.daemons.test_runner import wait_serving
@@ -32,8 +34,8 @@ class Node:
         self.paths.etc.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
 
-    def config(self, text: str) -> None:
-        self.paths.config_file("emon").write_text(text)
+    def config(self, **values: Any) -> None:
+        write_daemon_config(self.root, "emon", values)
 
     def ecs(self, probe: str, text: str) -> Path:
         folder = self.paths.etc / "emon" / "ecs" / probe
@@ -48,9 +50,7 @@ class Node:
         program = self.root / f"{name}.sh"
         program.write_text(f"#!/bin/sh\ncat {value_file}\n")
         program.chmod(0o755)
-        folder = self.paths.etc / "emon" / "probes" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "probe.cfg").write_text(f'exec = "{program}";\nunit = "level";\n')
+        write_probe_config(self.root, name, {"exec": str(program), "unit": "level"})
         return value_file
 
     def counting_script(self, name: str) -> tuple[Path, Path]:
@@ -63,9 +63,9 @@ class Node:
         return script, log
 
     def start(self) -> subprocess.Popen:
-        log = open(self.root / "emon.out", "w")
-        self.proc = subprocess.Popen([*DAEMON, "-r", str(self.root), "--listen", "none",
-                                      "-l", "LOG_DEBUG"], stdout=log, stderr=subprocess.STDOUT)
+        with open(self.root / "emon.out", "w") as log:  # the daemon keeps its own copy
+            self.proc = subprocess.Popen([*DAEMON, "-r", str(self.root), "--listen", "none",
+                                          "-l", "LOG_DEBUG"], stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_serving(self.paths.socket("emon"), timeout=START_TIMEOUT_S)
         except AssertionError as error:
@@ -87,7 +87,7 @@ class Node:
 @pytest.fixture
 def node(tmp_path):
     n = Node(tmp_path / "node")
-    n.config(f"interval_ms = {INTERVAL_MS};\n")
+    n.config(interval_ms=INTERVAL_MS)
     yield n
     if n.proc is not None and n.proc.poll() is None:
         n.proc.kill()
@@ -130,7 +130,8 @@ def test_values_readable_over_grpc_with_a_plugin_probe(node):
     current = wait_for(lambda: (lambda r: r if len(r.samples) == 4 else None)(
         stub.GetCurrent(pb.GetCurrentRequest(), timeout=5)), what="4 samples")
     values = {s.probe: s.value for s in current.samples}
-    assert values["level"] == 42 and 0 <= values["cpu_load"] <= 100 and 0 < values["mem_load"] <= 100
+    assert values["level"] == 42
+    assert 0 <= values["cpu_load"] <= 100 and 0 < values["mem_load"] <= 100
     assert values["disk_usage"] > 0
     assert [s.probe for s in stub.GetCurrent(pb.GetCurrentRequest(probes=["level", "cpu_load"]),
                                              timeout=5).samples] == ["level", "cpu_load"]
@@ -220,7 +221,8 @@ def test_a_watch_stops_cleanly_on_sigint_or_sigterm_even_started_with_sigint_ign
 def test_script_runs_once_per_crossing_and_again_only_after_rearming(node):
     value_file = node.controlled_probe("level", 10)
     script, log = node.counting_script("wm50")
-    node.ecs("level", f'watermarks = "wm_50";\nwm_50 = "script:{script}:above";\nhysteresis = 10;\n')
+    node.ecs("level", f'watermarks = "wm_50";\nwm_50 = "script:{script}:above";\n'
+                      'hysteresis = 10;\n')
     node.start()
     samples_after(node, "level", 2)
     assert runs(log) == []
@@ -345,7 +347,7 @@ def test_watch_ends_with_unavailable_when_the_daemon_stops(node):
 
 def test_daemon_cpu_cost_at_a_1s_interval_is_under_1_percent(node):
     import psutil
-    node.config("interval_ms = 1000;\n")
+    node.config(interval_ms=1000)
     node.start()
     proc = psutil.Process(node.proc.pid)
     time.sleep(2)  # past start-up (imports)

@@ -11,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from skyge.clients.lab.configs import write_daemon_config
 from skyge.services.common import access, pki
 from skyge.services.common.paths import NodePaths
 from skyge.services.common.tls import SERVER_NAME, Identity
@@ -169,7 +170,7 @@ def test_tcp_without_a_certificate_is_refused_unless_insecure(root, daemon):
     assert "insecure = yes" in result.stderr
     paths = NodePaths.at(root)
     paths.etc.mkdir(parents=True, exist_ok=True)
-    paths.config_file("emon").write_text("insecure = yes;\n")
+    paths.config_file("emon").write_text("insecure = yes;\n")  # as the hint above says
     proc = daemon("--listen", address)
     wait_serving(paths.socket("emon"))
     assert health(address) == health_pb2.HealthCheckResponse.SERVING
@@ -217,8 +218,7 @@ def test_tcp_is_served_on_the_heartbeat_paths_addresses_by_default(root):
     from skyge.services.common.runner import listen_addresses
     paths = NodePaths.at(root)
     assert listen_addresses(7414, paths, "") == ["0.0.0.0:7414"]  # no heartbeat.cfg: everywhere
-    paths.etc.mkdir(parents=True)
-    paths.config_file("heartbeat").write_text('netcard1 = "lo";\nnetcard2 = "nonexistent0";\n')
+    write_daemon_config(root, "heartbeat", {"netcard1": "lo", "netcard2": "nonexistent0"})
     assert listen_addresses(7414, paths, "") == ["127.0.0.1:7414"]
     assert listen_addresses(7414, paths, "10.0.0.1:99") == ["10.0.0.1:99"]
 

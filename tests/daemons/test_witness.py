@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from skyge.clients.lab.configs import write_daemon_config
 from skyge.services.common.paths import NodePaths
 from skyge.v1 import common_pb2
 from skyge.v1 import witness_pb2 as pb
@@ -31,9 +32,8 @@ def free_port() -> int:
 @pytest.fixture
 def witness(tmp_path: Path):
     paths = NodePaths.at(tmp_path)
-    paths.etc.mkdir(parents=True)
-    paths.config_file("witness").write_text(
-        f"vote_ms = {VOTE_MS};\nmax_holdover_ms = {MAX_HOLDOVER_MS};\n")
+    write_daemon_config(tmp_path, "witness", {"vote_ms": VOTE_MS,
+                                              "max_holdover_ms": MAX_HOLDOVER_MS})
     ca = tmp_path / "ca"
     issue(ca, Identity("witness"), paths.etc / "tls")
     client = Credentials.load(TlsFiles.of_prefix(issue(ca, Identity.node(1), tmp_path / "n1")))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -57,9 +58,9 @@ def test_out_of_range_settings_are_refused(bus_core, kwargs, fragment):
     assert error.value.code == "INVALID_ARGUMENT" and fragment in error.value.message
 
 
-def test_domain_check():
+def test_a_domain_is_0_for_this_node_or_1_to_64():
     assert core.check_domain(0) == 0 and core.check_domain(64) == 64
-    with pytest.raises(BusError, match="domain: must be 0 .this node. or 1-64, got 65"):
+    with pytest.raises(BusError, match=re.escape("domain: must be 0 (this node) or 1-64, got 65")):
         core.check_domain(65)
 
 
@@ -141,7 +142,7 @@ def test_max_batch_and_byte_cap_split_deliveries(bus_core, monkeypatch):
         assert sizes == [2, 2, 1]
         monkeypatch.setattr(core, "DELIVERY_MAX_BYTES", 10)
         big = bus_core.subscribe("b", 1, 1024, origin=1)
-        entries, missed, nxt = bus.take(1, 1024, max_bytes=10)
+        entries, _missed, nxt = bus.take(1, 1024, max_bytes=10)
         assert len(entries) == 1 and nxt == 2  # always at least one message
         assert big.next == 1
     run(go())
@@ -170,7 +171,6 @@ def test_slow_subscriber_is_told_exactly_how_many_it_missed(bus_core):
         assert delivery.missed == 22
         assert [m.sequence for m in delivery.messages] == list(range(23, 31))
         assert delivery.messages[0].sequence - delivery.missed == 1
-        assert sub.missed_total == 22
         # the owner counts it for the bus (ListBuses, the skyge_bus_missed_messages metric)
         info = bus.info(1)
         assert (info.published, info.missed) == (30, 22)
@@ -195,7 +195,7 @@ def test_byte_cap_shrinks_the_window_but_keeps_the_last_message(tmp_path):
     run(go())
 
 
-def test_resume_range(bus_core):
+def test_a_subscription_starts_only_at_a_retained_or_the_next_sequence(bus_core):
     async def go():
         bus = bus_core.create("b", retain=4)
         with pytest.raises(BusError) as error:
@@ -313,7 +313,7 @@ def test_bad_files_are_skipped_not_fatal(tmp_path, caplog):
     assert "ignoring bus definition" in caplog.text
 
 
-def test_standard_buses(bus_core):
+def test_init_creates_the_seeds_standard_buses_once_per_subsystem(bus_core):
     buses, created = bus_core.init(())
     names = [b.name for b in buses]
     assert "log.buluos.skyge.com" in names and "cpu_load.emon.skyge.com" in names

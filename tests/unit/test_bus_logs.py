@@ -160,11 +160,13 @@ async def test_collector_writes_every_members_records_and_resumes(nodes, stub_of
                                            "message": text}).encode())
 
     async def lines(path: Path, count: int) -> list[str]:
+        # read on the loop, between the collector's writes (it writes on this loop too): never a
+        # half-written line, which a read in a worker thread could see
         for _ in range(500):
-            if path.exists() and len(path.read_text().splitlines()) >= count:
+            if path.exists() and len(path.read_text().splitlines()) >= count:  # noqa: ASYNC240
                 break
             await asyncio.sleep(0.01)
-        return path.read_text().splitlines()
+        return path.read_text().splitlines()  # noqa: ASYNC240
 
     n2.core.get("log.ha.skyge.com").publish([record("before the collector")], sender=2)
     first = collector()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import ClassVar
 
 import grpc
 
@@ -22,15 +23,12 @@ def member(domain: int, local: bool = False, up: tuple[bool, bool] = (True, True
                      grpc_ports={"bus": 7411})
 
 
-def test_peer_target_lists_up_paths_first():
-    peer = Peer.from_proto(member(2, up=(False, True)))
-    assert peer.up_paths == {2}
-    assert peer.target("bus") == "ipv4:10.0.0.12:7411,192.168.1.12:7411"
-    assert Peer.from_proto(member(2)).target("bus") == "ipv4:192.168.1.12:7411,10.0.0.12:7411"
-    assert peer.target("lock") is None  # no port announced
+def test_peer_up_paths_are_the_paths_up():
+    assert Peer.from_proto(member(2, up=(False, True))).up_paths == {2}
+    assert Peer.from_proto(member(2)).up_paths == {1, 2}
 
 
-def test_apply_events():
+def test_the_follower_applies_snapshots_joins_link_changes_and_leaves():
     follower = MembershipFollower(NodePaths.at("/nonexistent"))
     snapshot = hb.MembershipEvent(view_id=1, snapshot=hb.MembershipView(
         view_id=1, members=[member(1, local=True), member(2)]))
@@ -123,7 +121,7 @@ def test_peer_channels_follow_the_up_paths():
             self.closed = True
 
     class Follower:
-        peers = {2: Peer.from_proto(member(2))}
+        peers: ClassVar[dict[int, Peer]] = {2: Peer.from_proto(member(2))}
 
     async def main() -> None:
         channels = PeerChannels(Follower(), "bus",  # type: ignore[arg-type]

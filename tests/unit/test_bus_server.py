@@ -104,7 +104,7 @@ async def first_delivery(call) -> pb.Delivery:
 
 
 @run
-async def test_relayed_walkthrough(nodes, stub_of):
+async def test_every_bus_call_works_through_a_node_that_does_not_own_the_bus(nodes, stub_of):
     n1, n2 = nodes
     s1, s2 = stub_of(n1), stub_of(n2)
     info = await s1.CreateBus(pb.CreateBusRequest(domain=2, name="Mytestmb"))
@@ -288,7 +288,7 @@ async def test_slow_subscriber_through_a_relay_is_told_its_gap(nodes, stub_of):
     call = stub_of(n1).Subscribe(pb.SubscribeRequest(domain=2, name="b", max_batch=1024))
     await first_delivery(call)
     total = 20000
-    for i in range(0, total, 500):  # published faster than anyone reads
+    for _ in range(0, total, 500):  # published faster than anyone reads
         bus.publish([pb.Payload(data=b"x" * 200)] * 500, sender=2)
         await asyncio.sleep(0)
     received = missed = 0

@@ -10,8 +10,10 @@ SKYGE = [sys.executable, "-m", "skyge.clients.cli.main"]
 
 
 def test_cli_ca_commands_make_a_cluster_ca_and_certificates(tmp_path):
-    run = lambda *args: subprocess.run([*SKYGE, "--root", str(tmp_path), *args],
-                                       capture_output=True, text=True, timeout=60)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*SKYGE, "--root", str(tmp_path), *args], capture_output=True,
+                              text=True, timeout=60)
+
     assert run("ca", "init").returncode == 0
     again = run("ca", "init")
     assert again.returncode == 1 and "exists" in again.stderr

@@ -21,6 +21,8 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+import skyge
+
 REPO = Path(__file__).resolve().parents[2]
 CONTAINER = REPO / "deploy" / "container"
 CONTAINERFILE = CONTAINER / "Containerfile"
@@ -96,7 +98,7 @@ def test_no_image_is_latest_or_untagged():
 
 
 def test_the_image_tag_is_the_project_version():
-    version = project()["version"]
+    version = skyge.__version__  # the one place the version lives (pyproject.toml reads it)
     for image in {s["image"] for s in compose()["services"].values()}:
         assert image == f"localhost/skyge:{version}"
     assert f"-t localhost/skyge:{version} " in CONTAINERFILE.read_text()

@@ -113,7 +113,8 @@ def test_log_levels_are_syslog_priorities_plus_one():
               "LOG_INFO", "LOG_DEBUG"]
     assert [common_pb2.LogLevel.Value(name) - 1 for name in syslog] == list(range(8))
     assert common_pb2.LOG_LEVEL_UNSPECIFIED == 0
-    assert (common_pb2.SCOPE_UNSPECIFIED, common_pb2.SCOPE_NODE, common_pb2.SCOPE_CLUSTER) == (0, 1, 2)
+    assert (common_pb2.SCOPE_UNSPECIFIED, common_pb2.SCOPE_NODE,
+            common_pb2.SCOPE_CLUSTER) == (0, 1, 2)
 
 
 # ---- UNIMPLEMENTED from the generated base servicers, over a real server
@@ -179,7 +180,8 @@ def test_lock_session_messages_round_trip():
     request = round_trip(lock_pb2.SessionRequest(
         acquire=lock_pb2.Acquire(slot=1536, lock=8191, timeout_ms=600_000, priority=-5)))
     assert request.WhichOneof("request") == "acquire"
-    assert (request.acquire.slot, request.acquire.lock, request.acquire.priority) == (1536, 8191, -5)
+    acquire = request.acquire
+    assert (acquire.slot, acquire.lock, acquire.priority) == (1536, 8191, -5)
     event = round_trip(lock_pb2.SessionEvent(
         lost=lock_pb2.Lost(slot=512, lock=1, reason=lock_pb2.LOST_NO_QUORUM, detail="minority")))
     assert event.WhichOneof("event") == "lost"
@@ -251,23 +253,23 @@ def documented_elements():
         comments = {tuple(loc.path): (loc.leading_comments + loc.trailing_comments).strip()
                     for loc in file.source_code_info.location}
 
-        def element(path, what):
+        def element(path, what, comments=comments):
             return what, bool(comments.get(tuple(path)))
 
         def message(path, msg, prefix):
             yield element(path, f"message {prefix}{msg.name}")
             for i, field in enumerate(msg.field):
-                yield element(path + [2, i], f"field {prefix}{msg.name}.{field.name}")
+                yield element([*path, 2, i], f"field {prefix}{msg.name}.{field.name}")
             for i, nested in enumerate(msg.nested_type):
                 if not nested.options.map_entry:
-                    yield from message(path + [3, i], nested, f"{prefix}{msg.name}.")
+                    yield from message([*path, 3, i], nested, f"{prefix}{msg.name}.")
             for i, enum_type in enumerate(msg.enum_type):
-                yield from enum(path + [4, i], enum_type, f"{prefix}{msg.name}.")
+                yield from enum([*path, 4, i], enum_type, f"{prefix}{msg.name}.")
 
         def enum(path, enum_type, prefix):
             yield element(path, f"enum {prefix}{enum_type.name}")
             for i, value in enumerate(enum_type.value):
-                yield element(path + [2, i], f"enum value {value.name}")
+                yield element([*path, 2, i], f"enum value {value.name}")
 
         for i, msg in enumerate(file.message_type):
             yield from message([4, i], msg, "")

@@ -85,7 +85,7 @@ def test_bad_samples_are_skipped_counted_and_logged_once(caplog):
         runtime = core.runtimes["a"]
         assert runtime.errors == 5 and core.probe_errors == 5 and core.healthy()
         assert runtime.last_error == "printed 'x', not a number"
-        assert [s.value for s in core.history("a")][0] == 4
+        assert next(s.value for s in core.history("a")) == 4
     with caplog.at_level(logging.INFO, logger="test.emon"):
         asyncio.run(scenario())
     skipped = [r for r in caplog.records if "sample skipped" in r.getMessage()]
@@ -113,7 +113,7 @@ def test_reconfigure_keeps_unchanged_probes_and_watermark_state():
         await core.reconfigure([keep, ScriptedProbe("new", [5])], [wm("keep", 10)])
         assert core.names() == ["keep", "new"]
         assert core.runtimes["keep"].history  # history kept
-        (spec, state), = core.engine.items()
+        (_spec, state), = core.engine.items()
         assert state.armed is False and state.fired_count == 1  # not fired again by a reload
         await until(lambda: core.runtimes["new"].current is not None)
         await core.stop()
@@ -189,7 +189,8 @@ def test_script_gets_env_and_its_exit_status_and_output_tail_are_logged(tmp_path
     script.chmod(0o755)
     with caplog.at_level(logging.INFO, logger="test.script"):
         status, result = asyncio.run(run_script(wm("cpu_load", 90, script=str(script)), 95.5,
-                                                "percent", tmp_path, logging.getLogger("test.script")))
+                                                "percent", tmp_path,
+                                                logging.getLogger("test.script")))
     assert status == 3 and result.startswith("script exited 3 in ")
     (record,) = [r for r in caplog.records if str(script) in r.getMessage()]
     assert record.levelno == logging.WARNING

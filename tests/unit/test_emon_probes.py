@@ -58,7 +58,7 @@ def test_builtins_give_plausible_values(tmp_path):
 
 # ---- plug-in config
 
-def test_exec_plugin(tmp_path):
+def test_an_exec_plugin_takes_its_options_and_reads_its_programs_output(tmp_path):
     prog = executable(tmp_path / "depth.sh", 'echo "$1-$2" >/dev/null; echo 12.5')
     folder = plugin(tmp_path / "probes", "queue_depth",
                     f'exec = "{prog}";\nargs = ["a", "b"];\nunit = "jobs";\ntimeout_ms = 800;\n'
@@ -202,7 +202,7 @@ def test_entry_point_failures_raise_probe_error_and_a_hung_call_is_not_repeated(
     run(scenario())
 
 
-def test_coroutine_entry_point():
+def test_an_entry_point_probe_may_be_a_coroutine():
     async def value():
         return 3
 

@@ -102,7 +102,7 @@ def test_items_sort_by_probe_then_numeric_threshold():
     assert [s.name for s, _ in engine.items()] == ["wm_9", "wm_90", "wm_100"]
 
 
-def test_default_hysteresis():
+def test_default_hysteresis_is_5_points_for_percent_else_5_percent_of_the_level():
     assert default_hysteresis("percent", 90) == 5
     assert default_hysteresis("kB", 250000) == 12500
 
@@ -133,7 +133,8 @@ def test_several_watermarks_actions_and_options(script):
             f'hysteresis = 1000;\nsustain = 2;\nscript_timeout = 5;\n')
     specs = parse_ecs(text, "f", "disk_usage", "kB")
     assert [(s.name, s.action, s.direction) for s in specs] == [
-        ("wm_250000", Action.SCRIPT, Direction.ABOVE), ("wm_300000", Action.SWITCH, Direction.ABOVE),
+        ("wm_250000", Action.SCRIPT, Direction.ABOVE),
+        ("wm_300000", Action.SWITCH, Direction.ABOVE),
         ("wm_100000", Action.REFUSE_NEW, Direction.BELOW)]
     assert {(s.hysteresis, s.sustain, s.script_timeout_s) for s in specs} == {(1000.0, 2, 5.0)}
 

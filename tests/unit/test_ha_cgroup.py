@@ -1,6 +1,7 @@
 """Services' own cgroups: finding the cgroup2 mount, naming, entering, killing."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from pathlib import Path
@@ -57,8 +58,6 @@ def test_a_started_process_and_its_children_stay_in_the_cgroup_and_die_with_it(t
         time.sleep(0.1)
         cgroup.remove()
         for folder in (cgroup.path.parent, cgroup.path.parent.parent):
-            try:
+            with contextlib.suppress(OSError):
                 folder.rmdir()
-            except OSError:
-                pass
     assert not cgroup.path.exists()

@@ -52,7 +52,7 @@ def test_seed_mysql_example_loads_unchanged(tmp_path):
     assert svc.path == str(tmp_path / "slots" / "fifo" / "0" / "service.cfg")
 
 
-def test_seed_defaults():
+def test_options_left_out_take_the_seeds_defaults():
     svc = parse_service(MINIMAL.format(n=1), "random", 7)
     assert (svc.start_timeout, svc.stop_timeout, svc.release_timeout) == (300, 300, 300)
     assert (svc.onstart, svc.check_interval, svc.check_failures) == (False, 3, 1)
@@ -83,7 +83,7 @@ umount = "force"; failure_timeout = 600;
     assert parse_service(MINIMAL.format(n=1) + 'force_load = "yes";', "fifo", 1).force_load
 
 
-def test_fip_groups_and_labels():
+def test_each_floating_ip_gets_a_label_unique_on_its_nic():
     text = MINIMAL.format(n=3) + (
         'fip = "eth0-10.0.0.5-255.255.255.0-10.0.0.255:eth1-10.1.0.5-16-10.1.255.255:'
         'eth0-10.0.0.6-255.255.255.0-10.0.0.255";')  # prefix length, no final ':'
@@ -115,7 +115,7 @@ def test_store_paths_with_dashes():
                           Store("10.0.0.9", "/dev/sdc1", "/mnt/b", 0o700, "0", "0"))
 
 
-def test_script_kinds():
+def test_the_script_kind_follows_the_script_path_unless_set():
     assert script_kind("/usr/lib/ocf/resource.d/heartbeat/IPaddr2") == "ocf"
     assert script_kind("/etc/init.d/mysqld") == "lsb"
     assert script_kind("/etc/rc.d/init.d/httpd") == "lsb"
@@ -188,7 +188,7 @@ def test_bad_file_is_refused_and_others_still_load(tmp_path, text, line, key, re
     assert str(error).startswith(where + f"{key}: ")
 
 
-def test_bad_slot_folders(tmp_path):
+def test_bad_slot_folders_are_refused_by_path_and_the_good_slot_still_loads(tmp_path):
     put(tmp_path, "fifo", 0, MINIMAL.format(n=0))
     put(tmp_path, "fifo", 1024, MINIMAL.format(n=1))
     put(tmp_path, "fifo", "abc", MINIMAL.format(n=2))
@@ -242,7 +242,7 @@ def test_dynamic_add_checks_against_loaded_services(tmp_path):
         load_service(tmp_path, "fifo", 0, services)
 
 
-def test_layouts(tmp_path):
+def test_services_load_from_the_node_folder_the_seed_folder_or_its_slots_folder(tmp_path):
     assert ha_config_dir(NodePaths.at(tmp_path)) == tmp_path / "etc" / "skyge" / "ha"
     seed = tmp_path / "etc" / "skygeha_8"  # the seed's folder, pointed at as it is
     put(seed, "fifo", 0, SEED_MYSQL)

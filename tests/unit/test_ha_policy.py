@@ -15,6 +15,8 @@ import pytest
 from skyge.services.ha import policy as P
 
 SETTINGS = P.Settings(check_interval_s=3, check_failures=2)
+#: a node that has not seen anything yet
+FRESH = P.State()
 
 
 def event(word: str) -> P.Event:
@@ -50,7 +52,7 @@ def render(action: P.Action) -> str:
         type(action).__name__, type(action).__name__.lower())
 
 
-def trace(events: str, state: P.State = P.State()) -> str:
+def trace(events: str, state: P.State = FRESH) -> str:
     lines = []
     for word in events.split():
         decision = P.decide(state, event(word), SETTINGS)
@@ -243,7 +245,7 @@ GOLDEN = {
 
 
 @pytest.mark.parametrize("name", list(GOLDEN))
-def test_golden_trace(name):
+def test_each_golden_case_replays_to_its_expected_trace(name):
     events, expected = GOLDEN[name]
     assert trace(events) == textwrap.dedent(expected).strip()
 

@@ -49,7 +49,7 @@ def alive(pid: int) -> bool:
     ("ocf", "status", 1, Outcome.FAILED), ("ocf", "start", 7, Outcome.FAILED),
     ("seed", "status", -9, Outcome.FAILED),
 ])
-def test_exit_code_mapping(kind, action, code, outcome):
+def test_an_exit_code_means_what_the_script_kind_says_it_means(kind, action, code, outcome):
     assert classify(kind, action, code) is outcome
 
 
@@ -134,7 +134,9 @@ def test_cancelling_kills_the_process_group(tmp_path):
 
     async def main():
         task = asyncio.create_task(r.stop(1))
-        while not pids.exists() or not pids.read_text().strip():
+        for _ in range(500):  # until the script has written its child's PID (bounded: 5 s)
+            if pids.exists() and pids.read_text().strip():
+                break
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -243,18 +245,19 @@ def test_watch_of_an_unreaped_or_grandchild_process(tmp_path):
     asyncio.run(main())
 
 
-def test_pidfile_errors(tmp_path):
-    async def main():
+def test_an_unusable_pidfile_is_refused_saying_why(tmp_path):
+    bad = tmp_path / "bad.pid"
+    bad.write_text("hello\n")
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    gone = tmp_path / "gone.pid"
+    gone.write_text(done.stdout)
+
+    async def main():  # a ProcessWatch watches on the running loop
         with pytest.raises(PidfileError, match="cannot read"):
             ProcessWatch.from_pidfile(tmp_path / "none.pid")
-        bad = tmp_path / "bad.pid"
-        bad.write_text("hello\n")
         with pytest.raises(PidfileError, match="does not start with a PID"):
             ProcessWatch.from_pidfile(bad)
-        done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)
-        gone = tmp_path / "gone.pid"
-        gone.write_text(done.stdout)
         with pytest.raises(PidfileError, match="is not running"):
             ProcessWatch.from_pidfile(gone)
 

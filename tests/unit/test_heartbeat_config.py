@@ -1,4 +1,5 @@
-"""heartbeat.cfg: the seed's keys as they are, skyge's optional keys, errors naming file:line:key."""
+"""heartbeat.cfg: the seed's keys as they are, skyge's optional keys, errors naming
+file:line:key."""
 from __future__ import annotations
 
 import functools
@@ -48,7 +49,7 @@ def test_relative_key_file_is_under_etc_skyge():
     assert s.key_file == Path("/r/etc/skyge/heartbeat.key")
 
 
-def test_fixed_detector_options():
+def test_the_fixed_detector_takes_its_misses_from_the_config():
     s = settings(SEED + 'detector = "fixed"; misses = 6;')
     detector = s.timing.detector()
     assert isinstance(detector, FixedDetector) and detector.misses == 6
@@ -77,7 +78,7 @@ def test_errors_name_file_line_key_and_range(text, message):
     assert str(caught.value).startswith(message), str(caught.value)
 
 
-def test_parse_peers():
+def test_static_peers_parse_by_domain_and_bad_lists_are_refused():
     assert hb.parse_peers(" 2:10.0.0.1 ;1:10.0.0.2,10.0.0.3;") == {
         2: ("10.0.0.1",), 1: ("10.0.0.2", "10.0.0.3")}
     for bad in ("1:", "x:10.0.0.1", "9:10.0.0.1", "1:10.0.0.1;1:10.0.0.2"):
@@ -92,12 +93,12 @@ def test_check_nics_names_the_key_and_the_nic():
         hb.check_nics({1: "eth0", 2: "eth1"}, ["lo", "eth0"], "cfg")
 
 
-def test_read_key(tmp_path):
+def test_a_cluster_key_must_be_readable_and_16_to_4096_bytes(tmp_path):
     key = tmp_path / "k"
     key.write_bytes(b"x" * 16)
     assert read_key(key) == b"x" * 16
     key.write_bytes(b"x" * 15)
-    with pytest.raises(ConfigError, match="key_file: .* must be 16 to 4096 bytes, it has 15"):
+    with pytest.raises(ConfigError, match=r"key_file: .* must be 16 to 4096 bytes, it has 15"):
         read_key(key)
     with pytest.raises(ConfigError, match="key_file: cannot read the cluster key"):
         read_key(tmp_path / "missing")
@@ -108,7 +109,7 @@ def test_keys_are_required_unless_insecure_and_a_other_key_needs_a_current_one(t
     paths.etc.mkdir(parents=True)
     (paths.etc / "new.key").write_bytes(b"n" * 32)
     (paths.etc / "old.key").write_bytes(b"o" * 32)
-    with pytest.raises(ConfigError, match="key_file: is required.*insecure = yes"):
+    with pytest.raises(ConfigError, match=r"key_file: is required.*insecure = yes"):
         load_keys(paths, None, None, insecure=False)
     assert load_keys(paths, None, None, insecure=True) == ClusterKeys(None)
     with pytest.raises(ConfigError, match="accept_key_file: is set but key_file is not"):

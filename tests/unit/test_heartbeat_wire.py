@@ -102,7 +102,7 @@ def test_node_info_validation_names_the_field(bad, message):
         bad()
 
 
-def test_every_refusal_reason():
+def test_each_bad_datagram_is_refused_with_its_own_reason():
     good = heartbeat()
     assert reason(b"") == "truncated"
     assert reason(good[:2]) == "truncated"

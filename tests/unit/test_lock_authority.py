@@ -3,6 +3,7 @@ votes and leases, asymmetric views, crashes, partitions, the two-node rule, reco
 a randomised run with faults whose history is checked."""
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -207,7 +208,7 @@ def test_authority_crash_keeps_held_locks_and_waiter_order():
     granted = first(cluster, waiters[0], "granted")
     bound = 45 * MS + COMPACT.takeover_guard_ns
     assert granted.time - crash <= bound, (granted.time - crash) / MS
-    for before, after in zip(waiters, waiters[1:]):
+    for before, after in itertools.pairwise(waiters):
         cluster.release(before, (600, 2))
         cluster.run(10 * MS)
         assert cluster.of(after, "granted"), "fifo order lost across the authority change"

@@ -3,6 +3,8 @@ may have held, is granted to anyone else before its fence succeeded; a failed fe
 grants and runs again; a node that comes back unblocks them without one."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from skyge.services.lock.protocol import MS
@@ -61,7 +63,7 @@ def test_a_failed_fence_blocks_only_that_nodes_locks_and_runs_again():
     assert not cluster.of(waiter, "granted")
     attempts = [t for t, _, target, ok in cluster.fence_log if target == 3 and not ok]
     assert len(attempts) >= 3
-    assert all(b - a >= RETRY for a, b in zip(attempts, attempts[1:]))
+    assert all(b - a >= RETRY for a, b in itertools.pairwise(attempts))
     assert "locks 600/1" in cluster.node(1).fence_waiting(3)
     other = cluster.open(2)  # the rest of the table goes on
     cluster.acquire(other, (600, 9))

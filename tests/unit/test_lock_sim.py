@@ -35,7 +35,7 @@ def granted_within(cluster: SimCluster, session: int, bound_ns: int) -> Record:
 
 
 @pytest.mark.parametrize("rate_ppm", [-5000, 0, 7])
-def test_a_clock_and_its_inverse(rate_ppm):
+def test_a_drifting_clock_first_shows_a_reading_at_the_instant_when_gives(rate_ppm):
     clock = Clock(123_456_789, rate_ppm)
     for reading in range(clock.read(0), clock.read(0) + 5 * MS, 999_983):
         at = clock.when(reading)
@@ -115,7 +115,7 @@ def test_a_grant_during_the_old_holders_reaction_is_two_owners():
                rec(12, B, "granted", token=2)]
     [overlap] = find_overlaps(history, until=20 * MS)
     assert (overlap.start, overlap.end, overlap.to_the_end) == (12 * MS, 15 * MS, False)
-    assert check_history(history[:2] + [rec(15, B, "granted", token=2)]) == []
+    assert check_history([*history[:2], rec(15, B, "granted", token=2)]) == []
     [overlap] = find_overlaps(history[:1] + history[2:], until=20 * MS)  # A never stopped
     assert (overlap.length, overlap.to_the_end) == (8 * MS, True)
 
@@ -124,7 +124,7 @@ def test_ownership_ends_at_valid_until_and_renewals_extend_it():
     history = [rec(0, A, "granted", token=1, until_ms=10), rec(12, B, "granted", token=2),
                rec(20, A, "lost")]
     assert check_history(history) == []  # A stopped at 10 (its deadline), before B
-    renewed = history[:1] + [rec(5, A, "renewed", until_ms=30)] + history[1:]
+    renewed = [*history[:1], rec(5, A, "renewed", until_ms=30), *history[1:]]
     [overlap] = find_overlaps(renewed)
     assert (overlap.start, overlap.end) == (12 * MS, 20 * MS)
 
@@ -134,7 +134,7 @@ def test_a_grant_that_arrives_expired_makes_no_owner():
     never owns, so neither its overlap nor its older token counts."""
     history = [rec(0, B, "granted", token=5), rec(20, A, "granted", token=3, until_ms=15)]
     assert check_history(history) == []
-    assert check_history(history[:1] + [rec(20, A, "granted", token=3)]) != []
+    assert check_history([*history[:1], rec(20, A, "granted", token=3)]) != []
 
 
 def test_excused_freezes_still_work_for_daemons_without_a_deadline():
@@ -143,7 +143,7 @@ def test_excused_freezes_still_work_for_daemons_without_a_deadline():
     assert check_history(history, excused=[(1, 5 * MS, 30 * MS)]) == []
 
 
-def test_timing_from_text():
+def test_timing_reads_from_text_with_units_and_refuses_unknown_fields():
     timing = timing_from_text("beat=20ms, idle_beat_ns=50000000,vote_lease=0.4s,hold_lease=600ms")
     assert (timing.beat_ns, timing.idle_beat_ns, timing.vote_lease_ns, timing.hold_lease_ns) == (
         20 * MS, 50 * MS, 400 * MS, 600 * MS)

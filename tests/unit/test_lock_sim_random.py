@@ -7,8 +7,8 @@ long-tailed datagram delays, 0.5 % loss, clock rates apart by up to `Timing.drif
 that stop 1-20 ms after `Lost`, and after 2 simulated seconds crashes, partitions, killed and
 stopped lock daemons; some cases with a fence command on every node (a fence powers its target
 off), and two-node cases with a witness where both sides of a cut reach the reference IP (the
-seed's rule alone gives two owners there: 30 of 40 seeds). The history must never show two valid owners of a lock at any instant (nothing excused),
-nor a token that does not increase.
+seed's rule alone gives two owners there: 30 of 40 seeds). The history must never show two valid
+owners of a lock at any instant (nothing excused), nor a token that does not increase.
 
 The timing is the protocol's defaults (`Timing()`), or the one in $SKYGE_LOCK_SIM_TIMING, e.g.
   SKYGE_LOCK_SIM_TIMING=beat=20ms,idle_beat=50ms,vote_lease=400ms,hold_lease=600ms \

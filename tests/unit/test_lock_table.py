@@ -1,12 +1,13 @@
-"""The lock table (services/lock/protocol/table.py): waiter order per slot range, tokens, recovery."""
+"""The lock table (services/lock/protocol/table.py): waiter order per slot range, tokens,
+recovery."""
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from skyge.services.lock.protocol.table import (FIFO, PRIORITY, RANDOM, STACK, Entry, LockTable, check_name,
-                                      order_of)
+from skyge.services.lock.protocol.table import (FIFO, PRIORITY, RANDOM, STACK, Entry, LockTable,
+                                                check_name, order_of)
 
 
 def entry(session: int, node: int = 1, priority: int = 0) -> Entry:

@@ -17,6 +17,7 @@ before, in the daemon's cgroup, tracked by process group; the daemon says so onc
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -95,19 +96,15 @@ class ServiceCgroup:
         except OSError:
             pass
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         return len(pids)
 
     def remove(self) -> None:
         """Remove the (empty) cgroup skyge made; leave one that still holds processes."""
         if self.unit is None:
-            try:
+            with contextlib.suppress(OSError):
                 self.path.rmdir()
-            except OSError:
-                pass
 
 
 class Cgroups:

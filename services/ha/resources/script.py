@@ -34,6 +34,7 @@ readable the moment the process exits, so the daemon reacts at once rather than 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 import shutil
@@ -158,7 +159,14 @@ def _open_log(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
 
-def _tail(path: Path, start: int, limit: int) -> str:
+def _finish_log(path: Path, reason: str, start: int, limit: int) -> str:
+    """Append the run's result line to its log; return what the run wrote there (its last
+    `limit` bytes from `start`)."""
+    try:
+        with open(path, "ab") as sink:
+            sink.write(f"--- {reason}\n".encode())
+    except OSError:
+        pass
     try:
         with open(path, "rb") as log:
             end = log.seek(0, os.SEEK_END)
@@ -236,12 +244,8 @@ async def run_script(script: str, action: str, *, timeout: float, kind: str = "s
         assert returncode is not None
         outcome, code, extra = classify(kind, action, returncode), returncode, ""
     reason = _describe(action, outcome, code, kind, seconds, timeout, extra)
-    try:
-        with open(log, "ab") as sink:
-            sink.write(f"--- {reason}\n".encode())
-    except OSError:
-        pass
-    output = _tail(log, start_offset, output_limit)
+    # (reading back up to output_limit bytes: off the loop, as the file may be on a slow disk)
+    output = await asyncio.to_thread(_finish_log, log, reason, start_offset, output_limit)
     return ScriptResult(action, outcome, code, seconds, output, reason, proc.pid)
 
 
@@ -402,10 +406,8 @@ class ProcessWatch:
 
     def close(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 self._loop.remove_reader(self._fd)
-            except (RuntimeError, ValueError):
-                pass
             os.close(self._fd)
             self._fd = None
         if not self._done.done():
@@ -420,7 +422,5 @@ class ProcessWatch:
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None and not self._loop.is_closed():
-            try:
+            with contextlib.suppress(Exception):
                 self.close()
-            except Exception:
-                pass

@@ -22,6 +22,7 @@ The array IP of a store is not checked here (the supervisor decides what to do a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import grp
 import os
@@ -49,7 +50,6 @@ __all__ = [
     "users",
 ]
 
-MNT_FORCE = 1
 MNT_DETACH = 2
 KILL_WAIT_S = 2.0
 COMMAND_TIMEOUT_S = 120.0
@@ -66,9 +66,8 @@ class StoreError(Exception):
 
 @dataclass(frozen=True)
 class MountEntry:
-    """One line of /proc/self/mountinfo."""
+    """One line of /proc/self/mountinfo (the fields skyge reads)."""
 
-    mount_id: int
     #: "major:minor" of the filesystem's device
     device: str
     mountpoint: str
@@ -102,8 +101,8 @@ def mounts() -> list[MountEntry]:
                 sep = fields.index("-", 6)
             except ValueError:
                 continue
-            entries.append(MountEntry(int(fields[0]), fields[2], _unescape(fields[4]),
-                                      fields[sep + 1], _unescape(fields[sep + 2]), fields[5]))
+            entries.append(MountEntry(fields[2], _unescape(fields[4]), fields[sep + 1],
+                                      _unescape(fields[sep + 2]), fields[5]))
     return entries
 
 
@@ -282,10 +281,8 @@ def users(mountpoint: str) -> list[tuple[int, str]]:
             if os.readlink(f"{base}/ns/mnt") != own_ns:
                 continue
             links = [f"{base}/cwd", f"{base}/root", f"{base}/exe"]
-            try:
+            with contextlib.suppress(OSError):
                 links += [f"{base}/fd/{fd}" for fd in os.listdir(f"{base}/fd")]
-            except OSError:
-                pass
             hit = any(uses(link) for link in links)
             if not hit:
                 with open(f"{base}/maps", encoding="utf-8", errors="replace") as maps:
@@ -316,10 +313,8 @@ def _kill_users(target: str, wait: float) -> None:
         if not found:
             return
         for pid, _ in found:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and users(target):
             time.sleep(0.02)

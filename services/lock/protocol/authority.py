@@ -45,7 +45,6 @@ class Authority:
         self.keyless: list[tuple[Name, Entry]] = []
         self.subscribers: dict[str, set[int]] = {}
         self.announced: dict[str, tuple[int, int]] = {}
-        self.activated_ns = 0
         self.suspended = False
         #: nodes this authority waits to see fenced: node -> when to run the fence again (None
         #: while it runs). Only with a fence command (Node.fencing); see _try_activate and
@@ -272,7 +271,6 @@ class Authority:
                 self._queued(name, entry)
         self.keyless = []
         self.active = True
-        self.activated_ns = now
         self._serve(now)
         for group in list(self.subscribers):
             self._announce(group, force=True)

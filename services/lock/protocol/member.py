@@ -81,7 +81,8 @@ class Member:
         #: group -> watcher ids (observers and campaigns)
         self.watchers: dict[str, set[int]] = {}
         self.watcher_session: dict[int, int] = {}  # watcher id -> campaign session (0 observer)
-        self.leaders: dict[str, tuple[int, int, str, int]] = {}  # group -> (session, token, cand, dom)
+        #: group -> (session, token, candidate, domain)
+        self.leaders: dict[str, tuple[int, int, str, int]] = {}
         self.deadlines: int | None = None
         #: (deadline, tie-breaker, session, lock, request) of waits with a timeout or grace
         self.heap: list[tuple[int, int, int, Name, int]] = []
@@ -181,7 +182,7 @@ class Member:
             if session.campaign is None and any(h.delivered for h in session.holds.values()):
                 self._event(session.id, renewed=lp.Renewed(valid_until_boot_ns=self.lease_until))
 
-    def drop_all(self, now: int, detail: str, reason: int = lp.LOST_NO_QUORUM, *,
+    def drop_all(self, now: int, detail: str, reason: lp.LostReason = lp.LOST_NO_QUORUM, *,
                  keep_waits: bool = False) -> None:
         """The lease ran out (or the node is cut off, or its daemon stops): every hold is lost.
         Waits fail too, unless this node's partition may still have quorum (an authority change,
@@ -330,7 +331,7 @@ class Member:
                                                            keep_holds=keep_holds)
         return session
 
-    def _fail(self, session: int, name: Name, reason: int, detail: str) -> None:
+    def _fail(self, session: int, name: Name, reason: lp.FailReason, detail: str) -> None:
         slot, lock = slot_lock(name)
         s = self.sessions.get(session)
         if s is not None and s.campaign is not None:
@@ -468,7 +469,8 @@ class Member:
         for watcher in self.watchers.get(group, ()):
             mine = self.watcher_session.get(watcher, 0)
             self.node.leader_events.append((watcher, lp.LeaderEvent(
-                group=group, leader=candidate, term=token, elected=bool(session and session == mine),
+                group=group, leader=candidate, term=token,
+                elected=bool(session and session == mine),
                 leader_node=self.node.node_id(domain) if domain else None)))
 
     # -- messages from the authority -------------------------------------------------------------

@@ -356,7 +356,8 @@ class Node(QuorumRules):
             if beat.confirm_seq:
                 sent = self.sent_log.get(beat.confirm_seq)
                 if sent is not None:
-                    member.extend(sent + self.timing.hold_lease_counted_ns - self.timing.early_ns, now)
+                    member.extend(sent + self.timing.hold_lease_counted_ns
+                                  - self.timing.early_ns, now)
         if beat.candidate_term and beat.round:
             self._answer(frm, beat, now)
         if beat.answer_seq and self.vote_for == self.domain:
@@ -391,10 +392,11 @@ class Node(QuorumRules):
     def _answer(self, frm: int, beat: pp.Beat, now: int) -> None:
         term = beat.candidate_term
         vote = False
-        if self.vote_for == frm and (self.promise_to in (0, frm) or now >= self.promise_end):
-            if beat.established or term > self.highest_term or (
-                    term == self.highest_term and self.highest_owner == frm):
-                vote = True
+        if (self.vote_for == frm
+                and (self.promise_to in (0, frm) or now >= self.promise_end)
+                and (beat.established or term > self.highest_term
+                     or (term == self.highest_term and self.highest_owner == frm))):
+            vote = True
         if vote:
             if term > self.highest_term or (term == self.highest_term and
                                             self.highest_owner != frm and not beat.established):
@@ -596,8 +598,8 @@ class Node(QuorumRules):
         """Fence a node out of the membership for `fence_after_ns` that may hold locks, so they
         pass on as soon as it is off: a member holding locks of this node's authority (the
         authority fences it), or the authority this node follows or promised its vote to (the
-        lowest domain of the view fences it; it is the next candidate). Only from a side with a quorum; never
-        the two-node rule's peer (the daemon's lone check fences that one)."""
+        lowest domain of the view fences it; it is the next candidate). Only from a side with a
+        quorum; never the two-node rule's peer (the daemon's lone check fences that one)."""
         if self.view is None or self.expected() <= 2 or not self.partition_quorum(now):
             return
         suspects = ({d for d in self.auth.members if self.auth.table.names_held_by_node(d)}
@@ -635,8 +637,8 @@ class Node(QuorumRules):
     def stop_sessions(self, now: int) -> bool:
         """First step of a clean stop: every session loses what it holds and awaits (told at
         once) and no acquire is taken any more. Returns whether a lock was held: then the daemon
-        waits `leave_warning_ns` before `leave`, so its sessions are told at least that long before the
-        locks can pass on, as on a lease end."""
+        waits `leave_warning_ns` before `leave`, so its sessions are told at least that long
+        before the locks can pass on, as on a lease end."""
         self._check_lease(now)
         self.stopping = True
         held = any(session.holds for session in self.member.sessions.values())
@@ -718,9 +720,9 @@ class Node(QuorumRules):
         kind = data.WhichOneof("body")
         if kind in ("grant", "queued", "failed", "revoke", "leader"):
             self.member.on_authority(frm, data, now)
-        elif kind in ("acquire", "release", "end_session", "report", "watch"):
-            if self.auth is not None:
-                self.auth.on_data(frm, data, now)
+        elif (kind in ("acquire", "release", "end_session", "report", "watch")
+              and self.auth is not None):
+            self.auth.on_data(frm, data, now)
 
     # -- state for GetAuthority / GetPeerState ---------------------------------------------------
     def authority_info(self, now: int) -> dict[str, Any]:

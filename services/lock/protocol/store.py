@@ -17,11 +17,9 @@ class MemoryStore:
 
     def __init__(self, state: dict[str, int] | None = None) -> None:
         self.state = dict(state or {})
-        self.saves = 0
 
     def load(self) -> dict[str, int]:
         return dict(self.state)
 
     def save(self, state: dict[str, int]) -> None:
         self.state = dict(state)
-        self.saves += 1

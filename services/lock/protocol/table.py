@@ -28,16 +28,14 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass
-from typing import Union
 from collections.abc import Iterable, Iterator
 
 SLOTS = 2048
 LOCKS_PER_SLOT = 8192
 #: WaitOrder values of lock.proto
 RANDOM, FIFO, STACK, PRIORITY = 1, 2, 3, 4
-ORDER_NAMES = {RANDOM: "random", FIFO: "fifo", STACK: "stack", PRIORITY: "priority"}
 
-Name = Union[tuple[int, int], str]
+Name = tuple[int, int] | str
 
 __all__ = [
     "FIFO",
@@ -420,9 +418,6 @@ class LockTable:
             if self.next_token >= self.token_limit:
                 break
         return grants
-
-    def max_token(self) -> int:
-        return max((lock.holder.token for lock in self.locks.values() if lock.holder), default=0)
 
     def entries(self) -> Iterable[tuple[Name, Entry, bool]]:
         """(name, entry, is_holder) for every entry."""

@@ -143,7 +143,8 @@ SCRIPT = """#!/bin/sh
 f="$STATE_DIR/running-$SKYGE_DOMAIN"
 case "$1" in
   start) [ -e "$STATE_DIR/fail-start" ] && exit 1
-         echo "$SKYGE_FENCING_TOKEN" > "$f"; echo "$SKYGE_DOMAIN start $SKYGE_FENCING_TOKEN" >> "$STATE_DIR/journal"; exit 0 ;;
+         echo "$SKYGE_FENCING_TOKEN" > "$f"
+         echo "$SKYGE_DOMAIN start $SKYGE_FENCING_TOKEN" >> "$STATE_DIR/journal"; exit 0 ;;
   stop)  [ -e "$STATE_DIR/fail-stop" ] && exit 1
          rm -f "$f"; echo "$SKYGE_DOMAIN stop" >> "$STATE_DIR/journal"; exit 0 ;;
   status) [ -e "$f" ] && [ ! -e "$STATE_DIR/fail-status-$SKYGE_DOMAIN" ] && exit 0; exit 1 ;;
@@ -219,7 +220,8 @@ def test_start_order_token_in_script_and_fifo_takeover_on_check_failure(world):
             refused, message = await c.sup[d].command("start")
             assert refused is None, message
         assert c.states() == {1: "running", 2: "waiting", 3: "waiting"}
-        assert c.journal[:3] == ["1 mount /mnt/shared", "1 fip+ 192.168.1.100", "1 garp 192.168.1.100"] \
+        assert c.journal[:3] == ["1 mount /mnt/shared", "1 fip+ 192.168.1.100",
+                                 "1 garp 192.168.1.100"] \
             or c.journal[:2] == ["1 mount /mnt/shared", "1 fip+ 192.168.1.100"]
         assert c.script_journal() == ["1 start 1"]  # the fencing token reached the script
         assert (tmp / "running-1").read_text().strip() == "1"
@@ -272,15 +274,15 @@ def test_stop_keeps_the_lock_release_hands_over_remove_is_refused_while_running(
         await c.sup[2].command("start")
         refused, _ = await c.sup[1].command("remove")
         assert refused and "stop or release it first" in refused
-        refused, message = await c.sup[1].command("stop")
+        refused, _ = await c.sup[1].command("stop")
         assert refused is None
         assert c.states() == {1: "stopped", 2: "waiting"} and c.sup[1].state.holding
         await asyncio.sleep(0.3)
         assert c.states()[2] == "waiting"  # nobody takes over a stopped service
-        refused, message = await c.sup[1].command("release")
+        refused, _ = await c.sup[1].command("release")
         assert refused is None and c.states()[1] == "released"
         await c.until(lambda: c.states()[2] == "running")
-        refused, message = await c.sup[1].command("remove")
+        refused, _ = await c.sup[1].command("remove")
         assert refused is None and c.sup[1].forgotten
         await c.close()
 
@@ -359,7 +361,7 @@ def test_a_floating_ip_another_host_still_answers_for_is_added_only_once_it_is_f
     async def main():
         c = Cluster(tmp, script, domains=(1, 2))
         c.res[1].fips.add("192.168.1.100")
-        refused, message = await c.sup[2].command("start", timeout=0.1)
+        await c.sup[2].command("start", timeout=0.1)
         await c.until(lambda: c.sup[2].state.phase is P.Phase.STARTING)
         await asyncio.sleep(0.5)
         assert c.sup[2].state.phase is P.Phase.STARTING

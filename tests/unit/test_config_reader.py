@@ -78,13 +78,13 @@ def test_schema_errors_name_key_and_allowed_values(text, key, fragment, tmp_path
     assert str(path) in str(info.value)
 
 
-def test_missing_file(tmp_path):
+def test_a_missing_file_is_an_error_unless_missing_ok(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "none.cfg", SCHEMA)
     assert load_config(tmp_path / "none.cfg", Schema([Field("a", integer(0, 1), default=1)]),
                        missing_ok=True) == {"a": 1}
 
 
-def test_render_round_trips():
+def test_rendered_settings_parse_back_unchanged():
     values = {"domain": 1, "subnet": 1000, "netcard1": 'e"th0', "flag": True}
     assert {s.key: s.value for s in parse_config(render_config(values))} == values

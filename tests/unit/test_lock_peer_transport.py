@@ -179,14 +179,14 @@ def test_reference_ips_in_the_seed_format():
         parse_reference_ips("192.168.1.300")
 
 
-def test_fence_keys_of_lock_cfg():
+def test_lock_cfg_fence_timeout_defaults_to_60_and_must_be_1_to_600():
     schema = Schema(list(FIELDS))
     values = schema.validate(parse_config('fence_command = "ipmitool power off"; '
                                           'fence_timeout = 5;'))
     assert (values["fence_command"], values["fence_timeout"]) == ("ipmitool power off", 5)
     assert schema.validate([])["fence_timeout"] == 60
     for bad in ("0", "601", '"soon"'):
-        with pytest.raises(ConfigError, match="fence_timeout: must be .*from 1 to 600"):
+        with pytest.raises(ConfigError, match=r"fence_timeout: must be .*from 1 to 600"):
             schema.validate(parse_config(f"fence_timeout = {bad};"))
 
 
