@@ -23,7 +23,8 @@ and a publisher on n1, of the bus `bench.latency` owned by domain 2 (retain_mess
   but not received (the subscriber's `missed` gaps).
 - Burst: `burst` messages as fast as the publisher can: burst_msgs_per_s, burst_lost (a
   publisher faster than its subscriber for long enough makes it miss messages: counted, never
-  blocking anyone).
+  blocking anyone). Then the same burst to a subscriber that asks for flow control
+  (SubscribeRequest.flow_control): the publisher is slowed instead, flow_burst_lost must be 0.
 
 nats_p50_ms / nats_msgs_per_s: the same two measurements against a nats-server on loopback
 (one hop each way, no lab) when nats-server is installed, else null.
@@ -59,9 +60,12 @@ SETTLE_S = 1.0
 TICK_S = 0.01
 
 
-def TICK_MESSAGES(rate: float) -> int:
-    return max(1, int(rate * TICK_S))
 WARMUP_S = 0.5
+
+
+def _tick_messages(rate: float) -> int:
+    """Messages per 10 ms tick at `rate` messages/s (at least one)."""
+    return max(1, int(rate * TICK_S))
 
 
 # ---------------------------------------------------------------- client roles (inside nodes)
@@ -71,7 +75,7 @@ def _payload(index: int) -> bytes:
 
 
 async def _subscriber(route: str, domain: int, ready: Path, expect: int, timeout: float,
-                      warmup: int) -> dict[str, Any]:
+                      warmup: int, flow: bool = False) -> dict[str, Any]:
     """Receive until `expect` messages are received or missed (or `timeout`); `ready` is
     written once the subscription delivers. Returns what was measured."""
     from skyge.services.bus.client import BusClient
@@ -85,7 +89,7 @@ async def _subscriber(route: str, domain: int, ready: Path, expect: int, timeout
     announced = False
     async with BusClient(direct=route == "direct") as client:
         deadline = time.monotonic() + timeout
-        stream = client.subscribe(domain, BUS, max_batch=1024)
+        stream = client.subscribe(domain, BUS, max_batch=1024, flow_control=flow)
         try:
             while time.monotonic() < deadline:
                 try:
@@ -145,7 +149,7 @@ async def _publisher(route: str, domain: int, mode: str, count: int,
             pad = b".".ljust(SIZE - 16, b".")
             t0 = time.monotonic()
             for index in range(count):
-                if rate and index % TICK_MESSAGES(rate) == 0:
+                if rate and index % _tick_messages(rate) == 0:
                     delay = t0 + index / rate - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
@@ -177,11 +181,12 @@ def _wait_file(path: Path, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def _phase(lab: Any, work: Path, route: str, mode: str, count: int, rate: float,
-           timeout: float, warmup: int = 0) -> tuple[dict, dict]:
-    sub_out, pub_out = work / f"sub-{mode}-{route}.json", work / f"pub-{mode}-{route}.json"
+           timeout: float, warmup: int = 0, flow: bool = False) -> tuple[dict, dict]:
+    tag = f"{mode}-{route}{'-flow' if flow else ''}"
+    sub_out, pub_out = work / f"sub-{tag}.json", work / f"pub-{tag}.json"
     sub = _spawn(lab.node(3), "--role", "subscriber", "--route", route, "--out", str(sub_out),
                  "--expect", str(count), "--timeout", str(timeout),
-                 "--warmup-count", str(warmup))
+                 "--warmup-count", str(warmup), *(["--flow-control"] if flow else []))
     _wait_file(sub_out.with_suffix(".ready"), sub, 20)
     pub = _spawn(lab.node(1), "--role", "publisher", "--route", route, "--out", str(pub_out),
                  "--mode", mode, "--count", str(count), "--rate", str(rate))
@@ -260,10 +265,20 @@ def run_lab(seconds: float, rate: float, sustained_rate: float, sustained_s: flo
             bursting = _rate(burst, pub, sub)
             note(f"[{route}] burst {bursting['msgs_per_s']:,.0f} msgs/s delivered, lost "
                  f"{bursting['lost']} (missed {sub['missed']}), order errors {sub['order_errors']}")
+            time.sleep(SETTLE_S)
+            note(f"[{route}] flow-controlled burst: {burst} messages as fast as possible, the "
+                 f"subscriber asking for flow control")
+            pub, sub = _phase(lab, work, route, "throughput", burst, 0, 90, flow=True)
+            flowing = _rate(burst, pub, sub)
+            note(f"[{route}] flow-controlled burst {flowing['msgs_per_s']:,.0f} msgs/s delivered, "
+                 f"lost {flowing['lost']} (missed {sub['missed']}), order errors "
+                 f"{sub['order_errors']}")
             figures[route] = {"p50": p50, "p99": p99, "msgs_per_s": sustained["msgs_per_s"],
                               "lost": sustained["lost"], "order_errors": sub["order_errors"],
                               "burst_msgs_per_s": bursting["msgs_per_s"],
-                              "burst_lost": bursting["lost"]}
+                              "burst_lost": bursting["lost"],
+                              "flow_burst_msgs_per_s": flowing["msgs_per_s"],
+                              "flow_burst_lost": flowing["lost"]}
     return figures
 
 
@@ -363,12 +378,14 @@ def main() -> None:
     parser.add_argument("--mode", default="latency", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--warmup-count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--flow-control", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.role == "subscriber":
         out = Path(args.out)
         measured = asyncio.run(_subscriber(args.route, OWNER, out.with_suffix(".ready"),
-                                           args.expect, args.timeout, args.warmup_count))
+                                           args.expect, args.timeout, args.warmup_count,
+                                           args.flow_control))
         out.write_text(json.dumps(measured))
         return
     if args.role == "publisher":
@@ -389,6 +406,8 @@ def main() -> None:
             "lost": main_route["lost"],
             "burst_msgs_per_s": round(main_route["burst_msgs_per_s"]),
             "burst_lost": main_route["burst_lost"],
+            "flow_burst_msgs_per_s": round(main_route["flow_burst_msgs_per_s"]),
+            "flow_burst_lost": main_route["flow_burst_lost"],
             "nats_p50_ms": rounded(nats_p50, 3),
             "nats_msgs_per_s": None if nats_rate is None else round(nats_rate)}
     for route in routes[1:]:
@@ -398,7 +417,9 @@ def main() -> None:
                      f"{route}_msgs_per_s": round(other["msgs_per_s"]),
                      f"{route}_lost": other["lost"],
                      f"{route}_burst_msgs_per_s": round(other["burst_msgs_per_s"]),
-                     f"{route}_burst_lost": other["burst_lost"]})
+                     f"{route}_burst_lost": other["burst_lost"],
+                     f"{route}_flow_burst_msgs_per_s": round(other["flow_burst_msgs_per_s"]),
+                     f"{route}_flow_burst_lost": other["flow_burst_lost"]})
     if nats_p50 is None:
         note("nats-server is not installed: nats figures are null")
     result(data)

@@ -123,7 +123,8 @@ def message_dict(message: pb.BusMessage) -> dict[str, Any]:
 def spy(args: argparse.Namespace, out: Output) -> int:
     import grpc
     request = _pb().SubscribeRequest(domain=args.domain, name=args.name,
-                                     from_sequence=args.from_sequence, max_batch=args.max_batch)
+                                     from_sequence=args.from_sequence, max_batch=args.max_batch,
+                                     flow_control=args.flow_control)
     received = 0
     with node_client(args) as client:
         call = client.stub(DAEMON).Subscribe(request)
@@ -219,4 +220,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                             help="exit after this many messages (default 0: never)")
     spy_parser.add_argument("--max-batch", type=ranged_int(0, 1024), default=0,
                             help="most messages per delivery, 1-1024 (default 0: 64)")
+    spy_parser.add_argument("--flow-control", action="store_true",
+                            help="miss nothing: the bus slows its publishers to this spy's pace "
+                                 "(a spy that stops reading for 3 s is dropped)")
     spy_parser.set_defaults(handler=spy)

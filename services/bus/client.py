@@ -168,12 +168,17 @@ class BusClient:
 
     # -- streams
     async def subscribe(self, domain: int, name: str, from_sequence: int = 0,
-                        max_batch: int = 0) -> AsyncIterator[pb.Delivery]:
-        """The bus's Deliveries (the first, empty one included: the subscription is in place)."""
+                        max_batch: int = 0, flow_control: bool = False
+                        ) -> AsyncIterator[pb.Delivery]:
+        """The bus's Deliveries (the first, empty one included: the subscription is in place).
+        With `flow_control` the owner keeps every message until this subscriber took it and
+        slows publishers instead (see SubscribeRequest.flow_control)."""
         stub, metadata, direct = self.stub(domain)
         call = stub.Subscribe(pb.SubscribeRequest(domain=domain, name=name,
                                                   from_sequence=from_sequence,
-                                                  max_batch=max_batch), metadata=metadata)
+                                                  max_batch=max_batch,
+                                                  flow_control=flow_control),
+                              metadata=metadata)
         guard = _Guard(domain, call)
         if direct:
             self._guards.add(guard)

@@ -50,6 +50,11 @@ BATCH_MIN, BATCH_MAX, BATCH_DEFAULT = 1, 1024, 64
 DELIVERY_MAX_BYTES = 1 << 20
 #: default cap on the bytes one bus retains (config `max_retained_bytes`)
 RETAINED_BYTES_DEFAULT = 64 << 20
+#: flow control: how long a publish waits for a flow-controlled subscriber to take messages
+#: before RESOURCE_EXHAUSTED, and how long such a subscriber may take nothing before it is
+#: dropped (it is dead or stuck: it must not hold up the bus)
+FLOW_WAIT_S = 10.0
+FLOW_STALL_S = 3.0
 BUS_TYPE = "collector"
 #: sequence numbers reserved ahead by each high-water-mark write
 SEQUENCE_STEP = 1 << 20
@@ -294,6 +299,18 @@ class Closed(Exception):
         self.code, self.message = code, message
 
 
+class FlowBlocked(BusError):
+    """Publishing now would drop a message a flow-controlled subscriber has not been given: the
+    publisher waits for it (`Bus.room`), or is refused with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, bus: Bus, subscriber: Subscription) -> None:
+        super().__init__("RESOURCE_EXHAUSTED",
+                         f"bus {bus.name!r}: a flow-controlled subscriber (domain "
+                         f"{subscriber.origin}) has not taken message {subscriber.next} yet and "
+                         f"the bus retains {bus.capacity} messages; retry after it reads")
+        self.subscriber = subscriber
+
+
 class Bus:
     """One bus this node owns: numbering, the retained ring, the subscribers' wake-up."""
 
@@ -307,12 +324,15 @@ class Bus:
         self.first = first_sequence  # oldest retained sequence (none retained while > last)
         self.retained_bytes = 0
         self.subscribers: set[Subscription] = set()
+        #: subscribers that asked for flow control: no message is dropped before they took it
+        self.flow: set[Subscription] = set()
         self.closed: Closed | None = None
         self.published = 0  # messages since the daemon started
         #: messages subscribers skipped because they fell behind the retained window (each
         #: subscriber's gap counts), since the daemon started
         self.missed = 0
         self._event = asyncio.Event()
+        self._room = asyncio.Event()  # a flow-controlled subscriber advanced or left
         self._reserve = reserve  # called when the reserved numbers run low
 
     @property
@@ -351,12 +371,15 @@ class Bus:
             raise BusError("NOT_FOUND", self.closed.message)
         now = time.time_ns() if time_ns is None else time_ns
         first = self.last + 1
+        entries = [encode_entry(seq, sender, now, message.data, message.content_type)
+                   for seq, message in enumerate(messages, first)]
+        if self.flow:
+            self._check_room(entries)
         self._reserve(self, first + count)
         ring, capacity = self._ring, self.capacity
         seq = first
         added = 0
-        for message in messages:
-            entry = encode_entry(seq, sender, now, message.data, message.content_type)
+        for entry in entries:
             slot = seq % capacity
             old = ring[slot]
             if old is not None:
@@ -379,6 +402,74 @@ class Bus:
         self._event.set()
         self._event.clear()
         return first
+
+    def _check_room(self, entries: list[bytes]) -> None:
+        """Raise FlowBlocked when retaining `entries` would drop (by count or by bytes) a
+        message the slowest flow-controlled subscriber has not taken yet."""
+        size = sum(map(len, entries))
+        if len(entries) > self.capacity or size > self.max_retained_bytes:
+            raise BusError("FAILED_PRECONDITION",
+                           f"messages: {len(entries)} messages of {size} bytes in one request "
+                           f"are more than bus {self.name!r} retains ({self.capacity} messages, "
+                           f"{self.max_retained_bytes} bytes), so its flow-controlled "
+                           f"subscribers would miss some: send fewer per request")
+        slowest = min(self.flow, key=lambda sub: sub.next)
+        new_last = self.last + len(entries)
+        kept_from = max(self.first, new_last - self.capacity + 1)  # the ring's count limit
+        if kept_from > slowest.next:
+            raise FlowBlocked(self, slowest)
+        excess = self.retained_bytes + size - self.max_retained_bytes
+        seq = self.first
+        while seq < kept_from:  # overwritten by the ring anyway
+            excess -= len(self._ring[seq % self.capacity] or b"")
+            seq += 1
+        while excess > 0 and seq < new_last:  # what the byte cap drops, oldest first
+            if seq >= slowest.next:
+                raise FlowBlocked(self, slowest)
+            excess -= len(self._ring[seq % self.capacity] or b"")
+            seq += 1
+
+    async def publish_waiting(self, messages: Sequence[pb.Payload], sender: int,
+                              wait_s: float = FLOW_WAIT_S, stall_s: float = FLOW_STALL_S) -> int:
+        """`publish`, waiting (up to `wait_s`) while a flow-controlled subscriber has not taken
+        what it would drop; one that took nothing for `stall_s` is dropped (ABORTED) so that a
+        dead subscriber cannot hold the bus up. Raises FlowBlocked when the wait runs out."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self.publish(messages, sender)
+            except FlowBlocked as blocked:
+                slow = blocked.subscriber
+                now = time.monotonic()
+                idle = now - slow.advanced_at
+                if idle >= stall_s:
+                    reason = (f"flow-controlled subscriber of bus {self.name!r} took no message "
+                              f"for {idle:.1f} s: dropped so that it does not hold up the bus")
+                    logger.warning("%s (domain %d)", reason, slow.origin)
+                    self.drop(slow, reason)
+                    continue
+                if now >= deadline:
+                    raise
+                await self.room(min(deadline - now, stall_s - idle))
+
+    async def room(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) until a flow-controlled subscriber takes messages or
+        leaves."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), timeout)
+
+    def made_room(self) -> None:
+        self._room.set()
+        self._room.clear()
+
+    def drop(self, subscription: Subscription, reason: str) -> None:
+        """End one subscription (a stalled flow-controlled one): its stream ends with ABORTED."""
+        subscription.ended = Closed("ABORTED", reason)
+        subscription.close()
+        self._event.set()
+        self._event.clear()
+        if subscription.on_drop is not None:
+            subscription.on_drop()
 
     def take(self, start: int, max_count: int, max_bytes: int = DELIVERY_MAX_BYTES
              ) -> tuple[list[bytes], int, int]:
@@ -412,6 +503,7 @@ class Bus:
         self.closed = Closed(code, message)
         self._event.set()
         self._event.clear()
+        self.made_room()
 
 
 @dataclass(eq=False)
@@ -423,9 +515,19 @@ class Subscription:
     origin: int
     max_batch: int = BATCH_DEFAULT
     delivered: int = 0
+    #: flow-controlled: the bus keeps every message until this subscriber took it
+    flow: bool = False
+    #: time.monotonic() this subscriber last took messages (or subscribed)
+    advanced_at: float = field(default_factory=time.monotonic)
+    #: set when the owner dropped this subscription (a stalled flow-controlled subscriber)
+    ended: Closed | None = None
+    #: called when it is dropped (the server ends a stream stuck writing to a dead client)
+    on_drop: Callable[[], None] | None = None
 
     def poll(self) -> tuple[list[bytes], int]:
         """What is ready now: (entries, missed); both empty/0 when caught up."""
+        if self.ended is not None:
+            raise self.ended
         if self.bus.closed is not None:
             raise self.bus.closed
         if self.next > self.bus.last:
@@ -433,6 +535,9 @@ class Subscription:
         entries, missed, self.next = self.bus.take(self.next, self.max_batch)
         self.bus.missed += missed
         self.delivered += len(entries)
+        self.advanced_at = time.monotonic()
+        if self.flow:
+            self.bus.made_room()
         return entries, missed
 
     async def next_delivery(self) -> bytes:
@@ -445,6 +550,9 @@ class Subscription:
 
     def close(self) -> None:
         self.bus.subscribers.discard(self)
+        if self in self.bus.flow:
+            self.bus.flow.discard(self)
+            self.bus.made_room()
 
 
 @dataclass
@@ -574,7 +682,8 @@ class BusCore:
         buses.sort(key=lambda b: b.definition.slot)
         return buses, created
 
-    def subscribe(self, name: str, from_sequence: int, max_batch: int, origin: int) -> Subscription:
+    def subscribe(self, name: str, from_sequence: int, max_batch: int, origin: int,
+                  flow: bool = False) -> Subscription:
         bus = self.get(name)
         max_batch = _ranged(max_batch, "max_batch", BATCH_MIN, BATCH_MAX, BATCH_DEFAULT)
         if from_sequence == 0:
@@ -590,8 +699,10 @@ class BusCore:
                                f"domain {self.domain()} (or 0 for new messages only), got "
                                f"{from_sequence}: {why}")
             start = from_sequence
-        subscription = Subscription(bus, start, origin, max_batch)
+        subscription = Subscription(bus, start, origin, max_batch, flow=flow)
         bus.subscribers.add(subscription)
+        if flow:
+            bus.flow.add(subscription)
         return subscription
 
     def list(self) -> list[pb.BusInfo]:

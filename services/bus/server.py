@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -26,8 +27,8 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import DecodeError
 
-from skyge.services.bus.core import (MAX_DOMAIN, BusCore, BusError, Closed, Subscription,
-                                     check_domain)
+from skyge.services.bus.core import (FLOW_WAIT_S, MAX_DOMAIN, BusCore, BusError, Closed,
+                                     Subscription, check_domain)
 from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.tls import caller, over_tls
 from skyge.v1 import bus_pb2 as pb
@@ -44,6 +45,8 @@ PUBLISH_READ_AHEAD = 256
 FORWARD_TIMEOUT_S = 30.0
 #: delay between a link going down and closing the channels of its path (see on_link)
 PRUNE_DELAY_S = 0.3
+#: a dropped subscription's stream that is still stuck writing after this long is cancelled
+DROP_GRACE_S = 1.0
 
 logger = logging.getLogger("skyge-bus.server")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -259,7 +262,8 @@ class BusServer:
             request = self.parse(message_type, raw)
             route = self.route(request.domain, context)
             if route is None:
-                return serve(request, self.caller(context)[0])
+                served = serve(request, self.caller(context)[0])
+                return await served if inspect.isawaitable(served) else served
             domain, channel = route
             remaining = context.time_remaining()
             timeout = FORWARD_TIMEOUT_S if remaining is None else max(0.001, remaining)
@@ -300,8 +304,11 @@ class BusServer:
         return await self.unary("InitBuses", pb.InitBusesRequest, raw, context, serve)
 
     async def Publish(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        def serve(request: pb.PublishRequest, origin: int) -> pb.PublishAck:
-            first = self.core.get(request.name).publish(request.messages, origin)
+        async def serve(request: pb.PublishRequest, origin: int) -> pb.PublishAck:
+            remaining = context.time_remaining()
+            first = await self.core.get(request.name).publish_waiting(
+                request.messages, origin,
+                wait_s=FLOW_WAIT_S if remaining is None else min(FLOW_WAIT_S, remaining))
             return pb.PublishAck(first_sequence=first, count=len(request.messages))
         return await self.unary("Publish", pb.PublishRequest, raw, context, serve)
 
@@ -324,7 +331,8 @@ class BusServer:
                         request = self.parse(pb.PublishRequest, raw)
                         route = self.route(request.domain, context)
                         if route is None:
-                            first = self.core.get(request.name).publish(request.messages, origin)
+                            first = await self.core.get(request.name).publish_waiting(
+                                request.messages, origin)
                             future.set_result(pb.PublishAck(first_sequence=first,
                                                             count=len(request.messages)))
                             continue
@@ -379,7 +387,8 @@ class BusServer:
                 request = self.parse(pb.PublishRequest, raw)
                 if self.route(request.domain, context) is not None:  # never relayed again
                     raise BusError("FAILED_PRECONDITION", "domain: not this node's")
-                first = self.core.get(request.name).publish(request.messages, origin)
+                first = await self.core.get(request.name).publish_waiting(request.messages,
+                                                                          origin)
                 reply = pb.RelayAck(ack=pb.PublishAck(first_sequence=first,
                                                       count=len(request.messages)))
             except BusError as error:
@@ -397,13 +406,19 @@ class BusServer:
                 return
             origin, _ = self.caller(context)
             subscription = self.core.subscribe(request.name, request.from_sequence,
-                                               request.max_batch, origin)
+                                               request.max_batch, origin,
+                                               flow=request.flow_control)
         except BusError as error:
             await self.abort(context, error.code, error.message)
             return
         task = asyncio.current_task()
         assert task is not None
         self.subscriptions[subscription] = task
+        # dropped while stuck writing to a client that does not read: end the call
+        def end_if_stuck() -> None:
+            asyncio.get_running_loop().call_later(DROP_GRACE_S, task.cancel)
+
+        subscription.on_drop = end_if_stuck
         try:
             await context.write(b"")  # the empty first Delivery: the subscription is in place
             while True:

@@ -330,3 +330,91 @@ def test_standard_slot_taken_by_a_user_bus(bus_core):
     bus_core.create("mine", slot=3)
     buses, _ = bus_core.init(["lock"])
     assert buses[0].definition.slot not in (3,) and buses[0].definition.slot < 64
+
+
+# ---- flow control (SubscribeRequest.flow_control)
+
+def test_a_flow_controlled_subscriber_holds_back_a_publisher_that_would_overrun_it(bus_core):
+    async def go():
+        bus = bus_core.create("b", retain=8)
+        lossy = bus_core.subscribe("b", 0, 1024, origin=2)
+        flow = bus_core.subscribe("b", 0, 1024, origin=3, flow=True)
+        for i in range(8):
+            bus.publish(payloads(str(i)), sender=1)
+        with pytest.raises(core.FlowBlocked) as blocked:
+            bus.publish(payloads("8"), sender=1)
+        assert blocked.value.code == "RESOURCE_EXHAUSTED" and blocked.value.subscriber is flow
+        assert bus.last == 8  # nothing of the refused request was numbered
+        delivery = decode(await flow.next_delivery())
+        assert [m.sequence for m in delivery.messages] == list(range(1, 9))
+        bus.publish(payloads("8"), sender=1)  # it took them: room again
+        assert decode(await lossy.next_delivery()).missed == 1  # the default stays lossy
+    run(go())
+
+
+def test_a_flow_controlled_burst_delivers_every_message_in_order(bus_core):
+    async def go():
+        bus = bus_core.create("b", retain=16)
+        flow = bus_core.subscribe("b", 0, 4, origin=3, flow=True)
+
+        async def publish_all() -> None:
+            for i in range(500):
+                await bus.publish_waiting(payloads(str(i)), sender=1, wait_s=10)
+
+        publisher = asyncio.create_task(publish_all())
+        received: list[bytes] = []
+        while len(received) < 500:
+            delivery = decode(await asyncio.wait_for(flow.next_delivery(), 10))
+            assert delivery.missed == 0
+            received += [m.data for m in delivery.messages]
+            await asyncio.sleep(0)  # a slow reader: the publisher waits for it
+        await publisher
+        assert received == [str(i).encode() for i in range(500)]
+        assert bus.missed == 0
+    run(go())
+
+
+def test_the_byte_cap_too_waits_for_a_flow_controlled_subscriber(tmp_path):
+    async def go():
+        bus_core = make_core(tmp_path, max_retained_bytes=1000)
+        bus = bus_core.create("b", retain=1000)
+        flow = bus_core.subscribe("b", 0, 1024, origin=3, flow=True)
+        with pytest.raises(core.FlowBlocked):
+            for _ in range(50):
+                bus.publish(payloads(b"x" * 100), sender=1)
+        assert bus.retained_bytes <= 1000
+        first = decode(await flow.next_delivery()).messages[0].sequence
+        assert first == 1  # nothing it had not taken was dropped
+    run(go())
+
+
+def test_a_stalled_flow_controlled_subscriber_is_dropped_and_does_not_block_the_others(bus_core):
+    async def go():
+        bus = bus_core.create("b", retain=4)
+        dead = bus_core.subscribe("b", 0, 1024, origin=3, flow=True)
+        dropped: list[bool] = []
+        dead.on_drop = lambda: dropped.append(True)
+        alive = bus_core.subscribe("b", 0, 1024, origin=2, flow=True)
+        for i in range(4):
+            bus.publish(payloads(str(i)), sender=1)
+        decode(await alive.next_delivery())  # the live one reads; the dead one never does
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await bus.publish_waiting(payloads("4"), sender=1, wait_s=10, stall_s=0.3)
+        assert 0.2 < loop.time() - began < 5 and dropped == [True]
+        with pytest.raises(Closed) as ended:
+            await dead.next_delivery()
+        assert ended.value.code == "ABORTED" and "took no message" in ended.value.message
+        assert [m.data for m in decode(await alive.next_delivery()).messages] == [b"4"]
+    run(go())
+
+
+def test_a_publish_that_waits_too_long_is_refused_with_resource_exhausted(bus_core):
+    async def go():
+        bus = bus_core.create("b", retain=2)
+        slow = bus_core.subscribe("b", 0, 1024, origin=3, flow=True)
+        bus.publish(payloads("a", "b"), sender=1)
+        with pytest.raises(core.FlowBlocked):
+            await bus.publish_waiting(payloads("c"), sender=1, wait_s=0.1, stall_s=60)
+        assert slow in bus.flow  # alive (not stalled long enough): kept
+    run(go())

@@ -324,3 +324,55 @@ async def test_a_path_going_down_ends_relayed_streams_on_it(nodes, stub_of):
     again = stub_of(n1).Subscribe(pb.SubscribeRequest(domain=2, name="b"))  # over path 2
     await first_delivery(again)
     again.cancel()
+
+
+@run
+async def test_a_flow_controlled_subscriber_through_a_relay_gets_a_burst_whole_and_in_order(
+        nodes, stub_of):
+    """The publisher (through n1's relay) is slowed to the subscriber's pace: no gap."""
+    n1, n2 = nodes
+    n2.core.create("b", retain=16)
+    call = stub_of(n1).Subscribe(pb.SubscribeRequest(domain=2, name="b", max_batch=64,
+                                                     flow_control=True))
+    await first_delivery(call)
+    total = 5000
+
+    async def burst() -> None:
+        publish = stub_of(n1).PublishStream()
+        for start in range(0, total, 10):
+            await publish.write(pb.PublishRequest(domain=2, name="b", messages=[
+                pb.Payload(data=str(i).encode()) for i in range(start, start + 10)]))
+        await publish.done_writing()
+        acks = [ack async for ack in publish]
+        assert sum(ack.count for ack in acks) == total
+
+    publisher = asyncio.create_task(burst())
+    received: list[bytes] = []
+    while len(received) < total:
+        delivery = await asyncio.wait_for(call.read(), 10)
+        assert delivery.missed == 0
+        received += [m.data for m in delivery.messages]
+    await publisher
+    assert received == [str(i).encode() for i in range(total)]
+    call.cancel()
+
+
+@run
+async def test_a_subscriber_that_stops_reading_is_dropped_and_the_publisher_goes_on(
+        nodes, stub_of):
+    n1, n2 = nodes
+    n2.core.create("b", retain=8)
+    dead = stub_of(n1).Subscribe(pb.SubscribeRequest(domain=2, name="b", flow_control=True))
+    await first_delivery(dead)  # then it never reads again
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # more than the bus retains at once
+        await stub_of(n2).Publish(pb.PublishRequest(domain=2, name="b", messages=[
+            pb.Payload(data=b"x")] * 9), timeout=15)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    for _ in range(60):  # far more than gRPC buffers: the owner's writes to it block
+        ack = await stub_of(n2).Publish(pb.PublishRequest(domain=2, name="b", messages=[
+            pb.Payload(data=b"x" * 60000)] * 4), timeout=15)
+        assert ack.count == 4
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        while True:
+            await asyncio.wait_for(dead.read(), 15)
+    assert ended.value.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED)

@@ -127,16 +127,18 @@ class RelayAck(_message.Message):
     def __init__(self, ack: _Optional[_Union[PublishAck, _Mapping]] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("domain", "name", "from_sequence", "max_batch")
+    __slots__ = ("domain", "name", "from_sequence", "max_batch", "flow_control")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     FROM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    FLOW_CONTROL_FIELD_NUMBER: _ClassVar[int]
     domain: int
     name: str
     from_sequence: int
     max_batch: int
-    def __init__(self, domain: _Optional[int] = ..., name: _Optional[str] = ..., from_sequence: _Optional[int] = ..., max_batch: _Optional[int] = ...) -> None: ...
+    flow_control: bool
+    def __init__(self, domain: _Optional[int] = ..., name: _Optional[str] = ..., from_sequence: _Optional[int] = ..., max_batch: _Optional[int] = ..., flow_control: _Optional[bool] = ...) -> None: ...
 
 class Delivery(_message.Message):
     __slots__ = ("messages", "missed")
