@@ -14,6 +14,9 @@ Measured from this process (clients on the nodes' Unix sockets, grpc.aio, one ma
   the heartbeat's detection of the same crash on the waiter's node, for comparison, and
   `crash_regrant_minus_detect_p50_ms` the median of (regrant - detection) per crash;
 - authority_crash_regrant: the same with the holder on the authority's node;
+- contended_handoff: `--contended-clients` sessions over the three nodes loop on one lock
+  (acquire, release at once); each hand-off from the holder sending Release to the next one
+  receiving Granted (p50/p99);
 - pairs_per_s: `--procs` client processes per node, each with `--sessions` sessions looping
   acquire+release on their own locks for `--seconds`; all pairs / elapsed;
 - grpc_echo_floor_pairs_per_s: the same clients against a gRPC server that only echoes (no lock
@@ -143,6 +146,37 @@ async def handoffs(target_a: str, target_b: str, count: int) -> list[float]:
     finally:
         await a.close()
         await b.close()
+    return samples
+
+
+async def contended(targets: list[str], clients: int, seconds: float) -> list[float]:
+    """`clients` sessions spread over the nodes loop on one lock: each hand-off is timed from
+    the holder sending Release to the next holder receiving Granted (one process, one clock)."""
+    name = {"slot": 710, "lock": 0}
+    sessions = [AioSession(targets[i % len(targets)], f"bench-contended-{i}")
+                for i in range(clients)]
+    await asyncio.gather(*(session.open() for session in sessions))
+    released_at: list[int] = []  # when the last holder sent its Release
+    samples: list[float] = []
+    stop_at = time.monotonic() + seconds
+
+    async def loop(session: AioSession) -> None:
+        while time.monotonic() < stop_at:
+            await session.send(acquire=lp.Acquire(**name))
+            try:
+                granted = await session.next("granted", timeout=seconds + 30)
+            except RuntimeError as error:
+                LOSSES.append(str(error).splitlines()[0])
+                return
+            if released_at:
+                samples.append((granted - released_at[-1]) / MS)
+            released_at.append(await session.send(release=lp.Release(**name)))
+            await session.next("released")
+
+    try:
+        await asyncio.gather(*(loop(session) for session in sessions))
+    finally:
+        await asyncio.gather(*(session.close() for session in sessions))
     return samples
 
 
@@ -302,6 +336,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              f"p99 {percentile(remote, 99):.3f} ms")
         hand = asyncio.run(handoffs(ls.target(others[0]), ls.target(others[1]), args.handoffs))
         note(f"handoff: p50 {percentile(hand, 50):.3f} ms p99 {percentile(hand, 99):.3f} ms")
+        contention = asyncio.run(contended([ls.target(n) for n in lab.nodes],
+                                           args.contended_clients, args.contended_seconds))
+        note(f"contended ({args.contended_clients} sessions on 3 nodes, one lock): "
+             f"{len(contention)} hand-offs, p50 {percentile(contention, 50):.3f} ms p99 "
+             f"{percentile(contention, 99):.3f} ms")
         rate = throughput(lab, args.procs, args.sessions, args.seconds)
         note(f"throughput: {rate:.0f} pairs/s")
         floor = grpc_floor(3 * args.procs, args.sessions, args.seconds)
@@ -337,6 +376,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         remote_p99_ms=rounded(percentile(remote, 99), 3),
         handoff_p50_ms=rounded(percentile(hand, 50), 3),
         handoff_p99_ms=rounded(percentile(hand, 99), 3),
+        contended_handoff_p50_ms=rounded(percentile(contention, 50), 3),
+        contended_handoff_p99_ms=rounded(percentile(contention, 99), 3),
+        contended_handoffs=len(contention), contended_clients=args.contended_clients,
         crash_regrant_p50_ms=rounded(percentile(regrants, 50), 1),
         crash_regrant_max_ms=rounded(max(regrants) if regrants else None, 1),
         crash_detect_p50_ms=rounded(percentile(detects, 50), 1),
@@ -359,6 +401,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=1, help="client processes per node")
     parser.add_argument("--sessions", type=int, default=8, help="sessions per client process")
+    parser.add_argument("--contended-clients", type=int, default=64,
+                        help="sessions (over the 3 nodes) looping on one lock (default 64)")
+    parser.add_argument("--contended-seconds", type=float, default=3.0)
     args = parser.parse_args()
     for name in ("pairs", "handoffs", "crashes", "procs", "sessions"):
         if not 0 <= getattr(args, name) <= 100_000:
