@@ -273,6 +273,8 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: list[str] | None,
     # (grpc-stubs' health.pyi lacks the asyncio servicer that grpc_health.v1.health exports)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in ("", *app.service_names):  # until app.start() is done (not NOT_FOUND)
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     app.register(server)
     _reflect(app, server)
     if socket_path.exists() or socket_path.is_symlink():

@@ -262,3 +262,33 @@ def test_sighup_reloads_and_the_daemon_keeps_serving(root, tmp_path):
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
+
+
+def test_a_daemon_still_starting_is_not_serving_rather_than_unknown(root, daemon):
+    """Health checkers (systemd, grpc_health_probe, the container's) must read NOT_SERVING while
+    the daemon's start runs (e.g. HA waiting for its membership), never NOT_FOUND."""
+    socket_path = root / "run" / "skyge" / "emon.sock"
+    with_delay = dict(os.environ, START_DELAY_S="3")
+    proc = subprocess.Popen([*DAEMON, "-r", str(root), "--listen", "none"], env=with_delay,
+                            stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and "SERVING" not in seen:
+            if socket_path.exists():
+                with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+                    for service in ("", "skyge.v1.Emon"):
+                        try:
+                            reply = health_pb2_grpc.HealthStub(channel).Check(
+                                health_pb2.HealthCheckRequest(service=service), timeout=1)
+                            seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(
+                                reply.status))
+                        except grpc.RpcError as error:
+                            if error.code() != grpc.StatusCode.UNAVAILABLE:  # not bound yet
+                                seen.append(error.code().name)
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(5)
+    assert "NOT_SERVING" in seen and seen[-1] == "SERVING", seen
+    assert set(seen) <= {"NOT_SERVING", "SERVING"}, seen
