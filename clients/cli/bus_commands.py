@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from skyge.clients.cli.arguments import DOMAIN, ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
-from skyge.clients.cli.rpc import input_codes, node_client, to_dict
+from skyge.clients.cli.rpc import end_call, input_codes, node_client, to_dict
 
 if TYPE_CHECKING:  # imported by the commands themselves: gRPC is slow to load for `--help`
     import grpc
@@ -154,6 +154,8 @@ def spy(args: argparse.Namespace, out: Output) -> int:
             if error.code() == grpc.StatusCode.CANCELLED:
                 return 0
             _fail(error, client, "Subscribe")
+        finally:
+            end_call(call)
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from skyge.clients.cli.arguments import DOMAIN, ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
-from skyge.clients.cli.rpc import _raise_for, node_client, to_dict
+from skyge.clients.cli.rpc import _raise_for, end_call, node_client, to_dict
 
 DAEMON = "ha"
 #: choice -> name of the ha.proto enum value (resolved when a command runs, see _pb)
@@ -143,8 +143,9 @@ def _show(args: argparse.Namespace, out: Output, rpc: str, request: Any, text,
 def _watch(args: argparse.Namespace, out: Output) -> int:
     import grpc
     with node_client(args) as client:
+        call = client.stub(DAEMON).WatchStatus(_pb().WatchStatusRequest())
         try:
-            for event in client.stub(DAEMON).WatchStatus(_pb().WatchStatusRequest()):
+            for event in call:
                 data = to_dict(event)
                 out.event(data, render_event(data))
         except grpc.RpcError as error:
@@ -154,6 +155,8 @@ def _watch(args: argparse.Namespace, out: Output) -> int:
                     (error.details() or "").startswith(_SERVER_UNAVAILABLE):
                 raise CommandFailed(f"WatchStatus: {error.details()}") from None
             _raise_for(error, client, DAEMON, "WatchStatus")
+        finally:
+            end_call(call)
     return 0
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from skyge.clients.cli.arguments import ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
-from skyge.clients.cli.rpc import node_client, show, to_dict
+from skyge.clients.cli.rpc import StreamReader, node_client, show, to_dict
 
 if TYPE_CHECKING:
     from skyge.v1 import lock_pb2 as pb
@@ -91,48 +91,31 @@ def _list_text(data: dict[str, Any]) -> str:
 # -- the test tool ---------------------------------------------------------------------------------
 
 
+def _until_none(requests: queue.Queue[Any]) -> Iterator[Any]:
+    """What is put on `requests`, until None: a stream's request iterator. gRPC runs it on a
+    thread of its own, so it refers to nothing but the queue."""
+    while (request := requests.get()) is not None:
+        yield request
+
+
 class _Session:
     """A Session stream driven from this thread: requests through a queue, events read by a
-    background thread."""
+    StreamReader (`next()` as StreamReader.next). `close()` before the command returns."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.client = node_client(args)
         self.requests: queue.Queue[pb.SessionRequest | None] = queue.Queue()
-        self.events: queue.Queue[Any] = queue.Queue()
-        stub = self.client.stub(DAEMON)
-        self.call = stub.Session(self._requests())
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _requests(self) -> Iterator[pb.SessionRequest]:
-        while True:
-            request = self.requests.get()
-            if request is None:
-                return
-            yield request
-
-    def _read(self) -> None:
-        import grpc
-        try:
-            for event in self.call:
-                self.events.put(event)
-        except grpc.RpcError as error:
-            self.events.put(error)
-        finally:
-            self.events.put(None)
+        self.events = StreamReader(self.client.stub(DAEMON).Session(_until_none(self.requests)))
 
     def send(self, **kwargs: Any) -> None:
         self.requests.put(_pb().SessionRequest(**kwargs))
 
     def next(self, timeout: float | None) -> Any:
-        try:
-            return self.events.get(timeout=timeout)
-        except queue.Empty:
-            return False
+        return self.events.next(timeout)
 
     def close(self) -> None:
-        self.requests.put(None)
-        self.call.cancel()
+        self.requests.put(None)  # ends the request iterator, and gRPC's thread running it
+        self.events.close()
         self.client.close()
 
 
@@ -339,23 +322,11 @@ def _leader_stream(args: argparse.Namespace, out: Output, rpc: str, request: Any
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     with node_client(args) as client:
-        call = getattr(client.stub(DAEMON), rpc)(request)
-        events: queue.Queue[Any] = queue.Queue()
-
-        def read() -> None:
-            try:
-                for event in call:
-                    events.put(event)
-            except grpc.RpcError as error:
-                events.put(error)
-            events.put(None)
-
-        threading.Thread(target=read, daemon=True).start()
+        events = StreamReader(getattr(client.stub(DAEMON), rpc)(request))
         try:
             while not stop.is_set():
-                try:
-                    event = events.get(timeout=0.1)
-                except queue.Empty:
+                event = events.next(0.1)
+                if event is False:
                     continue
                 if event is None:
                     return 0
@@ -370,7 +341,7 @@ def _leader_stream(args: argparse.Namespace, out: Output, rpc: str, request: Any
                 out.event(data, _leader_text(data))
             return 0
         finally:
-            call.cancel()
+            events.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

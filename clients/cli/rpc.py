@@ -6,6 +6,7 @@ module imports this one, and `skyge --help` must not pay for loading gRPC (see m
 from __future__ import annotations
 
 import argparse
+import queue
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,72 @@ def call(args: argparse.Namespace, daemon: str, rpc: str, request: Message) -> A
             _raise_for(error, client, daemon, rpc)
 
 
+# -- the end of a streaming call -------------------------------------------------------------------
+#
+# A command must be done with a streaming call before it returns: the call cancelled, any thread
+# reading it finished, and the call object freed by the command itself. A call left to the garbage
+# collector may be collected during interpreter shutdown, after CPython stopped gRPC's daemon
+# threads (the channel thread, the request-iterator thread) wherever they were, maybe inside the
+# call's lock: the call's __del__ then waits for that lock forever and the command never exits,
+# its work done (`skyge lock test` printed "released lock" and hung so, once, on a busy machine).
+# A sync call is the RpcError it raises and that error's traceback holds frames holding the call,
+# so once it raised only the garbage collector frees it: `end_call` breaks that cycle.
+
+#: how long closing a StreamReader waits for its thread, which ends within milliseconds of the
+#: call's cancel; past it the command goes on (and may meet the hang above)
+READER_JOIN_S = 5.0
+
+
+def end_call(call: Any) -> None:
+    """Cancel a streaming call (nothing to do once it ended) and break the reference cycle it is
+    in if it raised, so it is freed, its __del__ run, as soon as the command lets go of it. Call
+    it where the command is done with the call, after any thread reading it has finished."""
+    call.cancel()
+    if isinstance(call, BaseException):
+        call.__traceback__ = None
+
+
+def _read_into(call: Any, items: queue.Queue[Any]) -> None:
+    """A StreamReader's thread; it refers to nothing but the call and the queue."""
+    import grpc
+    try:
+        for message in call:
+            items.put(message)
+    except grpc.RpcError as error:
+        items.put(error)
+    finally:
+        items.put(None)
+
+
+class StreamReader:
+    """A streaming call read by a daemon thread, so that the command's main thread stays free to
+    handle signals, keep deadlines and send requests. `next()` gives the next message, a
+    grpc.RpcError if the call failed (or was cancelled), None once the stream ended, False if
+    nothing came within the timeout. `close()` it before the command returns."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self._items: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=_read_into, args=(call, self._items),
+                                        name="skyge stream reader", daemon=True)
+        self._thread.start()
+
+    def next(self, timeout: float | None) -> Any:
+        try:
+            return self._items.get(timeout=timeout)
+        except queue.Empty:
+            return False
+
+    def close(self) -> None:
+        """Cancel the call, wait for the reading thread, end the call (`end_call`) and drop what
+        was not read: nothing of the call is left for the garbage collector."""
+        self.call.cancel()
+        self._thread.join(READER_JOIN_S)
+        end_call(self.call)
+        with self._items.mutex:
+            self._items.queue.clear()
+
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -85,10 +152,12 @@ def stream(args: argparse.Namespace, daemon: str, rpc: str, request: Message) ->
             if error.code() != grpc.StatusCode.CANCELLED:
                 _raise_for(error, client, daemon, rpc)
         finally:
+            end_call(call)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if stopped_by:
             raise SystemExit(128 + stopped_by[0])
+
 
 
 def to_dict(message: Message) -> dict[str, Any]:
