@@ -2,15 +2,23 @@
 membership, fences and the two-node rule together (the gRPC servicers are in server.py).
 
 Two threads share the `Node` under `LockApp.lock`. The protocol thread (transport.py) owns the
-UDP socket and the timers: datagrams in, ticks when due, then a flush that sends what the node
-produced and hands session events, fence requests and log lines to the asyncio loop. The asyncio
-loop runs the gRPC servicers, the membership follower, fences and the two-node rule: each changes
-the node under the lock and wakes the protocol thread, whose next turn flushes (so a burst of
-requests still leaves in few datagrams).
+UDP socket's reading and the timers: datagrams in, ticks when due, then a flush that sends what
+the node produced and hands session events, fence requests and log lines to the asyncio loop.
+The asyncio loop runs the gRPC servicers, the membership follower, fences and the two-node rule:
+each changes the node under the lock and asks for a flush (`flush_soon`), which the loop runs
+itself once the requests at hand are in (so a burst of requests still leaves in few datagrams):
+a client's request costs no switch to the protocol thread and back, which is woken only when the
+change brought its next wake-up forward (a timeout, a retransmission).
+
+Every flush, on either thread, first writes the lease file when it is due, then takes what the
+node produced into one queue (`_handback`, in the order taken under the lock), which only the
+loop empties, in order: so a session's events keep their order whichever thread took them, and
+a Granted or Renewed reaches a client only after the file was written by the flush that took it.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import json
@@ -204,6 +212,14 @@ class LockApp(DaemonApp):
         self.netid = 0
         self.session_counter = 0
         self.watcher_counter = 0
+        #: what flushes took from the node (on either thread, under the lock), in that order;
+        #: only the loop takes from it (`_drain`), in order
+        self._handback: collections.deque[Outputs] = collections.deque()
+        self._drain_scheduled = False  # the protocol thread asked the loop for a `_drain`
+        self._flush_scheduled = False  # a `_flush_on_loop` is scheduled (the loop's own)
+        #: the protocol thread's next wake-up as its last turn computed it (under the lock);
+        #: a loop flush that brings it forward wakes the thread
+        self._thread_wake_at: int | None = None
         #: the streams of the sessions and of the leader watchers (Campaign, Observe), by id
         self.queues: dict[int, asyncio.Queue[SessionItem]] = {}
         self.watchers: dict[int, asyncio.Queue[lp.LeaderEvent | None]] = {}
@@ -282,7 +298,8 @@ class LockApp(DaemonApp):
             with self.lock:
                 held = node.stop_sessions(boot_ns())
                 self._flush(boot_ns())
-            # after the events just handed to the loop: the streams end once they are out
+            self._drain()
+            # after the events just delivered: the streams end once they are out
             asyncio.get_running_loop().call_soon(self._end_streams)
             if held:
                 await asyncio.sleep(self.timing.leave_warning_ns / 1e9)
@@ -290,6 +307,7 @@ class LockApp(DaemonApp):
                 node.leave(boot_ns())
                 self._flush(boot_ns())
                 self._left = True
+            self._drain()
         self._left = True
 
     def _end_streams(self) -> None:
@@ -397,38 +415,94 @@ class LockApp(DaemonApp):
         """Tick when due, flush; the next wake-up (None: no node yet, or the daemon left)."""
         node, links = self.node, self.links
         if node is None or links is None or self._left:
+            self._thread_wake_at = None
             return None
         now = boot_ns()
         if node.next_wakeup() <= now:
             node.tick(now)
-        self._flush(now)
+        self._flush(now, thread=True)
+        self._thread_wake_at = wake = self._next_wakeup(node, links)
+        return wake
+
+    @staticmethod
+    def _next_wakeup(node: Node, links: Links) -> int:
         wake = node.next_wakeup()
         deadline = links.deadline()
         return wake if deadline is None else min(wake, deadline)
 
-    def _flush(self, now: int) -> None:
-        """Send what the node produced, hand the rest to the asyncio loop (`_deliver`), and
-        write the lease file for the HA deadman."""
-        node, links, sock, loop = self.node, self.links, self.sock, self._loop
-        if node is None or links is None or sock is None or loop is None or self._left:
-            return
+    def _flush(self, now: int, *, thread: bool = False) -> None:
+        """(Under the lock, on either thread.) `_take`, then send the datagrams."""
+        if self._take(now, thread=thread):
+            self._send(now)
+
+    def _take(self, now: int, *, thread: bool = False) -> bool:
+        """(Under the lock, on either thread.) Write the lease file for the HA deadman when due,
+        then queue what the node produced for the loop (`_handback`; from the protocol thread
+        the loop is asked to `_drain` it, the loop's own caller drains it after the lock).
+        False when there is nothing to do (no node yet, or the daemon left)."""
+        node, loop = self.node, self._loop
+        if node is None or loop is None or self._left:
+            return False
         if node.lone_check_due(now):
             loop.call_soon_threadsafe(self._lone_event.set)
-        produced = node.take_outputs()
-        if produced.events or produced.leader_events or produced.fence_requests or produced.log:
-            loop.call_soon_threadsafe(self._deliver, produced)
-        for out in links.flush(now):
-            sock.send(out.domain, out.datagram.SerializeToString(), out.all_paths, now)
+        # the file first: a Granted or Renewed taken below reaches its client (on the loop, after
+        # this) only once the file says as much (within the half idle beat it may lag)
         safe_until = node.member.lease_until if node.member.connected else 0
         if (safe_until == 0) != (self._lease_written == 0) or \
                 abs(safe_until - self._lease_written) >= self.timing.idle_beat_ns // 2:
             self._write_lease(safe_until)
+        produced = node.take_outputs()
+        if produced.events or produced.leader_events or produced.fence_requests or produced.log:
+            self._handback.append(produced)
+            if thread and not self._drain_scheduled:
+                self._drain_scheduled = True  # one hand-off for every batch until it runs
+                loop.call_soon_threadsafe(self._drain)
+        return True
+
+    def _send(self, now: int) -> None:
+        """(Under the lock, on either thread.) The datagrams out (with retransmissions and
+        owed acknowledgements)."""
+        links, sock = self.links, self.sock
+        if links is None or sock is None or self._left:
+            return
+        for out in links.flush(now):
+            sock.send(out.domain, out.datagram.SerializeToString(), out.all_paths, now)
 
     # -- the asyncio loop's side ------------------------------------------------------------------
     def flush_soon(self) -> None:
-        """The node changed: the protocol thread flushes at its next turn, at once."""
-        if self.protocol is not None and not self._left:
-            self.protocol.wake()
+        """The node changed (on the loop): flush once the loop's current callbacks ran, so
+        that the requests of one loop turn leave together."""
+        if not self._flush_scheduled and not self._left and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_on_loop)
+
+    def _flush_on_loop(self) -> None:
+        """Flush on the loop: datagrams out, events delivered, with no hand-off to the protocol
+        thread, which is woken only when its next wake-up came forward (or it has none yet)."""
+        self._flush_scheduled = False
+        node, links, protocol = self.node, self.links, self.protocol
+        if node is None or links is None or protocol is None:
+            return
+        with self.lock:
+            now = boot_ns()
+            if not self._take(now):
+                return
+            if node.out_data or node.out_beats:
+                self._send(now)
+                wake = self._next_wakeup(node, links)
+            else:  # nothing new to send: retransmissions and owed acks stay the thread's
+                wake = node.next_wakeup()  # (their deadlines did not move)
+            thread_at = self._thread_wake_at
+            if thread_at is None or wake < thread_at:
+                protocol.wake()
+        self._drain()
+
+    def _drain(self) -> None:
+        """(On the loop.) Deliver every batch the flushes took, in the order they took them."""
+        self._drain_scheduled = False  # first: a batch queued after this asks again
+        handback = self._handback
+        while handback:
+            self._deliver(handback.popleft())
 
     def _deliver(self, produced: Outputs) -> None:
         for session, event in produced.events:

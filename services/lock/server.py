@@ -91,7 +91,8 @@ class LockHost(Protocol):
     def new_watcher_id(self) -> int: ...
 
     def flush_soon(self) -> None:
-        """The node changed: the protocol thread flushes at once."""
+        """The node changed: flush (datagrams out, events to the streams) once the loop's
+        current callbacks ran."""
         ...
 
 

@@ -11,8 +11,10 @@ heartbeat thread's SCHED_FIFO), and the interpreter's switch interval is lowered
 waits at most ~1 ms for the GIL held by another thread.
 
 The asyncio side (gRPC servicers, membership, fences, the two-node rule) changes the node under
-the same lock and then calls `wake`; what the node produced for it (session events, fence
-requests, log lines) comes back through the loop's `call_soon_threadsafe`.
+the same lock and flushes what that produced itself (daemon.py); it calls `wake` only when the
+change brought the thread's next wake-up forward. What the thread's turns produce for the loop
+(session events, fence requests, log lines) comes back through the loop's
+`call_soon_threadsafe`, once for every batch taken before the loop ran.
 """
 from __future__ import annotations
 
