@@ -3,11 +3,17 @@ isolate it (both NICs cut), many times each; then switch.
 
     python -m bench.failover --trials 10              # fenced path (the lab's fence command)
     python -m bench.failover --trials 10 --no-fence   # lease path
+    python -m bench.failover --backend etcd           # locks in etcd (one member per node)
+    python -m bench.failover --backend both           # both, one after the other, side by side
 
 With a fence command (default), a lost node is powered off once it has been out of the
 membership for `fence_after_ms` (250 ms) and its service is taken over as soon as it is off;
 with `--no-fence`, once its leases ran out (hold lease 600 ms; the authority's own node: vote
-lease 400 ms + grace).
+lease 400 ms + grace). With `--backend etcd` the locks are in an etcd of one member per node
+(`skyge.clients.lab.etcd`; a crashed node's member dies with it and starts again at its boot): a
+lost node's service is taken over once its etcd lease (2 s) expired, or, fenced, once the fencing
+node revoked it. `--backend both` runs the built-in backend then etcd and prints both sets of
+keys, under "builtin" and "etcd".
 
 Setup: a 3-node lab running skyge-heartbeat, -bus, -lock and -ha; the demo service of
 `skyge.clients.lab.demo` (fifo/0: a small TCP server started by a user script, floating IP
@@ -57,7 +63,8 @@ from typing import Any
 from collections.abc import Mapping, Sequence
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabNode
-from skyge.clients.lab.configs import configure_heartbeat, write_daemon_config
+from skyge.clients.lab.configs import configure_heartbeat, write_daemon_config, write_lock_config
+from skyge.clients.lab.etcd import members_of, start_etcd, start_member
 from skyge.clients.lab.demo import (CLUSTER_DAEMONS, DEMO_PORT, Prober, ha_call,
                                     install_demo_service, start_node, wait_members, wait_placement)
 from skyge.clients.lab.observe import (AddressMonitor, holder_intervals, interleaved_answers,
@@ -109,14 +116,17 @@ def configure(lab: Lab) -> None:
 
 
 def start_cluster(lab: Lab, daemons: Sequence[str] = CLUSTER_DAEMONS,
-                  lock_config: Mapping[str, Any] | None = None) -> None:
+                  lock_config: Mapping[str, Any] | None = None, backend: str = "builtin") -> None:
     """Heartbeat config and `configure`, then `daemons` on every node: HA last (membership and
-    locks first), n1's first, so that n1 runs the service and the others queue in order."""
+    locks first), n1's first, so that n1 runs the service and the others queue in order. With
+    the etcd backend, the lab's etcd first."""
     configure_heartbeat(lab)
     configure(lab)
-    if lock_config is not None:
+    if backend == "etcd":
+        start_etcd(lab)
+    if lock_config is not None or backend != "builtin":
         for node in lab.nodes:
-            write_daemon_config(node, "lock", lock_config)
+            write_lock_config(node, lock_config, backend=backend)
     for node in lab.nodes:
         start_node(node, [d for d in daemons if d != "ha"], extra_args=("-l", "LOG_NOTICE"))
     wait_members(lab.node(1), lab.size)
@@ -139,8 +149,9 @@ def ready(lab: Lab) -> tuple[LabNode, LabNode]:
 class Run:
     """One lab, one prober, the figures of every kind of trial."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, backend: str) -> None:
         self.lab = lab
+        self.backend = backend
         self.monitors = [AddressMonitor(node, "0") for node in lab.nodes]
         self.prober = Prober(lab)
         self.failed: list[str] = []
@@ -181,6 +192,8 @@ class Run:
     def reboot(self, victim: LabNode, tag: str) -> None:
         """Power a crashed (or fenced) node on again; its daemons start and it queues again."""
         victim.boot()
+        if self.backend == "etcd":
+            start_member(victim, members_of(self.lab))
         self.monitors.append(AddressMonitor(victim, tag))
         start_node(victim, extra_args=("-l", "LOG_NOTICE"))
 
@@ -241,7 +254,10 @@ class Run:
         """Two nodes holding the floating IP at once, plus the client answered by the old node
         after the new one (before the next failover)."""
         attempts = self.prober.attempts()
-        found = overlaps(holder_intervals(self.monitors, self.holder_ends))
+        ends = {key: list(times) for key, times in self.holder_ends.items()}
+        for node, off_ns in self.lab.fence_log():  # powered off by a fence: holds nothing
+            ends.setdefault(f"n{node}", []).append(off_ns)
+        found = overlaps(holder_intervals(self.monitors, ends))
         starts = [t0 for t0, _, _ in self.failovers]
         for t0, t_next in zip(starts, [*starts[1:], 1 << 62], strict=True):
             found += [f"{late} (failover at {t0})"
@@ -258,10 +274,12 @@ class Run:
                     monitor.stop()
 
 
-def run(trials: int, kills: int, isolations: int, switchovers: int, fence: bool) -> dict:
+def run(trials: int, kills: int, isolations: int, switchovers: int, fence: bool,
+        backend: str) -> dict:
     with Lab.up(nodes=3, name=lab_name("fo")) as lab:
-        start_cluster(lab, lock_config={"fence_command": lab.fence_command()} if fence else None)
-        bench = Run(lab)
+        start_cluster(lab, lock_config={"fence_command": lab.fence_command()} if fence else None,
+                      backend=backend)
+        bench = Run(lab, backend)
         try:
             for kind, count in ((bench.crash, trials), (bench.kill_process, kills),
                                 (bench.isolate, isolations), (bench.switch, switchovers)):
@@ -286,6 +304,7 @@ def run(trials: int, kills: int, isolations: int, switchovers: int, fence: bool)
         "switchover_p50_ms": rounded(percentile(ms["switchover"], 50)),
         "double_active": double,
         "fenced": fence,
+        "backend": backend,
         "trials": trials,
         "kills": kills,
         "isolations": isolations,
@@ -307,6 +326,8 @@ def main() -> None:
                         help="no fence command: a lost node's service is taken over when its "
                              "leases ran out (default: the lab's fence command powers the lost "
                              "node off, and it is taken over once off)")
+    parser.add_argument("--backend", choices=("builtin", "etcd", "both"), default="builtin",
+                        help="what grants the locks (default: builtin); both: one run each")
     args = parser.parse_args()
     counts = {"trials": args.trials,
               "kills": args.kills if args.kills is not None else args.trials,
@@ -316,7 +337,11 @@ def main() -> None:
     for name, count in counts.items():
         if not (1 if name == "trials" else 0) <= count <= 200:
             parser.error(f"--{name}: must be from {1 if name == 'trials' else 0} to 200")
-    figures = run(**counts, fence=args.fence)
+    if args.backend == "both":
+        figures: dict[str, Any] = {backend: run(**counts, fence=args.fence, backend=backend)
+                                   for backend in ("builtin", "etcd")}
+    else:
+        figures = run(**counts, fence=args.fence, backend=args.backend)
     keepalived = shutil.which("keepalived")
     if keepalived:
         note(f"keepalived is installed ({keepalived}) but this benchmark does not drive it yet; "

@@ -3,6 +3,7 @@ nodes, and does a short pause ever move it? Then the two-node cut (issue 13).
 
     python -m bench.pause_safety                      # every case, 2 trials each (<= ~15 min)
     python -m bench.pause_safety --trials 1 --pauses 50,1000 --targets lock,node
+    python -m bench.pause_safety --backend etcd       # locks in etcd; the etcd member paused too
 
 Setup (as bench.failover): a 3-node lab running all five skyge daemons; the demo service of
 `skyge.clients.lab.demo` (fifo/0, floating IP 192.168.1.100 on eth0, a pid file) on every node;
@@ -39,6 +40,11 @@ total time both nodes held the floating IP (monitors; a node crashed by the fenc
 from the end of its crash). Variants: no fence, no witness (`two_node_unprotected_...`); lock.cfg
 `fence_command` powering the lost node off through the lab (`skyge lab crash`); lock.cfg
 `witness`: the skyge-witness the lab runs in its gateway, reachable from both sides.
+
+`--backend etcd`: the locks are in an etcd of one member per node (`skyge.clients.lab.etcd`), and
+one more target, `etcd`: the active node's etcd member (SIGSTOP by its PID; when it leads, a
+paused leader). A node fenced meanwhile starts its member again at its boot. The two-node cut is
+not run: the etcd backend refuses two-node clusters.
 """
 from __future__ import annotations
 
@@ -61,11 +67,14 @@ from skyge.services.ha.resources.script import PidfileError, read_pidfile
 
 from bench._common import lab_name, note, result, rounded
 from bench.failover import pidfile, ready, start_cluster
+from skyge.clients.lab.etcd import SPAWN_NAME as ETCD_NAME
+from skyge.clients.lab.etcd import members_of, start_member
 from skyge.clients.lab.observe import (AddressMonitor, Interleaving, Overlap, holder_intervals,
                                        interleaved_answers, overlap_spans)
 
 PAUSES_MS = (50, 200, 1000, 5000, 30000)
 TARGETS = ("lock", "ha", "daemons", "node")
+ETCD_TARGETS = (*TARGETS, "etcd")
 TARGET_DAEMONS = {"lock": ("lock",), "ha": ("ha",), "daemons": DAEMONS}
 #: a move after a pause this short (ms) is spurious: nothing failed
 SHORT_PAUSE_MS = 200
@@ -169,7 +178,8 @@ def pause(node: LabNode, target: str, seconds: float) -> PauseTimes:
             if not node.crashed:  # (fenced while frozen: powered off, nothing to thaw)
                 node.thaw()
         return PauseTimes(stopping, stopped, resuming, time.time_ns())
-    fds = [os.pidfd_open(pid) for pid in daemon_pids(node, TARGET_DAEMONS[target])]
+    pids = node.find(ETCD_NAME) if target == "etcd" else daemon_pids(node, TARGET_DAEMONS[target])
+    fds = [os.pidfd_open(pid) for pid in pids]
     try:
         stopping = time.time_ns()
         try:
@@ -257,8 +267,9 @@ def longest_gap_ms(attempts: Sequence[tuple[int, int, bool, str]], start_ns: int
 class PauseRun:
     """One 3-node lab, its prober and monitors, the trials."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, backend: str) -> None:
         self.lab = lab
+        self.backend = backend
         self.monitors = [AddressMonitor(node, "0") for node in lab.nodes]
         self.boots = 0
         self.prober = TailingProber(lab)
@@ -334,6 +345,8 @@ class PauseRun:
             time.sleep(0.05)
         self.boots += 1
         node.boot()
+        if self.backend == "etcd":
+            start_member(node, members_of(self.lab))
         self.monitors.append(AddressMonitor(node, f"b{self.boots}"))
         start_node(node, DAEMONS, extra_args=("-l", "LOG_NOTICE"))
 
@@ -368,15 +381,16 @@ class PauseRun:
 
 
 def run_pauses(trials: int, pauses: Sequence[int], targets: Sequence[str],
-               deadline: float, fence: bool = False) -> dict:
+               deadline: float, fence: bool = False, backend: str = "builtin") -> dict:
     """The 3-node part: every target x pause, `trials` times (round-robin, so a budget cut
     leaves every case with as many trials as possible)."""
     figures: dict = {}
     skipped, failed = 0, []
     with Lab.up(nodes=3, name=lab_name("ps")) as lab:
         start_cluster(lab, daemons=DAEMONS,
-                      lock_config={"fence_command": lab.fence_command()} if fence else None)
-        bench = PauseRun(lab)
+                      lock_config={"fence_command": lab.fence_command()} if fence else None,
+                      backend=backend)
+        bench = PauseRun(lab, backend)
         try:
             for round_ in range(1, trials + 1):
                 for target in targets:
@@ -548,8 +562,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=2, help="trials per case (default 2)")
     parser.add_argument("--pauses", default=",".join(map(str, PAUSES_MS)),
                         help="pause lengths in ms, comma-separated (default: %(default)s)")
-    parser.add_argument("--targets", default=",".join(TARGETS),
-                        help="what to pause, comma-separated (default: %(default)s)")
+    parser.add_argument("--targets", default=None,
+                        help=f"what to pause, comma-separated (default: {','.join(TARGETS)}; "
+                             f"with --backend etcd also etcd)")
+    parser.add_argument("--backend", choices=("builtin", "etcd"), default="builtin",
+                        help="what grants the locks (default: builtin)")
     parser.add_argument("--fence", action="store_true",
                         help="the 3-node part with the lab's fence command: a node out of the "
                              "membership for fence_after_ms (250) is powered off, then taken "
@@ -567,21 +584,25 @@ def main() -> None:
         pauses = [int(p) for p in args.pauses.split(",") if p.strip()]
     except ValueError:
         parser.error("--pauses: integers (ms), comma-separated")
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    allowed = ETCD_TARGETS if args.backend == "etcd" else TARGETS
+    targets = ([t.strip() for t in args.targets.split(",") if t.strip()] if args.targets
+               else list(allowed))
     if not 1 <= args.trials <= 20:
         parser.error("--trials: from 1 to 20")
     if not pauses or any(not 1 <= p <= 60_000 for p in pauses):
         parser.error("--pauses: from 1 to 60000 ms each")
-    if not targets or any(t not in TARGETS for t in targets):
-        parser.error(f"--targets: some of {', '.join(TARGETS)}")
+    if not targets or any(t not in allowed for t in targets):
+        parser.error(f"--targets: some of {', '.join(allowed)}")
     if not 1 <= args.cut_s <= 120:
         parser.error("--cut-s: from 1 to 120")
-    deadline = time.monotonic() + args.budget_min * 60 - (TWO_NODE_RESERVE_S if args.two_node
-                                                           else 0)
-    figures = run_pauses(args.trials, pauses, targets, deadline, fence=args.fence)
-    figures.update(trials=args.trials, pauses_ms=pauses, targets=targets, fenced=args.fence)
+    two_node = args.two_node and args.backend == "builtin"
+    deadline = time.monotonic() + args.budget_min * 60 - (TWO_NODE_RESERVE_S if two_node else 0)
+    figures = run_pauses(args.trials, pauses, targets, deadline, fence=args.fence,
+                         backend=args.backend)
+    figures.update(trials=args.trials, pauses_ms=pauses, targets=targets, fenced=args.fence,
+                   backend=args.backend)
     notes = []
-    if args.two_node:
+    if two_node:
         detail = {}
         for variant in ("plain", "fence", "fence_priority", "witness"):
             try:
@@ -610,7 +631,8 @@ def main() -> None:
     else:
         figures.update(two_node_unprotected_double_active_ms=None,
                        two_node_double_active_ms={"fence": None, "witness": None})
-        notes.append("two-node cut not run (--no-two-node)")
+        notes.append("two-node cut not run (" + ("--no-two-node" if args.backend == "builtin"
+                     else "the etcd backend refuses two-node clusters") + ")")
     figures["note"] = notes
     result(figures)
 

@@ -35,7 +35,10 @@ packages=(iproute2 iptables nftables iputils-ping arping procps psmisc util-linu
           # the C++ client (clients/cpp) and its test: Debian's gRPC, protoc and a compiler
           libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev cmake g++ pkg-config
           # Go and Java code from the protos (protos/generate.py --lang go|java): the plugins
-          protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc-java-plugin)
+          protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc-java-plugin
+          # the lock daemon's etcd backend (lock.cfg backend = "etcd"): the lab's etcd members,
+          # its tests and benchmarks
+          etcd-server etcd-client)
 if [ "$java" = yes ]; then
   # javac and the jars the generated Java code compiles against (tests/unit/test_codegen.py)
   packages+=(default-jdk-headless libprotobuf-java libgrpc-java libguava-java
@@ -60,6 +63,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts etcd.service (a one-member cluster on localhost) when it installs the package;
+  # the lab runs its own members, so a service we caused is stopped and disabled again. An etcd
+  # cluster for the etcd backend is the operator's to configure (docs/ARCHITECTURE.md).
+  if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # Members of the skyge group may read (status, lists, watches) through the daemons' read-only

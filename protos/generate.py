@@ -41,7 +41,9 @@ from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent  # protos/: the include root ("skyge/v1/x.proto")
 PACKAGE_DIR = Path("skyge") / "v1"
-SOURCE_DIR = PROTO_ROOT / PACKAGE_DIR
+#: the packages the Python code is generated for: our contracts, and the copy of etcd's v3 API
+#: the lock daemon's etcd backend calls (protos/vendor_etcd.py made it; not for Go and Java)
+PYTHON_PACKAGES = (PACKAGE_DIR, Path("skyge") / "etcd")
 #: the import root the Python code is generated into (src/skyge/v1: the package on disk)
 PYTHON_ROOT = PROTO_ROOT.parent / "src"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
@@ -87,9 +89,10 @@ PROTOC_GEN_GRPC_JAVA = Tool(("protoc-gen-grpc-java", "grpc_java_plugin"),
                             "protobuf-compiler-grpc-java-plugin")
 
 
-def proto_files() -> list[Path]:
-    """The .proto files, relative to PROTO_ROOT, in a fixed order."""
-    return sorted(p.relative_to(PROTO_ROOT) for p in SOURCE_DIR.glob("*.proto"))
+def proto_files(packages: tuple[Path, ...] = (PACKAGE_DIR,)) -> list[Path]:
+    """The .proto files of `packages`, relative to PROTO_ROOT, in a fixed order."""
+    return sorted(p.relative_to(PROTO_ROOT) for package in packages
+                  for p in (PROTO_ROOT / package).glob("*.proto"))
 
 
 def is_generated(name: str) -> bool:
@@ -121,7 +124,7 @@ def well_known_include() -> str:
 def run_protoc(command: list[str], protos: list[Path]) -> None:
     """Run a protoc command over the .proto files; echo its warnings, raise on failure."""
     if not protos:
-        raise ToolError(f"no .proto files in {SOURCE_DIR}")
+        raise ToolError(f"no .proto files in {PROTO_ROOT / PACKAGE_DIR}")
     # Run from PROTO_ROOT with relative file names: nothing machine-specific reaches the output.
     result = subprocess.run([*command, *(p.as_posix() for p in protos)], cwd=PROTO_ROOT,
                             capture_output=True, text=True)
@@ -135,7 +138,7 @@ def run_protoc(command: list[str], protos: list[Path]) -> None:
 
 def generate(out_root: Path) -> list[Path]:
     """Run protoc once over every .proto; return the generated files, relative to out_root."""
-    protos = proto_files()
+    protos = proto_files(PYTHON_PACKAGES)
     run_protoc([
         sys.executable, "-m", "grpc_tools.protoc",
         f"--proto_path={PROTO_ROOT}",
@@ -146,9 +149,8 @@ def generate(out_root: Path) -> list[Path]:
         f"--grpc_python_out={out_root}",
         f"--mypy_grpc_out={out_root}",
     ], protos)
-    generated = sorted(p.relative_to(out_root) for p in (out_root / PACKAGE_DIR).iterdir()
-                       if p.is_file() and is_generated(p.name))
-    expected = sorted(PACKAGE_DIR / (p.stem + suffix)
+    generated = generated_files(out_root)
+    expected = sorted(p.parent / (p.stem + suffix)
                       for p in protos for suffix in GENERATED_SUFFIXES)
     if generated != expected:
         missing = sorted(set(expected) - set(generated))
@@ -213,9 +215,15 @@ def generate_client(lang: str, out: Path) -> list[Path]:
     return fresh
 
 
-def existing_generated() -> list[Path]:
-    return sorted(p.relative_to(PYTHON_ROOT) for p in (PYTHON_ROOT / PACKAGE_DIR).iterdir()
+def generated_files(root: Path) -> list[Path]:
+    """The generated Python files under root (a fresh output or the package), relative to it."""
+    return sorted(p.relative_to(root) for package in PYTHON_PACKAGES
+                  if (root / package).is_dir() for p in (root / package).iterdir()
                   if p.is_file() and is_generated(p.name))
+
+
+def existing_generated() -> list[Path]:
+    return generated_files(PYTHON_ROOT)
 
 
 def compare(fresh_root: Path, fresh: list[Path]) -> list[str]:
@@ -282,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(out_root / rel, PYTHON_ROOT / rel)
         for rel in sorted(set(existing_generated()) - set(fresh)):
             (PYTHON_ROOT / rel).unlink()
-        print(f"wrote {len(fresh)} files in src/{PACKAGE_DIR.as_posix()}"
+        print(f"wrote {len(fresh)} files in "
+              f"{', '.join(f'src/{p.as_posix()}' for p in PYTHON_PACKAGES)}"
               + (f" ({len(problems)} changed)" if problems else " (no change)"))
         return 0
 

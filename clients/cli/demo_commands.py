@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from skyge.clients.cli.arguments import ranged_int
-from skyge.clients.cli.output import CommandFailed, Output
+from skyge.clients.cli.output import CommandFailed, Output, UsageError
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -15,6 +15,9 @@ def register(groups: argparse._SubParsersAction) -> None:
                         help="give the lock daemons the lab's fence command (power a lost node "
                              "off): the crashed node's service is taken over once it is off, "
                              "not when its leases ran out")
+    parser.add_argument("--backend", choices=("builtin", "etcd"), default="builtin",
+                        help="what grants the locks: the lock daemons' built-in authority "
+                             "(default) or an etcd of one member per node (3 nodes or more)")
     parser.set_defaults(handler=run, daemon_target=None)
 
 
@@ -25,8 +28,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
     def narrate(line: str) -> None:  # on stderr when stdout carries the JSON report
         print(line, file=sys.stderr if out.json else sys.stdout)
 
+    if args.backend == "etcd" and args.nodes < 3:
+        raise UsageError(f"--backend etcd needs --nodes 3 or more, got {args.nodes}: etcd grants "
+                         f"only with a majority, and of two nodes cut apart neither has one; "
+                         f"two-node clusters use the built-in authority (the default)")
     try:
-        report = run_demo(narrate, nodes=args.nodes, fence=args.fence)
+        report = run_demo(narrate, nodes=args.nodes, fence=args.fence, backend=args.backend)
     except LabError as error:
         raise CommandFailed(f"demo: {error}") from None
     out.result(report, "")

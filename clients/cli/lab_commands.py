@@ -1,6 +1,7 @@
 """`skyge lab ...`: a virtual cluster on this machine (network namespaces), for tests and demos.
 
     skyge lab up --nodes 3              # namespaces n1..n3, gateway gw, client cl
+    skyge lab up --nodes 3 --etcd       # ... and an etcd member per node (lock.cfg backend etcd)
     skyge lab status
     skyge lab exec n1 -- ping -c1 10.0.0.12
     skyge lab spawn n1 --as hb -- skyge-heartbeat -r /run/skyge-lab/skyge/n1
@@ -52,6 +53,9 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     up = action("up", lab_up, "create a lab: N nodes, a gateway and a client")
     up.add_argument("--nodes", required=True, metavar="N",
                     help=f"number of nodes, 1 to {MAX_NODES}")
+    up.add_argument("--etcd", action="store_true",
+                    help="also run an etcd member in every node (3 nodes or more), on its "
+                         "private address, port 2379, for lock.cfg's backend = \"etcd\"")
     action("status", lab_status, "nodes, namespaces, addresses, links and processes of a lab")
     action("down", lab_down, "remove a lab: processes, namespaces, cables, folders (idempotent)")
 
@@ -90,7 +94,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                                 ("thaw", lab_thaw, "SIGCONT every process of a host"),
                                 ("crash", lab_crash,
                                  "power a node off: kill everything, cables dead"),
-                                ("boot", lab_boot, "power a crashed node on again")):
+                                ("boot", lab_boot, "power a crashed node on again (and its "
+                                 "etcd member, in a lab up with --etcd)")):
         hosts = "n1..nN, gw or cl" if name in ("freeze", "thaw") else "n1..nN"
         action(name, handler, text).add_argument("host", help=hosts)
     kill = action("kill", lab_kill, "send a signal (default KILL) to one process of a host")
@@ -166,10 +171,33 @@ def lab_up(args: argparse.Namespace, out: Output) -> int:
     if not 1 <= nodes <= MAX_NODES:
         raise UsageError(f"--nodes must be a whole number from 1 to {MAX_NODES}, "
                          f"got {args.nodes!r}")
+    if args.etcd and nodes < 3:
+        raise UsageError(f"--etcd needs 3 nodes or more, got {nodes}: etcd grants only with a "
+                         f"majority, and of two nodes cut apart neither has one; two-node "
+                         f"clusters use the lock daemon's built-in authority (backend = "
+                         f"\"builtin\", the default) with its two-node rule")
     lab = Lab.up(nodes=nodes, name=args.name, detached=True)
-    status = lab.status()
+    if args.etcd:
+        from skyge.clients.lab.etcd import start_etcd
+        try:
+            start_etcd(lab)
+        except BaseException:
+            lab.down()
+            raise
+    status = _with_etcd(lab, lab.status())
     out.result(status, lambda s: f"lab {s['name']} is up\n" + render_status(s))
     return 0
+
+
+def _with_etcd(lab: Lab, status: dict[str, Any]) -> dict[str, Any]:
+    """The lab's status, with `etcd`: the endpoints of its etcd members (lock.cfg's
+    etcd_endpoints) and the nodes whose member runs, or None when it runs none."""
+    from skyge.clients.lab.etcd import endpoints_for, members_of, running
+    members = members_of(lab)
+    status["etcd"] = ({"endpoints": endpoints_for(None, members),
+                       "running": [n.key for n in members if running(n)]}
+                      if members else None)
+    return status
 
 
 def lab_down(args: argparse.Namespace, out: Output) -> int:
@@ -181,7 +209,8 @@ def lab_down(args: argparse.Namespace, out: Output) -> int:
 
 
 def lab_status(args: argparse.Namespace, out: Output) -> int:
-    out.result(_attach(args.name).status(), render_status)
+    lab = _attach(args.name)
+    out.result(_with_etcd(lab, lab.status()), render_status)
     return 0
 
 
@@ -196,6 +225,10 @@ def render_status(s: dict[str, Any]) -> str:
     for rule in s.get("loss", []):
         peer = f" with {rule['peer']}" if rule["peer"] else ""
         lines.append(f"loss: {rule['host']} {rule['nic']} {rule['dir']} {rule['percent']:g}%{peer}")
+    etcd = s.get("etcd")
+    if etcd:
+        lines.append(f"etcd: members running on {', '.join(etcd['running']) or 'no node'}; "
+                     f"lock.cfg: backend = \"etcd\"; etcd_endpoints = \"{etcd['endpoints']}\";")
     lines.append(f"{'HOST':5} {'STATE':8} {'PROCS':>5}  {'NETNS':14} {'eth0':32} eth1")
     for host in s["hosts"]:
         cells = []
@@ -286,9 +319,16 @@ def lab_crash(args: argparse.Namespace, out: Output) -> int:
 
 
 def lab_boot(args: argparse.Namespace, out: Output) -> int:
-    node = _attach(args.name).node(args.host)
+    from skyge.clients.lab.etcd import members_of, start_member
+    lab = _attach(args.name)
+    node = lab.node(args.host)
     node.boot()
-    out.result({"host": node.key, "state": "up"}, f"{node.key}: booted")
+    members = members_of(lab)
+    etcd = node in members  # its member starts with it, as its systemd would start etcd
+    if etcd:
+        start_member(node, members)
+    out.result({"host": node.key, "state": "up", "etcd": etcd},
+               f"{node.key}: booted" + (" (its etcd member started again)" if etcd else ""))
     return 0
 
 

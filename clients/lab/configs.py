@@ -7,6 +7,7 @@ puts the file where the daemon looks for it (`NodePaths`), replacing it atomical
 lab host or a node root folder (the daemon tests run a daemon under a temporary root)::
 
     ROOT/etc/skyge/DAEMON.cfg                        write_daemon_config
+    ROOT/etc/skyge/lock.cfg (with its backend)       write_lock_config
     ROOT/etc/skyge/heartbeat.cfg and heartbeat.key   write_heartbeat_config, configure_heartbeat
     ROOT/etc/skyge/ha/slots/TYPE/SLOT/service.cfg    write_service_config
     ROOT/etc/skyge/emon/probes/NAME/probe.cfg        write_probe_config
@@ -24,14 +25,15 @@ from typing import Any
 
 from skyge.clients.lab.cluster import Lab, LabHost, LabNode
 from skyge.clients.lab.errors import LabError
+from skyge.clients.lab.etcd import endpoints_for
 from skyge.services.common.atomic import write_atomic
 from skyge.services.common.config import render_config
 from skyge.services.common.paths import DAEMONS, NodePaths
 
 __all__ = [
     "KEY_NAME", "NETID", "config_path", "configure_heartbeat", "lab_key", "service_dir",
-    "write_daemon_config", "write_ecs_config", "write_heartbeat_config", "write_probe_config",
-    "write_service_config",
+    "write_daemon_config", "write_ecs_config", "write_heartbeat_config", "write_lock_config",
+    "write_probe_config", "write_service_config",
 ]
 
 #: the lab's cluster id (heartbeat.cfg `subnet`)
@@ -63,6 +65,22 @@ def write_daemon_config(node: LabHost | Path, daemon: str, values: Mapping[str, 
     """ROOT/etc/skyge/DAEMON.cfg holding `values` (lock.cfg, ha.cfg, emon.cfg, witness.cfg...);
     returns its path."""
     return _write(config_path(node, daemon), values)
+
+
+def write_lock_config(node: LabNode, values: Mapping[str, Any] | None = None, *,
+                      backend: str = "builtin",
+                      etcd_members: Sequence[LabNode] | None = None) -> Path:
+    """lock.cfg holding `values`, with the backend that grants the locks: "builtin" (the
+    default: no backend line) or "etcd", then `backend = "etcd"` and `etcd_endpoints` = the
+    private_ip:2379 of every member of the lab etcd (`etcd_members`, default: every node; this
+    node's member first, see `skyge.clients.lab.etcd.start_etcd`). Returns its path."""
+    merged = dict(values or {})
+    if backend == "etcd":
+        members = list(etcd_members if etcd_members is not None else node.lab.nodes)
+        merged.update(backend="etcd", etcd_endpoints=endpoints_for(node, members))
+    elif backend != "builtin":
+        raise LabError(f"unknown lock backend {backend!r} (builtin or etcd)")
+    return write_daemon_config(node, "lock", merged)
 
 
 def lab_key(lab: Lab) -> bytes:

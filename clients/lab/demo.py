@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterable, Sequence
 import grpc
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabHost, LabNode
-from skyge.clients.lab.configs import (configure_heartbeat, write_daemon_config,
+from skyge.clients.lab.configs import (configure_heartbeat, write_lock_config,
                                        write_service_config)
 from skyge.clients.lab.daemons import start_daemons, stop_daemons
+from skyge.clients.lab.etcd import MIN_MEMBERS, start_etcd
 from skyge.clients.lab.errors import LabError
 from skyge.v1 import ha_pb2 as pb, ha_pb2_grpc
 
@@ -317,15 +318,27 @@ class DemoWatch:
         its logs are still there."""
 
 
+BACKENDS = ("builtin", "etcd")
+
+
 def run_demo(say: Callable[[str], None], nodes: int = 3, *, lab_name: str = DEMO_LAB,
-             watch: DemoWatch | None = None, fence: bool = False) -> dict:
+             watch: DemoWatch | None = None, fence: bool = False,
+             backend: str = "builtin") -> dict:
     """Run the demo, narrating through `say`; returns what was observed (for --output json).
 
     `lab_name` and `watch` let a benchmark run the same steps in its own lab and observe them.
     With `fence`, every lock daemon has the lab's fence command: the crashed node's service is
-    taken over once it is known off rather than when its leases ran out."""
+    taken over once it is known off rather than when its leases ran out. With `backend` "etcd"
+    the locks are kept in an etcd of one member per node (three nodes or more), started in the
+    nodes before the daemons."""
+    if backend not in BACKENDS:
+        raise LabError(f"unknown lock backend {backend!r} (builtin or etcd)")
+    if backend == "etcd" and nodes < MIN_MEMBERS:
+        raise LabError(f"the etcd backend needs {MIN_MEMBERS} nodes or more, got {nodes}: etcd "
+                       f"grants only with a majority, and of two nodes cut apart neither has "
+                       f"one; two-node clusters use the built-in authority (the default)")
     watch = watch or DemoWatch()
-    report: dict = {"nodes": nodes}
+    report: dict = {"nodes": nodes, "backend": backend}
     started = time.monotonic()
     with Lab.up(nodes=nodes, name=lab_name) as lab:
         say(f"lab '{lab_name}' up: {nodes} nodes (eth0 192.168.1.11.., eth1 10.0.0.11..), "
@@ -333,7 +346,12 @@ def run_demo(say: Callable[[str], None], nodes: int = 3, *, lab_name: str = DEMO
         watch.lab_up(lab)
         try:
             _check_networks(lab, say, report)
-            _start_cluster(lab, say, report, fence)
+            if backend == "etcd":
+                endpoints = start_etcd(lab)
+                report["etcd_endpoints"] = endpoints
+                say(f"etcd: one member per node on its private address ({endpoints}), "
+                    f"a leader elected")
+            _start_cluster(lab, say, report, fence, backend)
             _crash_active(lab, say, report, watch)
         finally:
             watch.before_shutdown(lab)
@@ -359,21 +377,27 @@ def _check_networks(lab: Lab, say: Callable[[str], None], report: dict) -> None:
     say(f"networks: every node reaches every other on eth0 and eth1: {'yes' if ok else 'NO'}")
 
 
-def _start_cluster(lab: Lab, say: Callable[[str], None], report: dict, fence: bool) -> None:
+def _start_cluster(lab: Lab, say: Callable[[str], None], report: dict, fence: bool,
+                   backend: str = "builtin") -> None:
     """Daemons on every node, the demo service running with every other node waiting."""
     nodes = lab.size
     configure_heartbeat(lab)
     install_demo_service(lab)
     report["fenced"] = fence
+    lock: dict[str, Any] = {}
     if fence:
-        command = lab.fence_command()
-        for node in lab.nodes:
-            write_daemon_config(node, "lock", {"fence_command": command})
+        lock["fence_command"] = lab.fence_command()
         say("fence_command (lock.cfg): the lab's power switch; a node out of the membership "
             "for 250 ms is powered off, and its service is taken over once it is off")
     else:
         say("no fence_command: a lost node's service is taken over when its leases ran out "
             "(run `skyge demo --fence` for the fenced path)")
+    if backend == "etcd" or fence:
+        for node in lab.nodes:
+            write_lock_config(node, lock, backend=backend)
+    if backend == "etcd":
+        say("lock.cfg: backend = \"etcd\", each node's own member first in etcd_endpoints; "
+            "a node's locks live on its etcd lease (TTL 2 s)")
     say(f"service 'demo' (slots/fifo/0/service.cfg on every node): a TCP server on port "
         f"{DEMO_PORT} started by a user script, floating IP {DEMO_VIP} on eth0, onstart")
     for node in lab.nodes:  # membership and locks first

@@ -291,7 +291,15 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: list[str] | None,
     await server.start()
     os.chmod(socket_path, 0o600)
     reader = await _serve_readers(spec, ctx, app, health_servicer)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:
+        # the servers go before the loop does (else grpc's finalizers complain after the
+        # daemon's own error); the error itself is the caller's to report
+        if reader is not None:
+            await reader.stop(None)
+        await server.stop(None)
+        raise
     for service in ("", *app.service_names):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 

@@ -32,7 +32,8 @@ import grpc
 
 from skyge.services.common.atomic import write_atomic
 from skyge.services.common.clock import boot_ns
-from skyge.services.common.config import ConfigError, Field, integer, parse_config, string
+from skyge.services.common.config import (ConfigError, Field, choice, integer, parse_config,
+                                          string)
 from skyge.services.common.keys import ClusterKeys, load_keys
 from skyge.services.common.membership import MembershipFollower, PeerChannels
 from skyge.services.common.paths import TCP_PORTS, NodePaths
@@ -111,6 +112,26 @@ FIELDS = (
     Field("realtime_priority", integer(0, 99), default=5,
           help="SCHED_RR priority of the protocol thread, 0 for none (the heartbeat thread's "
                "default is 10: keep this below it)"),
+    Field("backend", choice("builtin", "etcd"), default="builtin",
+          help="what grants the locks: the built-in authority (any cluster size, the only "
+               "choice for two nodes) or an etcd cluster (three or more nodes; the fields "
+               "etcd_* below)"),
+    Field("etcd_endpoints", string(r"[^\s,]+(,[^\s,]+)*", '"HOST:PORT,HOST:PORT..."'),
+          default="127.0.0.1:2379",
+          help="backend etcd: client URLs of the etcd members, without scheme"),
+    Field("etcd_prefix", string(r"/[A-Za-z0-9._/-]*", 'a key path such as "/skyge"'),
+          default="/skyge",
+          help="backend etcd: keys live under PREFIX/NETID/, so clusters may share an etcd"),
+    Field("etcd_lease_ttl", integer(1, 60), default=2,
+          help="backend etcd: the lease of a node's holds, s: a node whose lock daemon (or "
+               "link to etcd) is stalled this long loses its locks; a crashed node's locks "
+               "pass on after it (at once once fenced, with a fence command)"),
+    Field("etcd_ca", string(), default="",
+          help="backend etcd: CA certificate (PEM) for TLS to etcd; empty for plain TCP"),
+    Field("etcd_cert", string(), default="",
+          help="backend etcd: client certificate (PEM) when etcd asks for one"),
+    Field("etcd_key", string(), default="",
+          help="backend etcd: the client certificate's key (PEM)"),
 )
 
 
@@ -147,6 +168,14 @@ class FileStore:
         instance = max(int(state.get("instance", 0)) + 1, 1)
         self.save({"instance": instance})
         return instance
+
+
+async def heartbeat_netid(paths: NodePaths) -> int:
+    """The cluster's netid, as the node's heartbeat daemon says."""
+    async with grpc.aio.insecure_channel(f"unix:{paths.socket('heartbeat')}") as channel:
+        identity = await heartbeat_pb2_grpc.HeartbeatStub(channel).GetIdentity(
+            heartbeat_pb2.GetIdentityRequest(), timeout=5)
+    return identity.node.netid
 
 
 def cluster_keys(paths: NodePaths, config: dict[str, Any],
@@ -317,18 +346,11 @@ class LockApp(DaemonApp):
             watcher_queue.put_nowait(None)
 
     # -- node -----------------------------------------------------------------------------------
-    async def _identity(self) -> int:
-        target = f"unix:{self.ctx.paths.socket('heartbeat')}"
-        async with grpc.aio.insecure_channel(target) as channel:
-            identity = await heartbeat_pb2_grpc.HeartbeatStub(channel).GetIdentity(
-                heartbeat_pb2.GetIdentityRequest(), timeout=5)
-        return identity.node.netid
-
     async def _make_node(self) -> None:
         if self.node is not None or not self.follower.local_domain:
             return
         try:
-            self.netid = await self._identity()
+            self.netid = await heartbeat_netid(self.ctx.paths)
         except grpc.aio.AioRpcError as error:
             logger.warning("heartbeat GetIdentity failed: %s", error.code().name)
             return
@@ -641,5 +663,8 @@ class LockApp(DaemonApp):
         return common_pb2.NodeId(netid=self.netid, domain=domain)
 
 
-def build(ctx: DaemonContext) -> LockApp:
+def build(ctx: DaemonContext) -> DaemonApp:
+    if ctx.config["backend"] == "etcd":
+        from .etcd.app import EtcdLockApp
+        return EtcdLockApp(ctx)
     return LockApp(ctx)

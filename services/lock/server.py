@@ -29,7 +29,8 @@ from .protocol.names import slot_lock
 from .protocol.table import (FIFO, LOCKS_PER_SLOT, PRIORITY, RANDOM, SLOTS, STACK, Entry, Name,
                              order_of)
 
-__all__ = ["TWO_NODES_UNPROTECTED", "LockHost", "LockPeerServicer", "LockServicer", "SessionItem"]
+__all__ = ["TWO_NODES_UNPROTECTED", "LockHost", "LockPeerServicer", "LockServicer", "SessionItem",
+           "check_open"]
 
 #: the end of a read from a stream (missing from grpc-stubs 1.53, present in grpc.aio)
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -153,17 +154,10 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         first = await context.read()
         if first is EOF:
             return
-        if first.WhichOneof("request") != "open":
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                "the first message of a session must be open")
+        problem = check_open(first)
+        if problem is not None:
+            await context.abort(*problem)
         request = first.open
-        if len(request.label) > 64:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "open.label: at most 64 characters")
-        if request.keep_holds and not request.label:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "open.keep_holds needs a non-empty open.label (the next session "
-                                "with that label adopts the holds)")
         node = await self._node(context, wait_s=5.0)
         if node.stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "skyge-lock is stopping")
@@ -431,3 +425,15 @@ class LockPeerServicer(lock_peer_pb2_grpc.LockPeerServicer):
                 domain=domain, instance=info.instance, heard_ms_ago=heard,
                 unacked=app.links.unacked(domain) if app.links else 0, vote_for=info.vote_for))
         return state
+
+
+def check_open(first: lp.SessionRequest) -> tuple[grpc.StatusCode, str] | None:
+    """Why a session's first message cannot open it (status and text), or None."""
+    if first.WhichOneof("request") != "open":
+        return grpc.StatusCode.FAILED_PRECONDITION, "the first message of a session must be open"
+    if len(first.open.label) > 64:
+        return grpc.StatusCode.INVALID_ARGUMENT, "open.label: at most 64 characters"
+    if first.open.keep_holds and not first.open.label:
+        return (grpc.StatusCode.INVALID_ARGUMENT, "open.keep_holds needs a non-empty open.label "
+                "(the next session with that label adopts the holds)")
+    return None

@@ -8,6 +8,7 @@ folders), so their timestamps (time.monotonic_ns) share one clock with every lab
 from __future__ import annotations
 
 import queue
+import signal
 import sys
 import threading
 import time
@@ -18,8 +19,9 @@ from collections.abc import Iterable, Sequence
 import grpc
 
 from skyge.clients.lab import Lab, LabNode
-from skyge.clients.lab.configs import write_daemon_config
+from skyge.clients.lab.configs import write_lock_config
 from skyge.clients.lab.daemons import start_daemons
+from skyge.clients.lab.etcd import members_of, start_etcd
 from skyge.services.lock.sim import Record, check_history
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc, lock_peer_pb2, lock_peer_pb2_grpc
@@ -34,9 +36,11 @@ __all__ = [
     "cli",
     "inspect",
     "peer_state",
+    "seed_lock_test",
     "spawn_keeper",
     "start_cluster",
     "start_lock",
+    "wait_etcd_ready",
     "wait_ready",
 ]
 
@@ -82,23 +86,81 @@ def wait_ready(nodes: Iterable[LabNode], timeout: float = READY_TIMEOUT) -> int:
     return hs.wait_for("an active lock authority followed by every node", check, timeout, 0.05)
 
 
+def wait_etcd_ready(nodes: Iterable[LabNode], timeout: float = READY_TIMEOUT) -> None:
+    """Every node's lock daemon (backend etcd) holds a confirmed etcd lease."""
+    nodes = list(nodes)
+
+    def check() -> bool | str:
+        without = [n.key for n in nodes if not authority(n).has_quorum]
+        return f"no confirmed lease on {without}" if without else True
+
+    hs.wait_for("a confirmed etcd lease on every node", check, timeout, 0.05)
+
+
 def start_cluster(lab: Lab, nodes: Sequence[LabNode] | None = None, *, expected: int | None = None,
                   reference_ips: str | None = None, heartbeat: bool = True,
-                  **config: Any) -> int:
-    """Heartbeat (optional) and lock daemons on `nodes`; returns the authority's domain."""
+                  backend: str = "builtin", **config: Any) -> int:
+    """Heartbeat (optional) and lock daemons on `nodes`; returns the authority's domain. With
+    `backend` "etcd" the locks are kept in the lab's etcd, one member per node of `nodes`
+    (started unless the lab runs one), and it returns 0 (etcd is the authority)."""
     nodes = list(nodes if nodes is not None else lab.nodes)
     if heartbeat:
         hs.start_cluster(lab, nodes)
+    if backend == "etcd" and not members_of(lab):
+        start_etcd(lab, nodes)
     for node in nodes:
-        write_daemon_config(node, "lock", {
+        write_lock_config(node, {
             "expected_nodes": expected if expected is not None else len(lab.nodes),
-            "reference_ips": reference_ips, **config})
+            "reference_ips": reference_ips, **config}, backend=backend,
+            etcd_members=members_of(lab) if backend == "etcd" else None)
         start_lock(node)
+    if backend == "etcd":
+        wait_etcd_ready(nodes)
+        return 0
     return wait_ready(nodes)
 
 
 def cli(node: LabNode, *args: str, timeout: float = 30.0) -> Any:
     return node.run([sys.executable, "-m", "skyge.clients.cli.main", *args], timeout=timeout)
+
+
+def _text(node: LabNode, name: str) -> str:
+    path = node.root / "var" / "log" / f"{name}.log"
+    return path.read_text() if path.exists() else ""
+
+
+def seed_lock_test(lab: Lab, slot: int = 600, lock: int = 100, name: str = "locktest") -> list[int]:
+    """The seed's test_d_lock on a cluster whose lock daemons run: three consoles on three
+    nodes run `skyge lock test -s SLOT -l LOCK` (a fifo slot); exactly one prints "<pid> process
+    get lock", and Ctrl+C hands it to the next in arrival order. Returns the tokens, in grant
+    order (asserted growing). `name` labels the consoles' processes and logs."""
+    procs = []
+    for node in lab.nodes:
+        proc = node.spawn([sys.executable, "-m", "skyge.clients.cli.main", "lock", "test",
+                           "-s", str(slot), "-l", str(lock)], name=name)
+        procs.append((node, proc))
+        hs.wait_for(f"{node.key} in the queue", lambda n=node: "process" in _text(n, name), 10)
+    holders = [n for n, _ in procs if "process get lock" in _text(n, name)]
+    assert [n.key for n in holders] == [lab.nodes[0].key], \
+        {n.key: _text(n, name) for n, _ in procs}
+    shown = cli(lab.nodes[1], "--output", "json", "lock", "inspect", "-s", str(slot), "-l",
+                str(lock))
+    assert shown.returncode == 0, shown.stderr
+    assert '"order": "WAIT_FIFO"' in shown.stdout and shown.stdout.count("session_id") == 3
+    tokens = []
+    for index, (node, proc) in enumerate(procs):
+        line = next(text for text in _text(node, name).splitlines()
+                    if "process get lock" in text)
+        assert line.startswith(f"{proc.pid} process get lock")  # pid as the seed prints it
+        tokens.append(int(line.rsplit("token ", 1)[1].rstrip(")")))
+        node.kill(proc.pid, signal.SIGINT, wait=10)  # Ctrl+C
+        assert f"released lock {slot}/{lock}" in _text(node, name)
+        if index + 1 < len(procs):
+            after = procs[index + 1][0]
+            hs.wait_for(f"{after.key} gets the lock",
+                        lambda a=after: "process get lock" in _text(a, name), 5)
+    assert tokens == sorted(tokens) and len(set(tokens)) == 3, tokens
+    return tokens
 
 
 def inspect(node: LabNode, slot: int, lock: int) -> lp.LockState:

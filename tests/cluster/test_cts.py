@@ -1,4 +1,5 @@
-"""The CTS scenarios (`tests.cts`) on one shared 3-node lab with the real daemons, each once.
+"""The CTS scenarios (`tests.cts`) on one shared 3-node lab per lock backend (built-in, etcd)
+with the real daemons, each once.
 
 Each test runs one scenario from the baseline and asserts the runner's verdict: no double
 activity, no stale answer, the service back on the expected node within the scenario's bound
@@ -24,9 +25,11 @@ pytestmark = pytest.mark.lab
 SEED = 7
 
 
-@pytest.fixture(scope="module")
-def cts(lab_support: None):
-    cluster = CtsCluster.up(nodes=3, name=unique_lab_name())
+@pytest.fixture(scope="module", params=["builtin", "etcd"])
+def cts(lab_support: None, request: pytest.FixtureRequest):
+    """One lab per lock backend: every scenario runs against the built-in authority and against
+    etcd (one member per node)."""
+    cluster = CtsCluster.up(nodes=3, name=unique_lab_name(), backend=request.param)
     yield cluster
     cluster.down()
 

@@ -35,12 +35,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--nodes", type=int, default=3, help="lab nodes, 2 to 8 (default 3)")
+    parser.add_argument("--backend", choices=("builtin", "etcd"), default="builtin",
+                        help="what grants the locks: the built-in authority (default) or an "
+                             "etcd of one member per node (3 nodes or more)")
     parser.add_argument("--save", type=Path, metavar="DIR",
                         help="copy the record, the prober's log and every node's logs here "
                              "before the lab goes down")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= 8:
         parser.error("--nodes must be 2 to 8")
+    if args.backend == "etcd" and args.nodes < 3:
+        parser.error("--backend etcd needs --nodes 3 or more (etcd grants only with a majority; "
+                     "two-node clusters use the built-in authority)")
     if args.minutes <= 0:
         parser.error("--minutes must be positive")
     for name in args.scenario or ():
@@ -82,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     say(f"seed {seed}; setting up a {args.nodes}-node lab ...")
     try:
-        cluster = CtsCluster.up(nodes=args.nodes)
+        cluster = CtsCluster.up(nodes=args.nodes, backend=args.backend)
     except (LabError, ScenarioFailed) as error:
         print("RESULT " + json.dumps({"scenarios": 0, "seed": seed, "nodes": args.nodes,
+                                      "backend": args.backend,
                                       "aborted": f"setup: {error}"}), flush=True)
         return 1
     verdicts: list[Verdict] = []
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             aborted = f"{type(error).__name__}: {error}"
             say(f"ABORTED: {aborted}")
         result = summary(cluster, verdicts, seed=seed, nodes=args.nodes, aborted=aborted,
+                         backend=args.backend,
                          seconds=round(time.monotonic() - started, 1))
     finally:
         if args.save:

@@ -1,7 +1,9 @@
 """The CTS cluster: a lab with the real daemons and the CTS service, driven by the harness.
 
 `CtsCluster.up` builds an N-node lab, configures heartbeat (two paths, a cluster key), lock
-(``expected_nodes`` = N) and HA (`tests.cts.service`), starts heartbeat, bus, lock and HA on
+(``expected_nodes`` = N; with ``backend="etcd"`` the locks are in an etcd of one member per node,
+`skyge.clients.lab.etcd`, whose member a booted node starts again before its daemons, as a
+node's systemd would) and HA (`tests.cts.service`), starts heartbeat, bus, lock and HA on
 every node (n1 first, so fifo order starts as n1, n2, n3), waits until the service runs with
 every other node queued (the *baseline*), then starts the prober in the client namespace.
 
@@ -29,7 +31,9 @@ import grpc
 
 from skyge.clients.lab import GATEWAY_IPS, Lab, LabError, LabNode
 from skyge.clients.lab.daemons import is_serving, start_daemons, stop_daemons, wait_serving
-from skyge.clients.lab.configs import configure_heartbeat, write_daemon_config
+from skyge.clients.lab.configs import configure_heartbeat, write_lock_config
+from skyge.clients.lab.etcd import SPAWN_NAME as ETCD_NAME
+from skyge.clients.lab.etcd import members_of, start_etcd, start_member
 from skyge.clients.lab.demo import (CLUSTER_DAEMONS, Prober, ha_call, placement, service_status,
                                     wait_members)
 from skyge.services.ha.supervisor import LOCK_SLOTS, parse_label
@@ -55,6 +59,9 @@ BASELINE_TIMEOUT_S = 30.0
 CONSISTENT_WITHIN_S = 5.0
 #: the HA daemons shut down first, so each stops its services while the lock still works
 STOP_ORDER = ("ha", "lock", "bus", "heartbeat")
+#: etcd backend, default lease TTL (2 s) + a leader election and the lease extension after it
+#: (the lab's election timeout, 0.5 s, twice) + etcd's expiry scan (0.5 s)
+ETCD_PASS_ON_S = 3.5
 PROBE_CONNECT_TIMEOUT_S = 0.2
 PROBE_PAUSE_S = 0.05
 #: a connection a frozen node's kernel accepted gets no answer: give up after this long
@@ -82,9 +89,14 @@ def poll_until(probe: Callable[[], T], timeout: float, failure: Callable[[], str
 
 
 class CtsCluster:
-    def __init__(self, lab: Lab, files: service.ServiceFiles) -> None:
+    def __init__(self, lab: Lab, files: service.ServiceFiles, backend: str = "builtin") -> None:
         self.lab = lab
         self.files = files
+        self.backend = backend
+        #: what the backend adds to a failover without fencing (docs/ARCHITECTURE.md, etcd
+        #: backend): a lost node's locks pass on when its etcd lease expires, and a lost etcd
+        #: leader costs an election, after which the new leader extends every lease
+        self.lease_pass_on_s = ETCD_PASS_ON_S if backend == "etcd" else 0.0
         self.record = Record(files.record)
         self.prober: Prober | None = None
         #: when the prober started: availability is measured from here
@@ -95,15 +107,18 @@ class CtsCluster:
 
     # -- life ---------------------------------------------------------------------------------
     @classmethod
-    def up(cls, nodes: int = 3, name: str | None = None) -> CtsCluster:
+    def up(cls, nodes: int = 3, name: str | None = None, backend: str = "builtin") -> CtsCluster:
         lab = Lab.up(nodes=nodes, name=name or f"cts{uuid.uuid4().hex[:6]}")
         try:
             configure_heartbeat(lab)
+            if backend == "etcd":
+                start_etcd(lab)
             for node in lab.nodes:  # the reference IPs give a lone node of two its quorum
-                write_daemon_config(node, "lock", {"expected_nodes": nodes,
-                                                   "reference_ips": ":".join(GATEWAY_IPS)})
-            cluster = cls(lab, service.install(lab))
-            cluster.record.note("setup", f"{nodes} nodes")
+                write_lock_config(node, {"expected_nodes": nodes} if backend == "etcd" else
+                                  {"expected_nodes": nodes,
+                                   "reference_ips": ":".join(GATEWAY_IPS)}, backend=backend)
+            cluster = cls(lab, service.install(lab), backend)
+            cluster.record.note("setup", f"{nodes} nodes, {backend} lock backend")
             cluster.start_cluster()
             cluster.prober = Prober(lab, timeout_s=PROBE_CONNECT_TIMEOUT_S,
                                     pause_s=PROBE_PAUSE_S, name="cts-prober",
@@ -297,10 +312,20 @@ class CtsCluster:
 
     def boot(self, node: LabNode) -> int:
         """Power on and start every daemon (systemd at boot)."""
-        node.boot()
-        stamp = self.record.note("boot", node.key)
+        stamp = self._power_on(node)
         self.start_daemons(node)
         return stamp
+
+    def _power_on(self, node: LabNode) -> int:
+        """Boot a crashed node, and start its etcd member (with the etcd backend)."""
+        node.boot()
+        stamp = self.record.note("boot", node.key)
+        self._start_etcd_member(node)
+        return stamp
+
+    def _start_etcd_member(self, node: LabNode) -> None:
+        if self.backend == "etcd" and not node.find(ETCD_NAME):
+            start_member(node, members_of(self.lab))
 
     def freeze(self, node: LabNode) -> int:
         node.freeze()
@@ -434,6 +459,7 @@ class CtsCluster:
         for node in self.lab.nodes:
             if node.crashed:
                 self.boot(node)
+            self._start_etcd_member(node)
             missing = [d for d in CLUSTER_DAEMONS if not is_serving(node, d)]
             for daemon in missing:
                 if node.find(f"skyge-{daemon}"):
@@ -462,8 +488,9 @@ class CtsCluster:
             self._clear_faults()
             for node in self.lab.nodes:
                 if node.crashed:
-                    node.boot()
-                    self.record.note("boot", node.key)
+                    self._power_on(node)
+                else:
+                    self._start_etcd_member(node)
             self.stop_nodes_together(self.lab.nodes, force=True)
             for node in self.lab.nodes:
                 node.run([str(self.files.script), "stop"], timeout=30,
