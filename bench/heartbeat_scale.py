@@ -1,6 +1,7 @@
 """Scale of skyge-heartbeat: 64 heartbeat-only nodes find each other, then idle.
 
     python -m bench.heartbeat_scale --nodes 64 [--idle-seconds 20] [--detector ...]
+    python -m bench.heartbeat_scale --nodes 16 --daemons all   # bus and lock daemons too
 
 How it is measured: the lab comes up, the lab's switch drops every heartbeat datagram
 (`block_heartbeats`), every daemon is started and serving (each sees only itself), and every
@@ -10,22 +11,38 @@ latest, over all nodes, of the `time_unix_ns` of the joined event that completed
 to all N nodes, minus t0 (so it includes the switch reconfiguration). Then, after a settling pause
 (the send interval grows to its steady value), `cpu_percent_per_daemon` is the mean CPU time
 (user + system, psutil) of the daemons over `--idle-seconds`, in percent of one core.
+
+`--daemons all`: after convergence, a bus and a lock daemon start on every node too (lock.cfg
+expected_nodes = N); once every lock daemon follows one authority, `lock_grant_p50_ms` /
+`lock_grant_p99_ms` are acquire+release pairs (`--pairs`) of a session on the highest-numbered
+node that is not the authority (a far node: its requests cross the lab's switch), then the idle
+window measures every daemon: `cpu_percent_per_daemon` (heartbeat), `bus_cpu_percent_per_daemon`,
+`lock_cpu_percent_per_daemon` (means) and the `*_max` of each. The bench prints its RESULT line
+even when convergence or the lock's readiness fails (the keys then say null).
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 import time
 
-from skyge.clients.lab import Lab
-from skyge.clients.lab.configs import configure_heartbeat
+from skyge.clients.lab import Lab, LabNode
+from skyge.clients.lab.configs import configure_heartbeat, write_daemon_config
+from skyge.clients.lab.daemons import start_daemons
+from skyge.services.common.paths import NodePaths
+from skyge.services.ha.resources.script import read_pidfile
 from skyge.services.heartbeat.config import DEFAULT_DETECTOR
 from skyge.services.heartbeat.detector import DETECTORS
 from tests.cluster import heartbeat_support as hs
+from tests.cluster import lock_support as ls
 
-from bench._common import CpuMeter, lab_name, note, result, rounded
+from bench._common import CpuMeter, lab_name, note, percentile, result, rounded
+from bench.lock_latency import pair_latency
 
 SETTLE_S = 5.0
+#: acquire+release pairs timed from a far node (--daemons all)
+PAIRS = 300
 BLOCK_TABLE = "skyge_bench_block"
 BLOCK_PORT = 7400  # the heartbeat port (config default)
 
@@ -59,7 +76,31 @@ def block_heartbeats(lab: Lab, blocked: bool) -> None:
                    text=True, check=True, capture_output=True, timeout=60)
 
 
-def run(nodes: int, idle_seconds: float, detector: str, timeout: float = 120.0) -> dict:
+def start_bus_and_lock(lab: Lab) -> dict:
+    """Bus and lock daemons on every node; the lock's far-node grant latency once ready."""
+    for node in lab.nodes:
+        write_daemon_config(node, "lock", {"expected_nodes": lab.size})
+        start_daemons(node, ["bus", "lock"], extra_args=("-l", "LOG_NOTICE"), wait=False)
+    t = time.monotonic()
+    try:
+        authority = ls.wait_ready(lab.nodes, timeout=120)
+    except AssertionError as error:
+        note(f"the lock daemons did not settle: {error}")
+        return {"lock_ready_s": None, "lock_grant_p50_ms": None, "lock_grant_p99_ms": None}
+    far = max(n.id for n in lab.nodes if n.id != authority)
+    note(f"lock authority n{authority} after {time.monotonic() - t:.1f} s; pairs from n{far}")
+    pairs = asyncio.run(pair_latency(ls.target(lab.node(far)), PAIRS))
+    return {"lock_ready_s": rounded(time.monotonic() - t, 1),
+            "lock_grant_p50_ms": rounded(percentile(pairs, 50), 3),
+            "lock_grant_p99_ms": rounded(percentile(pairs, 99), 3)}
+
+
+def daemon_pid(node: LabNode, daemon: str) -> int:
+    return read_pidfile(NodePaths.at(node.root).pid_file(daemon))
+
+
+def run(nodes: int, idle_seconds: float, detector: str, timeout: float = 120.0,
+        all_daemons: bool = False) -> dict:
     with Lab.up(nodes=nodes, name=lab_name("sc")) as lab:
         t = time.monotonic()
         block_heartbeats(lab, True)
@@ -104,11 +145,22 @@ def run(nodes: int, idle_seconds: float, detector: str, timeout: float = 120.0) 
                      f"{views[f'n{i}']}, missing {sorted(set(range(1, nodes + 1)) - replayed)}")
         finally:
             hs.close_all(watches)
+        extra: dict = {}
+        if all_daemons:
+            extra = start_bus_and_lock(lab)
         time.sleep(SETTLE_S)
-        meter = CpuMeter(hs.pid(n) for n in lab.nodes)
+        kinds = ("heartbeat", "bus", "lock") if all_daemons else ("heartbeat",)
+        pids = {kind: [hs.pid(n) if kind == "heartbeat" else daemon_pid(n, kind)
+                       for n in lab.nodes] for kind in kinds}
+        meter = CpuMeter([pid for kind in kinds for pid in pids[kind]])
         meter.start()
         time.sleep(idle_seconds)
-        cpu = meter.stop()
+        measured = meter.stop()
+        cpu_of = {kind: measured[i * nodes:(i + 1) * nodes] for i, kind in enumerate(kinds)}
+        cpu = cpu_of["heartbeat"]
+        for kind in kinds[1:]:
+            extra[f"{kind}_cpu_percent_per_daemon"] = rounded(sum(cpu_of[kind]) / nodes)
+            extra[f"{kind}_cpu_percent_max"] = rounded(max(cpu_of[kind]))
         false_down = 0
         final = {n.key: len(hs.members(n)) for n in lab.nodes}
         false_down = sum(1 for size in final.values() if size != nodes)
@@ -122,6 +174,8 @@ def run(nodes: int, idle_seconds: float, detector: str, timeout: float = 120.0) 
         "incomplete_views_after_idle": false_down,
         "idle_seconds": idle_seconds,
         "detector": detector,
+        "daemons": "all" if all_daemons else "heartbeat",
+        **extra,
     }
 
 
@@ -131,12 +185,15 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20.0,
                         help="CPU measuring window after convergence (default 20)")
     parser.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR)
+    parser.add_argument("--daemons", choices=("heartbeat", "all"), default="heartbeat",
+                        help="heartbeat only (default), or bus and lock daemons too")
     args = parser.parse_args()
     if not 2 <= args.nodes <= 64:
         parser.error("--nodes: must be from 2 to 64")
     if not 1 <= args.idle_seconds <= 3600:
         parser.error("--idle-seconds: must be from 1 to 3600")
-    result(run(args.nodes, args.idle_seconds, args.detector))
+    result(run(args.nodes, args.idle_seconds, args.detector,
+               all_daemons=args.daemons == "all"))
 
 
 if __name__ == "__main__":

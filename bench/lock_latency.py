@@ -1,6 +1,7 @@
 """Latency and throughput of skyge-lock on a 3-node lab.
 
     python -m bench.lock_latency [--pairs 2000] [--handoffs 300] [--crashes 5] [--seconds 5]
+    python -m bench.lock_latency --backend etcd|both   # locks in etcd; both: side by side
 
 Measured from this process (clients on the nodes' Unix sockets, grpc.aio, one machine clock):
 
@@ -22,7 +23,12 @@ Measured from this process (clients on the nodes' Unix sockets, grpc.aio, one ma
 - grpc_echo_floor_pairs_per_s: the same clients against a gRPC server that only echoes (no lock
   logic, no peers) on this machine: what Python gRPC alone allows here, for scale.
 
-etcd keys are null unless etcd is installed (this benchmark does not drive etcd yet).
+`--backend etcd`: the lock daemons keep the locks in an etcd of one member per node
+(`skyge.clients.lab.etcd`), and "the authority" above is the node whose etcd member leads (found
+with `etcdctl endpoint status`): local pairs there, remote ones elsewhere, authority crashes crash
+it (an etcd election then comes before any lock passes on). A crashed node boots with its etcd
+member. `--backend both` runs the built-in backend, then etcd, and prints both sets of keys,
+under "builtin" and "etcd".
 """
 from __future__ import annotations
 
@@ -31,7 +37,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-import shutil
 import time
 from typing import Any
 
@@ -39,6 +44,7 @@ import grpc
 
 from skyge.clients.lab import Lab
 from skyge.clients.lab.daemons import start_daemons
+from skyge.clients.lab.etcd import leader, members_of, start_member
 from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc
 from tests.cluster import heartbeat_support as hs
@@ -287,10 +293,28 @@ def grpc_floor(procs: int, sessions: int, seconds: float) -> float:
     return total / seconds
 
 
-def restart(node: Any) -> None:
+def restart(node: Any, backend: str) -> None:
     node.boot()
+    if backend == "etcd":
+        start_member(node, members_of(node.lab))
     hs.start(node)
     start_daemons(node, ["lock"], extra_args=("-l", "LOG_INFO"))
+
+
+def authority_of(lab: Lab, backend: str) -> Any:
+    """The node deciding grants: the built-in authority, or the node of etcd's leader."""
+    if backend == "etcd":
+        ls.wait_etcd_ready(lab.nodes)
+        found = None
+        deadline = time.monotonic() + 30
+        while found is None and time.monotonic() < deadline:
+            found = leader(lab.nodes)
+            if found is None:
+                time.sleep(0.1)
+        if found is None:
+            raise RuntimeError("the lab etcd has no leader after 30 s")
+        return found
+    return lab.nodes[ls.wait_ready(lab.nodes) - 1]
 
 
 async def crash_once(lab: Lab, victim: Any, waiter_node: Any) -> tuple[float, float | None]:
@@ -322,11 +346,11 @@ async def crash_once(lab: Lab, victim: Any, waiter_node: Any) -> tuple[float, fl
     return (granted - crashed) / MS, detect
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
+def run(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    figures: dict[str, Any] = {"backend": backend}
     with Lab.up(nodes=3, name=lab_name("lk")) as lab:
-        authority_id = ls.start_cluster(lab)
-        authority = lab.nodes[authority_id - 1]
+        ls.start_cluster(lab, backend=backend)
+        authority = authority_of(lab, backend)
         others = [n for n in lab.nodes if n is not authority]
         note(f"authority: {authority.key}")
         local = asyncio.run(pair_latency(ls.target(authority), args.pairs))
@@ -347,8 +371,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         note(f"gRPC echo floor, same clients: {floor:.0f} pairs/s")
         regrants, detects, authority_regrants, beyond = [], [], [], []
         for trial in range(args.crashes):
-            authority_id = ls.wait_ready(lab.nodes)
-            authority = lab.nodes[authority_id - 1]
+            authority = authority_of(lab, backend)
             others = [n for n in lab.nodes if n is not authority]
             victim, waiter = others[trial % 2], others[(trial + 1) % 2]
             regrant, detect = asyncio.run(crash_once(lab, victim, waiter))
@@ -359,16 +382,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             note(f"crash {trial + 1}/{args.crashes}: {victim.key} crashed, lock regranted on "
                  f"{waiter.key} after {regrant:.1f} ms (heartbeat detection "
                  f"{detect if detect is None else round(detect, 1)} ms)")
-            restart(victim)
+            restart(victim, backend)
         for trial in range(args.authority_crashes):
-            authority_id = ls.wait_ready(lab.nodes)
-            authority = lab.nodes[authority_id - 1]
+            authority = authority_of(lab, backend)
             waiter = [n for n in lab.nodes if n is not authority][trial % 2]
             regrant, _ = asyncio.run(crash_once(lab, authority, waiter))
             authority_regrants.append(regrant)
             note(f"authority crash {trial + 1}/{args.authority_crashes}: {authority.key}, lock "
                  f"regranted on {waiter.key} after {regrant:.1f} ms")
-            restart(authority)
+            restart(authority, backend)
     figures.update(
         local_p50_ms=rounded(percentile(local, 50), 3),
         local_p99_ms=rounded(percentile(local, 99), 3),
@@ -404,19 +426,18 @@ def main() -> None:
     parser.add_argument("--contended-clients", type=int, default=64,
                         help="sessions (over the 3 nodes) looping on one lock (default 64)")
     parser.add_argument("--contended-seconds", type=float, default=3.0)
+    parser.add_argument("--backend", choices=("builtin", "etcd", "both"), default="builtin",
+                        help="what grants the locks (default: builtin); both: one run each")
     args = parser.parse_args()
     for name in ("pairs", "handoffs", "crashes", "procs", "sessions"):
         if not 0 <= getattr(args, name) <= 100_000:
             parser.error(f"--{name}: out of range")
     if not 0.5 <= args.seconds <= 120:
         parser.error("--seconds: 0.5 to 120")
-    figures = run(args)
-    etcd = shutil.which("etcd")
-    if etcd:
-        note(f"etcd is installed ({etcd}) but this benchmark does not drive it yet; "
-             "its keys stay null")
-    figures.update(etcd_p50_ms=None, etcd_p99_ms=None)
-    result(figures)
+    if args.backend == "both":
+        result({backend: run(args, backend) for backend in ("builtin", "etcd")})
+    else:
+        result(run(args, args.backend))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ is replaced in about half a second, and a loaded two-core machine does not make 
 """
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -29,7 +30,7 @@ from skyge.clients.lab.cluster import Lab, LabNode
 from skyge.clients.lab.errors import LabError
 
 __all__ = ["CLIENT_PORT", "MIN_MEMBERS", "PEER_PORT", "LoopbackEtcd", "endpoints_for",
-           "etcd_binary", "etcdctl", "member_argv", "members_of", "running", "start_etcd",
+           "etcd_binary", "etcdctl", "leader", "member_argv", "members_of", "running", "start_etcd",
            "start_member", "stop_etcd", "wait_healthy"]
 
 CLIENT_PORT = 2379
@@ -161,6 +162,29 @@ def wait_healthy(node: LabNode, members: Sequence[LabNode],
                            f"{timeout_s:g} s ({last}): see "
                            f"{', '.join(str(m.root / 'var/log/etcd.log') for m in members)}")
         time.sleep(0.1)
+
+
+def leader(members: Sequence[LabNode]) -> LabNode | None:
+    """The node whose member leads the lab etcd, as the first running member says (None: no
+    leader, or nobody answered)."""
+    asking = next((m for m in members if running(m)), None)
+    if asking is None:
+        return None
+    done = asking.run([etcdctl(), "--endpoints", endpoints_for(None, members), "--dial-timeout",
+                       f"{CHECK_DIAL_S}s", "--command-timeout", f"{CHECK_COMMAND_S}s",
+                       "endpoint", "status", "-w", "json"],
+                      timeout=CHECK_DIAL_S + CHECK_COMMAND_S + 10, env={"ETCDCTL_API": "3"})
+    try:
+        statuses = json.loads(done.stdout or "[]")
+    except ValueError:
+        return None
+    for status in statuses:
+        header = status.get("Status", {})
+        if header.get("leader") and header.get("leader") == header.get("header", {}).get(
+                "member_id"):
+            address = status.get("Endpoint", "").rsplit(":", 1)[0]
+            return next((m for m in members if address in _addresses(m)), None)
+    return None
 
 
 def start_etcd(lab: Lab, nodes: Sequence[LabNode] | None = None, *,

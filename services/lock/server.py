@@ -29,8 +29,9 @@ from .protocol.names import slot_lock
 from .protocol.table import (FIFO, LOCKS_PER_SLOT, PRIORITY, RANDOM, SLOTS, STACK, Entry, Name,
                              order_of)
 
-__all__ = ["TWO_NODES_UNPROTECTED", "LockHost", "LockPeerServicer", "LockServicer", "SessionItem",
-           "check_open"]
+__all__ = ["TWO_NODES_UNPROTECTED", "LeaderStreams", "LockHost", "LockPeerServicer", "LockServicer",
+           "SessionItem", "check_leader_request", "check_open", "distinct_leader_events",
+           "write_session"]
 
 #: the end of a read from a stream (missing from grpc-stubs 1.53, present in grpc.aio)
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -129,7 +130,25 @@ def _mark_orphans(app: LockHost, states: Iterable[lp.LockState]) -> None:
             state.holder.orphaned = True
 
 
-class LockServicer(lock_pb2_grpc.LockServicer):
+class LeaderStreams:
+    """Campaign and Observe over a servicer's `_leader_stream` (both backends)."""
+
+    def _leader_stream(self, context: grpc.aio.ServicerContext, group: str,
+                       candidate: str | None) -> AsyncIterator[lp.LeaderEvent]:
+        raise NotImplementedError
+
+    async def Campaign(self, request: lp.CampaignRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[lp.LeaderEvent]:
+        async for event in self._leader_stream(context, request.group, request.candidate):
+            yield event
+
+    async def Observe(self, request: lp.ObserveRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[lp.LeaderEvent]:
+        async for event in self._leader_stream(context, request.group, None):
+            yield event
+
+
+class LockServicer(LeaderStreams, lock_pb2_grpc.LockServicer):
     def __init__(self, app: LockHost) -> None:
         self.app = app
 
@@ -180,14 +199,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                 opened.adopted.append(lp.Granted(slot=slot, lock=lock, fencing_token=token,
                                                  valid_until_boot_ns=lease_until))
             await context.write(lp.SessionEvent(opened=opened))
-            get, write = queue.get, context.write
-            while True:
-                event = await get()
-                if event is None:
-                    return
-                if isinstance(event, str):
-                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, event)
-                await write(event)
+            await write_session(context, queue)
         finally:
             reader.cancel()
             app.queues.pop(session, None)
@@ -330,12 +342,9 @@ class LockServicer(lock_pb2_grpc.LockServicer):
         node = await self._node(context)
         if node.stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "skyge-lock is stopping")
-        if not GROUP_RE.fullmatch(group):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "group: 1-128 characters of A-Z a-z 0-9 . _ / -")
-        if candidate is not None and not 1 <= len(candidate.encode()) <= 256:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "candidate: 1 to 256 UTF-8 bytes")
+        problem = check_leader_request(group, candidate)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         watcher = app.new_watcher_id()
         queue: asyncio.Queue[lp.LeaderEvent | None] = asyncio.Queue()
         app.watchers[watcher] = queue
@@ -350,15 +359,7 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                 node.acquire(session, group, now)
         app.flush_soon()
         try:
-            last = None
-            while True:
-                event = await queue.get()
-                if event is None:
-                    return  # the daemon stops
-                key = (event.leader, event.term, event.elected)
-                if key == last:
-                    continue
-                last = key
+            async for event in distinct_leader_events(queue):
                 yield event
         finally:
             app.watchers.pop(watcher, None)
@@ -368,16 +369,6 @@ class LockServicer(lock_pb2_grpc.LockServicer):
                 if session:
                     node.close_session(session, now)
             app.flush_soon()
-
-    async def Campaign(self, request: lp.CampaignRequest,
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[lp.LeaderEvent]:
-        async for event in self._leader_stream(context, request.group, request.candidate):
-            yield event
-
-    async def Observe(self, request: lp.ObserveRequest,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[lp.LeaderEvent]:
-        async for event in self._leader_stream(context, request.group, None):
-            yield event
 
 
 class LockPeerServicer(lock_peer_pb2_grpc.LockPeerServicer):
@@ -437,3 +428,37 @@ def check_open(first: lp.SessionRequest) -> tuple[grpc.StatusCode, str] | None:
         return (grpc.StatusCode.INVALID_ARGUMENT, "open.keep_holds needs a non-empty open.label "
                 "(the next session with that label adopts the holds)")
     return None
+
+
+def check_leader_request(group: str, candidate: str | None) -> str | None:
+    """What is wrong with a Campaign's or Observe's group and candidate, or None."""
+    if not GROUP_RE.fullmatch(group):
+        return "group: 1-128 characters of A-Z a-z 0-9 . _ / -"
+    if candidate is not None and not 1 <= len(candidate.encode()) <= 256:
+        return "candidate: 1 to 256 UTF-8 bytes"
+    return None
+
+
+async def write_session(context: grpc.aio.ServicerContext,
+                        queue: asyncio.Queue[SessionItem]) -> None:
+    """Write a session's events until its end (None) or a reason to end it (a str:
+    FAILED_PRECONDITION)."""
+    get, write = queue.get, context.write
+    while True:
+        event = await get()
+        if event is None:
+            return
+        if isinstance(event, str):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, event)
+        await write(event)
+
+
+async def distinct_leader_events(
+        queue: asyncio.Queue[lp.LeaderEvent | None]) -> AsyncIterator[lp.LeaderEvent]:
+    """A watcher's leader events, each change once, until the daemon stops (None)."""
+    last = None
+    while (event := await queue.get()) is not None:
+        key = (event.leader, event.term, event.elected)
+        if key != last:
+            last = key
+            yield event

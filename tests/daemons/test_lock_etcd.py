@@ -114,6 +114,16 @@ def with_nodes(test: Body) -> Callable[..., None]:
 LOCK = (600, 1)  # a fifo slot
 
 
+async def held_and_awaited(a: Node, b: Node) -> tuple[int, int, lp.Granted]:
+    """A session of `a` holds LOCK and one of `b` waits for it: (holder, waiter, the grant)."""
+    holder, waiter = a.open(), b.open()
+    await a.engine.acquire(holder, LOCK)
+    granted = (await a.event(holder, "granted")).granted
+    await b.engine.acquire(waiter, LOCK)
+    await b.event(waiter, "queued")
+    return holder, waiter, granted
+
+
 @with_nodes
 async def test_a_free_lock_is_granted_and_a_waiter_gets_it_on_release(nodes: list[Node]) -> None:
     a, b = nodes
@@ -245,11 +255,8 @@ async def _first_granted(waiters: list[tuple[Node, int]]) -> tuple[Node, int]:
 @with_nodes
 async def test_a_stalled_node_is_told_lost_before_its_lock_passes_on(nodes: list[Node]) -> None:
     a, b = nodes
-    holder, waiter = a.open(), b.open()
-    await a.engine.acquire(holder, LOCK)
-    valid_until = (await a.event(holder, "granted")).granted.valid_until_boot_ns
-    await b.engine.acquire(waiter, LOCK)
-    await b.event(waiter, "queued")
+    holder, waiter, granted = await held_and_awaited(a, b)
+    valid_until = granted.valid_until_boot_ns
     # node a's daemon stops talking to etcd (its keep-alives, its watch): a stall
     for task in a.engine._loops:
         task.cancel()
@@ -268,11 +275,7 @@ async def test_a_revoked_lease_passes_the_lock_at_once_and_tells_the_holder(
         nodes: list[Node]) -> None:
     """What a survivor does after fencing a node: revoke its lease."""
     a, b = nodes
-    holder, waiter = a.open(), b.open()
-    await a.engine.acquire(holder, LOCK)
-    await a.event(holder, "granted")
-    await b.engine.acquire(waiter, LOCK)
-    await b.event(waiter, "queued")
+    holder, waiter, _ = await held_and_awaited(a, b)
     started = time.monotonic()
     await b.client.lease_revoke(a.engine.lease_id)
     await b.event(waiter, "granted")
@@ -283,11 +286,7 @@ async def test_a_revoked_lease_passes_the_lock_at_once_and_tells_the_holder(
 @with_nodes
 async def test_a_clean_stop_tells_the_holders_and_passes_the_locks(nodes: list[Node]) -> None:
     a, b = nodes
-    holder, waiter = a.open(), b.open()
-    await a.engine.acquire(holder, LOCK)
-    await a.event(holder, "granted")
-    await b.engine.acquire(waiter, LOCK)
-    await b.event(waiter, "queued")
+    holder, waiter, _ = await held_and_awaited(a, b)
     started = time.monotonic()
     await a.engine.stop()
     assert (await a.event(holder, "lost")).lost.reason == lp.LOST_NODE_LEFT
@@ -352,11 +351,7 @@ async def test_a_node_that_lost_its_lease_queues_again_and_is_served(nodes: list
     """Its lease dropped while etcd still has it (etcd unreachable for a moment): the wait it
     had failed; queued again under the new lease, the same waiter key is served in its turn."""
     a, b = nodes
-    holder, waiter = a.open(), b.open()
-    await a.engine.acquire(holder, LOCK)
-    await a.event(holder, "granted")
-    await b.engine.acquire(waiter, LOCK)
-    await b.event(waiter, "queued")
+    holder, waiter, _ = await held_and_awaited(a, b)
     b.engine._drop_lease(lp.LOST_NO_QUORUM, "simulated: etcd unreachable", revoke=False)
     assert (await b.event(waiter, "failed")).failed.reason == lp.FAIL_NO_QUORUM
     for _ in range(200):  # the lease loop takes a new lease: bounded wait

@@ -32,7 +32,8 @@ from skyge.v1 import common_pb2
 from skyge.v1 import lock_pb2 as lp
 
 from ..protocol.names import names_text, slot_lock
-from ..protocol.table import FIFO, PRIORITY, RANDOM, STACK, Name, check_name, order_of, sort_key
+from ..protocol.table import (FIFO, PRIORITY, RANDOM, STACK, Name, acquire_problem, order_of,
+                              sort_key)
 from .client import (EtcdClient, EtcdError, LeaseGone, compare_created, compare_unchanged_since,
                      delete, get, put)
 from .keys import HOLDER, Layout, Record, Waiting, next_waiter, prefix_end, served_order
@@ -451,14 +452,9 @@ class EtcdLocks:
     async def acquire(self, session_id: int, name: Name, *, priority: int = 0,
                       try_only: bool = False, timeout_ms: int = 0) -> None:
         session = self.sessions[session_id]
-        if not isinstance(name, str):
-            problem = check_name(name[0], name[1], priority)
-            if problem:
-                self._fail(session, name, lp.FAIL_INVALID, problem)
-                return
-        if name in session.holds or name in session.waits:
-            self._fail(session, name, lp.FAIL_INVALID,
-                       "this session already holds or awaits the lock")
+        problem = acquire_problem(name, priority, name in session.holds or name in session.waits)
+        if problem:
+            self._fail(session, name, lp.FAIL_INVALID, problem)
             return
         if self.stopping:
             self._fail(session, name, lp.FAIL_NO_QUORUM, "the lock daemon is stopping")

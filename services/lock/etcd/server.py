@@ -13,7 +13,8 @@ from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc
 
 from ..protocol.table import LOCKS_PER_SLOT, SLOTS
-from ..server import EOF, GROUP_RE, SessionItem, check_open
+from ..server import (EOF, LeaderStreams, SessionItem, check_leader_request, check_open,
+                      distinct_leader_events, write_session)
 from .client import EtcdError
 from .engine import EtcdLocks, OpenRefused
 
@@ -37,7 +38,7 @@ class EtcdHost(Protocol):
     async def authority_info(self) -> lp.AuthorityInfo: ...
 
 
-class EtcdLockServicer(lock_pb2_grpc.LockServicer):
+class EtcdLockServicer(LeaderStreams, lock_pb2_grpc.LockServicer):
     def __init__(self, app: EtcdHost) -> None:
         self.app = app
 
@@ -75,13 +76,7 @@ class EtcdLockServicer(lock_pb2_grpc.LockServicer):
                 opened.adopted.append(lp.Granted(slot=slot, lock=lock, fencing_token=token,
                                                  valid_until_boot_ns=engine.safe_until))
             await context.write(lp.SessionEvent(opened=opened))
-            while True:
-                event = await queue.get()
-                if event is None:
-                    return
-                if isinstance(event, str):
-                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, event)
-                await context.write(event)
+            await write_session(context, queue)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -161,12 +156,9 @@ class EtcdLockServicer(lock_pb2_grpc.LockServicer):
                              candidate: str | None) -> AsyncIterator[lp.LeaderEvent]:
         app = self.app
         engine = await self._engine(context)
-        if not GROUP_RE.fullmatch(group):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "group: 1-128 characters of A-Z a-z 0-9 . _ / -")
-        if candidate is not None and not 1 <= len(candidate.encode()) <= 256:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "candidate: 1 to 256 UTF-8 bytes")
+        problem = check_leader_request(group, candidate)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         watcher = app.new_watcher_id()
         queue: asyncio.Queue[lp.LeaderEvent | None] = asyncio.Queue()
         app.watchers[watcher] = queue
@@ -177,28 +169,10 @@ class EtcdLockServicer(lock_pb2_grpc.LockServicer):
         try:
             if session:
                 await engine.acquire(session, group)
-            last = None
-            while True:
-                event = await queue.get()
-                if event is None:
-                    return  # the daemon stops
-                key = (event.leader, event.term, event.elected)
-                if key == last:
-                    continue
-                last = key
+            async for event in distinct_leader_events(queue):
                 yield event
         finally:
             app.watchers.pop(watcher, None)
             engine.unwatch(watcher)
             if session:
                 engine.close_session(session)
-
-    async def Campaign(self, request: lp.CampaignRequest,
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[lp.LeaderEvent]:
-        async for event in self._leader_stream(context, request.group, request.candidate):
-            yield event
-
-    async def Observe(self, request: lp.ObserveRequest,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[lp.LeaderEvent]:
-        async for event in self._leader_stream(context, request.group, None):
-            yield event

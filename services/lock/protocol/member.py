@@ -10,7 +10,7 @@ from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_peer_pb2 as pp
 
 from .names import name_of, name_proto, names_text, slot_lock
-from .table import Name, check_name
+from .table import Name, acquire_problem
 from .timing import MS
 
 if TYPE_CHECKING:
@@ -349,14 +349,9 @@ class Member:
     def acquire(self, session_id: int, name: Name, *, priority: int = 0, try_only: bool = False,
                 timeout_ms: int = 0, now: int) -> None:
         session = self.sessions[session_id]
-        if not isinstance(name, str):
-            problem = check_name(name[0], name[1], priority)
-            if problem:
-                self._fail(session_id, name, lp.FAIL_INVALID, problem)
-                return
-        if name in session.holds or name in session.waits:
-            self._fail(session_id, name, lp.FAIL_INVALID,
-                       "this session already holds or awaits the lock")
+        problem = acquire_problem(name, priority, name in session.holds or name in session.waits)
+        if problem:
+            self._fail(session_id, name, lp.FAIL_INVALID, problem)
             return
         if self.node.stopping:
             self._fail(session_id, name, lp.FAIL_NO_QUORUM, "the lock daemon is stopping")

@@ -80,6 +80,17 @@ def check_name(slot: int, lock: int, priority: int = 0) -> str | None:
     return None
 
 
+def acquire_problem(name: Name, priority: int, held_or_awaited: bool) -> str | None:
+    """Why an Acquire of `name` is invalid (FAIL_INVALID's detail), or None."""
+    if not isinstance(name, str):
+        problem = check_name(name[0], name[1], priority)
+        if problem:
+            return problem
+    if held_or_awaited:
+        return "this session already holds or awaits the lock"
+    return None
+
+
 @dataclass(slots=True)
 class Entry:
     """A session holding or awaiting a lock."""
