@@ -217,6 +217,13 @@ class Run:
         died = death.result()
         removed = next((m.first_delete_after(t0) for m in reversed(self.monitors)
                         if m.node.key == victim.key), None)
+        fenced = min((at for node, at in self.lab.fence_log() if node == victim.id and at > t0),
+                     default=None)
+        if fenced is not None and (died is None or removed is None):
+            # powered off by the fence before it stopped its copy (the etcd backend learns of
+            # the cut only as its lease runs out): off, it runs and holds nothing
+            died = died or fenced
+            removed = removed or fenced
         if died is None or removed is None:
             self.failed.append(f"isolation {trial}: {victim.key} did not stop its copy "
                                f"(process {'gone' if died else 'alive'}, floating IP "

@@ -27,6 +27,8 @@ import asyncio
 import subprocess
 import time
 
+import grpc
+
 from skyge.clients.lab import Lab, LabNode
 from skyge.clients.lab.configs import configure_heartbeat, write_daemon_config
 from skyge.clients.lab.daemons import start_daemons
@@ -95,6 +97,15 @@ def start_bus_and_lock(lab: Lab) -> dict:
             "lock_grant_p99_ms": rounded(percentile(pairs, 99), 3)}
 
 
+def view_size(node: LabNode) -> int | None:
+    """The size of the node's membership view (None: its heartbeat daemon did not answer in
+    time, an overloaded machine)."""
+    try:
+        return len(hs.members(node))
+    except grpc.RpcError:
+        return None
+
+
 def daemon_pid(node: LabNode, daemon: str) -> int:
     return read_pidfile(NodePaths.at(node.root).pid_file(daemon))
 
@@ -129,7 +140,7 @@ def run(nodes: int, idle_seconds: float, detector: str, timeout: float = 120.0,
             note(f"unblocking took {healed_ms:.0f} ms; converged in "
                  f"{'-' if converge_ms is None else f'{converge_ms:.0f}'} ms"
                  + (f"; nodes without a full view: {missing}" if missing else ""))
-            views = {n.key: len(hs.members(n)) for n in lab.nodes}
+            views = {n.key: view_size(n) for n in lab.nodes}
             for i in missing:
                 events = watches[i].snapshot()
                 replayed: set[int] = set()
@@ -161,9 +172,11 @@ def run(nodes: int, idle_seconds: float, detector: str, timeout: float = 120.0,
         for kind in kinds[1:]:
             extra[f"{kind}_cpu_percent_per_daemon"] = rounded(sum(cpu_of[kind]) / nodes)
             extra[f"{kind}_cpu_percent_max"] = rounded(max(cpu_of[kind]))
-        false_down = 0
-        final = {n.key: len(hs.members(n)) for n in lab.nodes}
+        final = {n.key: view_size(n) for n in lab.nodes}
         false_down = sum(1 for size in final.values() if size != nodes)
+        unanswered = sum(1 for size in final.values() if size is None)
+        if unanswered:
+            note(f"{unanswered} heartbeat daemons did not answer ListMembers within 5 s")
     return {
         "converge_ms": rounded(converge_ms, 1),
         "unblock_command_ms": rounded(healed_ms, 1),
