@@ -23,13 +23,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from skyge.clients.lab.cluster import Lab, LabNode
 from skyge.clients.lab.errors import LabError
 
-__all__ = ["CLIENT_PORT", "MIN_MEMBERS", "PEER_PORT", "LoopbackEtcd", "endpoints_for",
+__all__ = ["CLIENT_PORT", "MIN_MEMBERS", "PEER_PORT", "ClientTls", "LoopbackEtcd", "endpoints_for",
            "etcd_binary", "etcdctl", "leader", "member_argv", "members_of", "running", "start_etcd",
            "start_member", "stop_etcd", "wait_healthy"]
 
@@ -56,21 +57,44 @@ def etcd_binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """PEM files for etcd's client port over TLS with client certificates: the CA, the
+    member's own certificate and key, and one client's (for the readiness check)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def server_flags(self) -> list[str]:
+        return ["--cert-file", str(self.server_cert), "--key-file", str(self.server_key),
+                "--trusted-ca-file", str(self.ca), "--client-cert-auth"]
+
+    def etcdctl_flags(self) -> list[str]:
+        return ["--cacert", str(self.ca), "--cert", str(self.client_cert),
+                "--key", str(self.client_key)]
+
+
 def member_argv(name: str, data_dir: Path, ips: Sequence[str],
                 cluster: Mapping[str, Sequence[str]], *, client_port: int = CLIENT_PORT,
-                peer_port: int = PEER_PORT) -> list[str]:
+                peer_port: int = PEER_PORT, client_tls: ClientTls | None = None) -> list[str]:
     """etcd for member `name` at `ips` of a new cluster (`cluster`: every member's name -> its
     addresses). A member on several networks talks to its peers on whichever works (etcd tries
-    a peer's next URL when one fails), as skyge's own daemons use every heartbeat path."""
+    a peer's next URL when one fails), as skyge's own daemons use every heartbeat path. With
+    `client_tls` its client port speaks TLS and asks for a client certificate."""
     peers = ",".join(f"{member}=http://{address}:{peer_port}"
                      for member, addresses in sorted(cluster.items()) for address in addresses)
 
-    def urls(port: int) -> str:
-        return ",".join(f"http://{ip}:{port}" for ip in ips)
+    def urls(port: int, scheme: str = "http") -> str:
+        return ",".join(f"{scheme}://{ip}:{port}" for ip in ips)
 
+    client_scheme = "https" if client_tls else "http"
     return [etcd_binary(), "--name", name, "--data-dir", str(data_dir),
-            "--listen-client-urls", urls(client_port),
-            "--advertise-client-urls", urls(client_port),
+            "--listen-client-urls", urls(client_port, client_scheme),
+            "--advertise-client-urls", urls(client_port, client_scheme),
+            *(client_tls.server_flags() if client_tls else []),
             "--listen-peer-urls", urls(peer_port),
             "--initial-advertise-peer-urls", urls(peer_port),
             "--initial-cluster", peers, "--initial-cluster-state", "new",
@@ -228,8 +252,9 @@ class LoopbackEtcd:
     """One etcd member on 127.0.0.1 (free ports, data under `folder`), started on enter and
     killed (by PID) on exit."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, client_tls: ClientTls | None = None) -> None:
         self.folder = folder
+        self.client_tls = client_tls
         self.client_port = _free_port()
         self.peer_port = _free_port()
         self.endpoint = f"127.0.0.1:{self.client_port}"
@@ -240,7 +265,7 @@ class LoopbackEtcd:
         self.folder.mkdir(parents=True, exist_ok=True)
         argv = member_argv("default", self.folder / "data", ["127.0.0.1"],
                            {"default": ["127.0.0.1"]}, client_port=self.client_port,
-                           peer_port=self.peer_port)
+                           peer_port=self.peer_port, client_tls=self.client_tls)
         with open(self.log, "ab") as sink:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink,
                                             stderr=subprocess.STDOUT)
@@ -258,7 +283,9 @@ class LoopbackEtcd:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise LabError(f"etcd exited {self.process.returncode}: see {self.log}")
-            done = subprocess.run([etcdctl, "--endpoints", self.endpoint, "get", "ready-check"],
+            tls = self.client_tls.etcdctl_flags() if self.client_tls else []
+            done = subprocess.run([etcdctl, "--endpoints", self.endpoint, *tls, "get",
+                                   "ready-check"],
                                   capture_output=True, timeout=10, check=False,
                                   env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
             if done.returncode == 0:

@@ -9,17 +9,24 @@ are one clock: "B was granted after A's hold stopped being safe" is checked on i
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import inspect
+import ipaddress
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from skyge.clients.lab.etcd import LoopbackEtcd
+from skyge.clients.lab.etcd import ClientTls, LoopbackEtcd
 from skyge.services.common.clock import boot_ns
-from skyge.services.lock.etcd.client import EtcdClient, EtcdError
+from skyge.services.lock.etcd.client import EtcdClient, EtcdError, EtcdTls
 from skyge.services.lock.etcd.engine import EtcdLocks, EtcdTiming, OpenRefused
 from skyge.services.lock.etcd.keys import Layout
 from skyge.v1 import lock_pb2 as lp
@@ -362,3 +369,73 @@ async def test_a_node_that_lost_its_lease_queues_again_and_is_served(nodes: list
     await b.event(waiter, "queued")
     await a.engine.release(holder, LOCK)
     await b.event(waiter, "granted")
+
+
+# -- TLS to etcd (lock.cfg etcd_ca, etcd_cert, etcd_key) -------------------------------------------
+def _certificates(folder: Path) -> ClientTls:
+    """A CA, etcd's certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def make(subject: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+             extensions: list[tuple[x509.ExtensionType, bool]]
+             ) -> tuple[x509.Name, ec.EllipticCurvePrivateKey, bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        issuer_name, issuer_key = issuer or (name, key)
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1)))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        cert = builder.sign(issuer_key, hashes.SHA256())
+        return (name, key, cert.public_bytes(serialization.Encoding.PEM),
+                key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
+    ca_name, ca_key, ca_pem, _ = make("test etcd CA", None,
+                                      [(x509.BasicConstraints(ca=True, path_length=0), True)])
+    _, _, server_pem, server_key = make("etcd", (ca_name, ca_key), [
+        (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+         False),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)])
+    _, _, client_pem, client_key = make("skyge-lock", (ca_name, ca_key), [
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)])
+    files = {}
+    for name, data in (("ca.crt", ca_pem), ("etcd.crt", server_pem), ("etcd.key", server_key),
+                       ("client.crt", client_pem), ("client.key", client_key)):
+        files[name] = folder / name
+        files[name].write_bytes(data)
+    return ClientTls(files["ca.crt"], files["etcd.crt"], files["etcd.key"], files["client.crt"],
+                     files["client.key"])
+
+
+def test_locks_over_tls_to_etcd_and_no_answer_without_a_client_certificate(
+        tmp_path: Path) -> None:
+    tls = _certificates(tmp_path)
+    with LoopbackEtcd(tmp_path / "etcd", client_tls=tls) as server:
+        async def body() -> None:
+            secure = EtcdClient([server.endpoint], EtcdTls(tls.ca, tls.client_cert,
+                                                           tls.client_key))
+            engine = EtcdLocks(secure, Layout.of("/tls", 7), 1, 7, EtcdTiming(),
+                               emit=lambda s, e: events.append(e), emit_leader=lambda w, e: None,
+                               wall_ns=time.time_ns, on_lease=lambda until: None)
+            events: list[lp.SessionEvent] = []
+            try:
+                await engine.start()
+                session, _ = engine.open_session(1, "over TLS", 0)
+                await engine.acquire(session, LOCK)
+                assert events[-1].granted.fencing_token >= 1, events
+                await engine.stop()
+            finally:
+                await secure.close()
+            for client in (EtcdClient([server.endpoint], timeout_s=2),  # plain TCP
+                           EtcdClient([server.endpoint], EtcdTls(tls.ca), timeout_s=2)):
+                try:
+                    with pytest.raises(EtcdError, match="UNAVAILABLE"):
+                        await client.members()
+                finally:
+                    await client.close()
+
+        asyncio.run(body())
