@@ -177,3 +177,44 @@ def test_a_frozen_holder_is_past_its_valid_until_before_its_lock_passes_on():
         margins.append(granted.time - max(r.valid_until for r in told))
         assert check_history(cluster.records) == []
     assert min(margins) > 0, [m / MS for m in margins]
+
+
+def test_members_beat_each_other_a_quarter_as_often_and_still_elect_a_successor():
+    """Idle beats go to the authority every idle beat, to the other members every peer beat
+    (4 idle beats): a member's datagrams grow with the cluster at a quarter of the rate. The
+    sparser beats still keep every member eligible: the authority's crash is followed by a new
+    authority that grants."""
+    timing = Timing()
+    cluster = SimCluster(6, timing=timing, seed=5)
+    for _ in range(100):
+        cluster.run(20 * MS)
+        if cluster.active_authority() is not None:
+            break
+    authority = cluster.active_authority()
+    assert authority is not None
+    sent: dict[tuple[int, int], int] = {}
+    send = cluster._send
+
+    def counting(src: int, dst: int, data: bytes, path: int) -> None:
+        sent[src, dst] = sent.get((src, dst), 0) + 1
+        send(src, dst, data, path)
+
+    cluster._send = counting  # type: ignore[method-assign]
+    cluster.run(2000 * MS)
+    members = [d for d in range(1, 7) if d != authority]
+    to_authority = [sent.get((m, authority), 0) for m in members]
+    to_members = [sent.get((m, other), 0) for m in members for other in members if other != m]
+    seconds_paths = 2.0 * 2  # 2 s on 2 paths
+    assert min(to_authority) >= seconds_paths * 1e9 / timing.idle_beat_ns * 0.9, to_authority
+    assert max(to_members) <= seconds_paths * 1e9 / timing.peer_beat_ns + 4, to_members
+    cluster.crash(authority)
+    for _ in range(100):
+        cluster.run(20 * MS)
+        if cluster.active_authority() not in (None, authority):
+            break
+    successor = cluster.active_authority()
+    assert successor not in (None, authority)
+    session = cluster.open(members[-1] if members[-1] != successor else members[0])
+    cluster.acquire(session, NAME)
+    granted_within(cluster, session, 2000 * MS)
+    assert check_history(cluster.records) == []

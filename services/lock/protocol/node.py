@@ -102,6 +102,7 @@ class Node(QuorumRules):
         self.lease_end = 0
         self.next_round_ns = 0
         self.next_idle_ns = 0
+        self.next_peer_beat_ns = 0  # idle beats go to every peer from then on (else: `_close`)
         #: a daemon that just started runs for authority only from then on: it listens first,
         #: so that it joins an established authority rather than start an election
         self.listen_until = now_ns + self.timing.candidate_silence_ns
@@ -239,6 +240,15 @@ class Node(QuorumRules):
     def send_info_beat(self, to: int, now: int) -> None:
         """An immediate beat that needs no answer (after a report, a first confirmation)."""
         self.out_beats.append((to, self._beat(to, self._next_seq(now), now), False))
+
+    def _close(self, now: int) -> set[int]:
+        """Peers an idle beat goes to every time: the authority (its beats confirm this node's
+        hold lease), whom this node votes for or promised, and every candidate (whose rounds
+        this node answers anyway)."""
+        close = {self.member.authority, self.vote_for, self.promise_to}
+        close |= {d for d, peer in self.peers.items() if peer.candidate_term and
+                  self._fresh(d, now)}
+        return close
 
     def _targets(self, now: int) -> list[int]:
         targets = set(self.view or ()) | {d for d in self.peers if self._fresh(d, now)}
@@ -572,8 +582,13 @@ class Node(QuorumRules):
             self.want_tick(self.next_round_ns)
         elif now >= self.next_idle_ns:
             seq = self._next_seq(now)
+            everyone = now >= self.next_peer_beat_ns
+            if everyone:
+                self.next_peer_beat_ns = now + self.timing.peer_beat_ns
+            close = self._close(now)
             for to in self._targets(now):
-                self.out_beats.append((to, self._beat(to, seq, now), True))
+                if everyone or to in close:
+                    self.out_beats.append((to, self._beat(to, seq, now), True))
             self.next_idle_ns = now + self.timing.idle_beat_ns
         if self.vote_for != self.domain:
             self.want_tick(self.next_idle_ns)

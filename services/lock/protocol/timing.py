@@ -24,6 +24,11 @@ class Timing:
 
     beat_ns: int = 20 * MS  # candidate rounds (and the authority's confirmations)
     idle_beat_ns: int = 50 * MS  # beats of nodes that are not candidates
+    #: ... to the authority and candidates; to the other peers only every peer_beat_ns (their
+    #: beats keep each other eligible, which needs one within switch_ns): a member's datagrams
+    #: per second grow with the cluster at a quarter of the rate; 0 = 4 idle beats (at most a
+    #: third of switch_ns)
+    peer_beat_ns: int = 0
     vote_lease_ns: int = 400 * MS  # a vote's promise
     hold_lease_ns: int = 600 * MS  # a member's locks after a confirmed beat
     authority_grace_ns: int = 50 * MS  # the authority's own locks after its lease
@@ -52,12 +57,18 @@ class Timing:
                                + self.authority_grace_ns + 100 * MS)
         if not self.candidate_silence_ns:
             object.__setattr__(self, "candidate_silence_ns", 5 * self.beat_ns)
+        if not self.peer_beat_ns:
+            object.__setattr__(self, "peer_beat_ns", max(self.idle_beat_ns, min(
+                4 * self.idle_beat_ns, self.switch_ns // 3)))
         if not 0 < self.beat_ns < self.vote_lease_ns:
             raise ValueError("beat must be shorter than the vote lease")
         if not 0 < 2 * self.idle_beat_ns <= self.hold_lease_ns:
             raise ValueError("idle beat must be at most half the hold lease")
         if self.hold_lease_ns <= self.vote_lease_ns + self.beat_ns:
             raise ValueError("the hold lease must exceed the vote lease plus one beat")
+        if not self.idle_beat_ns <= self.peer_beat_ns <= self.switch_ns // 3:
+            raise ValueError("peer_beat_ns must be from the idle beat to a third of switch_ns "
+                             "(a peer beat every peer_beat_ns stays eligible)")
         if self.candidate_silence_ns < 2 * self.beat_ns:
             raise ValueError("candidate_silence_ns must cover at least two beats")
         if not 0 <= self.early_ns < self.authority_grace_ns:
