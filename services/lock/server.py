@@ -31,7 +31,7 @@ from .protocol.table import (FIFO, LOCKS_PER_SLOT, PRIORITY, RANDOM, SLOTS, STAC
 
 __all__ = ["TWO_NODES_UNPROTECTED", "LeaderStreams", "LockHost", "LockPeerServicer", "LockServicer",
            "SessionItem", "check_leader_request", "check_open", "distinct_leader_events",
-           "write_session"]
+           "read_open", "write_session"]
 
 #: the end of a read from a stream (missing from grpc-stubs 1.53, present in grpc.aio)
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -170,13 +170,9 @@ class LockServicer(LeaderStreams, lock_pb2_grpc.LockServicer):
         """One session: this coroutine writes events; a reader task feeds requests to the node.
         (context.read/write rather than iterators: measurably cheaper per message.)"""
         app = self.app
-        first = await context.read()
-        if first is EOF:
+        request = await read_open(context)
+        if request is None:
             return
-        problem = check_open(first)
-        if problem is not None:
-            await context.abort(*problem)
-        request = first.open
         node = await self._node(context, wait_s=5.0)
         if node.stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "skyge-lock is stopping")
@@ -416,6 +412,18 @@ class LockPeerServicer(lock_peer_pb2_grpc.LockPeerServicer):
                 domain=domain, instance=info.instance, heard_ms_ago=heard,
                 unacked=app.links.unacked(domain) if app.links else 0, vote_for=info.vote_for))
         return state
+
+
+async def read_open(context: grpc.aio.ServicerContext) -> lp.Open | None:
+    """A session's first message, its Open (None: the client closed at once); a bad one ends
+    the stream with the reason."""
+    first = await context.read()
+    if first is EOF:
+        return None
+    problem = check_open(first)
+    if problem is not None:
+        await context.abort(*problem)
+    return first.open
 
 
 def check_open(first: lp.SessionRequest) -> tuple[grpc.StatusCode, str] | None:

@@ -13,8 +13,8 @@ from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc
 
 from ..protocol.table import LOCKS_PER_SLOT, SLOTS
-from ..server import (EOF, LeaderStreams, SessionItem, check_leader_request, check_open,
-                      distinct_leader_events, write_session)
+from ..server import (EOF, LeaderStreams, SessionItem, check_leader_request,
+                      distinct_leader_events, read_open, write_session)
 from .client import EtcdError
 from .engine import EtcdLocks, OpenRefused
 
@@ -52,13 +52,9 @@ class EtcdLockServicer(LeaderStreams, lock_pb2_grpc.LockServicer):
     async def Session(self, request_iterator: AsyncIterator[lp.SessionRequest],  # type: ignore[override]
                       context: grpc.aio.ServicerContext) -> None:
         app = self.app
-        first = await context.read()
-        if first is EOF:
+        request = await read_open(context)
+        if request is None:
             return
-        problem = check_open(first)
-        if problem is not None:
-            await context.abort(*problem)
-        request = first.open
         engine = await self._engine(context)
         try:
             session, adopted = engine.open_session(app.new_session_id(), request.label,
