@@ -59,6 +59,8 @@ STATE_FILE = "lock.state"
 LONE_CHECK_S = 0.2
 LONE_VALID_NS = 1000 * MS
 MEMBERSHIP_WAIT_S = 5.0
+#: a clean stop waits this long at most for its sessions' streams to carry their Lost out
+STREAMS_END_S = 1.0
 
 logger = logging.getLogger("skyge.lock")
 
@@ -252,6 +254,7 @@ class LockApp(DaemonApp):
         #: the streams of the sessions and of the leader watchers (Campaign, Observe), by id
         self.queues: dict[int, asyncio.Queue[SessionItem]] = {}
         self.watchers: dict[int, asyncio.Queue[lp.LeaderEvent | None]] = {}
+        self._stream_ended = asyncio.Event()  # set by `stream_ended` (see `_streams_ended`)
         self._left = False  # the last beat is out (clean stop): nothing runs or leaves any more
         self._tasks: list[asyncio.Task[Any]] = []
         self._node_tasks: set[asyncio.Task[None]] = set()  # _make_node runs (see on_view)
@@ -318,10 +321,12 @@ class LockApp(DaemonApp):
 
     async def _leave(self) -> None:
         """A clean stop: the sessions lose everything (told at once) and their streams end;
-        `early_ns` + the takeover guard later (what a lease end gives them), when they held
-        locks, the last beat tells the peers this daemon is
-        gone, so a successor takes over without waiting for its leases. Then the protocol
-        thread's turns do nothing: no datagram leaves any more."""
+        when they held locks, `early_ns` + the takeover guard after their streams carried the
+        Lost out (what a lease end gives them; counted from then, so that a stall of this process
+        before the writes does not eat the warning), the last beat tells the peers this daemon
+        is gone, so a successor takes over without waiting for its leases. Streams that do not
+        end within STREAMS_END_S get no such shortcut: no last beat, the peers wait for the
+        leases. Then the protocol thread's turns do nothing: no datagram leaves any more."""
         node = self.node
         if node is not None and self.sock is not None:
             with self.lock:
@@ -330,14 +335,36 @@ class LockApp(DaemonApp):
             self._drain()
             # after the events just delivered: the streams end once they are out
             asyncio.get_running_loop().call_soon(self._end_streams)
+            told = True
             if held:
-                await asyncio.sleep(self.timing.leave_warning_ns / 1e9)
+                told = await self._streams_ended(STREAMS_END_S)
+                if told:
+                    await asyncio.sleep(self.timing.leave_warning_ns / 1e9)
+                else:
+                    logger.warning("sessions still had their streams open %.1f s after being "
+                                   "told to stop: no leaving beat, peers wait for the leases",
+                                   STREAMS_END_S)
             with self.lock:
-                node.leave(boot_ns())
-                self._flush(boot_ns())
+                if told:
+                    node.leave(boot_ns())
+                    self._flush(boot_ns())
                 self._left = True
             self._drain()
         self._left = True
+
+    async def _streams_ended(self, bound_s: float) -> bool:
+        """Whether every session and leader stream wrote its last event within `bound_s`."""
+        try:
+            async with asyncio.timeout(bound_s):
+                while self.queues or self.watchers:
+                    self._stream_ended.clear()
+                    await self._stream_ended.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def stream_ended(self) -> None:
+        self._stream_ended.set()
 
     def _end_streams(self) -> None:
         for queue in self.queues.values():

@@ -97,6 +97,10 @@ class LockHost(Protocol):
         current callbacks ran."""
         ...
 
+    def stream_ended(self) -> None:
+        """A session or leader stream wrote its last event (its queue is gone)."""
+        ...
+
 
 def _lock_state(app: LockHost, name: Name) -> lp.LockState:
     node = app.node
@@ -199,6 +203,7 @@ class LockServicer(LeaderStreams, lock_pb2_grpc.LockServicer):
         finally:
             reader.cancel()
             app.queues.pop(session, None)
+            app.stream_ended()
             with app.lock:
                 node.close_session(session, boot_ns())
             app.flush_soon()
@@ -359,6 +364,7 @@ class LockServicer(LeaderStreams, lock_pb2_grpc.LockServicer):
                 yield event
         finally:
             app.watchers.pop(watcher, None)
+            app.stream_ended()
             with app.lock:
                 now = boot_ns()
                 node.unwatch(watcher, now)

@@ -205,6 +205,8 @@ class SimCluster:
         self.fence_log: list[tuple[int, int, int, bool]] = []  # (done at, by node, fenced, ok)
         self._fences: list[tuple[int, int, int, int]] = []  # heap of (done at, n, by, target)
         self._leaving: dict[int, int] = {}  # stopping node -> when it sends its last beat
+        #: stopping node -> how long after its sessions' Lost went out it sends its last beat
+        self._leave_after: dict[int, int] = {}
         for domain in range(1, size + 1):
             self._boot(domain, MemoryStore(), 1)
         for domain in self.nodes:
@@ -267,8 +269,8 @@ class SimCluster:
 
     def _die(self, domain: int, *, broken: bool) -> None:
         self.nodes[domain].alive = False
-        for pending in (self._leaving, self.stalled_until, self._send_stalls, self._held,
-                        self._deferred):
+        for pending in (self._leaving, self._leave_after, self.stalled_until,
+                        self._send_stalls, self._held, self._deferred):
             pending.pop(domain, None)
         for session, where in self.session_node.items():
             if where == domain:
@@ -277,13 +279,13 @@ class SimCluster:
 
     def stop(self, domain: int) -> None:
         """A clean stop of the node's lock daemon (SIGTERM): its sessions are told they lost
-        everything; `leave_warning_ns` later when they held locks (at once otherwise) its last beat
-        says it leaves, and it is gone. Its heartbeat daemon runs on: no view changes. A stalled
-        daemon stops when its stall ends."""
+        everything; `leave_warning_ns` after that news left the node (a stall before it went
+        out delays both) when they held locks, at once otherwise, its last beat says it leaves,
+        and it is gone. Its heartbeat daemon runs on: no view changes. A stalled daemon stops
+        when its stall ends."""
         def stopping(local: int) -> None:
             held = self.nodes[domain].node.stop_sessions(local)
-            self._leaving[domain] = self._global(
-                domain, local + (self.timing.leave_warning_ns if held else 0))
+            self._leave_after[domain] = self.timing.leave_warning_ns if held else 0
 
         self._call(domain, stopping)
 
@@ -422,11 +424,16 @@ class SimCluster:
         this step: then they wait for its end."""
         outputs = self._collect(domain)
         pause = self._send_stalls.get(domain)
+        warning = self._leave_after.pop(domain, None)
         if pause is not None and outputs:
             del self._send_stalls[domain]
             self._freeze(domain, pause, before_send=True)
             self._held.setdefault(domain, []).append(outputs)
+            if warning is not None:
+                self._leaving[domain] = self.now + pause + warning
             return
+        if warning is not None:
+            self._leaving[domain] = self.now + warning
         self._emit(domain, outputs)
 
     def _collect(self, domain: int) -> _Outputs:

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from skyge.services.lock.protocol import MS
+from skyge.services.lock.protocol import MS, Timing
 from skyge.services.lock.sim import SimCluster, check_history
 from skyge.v1 import lock_pb2 as lp
 from tests.unit.test_lock_authority import SETTLE, first, run_checked, settled
@@ -67,6 +67,31 @@ def test_a_stopping_daemon_tells_its_sessions_before_its_locks_pass_on(stopping,
     assert granted.time - lost.time >= TIMING.leave_warning_ns
     assert granted.time - lost.time < TIMING.leave_warning_ns + 5 * MS  # no lease to wait for
     assert granted.token > first(cluster, own, "granted").token
+    assert check_history(cluster.records) == []
+
+
+@pytest.mark.parametrize("stopping,waiting", [(1, 3), (3, 2)], ids=["authority", "member"])
+def test_a_stall_before_a_stopping_daemons_lost_goes_out_delays_its_last_beat_as_much(
+        stopping, waiting):
+    """The daemon stalls (SIGSTOP, a starved CPU) after it computed its sessions' Lost and
+    before it sent it, longer than the warning (and shorter than the leases, at the daemon's
+    timing): the warning counts from when the Lost went out, so the peers still learn it left
+    only the full warning later."""
+    timing = Timing()
+    cluster = settled(3, seed=22, timing=timing)
+    cluster.run(2 * timing.hold_lease_ns)
+    own = holding(cluster, stopping)
+    waiter = cluster.open(waiting)
+    cluster.acquire(waiter, (600, 1))
+    cluster.run(5 * MS)
+    stall = timing.leave_warning_ns * 3 // 2
+    cluster.stall(stopping, stall, before_send=True)
+    cluster.stop(stopping)
+    cluster.run(SETTLE + timing.hold_lease_ns)
+    lost, granted = first(cluster, own, "lost"), first(cluster, waiter, "granted")
+    assert lost.time >= cluster.stall_log[-1][2]  # it went out at the stall's end
+    assert granted.time - lost.time >= timing.leave_warning_ns
+    assert granted.time - lost.time < timing.leave_warning_ns + 5 * MS  # no lease to wait for
     assert check_history(cluster.records) == []
 
 

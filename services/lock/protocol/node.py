@@ -34,6 +34,9 @@ class PeerInfo:
     highest_term: int = 0
     token_floor: int = 0
     view_bits: int = 0
+    #: the authority said it heard this peer at about this time (its `live_bits`, backdated by
+    #: a peer beat): members following an authority do not beat each other
+    relayed_ns: int = -1
     left: bool = False  # this instance stopped cleanly (its last beat said `leaving`)
 
 
@@ -103,6 +106,15 @@ class Node(QuorumRules):
         self.next_round_ns = 0
         self.next_idle_ns = 0
         self.next_peer_beat_ns = 0  # idle beats go to every peer from then on (else: `_close`)
+        #: receipt of the last `live_bits` from the authority this node follows: while recent,
+        #: its idle beats go only to `_close` peers (the authority vouches for the others)
+        self.relay_ns = -1
+        #: peers this instance has sent a beat to: the first idle beat goes to each directly,
+        #: whatever the relay (a relay cannot say a peer restarted, nor undo its `leaving`)
+        self.greeted: set[int] = set()
+        #: when this node last answered each peer's established round (the answer, on every
+        #: path, stands in for the idle beat to that peer)
+        self.answered_ns: dict[int, int] = {}
         #: a daemon that just started runs for authority only from then on: it listens first,
         #: so that it joins an established authority rather than start an election
         self.listen_until = now_ns + self.timing.candidate_silence_ns
@@ -172,16 +184,29 @@ class Node(QuorumRules):
         return peer
 
     def _fresh(self, domain: int, now: int) -> bool:
-        """Heard from lately: within switch_ns, or candidate_silence_ns for a peer whose last
-        beat said it runs (a candidate beats every beat_ns, so a few missed rounds mean it
-        stalled or died)."""
+        """Heard from lately, directly or through the authority's `live_bits`: within switch_ns,
+        or for a peer whose last beat said it runs, within candidate_silence_ns (a candidate
+        beats every beat_ns, so a few missed rounds mean it stalled or died; an established
+        authority every authority_beat_ns, so its silence is counted in those)."""
         peer = self.peers.get(domain)
-        if peer is None or peer.left or peer.heard_ns < 0 or \
-                now - peer.heard_ns >= self.timing.switch_ns:
+        if peer is None or peer.left:
+            return False
+        timing = self.timing
+        if peer.relayed_ns > peer.candidate_ns and now - peer.relayed_ns < timing.switch_ns:
+            return True
+        if peer.heard_ns < 0 or now - peer.heard_ns >= timing.switch_ns:
             return False
         if peer.candidate_term:
-            return now - peer.candidate_ns < self.timing.candidate_silence_ns
+            silence = (timing.authority_silence_ns if peer.established_ns == peer.candidate_ns
+                       else timing.candidate_silence_ns)
+            return now - peer.candidate_ns < silence
         return True
+
+    def _knows_membership(self, domain: int) -> bool:
+        """The peer's last word (its beat, or the authority's relay if later) says its view is
+        known (a node whose view is unknown does not campaign)."""
+        peer = self.peers[domain]
+        return peer.relayed_ns > peer.heard_ns or bool(peer.view_bits >> (domain - 1) & 1)
 
     def view_bits(self) -> int:
         bits = 0
@@ -237,6 +262,29 @@ class Node(QuorumRules):
             beat.token_reserve = self.auth.reserve
         return beat
 
+    def _live_bits(self, now: int) -> int:
+        """The authority's relay (`Beat.live_bits`): peers heard within a peer beat that know
+        their membership and do not run for authority."""
+        bits = 0
+        for domain, peer in self.peers.items():
+            if 1 <= domain <= 64 and not peer.left and not peer.candidate_term and \
+                    peer.heard_ns >= 0 and now - peer.heard_ns < self.timing.peer_beat_ns and \
+                    peer.view_bits >> (domain - 1) & 1:
+                bits |= 1 << (domain - 1)
+        return bits
+
+    def _take_relay(self, authority: int, bits: int, now: int) -> None:
+        """The authority's `live_bits`: each peer in it counts as heard a peer beat ago."""
+        self.relay_ns = now
+        at = now - self.timing.peer_beat_ns
+        while bits:
+            low = bits & -bits
+            bits ^= low
+            domain = low.bit_length()
+            if domain not in (self.domain, authority):
+                peer = self._peer(domain)
+                peer.relayed_ns = max(peer.relayed_ns, at)
+
     def send_info_beat(self, to: int, now: int) -> None:
         """An immediate beat that needs no answer (after a report, a first confirmation)."""
         self.out_beats.append((to, self._beat(to, self._next_seq(now), now), False))
@@ -274,11 +322,16 @@ class Node(QuorumRules):
         for old in [s for s, r in self.rounds.items()
                     if now - r.sent_ns > self.timing.vote_lease_ns]:
             del self.rounds[old]
+        live = self._live_bits(now) if self.established else 0
         for to in self._targets(now):
             beat = self._beat(to, seq, now)
             beat.round = True
+            if beat.established:
+                beat.live_bits = live
             self.out_beats.append((to, beat, True))
-        self.next_round_ns = now + self.timing.beat_ns
+            self.greeted.add(to)
+        self.next_round_ns = now + (self.timing.authority_beat_ns if self.established
+                                    else self.timing.beat_ns)
         self._evaluate(round_, now)  # a lone node is established here: it says so at once
 
     def _propose(self, now: int) -> None:
@@ -368,6 +421,8 @@ class Node(QuorumRules):
                 if sent is not None:
                     member.extend(sent + self.timing.hold_lease_counted_ns
                                   - self.timing.early_ns, now)
+            if beat.live_bits:
+                self._take_relay(frm, beat.live_bits, now)
         if beat.candidate_term and beat.round:
             self._answer(frm, beat, now)
         if beat.answer_seq and self.vote_for == self.domain:
@@ -419,7 +474,12 @@ class Node(QuorumRules):
             self.promise_ends[frm] = self.promise_end
         reply = self._beat(frm, self._next_seq(now), now)
         reply.answer_seq, reply.vote = beat.seq, vote
-        self.out_beats.append((frm, reply, False))
+        # an established authority's round comes every authority beat: the answer (on every
+        # path, which it also tells) is this node's beat to it
+        self.out_beats.append((frm, reply, beat.established))
+        self.greeted.add(frm)
+        if beat.established:
+            self.answered_ns[frm] = now
 
     def _count(self, frm: int, beat: pp.Beat, now: int) -> None:
         round_ = self.rounds.get(beat.answer_seq)
@@ -513,7 +573,7 @@ class Node(QuorumRules):
         if self.view is None:
             return []  # membership unknown: no candidate at all
         return sorted({self.domain} | {d for d in self.view if self._fresh(d, now) and
-                                       self.peers[d].view_bits >> (d - 1) & 1})
+                                       self._knows_membership(d)})
 
     def _established_fresh(self, domain: int, now: int) -> bool:
         """Holds the authority lease, or a peer still running that held it lately (a lapse may
@@ -553,7 +613,7 @@ class Node(QuorumRules):
             self.cand_term = 0
             self.rounds.clear()
             self.vote_for = current = 0
-            self.next_idle_ns = now
+            self.next_idle_ns = self.next_peer_beat_ns = now  # tell everyone it runs no more
             self.want_tick(now)
         if self.promise_to not in (0, target) and now < self.promise_end:
             self.want_tick(self.promise_end)
@@ -582,14 +642,18 @@ class Node(QuorumRules):
             self.want_tick(self.next_round_ns)
         elif now >= self.next_idle_ns:
             seq = self._next_seq(now)
-            everyone = now >= self.next_peer_beat_ns
+            idle = self.timing.idle_beat_ns
+            relayed = self.relay_ns >= 0 and now - self.relay_ns < self.timing.peer_beat_ns
+            everyone = now >= self.next_peer_beat_ns and not relayed
             if everyone:
                 self.next_peer_beat_ns = now + self.timing.peer_beat_ns
             close = self._close(now)
             for to in self._targets(now):
-                if everyone or to in close:
+                answered = self.answered_ns.get(to, -idle)
+                if (everyone or to in close or to not in self.greeted) and now - answered >= idle:
                     self.out_beats.append((to, self._beat(to, seq, now), True))
-            self.next_idle_ns = now + self.timing.idle_beat_ns
+                    self.greeted.add(to)
+            self.next_idle_ns = now + idle
         if self.vote_for != self.domain:
             self.want_tick(self.next_idle_ns)
         if self.expected() == 2 and self.view is not None and not self.lone(now):

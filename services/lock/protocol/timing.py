@@ -15,15 +15,20 @@ class Timing:
     18 ms late, fsync p99 14 ms, loops descheduled for tens of ms under load); a crash is still
     taken over within the seed's second (lease bound), and sooner with a fence command.
 
-    - vote_lease (400 ms): an authority stalled for less than it minus a beat keeps its term;
+    - vote_lease (400 ms): an authority stalled for less than it minus one of its rounds (50
+      ms) keeps its term;
     - hold_lease (600 ms): a member stalled for less than it minus an idle beat keeps its
       holds; a crashed holder's locks pass on after it plus the takeover guard;
     - switch (derived, > hold lease + guard): a silent lock daemon counts as gone (two-node
       rule), only once it can no longer hold or grant anything.
     """
 
-    beat_ns: int = 20 * MS  # candidate rounds (and the authority's confirmations)
+    beat_ns: int = 20 * MS  # candidate rounds
     idle_beat_ns: int = 50 * MS  # beats of nodes that are not candidates
+    #: an established authority's rounds (they renew its lease and confirm the members' holds;
+    #: a member's answer stands in for its idle beat); 0 = the idle beat or an eighth of the
+    #: vote lease, whichever is shorter, and at least a beat
+    authority_beat_ns: int = 0
     #: ... to the authority and candidates; to the other peers only every peer_beat_ns (their
     #: beats keep each other eligible, which needs one within switch_ns): a member's datagrams
     #: per second grow with the cluster at a quarter of the rate; 0 = 4 idle beats (at most a
@@ -57,11 +62,18 @@ class Timing:
                                + self.authority_grace_ns + 100 * MS)
         if not self.candidate_silence_ns:
             object.__setattr__(self, "candidate_silence_ns", 5 * self.beat_ns)
+        if not self.authority_beat_ns:
+            object.__setattr__(self, "authority_beat_ns", max(self.beat_ns, min(
+                self.idle_beat_ns, self.vote_lease_ns // 8)))
         if not self.peer_beat_ns:
             object.__setattr__(self, "peer_beat_ns", max(self.idle_beat_ns, min(
                 4 * self.idle_beat_ns, self.switch_ns // 3)))
         if not 0 < self.beat_ns < self.vote_lease_ns:
             raise ValueError("beat must be shorter than the vote lease")
+        if not self.beat_ns <= self.authority_beat_ns <= min(self.idle_beat_ns,
+                                                             self.vote_lease_ns // 2):
+            raise ValueError("authority_beat_ns must be from the beat to the idle beat, and at "
+                             "most half the vote lease")
         if not 0 < 2 * self.idle_beat_ns <= self.hold_lease_ns:
             raise ValueError("idle beat must be at most half the hold lease")
         if self.hold_lease_ns <= self.vote_lease_ns + self.beat_ns:
@@ -82,6 +94,12 @@ class Timing:
         """What this node may count of a duration another node counts in full: less the drift
         margin and 100 µs."""
         return duration_ns - duration_ns * self.drift_ppm // 1_000_000 - 100 * US
+
+    @property
+    def authority_silence_ns(self) -> int:
+        """An established authority silent this long is not eligible: the candidate silence,
+        counted in its (sparser) rounds."""
+        return self.candidate_silence_ns * self.authority_beat_ns // self.beat_ns
 
     @property
     def leave_warning_ns(self) -> int:

@@ -31,7 +31,7 @@ class PeerDatagram(_message.Message):
     def __init__(self, netid: _Optional[int] = ..., from_domain: _Optional[int] = ..., from_instance: _Optional[int] = ..., to_domain: _Optional[int] = ..., to_instance: _Optional[int] = ..., beat: _Optional[_Union[Beat, _Mapping]] = ..., first_seq: _Optional[int] = ..., data: _Optional[_Iterable[_Union[PeerData, _Mapping]]] = ..., data_ack: _Optional[int] = ...) -> None: ...
 
 class Beat(_message.Message):
-    __slots__ = ("seq", "candidate_term", "established", "round", "answer_seq", "vote", "vote_for", "highest_term", "highest_term_owner", "token_floor", "last_authority", "last_authority_term", "promise_end_us", "has_promise_end", "expected", "expected_version", "confirm_seq", "report_term", "report_epoch", "token_reserve", "view_bits", "leaving", "fenced")
+    __slots__ = ("seq", "candidate_term", "established", "round", "answer_seq", "vote", "vote_for", "highest_term", "highest_term_owner", "token_floor", "last_authority", "last_authority_term", "promise_end_us", "has_promise_end", "expected", "expected_version", "confirm_seq", "report_term", "report_epoch", "token_reserve", "view_bits", "leaving", "fenced", "live_bits")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_TERM_FIELD_NUMBER: _ClassVar[int]
     ESTABLISHED_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class Beat(_message.Message):
     VIEW_BITS_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
     FENCED_FIELD_NUMBER: _ClassVar[int]
+    LIVE_BITS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     candidate_term: int
     established: bool
@@ -78,7 +79,8 @@ class Beat(_message.Message):
     view_bits: int
     leaving: bool
     fenced: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, seq: _Optional[int] = ..., candidate_term: _Optional[int] = ..., established: _Optional[bool] = ..., round: _Optional[bool] = ..., answer_seq: _Optional[int] = ..., vote: _Optional[bool] = ..., vote_for: _Optional[int] = ..., highest_term: _Optional[int] = ..., highest_term_owner: _Optional[int] = ..., token_floor: _Optional[int] = ..., last_authority: _Optional[int] = ..., last_authority_term: _Optional[int] = ..., promise_end_us: _Optional[int] = ..., has_promise_end: _Optional[bool] = ..., expected: _Optional[int] = ..., expected_version: _Optional[int] = ..., confirm_seq: _Optional[int] = ..., report_term: _Optional[int] = ..., report_epoch: _Optional[int] = ..., token_reserve: _Optional[int] = ..., view_bits: _Optional[int] = ..., leaving: _Optional[bool] = ..., fenced: _Optional[_Iterable[int]] = ...) -> None: ...
+    live_bits: int
+    def __init__(self, seq: _Optional[int] = ..., candidate_term: _Optional[int] = ..., established: _Optional[bool] = ..., round: _Optional[bool] = ..., answer_seq: _Optional[int] = ..., vote: _Optional[bool] = ..., vote_for: _Optional[int] = ..., highest_term: _Optional[int] = ..., highest_term_owner: _Optional[int] = ..., token_floor: _Optional[int] = ..., last_authority: _Optional[int] = ..., last_authority_term: _Optional[int] = ..., promise_end_us: _Optional[int] = ..., has_promise_end: _Optional[bool] = ..., expected: _Optional[int] = ..., expected_version: _Optional[int] = ..., confirm_seq: _Optional[int] = ..., report_term: _Optional[int] = ..., report_epoch: _Optional[int] = ..., token_reserve: _Optional[int] = ..., view_bits: _Optional[int] = ..., leaving: _Optional[bool] = ..., fenced: _Optional[_Iterable[int]] = ..., live_bits: _Optional[int] = ...) -> None: ...
 
 class PeerData(_message.Message):
     __slots__ = ("acquire", "release", "end_session", "report", "grant", "queued", "failed", "revoke", "watch", "leader")
