@@ -407,3 +407,29 @@ def test_two_nodes_random_stops_kills_and_stalls_keep_one_holder(seed):
                 stalls.append((victim, cluster.now, cluster.now + length))
         run_checked(cluster, rng.randrange(2, 30) * MS)
     assert check_history(cluster.records, excused=stalls) == []
+
+
+def test_two_lone_terms_that_never_met_still_give_rising_tokens():
+    """Two nodes: node 1 crashes, node 2 grants alone; node 1 comes back while node 2's daemon is
+    stalled, node 2 crashes before they exchange a beat, and node 1 grants alone. Neither knew the
+    other's tokens (the seed's floor exchange needs a beat): a lone term starts above the clock,
+    so the later grant still carries the higher token (the simulation's seed 345 saw a repeat)."""
+    cluster = settled(2, seed=25)
+    cluster.reference_ok.update({1: True, 2: True})
+    cluster.crash(1)
+    run_checked(cluster, SETTLE)
+    assert cluster.authorities() == [2]
+    alone = cluster.open(2)
+    cluster.acquire(alone, (600, 1))
+    run_checked(cluster, 5 * MS)
+    earlier = first(cluster, alone, "granted")
+    cluster.stall(2, SETTLE)
+    cluster.boot(1)
+    run_checked(cluster, SETTLE // 2)
+    cluster.crash(2)
+    run_checked(cluster, SETTLE)
+    assert cluster.authorities() == [1]
+    later = cluster.open(1)
+    cluster.acquire(later, (600, 1))
+    run_checked(cluster, 5 * MS)
+    assert first(cluster, later, "granted").token > earlier.token

@@ -533,7 +533,14 @@ class Node(QuorumRules):
         prev_bound = min(now, max(bounds)) if bounds else now
         if prev == self.domain:
             prev = 0  # this node reports to itself
-        self.auth = Authority(self, term, now, max(floors) + 1, prev if prev_term else 0,
+        next_token = max(floors) + 1
+        if self.expected() == 2 and not round_.votes:
+            # the two-node rule: the other node may have granted alone too, above any floor this
+            # node knows. A lone term starts above the µs clock and uses far fewer tokens than
+            # µs, so starting above the clock now keeps tokens rising (clocks set by NTP agree
+            # far better than the switch time that parts two lone terms)
+            next_token = max(next_token, self.wall_ns() // US)
+        self.auth = Authority(self, term, now, next_token, prev if prev_term else 0,
                               prev_bound)
         self.log.append(f"authority for term {term} (votes from {sorted(round_.votes)}; "
                         f"previous authority {prev or '-'})")
