@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import sys
 from datetime import datetime, UTC
 from types import ModuleType
@@ -32,7 +33,7 @@ from collections.abc import Callable
 
 from skyge.clients.cli.arguments import DOMAIN, ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
-from skyge.clients.cli.rpc import end_call, input_codes, node_client, to_dict
+from skyge.clients.cli.rpc import input_codes, node_client, stream, to_dict
 
 if TYPE_CHECKING:  # imported by the commands themselves: gRPC is slow to load for `--help`
     import grpc
@@ -121,41 +122,33 @@ def message_dict(message: pb.BusMessage) -> dict[str, Any]:
 
 
 def spy(args: argparse.Namespace, out: Output) -> int:
-    import grpc
     request = _pb().SubscribeRequest(domain=args.domain, name=args.name,
                                      from_sequence=args.from_sequence, max_batch=args.max_batch,
                                      flow_control=args.flow_control)
     received = 0
-    with node_client(args) as client:
-        call = client.stub(DAEMON).Subscribe(request)
-        try:
-            for delivery in call:
-                if not delivery.messages and not delivery.missed:
-                    sys.stderr.write(f"listening to bus {args.name} of domain {args.domain} "
-                                     f"(Ctrl+C to stop)\n")
-                    sys.stderr.flush()
-                    continue
-                if delivery.missed:
-                    first = delivery.messages[0].sequence if delivery.messages else 0
-                    out.event({"missed": delivery.missed, "next_sequence": first})
-                    if not out.json:
-                        sys.stderr.write(f"skyge: missed {delivery.missed} messages (this spy "
-                                         f"fell behind what the bus retains)\n")
-                for message in delivery.messages:
-                    if out.json:
-                        out.event(message_dict(message))
-                    else:
-                        out.event(None, message.data.decode("utf-8", errors="replace"))
-                    received += 1
-                    if args.count and received >= args.count:
-                        call.cancel()
-                        return 0
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.CANCELLED:
-                return 0
-            _fail(error, client, "Subscribe")
-        finally:
-            end_call(call)
+    deliveries = stream(args, DAEMON, "Subscribe", request,
+                        fail=lambda error, client: _fail(error, client, "Subscribe"))
+    with contextlib.closing(deliveries):
+        for delivery in deliveries:
+            if not delivery.messages and not delivery.missed:
+                sys.stderr.write(f"listening to bus {args.name} of domain {args.domain} "
+                                 f"(Ctrl+C to stop)\n")
+                sys.stderr.flush()
+                continue
+            if delivery.missed:
+                first = delivery.messages[0].sequence if delivery.messages else 0
+                out.event({"missed": delivery.missed, "next_sequence": first})
+                if not out.json:
+                    sys.stderr.write(f"skyge: missed {delivery.missed} messages (this spy "
+                                     f"fell behind what the bus retains)\n")
+            for message in delivery.messages:
+                if out.json:
+                    out.event(message_dict(message))
+                else:
+                    out.event(None, message.data.decode("utf-8", errors="replace"))
+                received += 1
+                if args.count and received >= args.count:
+                    return 0
     return 0
 
 

@@ -16,13 +16,17 @@ Text output keeps the seed's layouts::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyge.clients.cli.arguments import DOMAIN, ranged_int
 from skyge.clients.cli.output import CommandFailed, Output, UsageError
-from skyge.clients.cli.rpc import _raise_for, end_call, node_client, to_dict
+from skyge.clients.cli.rpc import _raise_for, node_client, stream, to_dict
+
+if TYPE_CHECKING:
+    from skyge.clients.connect import NodeClient
 
 DAEMON = "ha"
 #: choice -> name of the ha.proto enum value (resolved when a command runs, see _pb)
@@ -142,21 +146,18 @@ def _show(args: argparse.Namespace, out: Output, rpc: str, request: Any, text,
 
 def _watch(args: argparse.Namespace, out: Output) -> int:
     import grpc
-    with node_client(args) as client:
-        call = client.stub(DAEMON).WatchStatus(_pb().WatchStatusRequest())
-        try:
-            for event in call:
-                data = to_dict(event)
-                out.event(data, render_event(data))
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.CANCELLED:
-                return 0
-            if error.code() == grpc.StatusCode.UNAVAILABLE and \
-                    (error.details() or "").startswith(_SERVER_UNAVAILABLE):
-                raise CommandFailed(f"WatchStatus: {error.details()}") from None
-            _raise_for(error, client, DAEMON, "WatchStatus")
-        finally:
-            end_call(call)
+
+    def fail(error: grpc.RpcError, client: NodeClient) -> None:
+        if error.code() == grpc.StatusCode.UNAVAILABLE and \
+                (error.details() or "").startswith(_SERVER_UNAVAILABLE):
+            raise CommandFailed(f"WatchStatus: {error.details()}") from None
+        _raise_for(error, client, DAEMON, "WatchStatus")
+
+    events = stream(args, DAEMON, "WatchStatus", _pb().WatchStatusRequest(), fail=fail)
+    with contextlib.closing(events):
+        for event in events:
+            data = to_dict(event)
+            out.event(data, render_event(data))
     return 0
 
 

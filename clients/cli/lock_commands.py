@@ -356,6 +356,11 @@ def _peers(args: argparse.Namespace, out: Output) -> int:
         try:
             reply = stub.GetPeerState(lock_peer_pb2.GetPeerStateRequest(), timeout=args.timeout)
         except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise CommandFailed(
+                    "skyge-lock on this node keeps its locks in etcd (lock.cfg backend = "
+                    "\"etcd\"): it has no peer links or election of its own; `skyge lock "
+                    "authority` shows its quorum, `etcdctl endpoint status` etcd's") from None
             raise CommandFailed(describe_rpc_error(error, DAEMON, client.target(DAEMON),
                                                    "GetPeerState")) from None
     out.result(to_dict(reply))

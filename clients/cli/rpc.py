@@ -6,11 +6,12 @@ module imports this one, and `skyge --help` must not pay for loading gRPC (see m
 from __future__ import annotations
 
 import argparse
+import functools
 import queue
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 
 from skyge.clients.cli.output import CommandFailed, Output, UsageError, render_text
 
@@ -129,30 +130,40 @@ class StreamReader:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def stream(args: argparse.Namespace, daemon: str, rpc: str, request: Message) -> Iterator[Any]:
+def stream(args: argparse.Namespace, daemon: str, rpc: str, request: Message,
+           fail: Callable[[grpc.RpcError, NodeClient], None] | None = None
+           ) -> Generator[Any, None, None]:
     """A server-streaming call; yields replies until the stream ends or the user interrupts.
 
     SIGINT and SIGTERM cancel the call, whatever the disposition the command inherited (a
     background job starts with SIGINT ignored), so a watch stops cleanly with its output
-    flushed; the command then exits 128 + the signal's number (130 for Ctrl+C)."""
+    flushed; the command then exits 128 + the signal's number (130 for Ctrl+C). A command that
+    stops reading early closes the generator (`contextlib.closing`): that ends the call too.
+    `fail` turns an error other than the cancel into the command's error (it must raise);
+    by default the daemon's answer is described as for a unary call."""
     import grpc
     with node_client(args) as client:
-        call = getattr(client.stub(daemon), rpc)(request)
+        # the only reference to the call, so that it is freed (its __del__, which may wait for
+        # gRPC's thread, run) where the finally below drops it: still under `stop`, so that a
+        # second Ctrl+C meanwhile changes nothing rather than interrupt the __del__
+        calls = [getattr(client.stub(daemon), rpc)(request)]
         stopped_by: list[int] = []
 
         def stop(signum: int, frame: object) -> None:
             stopped_by.append(signum)
-            call.cancel()
+            for call in calls:
+                call.cancel()
 
         in_main = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS} if in_main else {}
         try:
-            yield from call
+            yield from calls[0]
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.CANCELLED:
-                _raise_for(error, client, daemon, rpc)
+                (fail or functools.partial(_raise_for, daemon=daemon, rpc=rpc))(error, client)
         finally:
-            end_call(call)
+            end_call(calls[0])
+            calls.clear()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if stopped_by:

@@ -131,6 +131,8 @@ def test_seed_test_d_lock_across_three_nodes_on_etcd(cluster):
     ls.seed_lock_test(lab)
     authority = ls.authority(lab.node(2))
     assert authority.has_quorum and "etcd: majority 2 of 3 members" in authority.quorum_rule
+    peers = ls.cli(lab.node(2), "lock", "peers")
+    assert peers.returncode == 1 and "keeps its locks in etcd" in peers.stderr, peers
 
 
 def test_a_cut_off_node_loses_its_locks_and_another_takes_its_service_over(cluster):

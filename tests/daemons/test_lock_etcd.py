@@ -149,6 +149,29 @@ async def test_a_free_lock_is_granted_and_a_waiter_gets_it_on_release(nodes: lis
 
 
 @with_nodes
+async def test_a_long_lived_node_keeps_nothing_per_lock_name_it_no_longer_uses(
+        nodes: list[Node]) -> None:
+    """A daemon that meets many lock names over its life (one per job, say) does not grow: the
+    per-name serialization is dropped once a name has no holder or waiter on the node."""
+    a, b = nodes
+    for lock in range(1, 41):
+        holder, waiter = a.open(), b.open()
+        await a.engine.acquire(holder, (600, lock))
+        await a.event(holder, "granted")
+        await b.engine.acquire(waiter, (600, lock))
+        await b.event(waiter, "queued")
+        await a.engine.release(holder, (600, lock))
+        await b.event(waiter, "granted")
+        await b.engine.release(waiter, (600, lock))
+        await b.event(waiter, "released")
+    for _ in range(500):  # the last take's transaction may still be finishing
+        if not any(node.engine._name_locks for node in nodes):
+            break
+        await asyncio.sleep(0.01)
+    assert [node.engine._name_locks for node in nodes] == [{}, {}]
+
+
+@with_nodes
 async def test_try_only_on_a_held_lock_fails_busy_and_leaves_no_wait(nodes: list[Node]) -> None:
     a, b = nodes
     holder, other = a.open(), b.open()

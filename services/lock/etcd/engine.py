@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -127,7 +127,8 @@ class EtcdLocks:
         self.stopping = False
         #: holder keys (key -> create revision) whose delete failed: tried again until done
         self._stale_holds: dict[bytes, int] = {}
-        self._name_locks: dict[Name, asyncio.Lock] = {}
+        #: name -> (its lock, how many hold or await it): see `_serialized`
+        self._name_locks: dict[Name, tuple[asyncio.Lock, list[int]]] = {}
         self._watchers: dict[int, tuple[str, int]] = {}  # watcher -> (group, session)
         self._leaders: dict[str, tuple[int, int]] = {}  # group -> (session, token) last told
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,11 +170,22 @@ class EtcdLocks:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _name_lock(self, name: Name) -> asyncio.Lock:
-        lock = self._name_locks.get(name)
-        if lock is None:
-            lock = self._name_locks[name] = asyncio.Lock()
-        return lock
+    @contextlib.asynccontextmanager
+    async def _serialized(self, name: Name) -> AsyncIterator[None]:
+        """One transaction on a lock name at a time from this node. The name's asyncio lock is
+        dropped once nobody holds or awaits it: a long-lived daemon meets many names."""
+        entry = self._name_locks.get(name)
+        if entry is None:
+            entry = self._name_locks[name] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._name_locks[name]
 
     # -- the lease ------------------------------------------------------------------------------
     async def _new_lease(self) -> None:
@@ -469,7 +481,7 @@ class EtcdLocks:
         holder, (start, end) = self.layout.holder(name), self.layout.waiters(name)
         waiter = self.layout.waiter(name, session_id)
         granted = replace(record, granted_unix_ns=record.queued_unix_ns)
-        async with self._name_lock(name):
+        async with self._serialized(name):
             # the lease as it is now: a key must never be written without one (it would outlive
             # this node); one dropped meanwhile is refused by etcd or revoked with its keys
             lease = self.lease_id
@@ -524,7 +536,7 @@ class EtcdLocks:
 
     async def _try_take(self, name: Name) -> None:
         """Take the free lock if this node's waiter comes first (see the module docstring)."""
-        async with self._name_lock(name):
+        async with self._serialized(name):
             view = self.view.get(name)
             if view is None or view.holder is not None:
                 return
