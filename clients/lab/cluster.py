@@ -201,12 +201,18 @@ class LabHost:
         pid = self._state()["holders"].get(self.key)
         return int(pid) if pid is not None else None
 
-    def _holder(self, data: Mapping[str, Any] | None = None) -> int:
-        data = data if data is not None else self._state()
+    def _holder(self) -> int:
+        """The holder's PID; LabError when the node is crashed (or being crashed) or broken.
+        (Takes the lab's lock when the holder is gone: never call it under `_state.mutate`.)"""
+        data = self._state()
         if self.key in data["crashed"]:
             raise LabError(f"{self.key} is crashed: boot it first")
         pid = data["holders"].get(self.key)
         if pid is None or not _is_holder(pid, self.lab.name, self.key):
+            with _state.locked(self.lab.name):  # a crash under way (a fence) holds the lock
+                after = _state.read(self.lab.name)
+            if after is not None and self.key in after["crashed"]:
+                raise LabError(f"{self.key} is crashed: boot it first")
             raise LabError(f"{self.key}: its namespace holder (pid {pid}) is gone; "
                            f"the lab is broken, take it down and up again")
         return int(pid)

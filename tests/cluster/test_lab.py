@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -314,6 +315,36 @@ def test_crash_kills_everything_and_cuts_links_boot_brings_a_fresh_node(lab: Lab
     assert reach([(n1, n2.private_ip)], deadline=2) == [True]
     with pytest.raises(LabError, match="running"):
         n2.boot()
+
+
+def test_a_node_being_crashed_reads_as_crashed_never_as_a_broken_lab(lab: Lab) -> None:
+    """A fence powers a node off (`crash`) while something still asks that node for commands
+    (the bench's two-node fence variant, checking who reaches whom): every refusal says it is
+    crashed, none that the lab is broken, also in the moment between the kill of its processes
+    and the crash being recorded."""
+    n2 = lab.nodes[1]
+    refusals: list[str] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                n2.command(["true"])
+            except LabError as error:
+                refusals.append(str(error))
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        time.sleep(0.05)
+        n2.crash()
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        asker.join(35)
+        n2.boot()
+    assert refusals and all("crashed" in text for text in refusals), sorted(set(refusals))
 
 
 def test_mounts_are_per_node(lab: Lab) -> None:
