@@ -20,6 +20,8 @@ Measured from this process (clients on the nodes' Unix sockets, grpc.aio, one ma
   receiving Granted (p50/p99);
 - pairs_per_s: `--procs` client processes per node, each with `--sessions` sessions looping
   acquire+release on their own locks for `--seconds`; all pairs / elapsed;
+- local_pairs_per_s: the same clients all on the authority's node (no pair crosses the network
+  between lock daemons): what the daemon costs beside gRPC, without the peer hop;
 - grpc_echo_floor_pairs_per_s: the same clients against a gRPC server that only echoes (no lock
   logic, no peers) on this machine: what Python gRPC alone allows here, for scale.
 
@@ -220,11 +222,12 @@ def _throughput_worker(targets: list[str], sessions: int, seconds: float, base: 
     out.put(asyncio.run(main()))
 
 
-def throughput(lab: Lab, procs: int, sessions: int, seconds: float) -> float:
+def throughput(nodes: list[Any], procs: int, sessions: int, seconds: float) -> float:
+    """Pairs/s of `procs` client processes per node of `nodes`, `sessions` sessions each."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     workers = []
-    for index, node in enumerate(lab.nodes):
+    for index, node in enumerate(nodes):
         for p in range(procs):
             base = (index * procs + p) * sessions
             worker = context.Process(target=_throughput_worker,
@@ -365,8 +368,10 @@ def run(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         note(f"contended ({args.contended_clients} sessions on 3 nodes, one lock): "
              f"{len(contention)} hand-offs, p50 {percentile(contention, 50):.3f} ms p99 "
              f"{percentile(contention, 99):.3f} ms")
-        rate = throughput(lab, args.procs, args.sessions, args.seconds)
+        rate = throughput(lab.nodes, args.procs, args.sessions, args.seconds)
         note(f"throughput: {rate:.0f} pairs/s")
+        local_rate = throughput([authority], 3 * args.procs, args.sessions, args.seconds)
+        note(f"throughput, every client on the authority's node: {local_rate:.0f} pairs/s")
         floor = grpc_floor(3 * args.procs, args.sessions, args.seconds)
         note(f"gRPC echo floor, same clients: {floor:.0f} pairs/s")
         regrants, detects, authority_regrants, beyond = [], [], [], []
@@ -407,6 +412,7 @@ def run(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         crash_regrant_minus_detect_p50_ms=rounded(percentile(beyond, 50), 1),
         authority_crash_regrant_p50_ms=rounded(percentile(authority_regrants, 50), 1),
         pairs_per_s=round(rate), grpc_echo_floor_pairs_per_s=round(floor),
+        local_pairs_per_s=round(local_rate),
         pairs=args.pairs, handoffs=args.handoffs, crashes=args.crashes,
         untimed_lost_or_failed=len(LOSSES),
         client_sessions=3 * args.procs * args.sessions,
