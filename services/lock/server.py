@@ -416,7 +416,9 @@ class LockPeerServicer(lock_peer_pb2_grpc.LockPeerServicer):
                     heard.append((now - t) / 1e6 if t is not None else -1.0)
             state.peers.append(pp.PeerLinkState(
                 domain=domain, instance=info.instance, heard_ms_ago=heard,
-                unacked=app.links.unacked(domain) if app.links else 0, vote_for=info.vote_for))
+                unacked=app.links.unacked(domain) if app.links else 0, vote_for=info.vote_for,
+                relayed_ms_ago=(now - info.relayed_ns - node.timing.peer_beat_ns) / 1e6
+                if info.relayed_ns >= 0 else -1.0))
         return state
 
 

@@ -7,6 +7,7 @@ early."""
 from __future__ import annotations
 
 import datetime
+import json
 import itertools
 import random
 import signal
@@ -88,6 +89,14 @@ def test_seed_test_d_lock_across_three_nodes(make_lab):
             hs.wait_for(f"{after.key} gets the lock", lambda a=after: "process get lock" in log(a),
                         5)
     assert tokens == sorted(tokens) and len(set(tokens)) == 3
+    # `skyge lock peers` on a member: the other member, which it never beats, is vouched for by
+    # the authority's relay
+    authority = ls.wait_ready(lab.nodes)
+    member, other = [n for n in lab.nodes if n.id != authority]
+    peers = ls.cli(member, "--output", "json", "lock", "peers")
+    assert peers.returncode == 0, peers.stderr
+    link = next(p for p in json.loads(peers.stdout)["peers"] if p["domain"] == other.id)
+    assert 0 <= link["relayed_ms_ago"] < 1000, link
 
 
 @pytest.mark.parametrize("slot,order", [(600, "fifo"), (1100, "stack"), (1600, "priority"),

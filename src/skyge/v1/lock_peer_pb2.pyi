@@ -367,15 +367,17 @@ class PeerState(_message.Message):
     def __init__(self, node: _Optional[_Union[_common_pb2.NodeId, _Mapping]] = ..., instance: _Optional[int] = ..., vote_for: _Optional[int] = ..., promise_left_ms: _Optional[float] = ..., candidate: _Optional[bool] = ..., established: _Optional[bool] = ..., authority_lease_left_ms: _Optional[float] = ..., active: _Optional[bool] = ..., authority: _Optional[int] = ..., term: _Optional[int] = ..., hold_lease_left_ms: _Optional[float] = ..., expected: _Optional[int] = ..., quorum: _Optional[int] = ..., highest_term: _Optional[int] = ..., token_floor: _Optional[int] = ..., view: _Optional[_Iterable[int]] = ..., peers: _Optional[_Iterable[_Union[PeerLinkState, _Mapping]]] = ..., local_holds: _Optional[int] = ..., local_waits: _Optional[int] = ..., sessions: _Optional[int] = ..., lone_ok_left_ms: _Optional[float] = ...) -> None: ...
 
 class PeerLinkState(_message.Message):
-    __slots__ = ("domain", "instance", "heard_ms_ago", "unacked", "vote_for")
+    __slots__ = ("domain", "instance", "heard_ms_ago", "unacked", "vote_for", "relayed_ms_ago")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     HEARD_MS_AGO_FIELD_NUMBER: _ClassVar[int]
     UNACKED_FIELD_NUMBER: _ClassVar[int]
     VOTE_FOR_FIELD_NUMBER: _ClassVar[int]
+    RELAYED_MS_AGO_FIELD_NUMBER: _ClassVar[int]
     domain: int
     instance: int
     heard_ms_ago: _containers.RepeatedScalarFieldContainer[float]
     unacked: int
     vote_for: int
-    def __init__(self, domain: _Optional[int] = ..., instance: _Optional[int] = ..., heard_ms_ago: _Optional[_Iterable[float]] = ..., unacked: _Optional[int] = ..., vote_for: _Optional[int] = ...) -> None: ...
+    relayed_ms_ago: float
+    def __init__(self, domain: _Optional[int] = ..., instance: _Optional[int] = ..., heard_ms_ago: _Optional[_Iterable[float]] = ..., unacked: _Optional[int] = ..., vote_for: _Optional[int] = ..., relayed_ms_ago: _Optional[float] = ...) -> None: ...
