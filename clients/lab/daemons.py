@@ -76,7 +76,12 @@ def stop_daemons(node: LabNode, daemons: Sequence[str] = DAEMONS) -> None:
     """SIGTERM the node's skyge daemons (clean stop: a heartbeat daemon announces its leave)."""
     for daemon in daemons:
         if node.find(f"skyge-{daemon}"):
-            node.kill(f"skyge-{daemon}", signal.SIGTERM, wait=STOP_TIMEOUT_S)
+            try:
+                node.kill(f"skyge-{daemon}", signal.SIGTERM, wait=STOP_TIMEOUT_S)
+            except LabError as error:
+                log = node.root / "var" / "log" / f"skyge-{daemon}.log"
+                tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+                raise LabError("\n".join([f"{error}; the end of {log}:", *tail])) from None
 
 
 #: where the lab's witness listens: the gateway, which both networks' nodes reach on eth0

@@ -52,6 +52,8 @@ from skyge.services.common.tls import Credentials, TlsError, TlsFiles
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 READY_TIMEOUT_S = 60.0  # how long `-d` waits for the background daemon to be serving
 SHUTDOWN_GRACE_S = 1.0  # in-flight RPCs get this long to finish on SIGTERM
+#: a stop still running this long (then twice as long, ...) is logged with where it waits
+STOP_REPORT_S = 5.0
 
 
 @dataclass
@@ -331,7 +333,7 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: list[str] | None,
         task.cancel()
     await asyncio.gather(watchdog, *reloads, return_exceptions=True)
     await health_servicer.enter_graceful_shutdown()
-    await app.stop()
+    await _stop_reporting(app, logger)
     if reader is not None:
         await reader.stop(SHUTDOWN_GRACE_S)
     await server.stop(SHUTDOWN_GRACE_S)
@@ -339,6 +341,30 @@ async def _serve(spec: DaemonSpec, ctx: DaemonContext, listen: list[str] | None,
         socket_path.unlink()
     logger.log(25, "stopped")
     return EXIT_OK
+
+
+async def _stop_reporting(app: DaemonApp, logger: logging.Logger) -> None:
+    """`app.stop()`; while it runs longer than STOP_REPORT_S (then 2x, 4x...), log where it waits,
+    so that a stop that hangs says why (a daemon may legitimately take long: HA stops services)."""
+    coroutine = app.stop()
+    stopping = asyncio.create_task(coroutine, name="stop")
+    started, wait_s = time.monotonic(), STOP_REPORT_S
+    while not (await asyncio.wait({stopping}, timeout=wait_s))[0]:
+        logger.warning("still stopping after %.0f s, waiting in: %s",
+                       time.monotonic() - started, " > ".join(_awaiting(coroutine)))
+        wait_s *= 2
+    stopping.result()
+
+
+def _awaiting(coroutine: Any) -> list[str]:
+    """Where a suspended coroutine waits: each coroutine it awaits, outermost first."""
+    found = []
+    while getattr(coroutine, "cr_frame", None) is not None:
+        frame = coroutine.cr_frame
+        found.append(f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:"
+                     f"{frame.f_lineno})")
+        coroutine = coroutine.cr_await
+    return found
 
 
 def _reflect(app: DaemonApp, server: grpc.aio.Server) -> None:

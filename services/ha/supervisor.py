@@ -64,6 +64,8 @@ __all__ = [
 LOCK_SLOTS = {"random": 0, "fifo": 512, "stack": 1024}
 LABEL_PREFIX = "ha:"
 OPEN_TIMEOUT_S = 3.0
+#: how long closing a lock session waits for its stream and reader to end (see close)
+CLOSE_TIMEOUT_S = 1.0
 #: how long, after a start, to look for the process of a service's pidfile
 PIDFILE_WAIT_S = 2.0
 PIDFILE_POLL_S = 0.02
@@ -266,16 +268,18 @@ class GrpcLockSession:
             slot=self.slot, lock=self.lock)))
 
     async def close(self) -> None:
+        """End the stream. Bounded: a grpc.aio read of a cancelled call has been seen never to
+        return, and a daemon's stop must not wait on it."""
         call, self._call = self._call, None
         if call is not None:
             with contextlib.suppress(Exception):
-                await call.done_writing()
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await call.done_writing()
             call.cancel()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=CLOSE_TIMEOUT_S)
 
 
 # --- resources ----------------------------------------------------------------------------------
@@ -489,8 +493,11 @@ class ServiceSupervisor:
             if left <= 0:
                 return False
             self._changed.clear()
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancel that meets
+            # the event, and this loop would then outlive the task's cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
         return True
 
     async def close(self) -> None:
