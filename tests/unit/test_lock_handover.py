@@ -417,19 +417,19 @@ def test_two_lone_terms_that_never_met_still_give_rising_tokens():
     cluster = settled(2, seed=25)
     cluster.reference_ok.update({1: True, 2: True})
     cluster.crash(1)
-    run_checked(cluster, SETTLE)
-    assert cluster.authorities() == [2]
-    alone = cluster.open(2)
-    cluster.acquire(alone, (600, 1))
-    run_checked(cluster, 5 * MS)
-    earlier = first(cluster, alone, "granted")
+    earlier = granted_alone(cluster, 2)
     cluster.stall(2, SETTLE)
     cluster.boot(1)
     run_checked(cluster, SETTLE // 2)
     cluster.crash(2)
+    assert granted_alone(cluster, 1).token > earlier.token
+
+
+def granted_alone(cluster: SimCluster, domain: int):
+    """Once `domain` is the only authority, a new session of it is granted the lock."""
     run_checked(cluster, SETTLE)
-    assert cluster.authorities() == [1]
-    later = cluster.open(1)
-    cluster.acquire(later, (600, 1))
+    assert cluster.authorities() == [domain]
+    session = cluster.open(domain)
+    cluster.acquire(session, (600, 1))
     run_checked(cluster, 5 * MS)
-    assert first(cluster, later, "granted").token > earlier.token
+    return first(cluster, session, "granted")
