@@ -122,3 +122,24 @@ def test_a_lost_node_that_comes_back_unblocks_without_a_fence(comes_back):
 def test_random_faults_with_fencing_keep_one_holder_and_serve_every_waiter():
     stats = random_run(99, fencing=True)
     assert stats["granted"] > 40 and stats["faults"] >= 3, stats
+
+
+def test_a_new_authority_fences_a_stalled_member_it_heard_of_only_through_the_relay():
+    """Node 2's lock daemon restarted while node 1 led; members do not beat each other, so its
+    new instance heard of node 3 only through node 1's relay. Node 3, holding a lock, then stalls
+    (a frozen node: nothing there can stop what it runs) and node 1 crashes: node 2, the new
+    authority, fences node 3 before its lock passes on, as it would a member it heard itself."""
+    cluster = settled(5, seed=9, fencing=True)
+    assert cluster.active_authority() == 1
+    cluster.kill(2)
+    cluster.boot(2)
+    cluster.run(SETTLE)
+    heard_of = cluster.node(2).peers[3]
+    assert heard_of.heard_ns < 0 <= heard_of.relayed_ns  # the relay's word only
+    _, waiter = holder_and_waiter(cluster, 3, 4)
+    cluster.stall(3, 20 * SETTLE)
+    cluster.crash(1)
+    cluster.run(3 * SETTLE)
+    assert (2, 3) in [(by, target) for _, by, target, ok in cluster.fence_log if ok]
+    assert first(cluster, waiter, "granted").time >= fenced_at(cluster, 3)
+    assert check_history(cluster.records) == []

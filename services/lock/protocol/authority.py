@@ -182,23 +182,23 @@ class Authority:
         return None
 
     def _unaccounted(self, now: int) -> tuple[list[int], int | None]:
-        """Lock daemons this node has heard from (and the previous authority) that neither
-        reported nor were fenced since last heard: they may hold locks granted by an earlier
-        authority. Returns those to fence, and when one still alive (in the membership view,
-        heard within `switch_ns` and not stopped: its report is on the way) should be checked
-        again."""
+        """Lock daemons this node has heard of (directly, or through the previous authority's
+        relay: members do not beat each other) and the previous authority, that neither
+        reported nor were fenced since: they may hold locks granted by an earlier authority.
+        Returns those to fence, and when one still alive (in the membership view, heard of
+        within `switch_ns` and not stopped: its report is on the way) should be checked again."""
         node = self.node
         timing = node.timing
-        heard = {d for d, peer in node.peers.items() if peer.heard_ns >= 0}
+        heard = {d for d, peer in node.peers.items() if peer.last_word_ns >= 0}
         if self.prev_authority:
             heard.add(self.prev_authority)
         lost: list[int] = []
         check_at: int | None = None
         for domain in sorted(heard - self._accounted() - node.fenced - {node.domain}):
             peer = node.peers.get(domain)
-            if peer is not None and peer.heard_ns >= 0 and not peer.left and \
-                    domain in (node.view or ()) and now - peer.heard_ns < timing.switch_ns:
-                silent_at = peer.heard_ns + timing.switch_ns
+            if peer is not None and peer.last_word_ns >= 0 and not peer.left and \
+                    domain in (node.view or ()) and now - peer.last_word_ns < timing.switch_ns:
+                silent_at = peer.last_word_ns + timing.switch_ns
                 check_at = silent_at if check_at is None else min(check_at, silent_at)
             else:
                 lost.append(domain)

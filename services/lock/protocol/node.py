@@ -39,6 +39,11 @@ class PeerInfo:
     relayed_ns: int = -1
     left: bool = False  # this instance stopped cleanly (its last beat said `leaving`)
 
+    @property
+    def last_word_ns(self) -> int:
+        """When it was last heard of, directly or through the relay (-1: never)."""
+        return max(self.heard_ns, self.relayed_ns)
+
 
 @dataclass
 class VoteInfo:
