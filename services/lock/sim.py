@@ -716,9 +716,14 @@ def ownerships(records: Iterable[Record]) -> list[Ownership]:
     """Every hold in a history, in grant order."""
     found: list[Ownership] = []
     holding: dict[tuple[int, Name], Ownership] = {}
+    #: holds told to stop (lost, releasing) whose holder still reacts: a crash meanwhile (ended)
+    #: stops them sooner
+    reacting: dict[int, list[Ownership]] = {}
 
     def stop(key: tuple[int, Name], at: int) -> None:
-        holding.pop(key).stop = at
+        held = holding.pop(key)
+        held.stop = at
+        reacting.setdefault(key[0], []).append(held)
 
     for record in sorted(records, key=lambda r: r.time):  # stable: causal order within a tick
         name, session = record.name, record.session
@@ -741,8 +746,11 @@ def ownerships(records: Iterable[Record]) -> list[Ownership]:
             if (session, name) in holding:
                 stop((session, name), record.time + record.reaction)
         elif record.kind == "ended":
+            end = record.time + record.reaction
             for key in [k for k in holding if k[0] == session]:
-                stop(key, record.time + record.reaction)
+                stop(key, end)
+            for held in reacting.pop(session, []):
+                held.stop = end if held.stop is None else min(held.stop, end)
     return found
 
 

@@ -120,6 +120,18 @@ def test_a_grant_during_the_old_holders_reaction_is_two_owners():
     assert (overlap.length, overlap.to_the_end) == (8 * MS, True)
 
 
+def test_a_crash_during_the_reaction_after_lost_ends_the_ownership_at_once():
+    """A holder told Lost stops within its reaction time, unless its node is powered off first
+    (a fence): then it holds nothing from that instant (simulation seed 5111 with a fence
+    command flagged a grant at the instant of the fence as an overlap)."""
+    history = [rec(0, A, "granted", token=1), rec(10, A, "lost", reaction_ms=5),
+               rec(12, A, "ended"), rec(12, B, "granted", token=2)]
+    assert check_history(history) == []
+    broken = [*history[:2], rec(12, A, "ended", reaction_ms=8), rec(12, B, "granted", token=2)]
+    [overlap] = find_overlaps(broken, until=20 * MS)  # the Lost's reaction ends first
+    assert (overlap.start, overlap.end) == (12 * MS, 15 * MS)
+
+
 def test_ownership_ends_at_valid_until_and_renewals_extend_it():
     history = [rec(0, A, "granted", token=1, until_ms=10), rec(12, B, "granted", token=2),
                rec(20, A, "lost")]
