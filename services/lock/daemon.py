@@ -99,10 +99,11 @@ FIELDS = (
     Field("peer_port", integer(1, 65535), default=TCP_PORTS["lock"],
           help="UDP port of the lock peer protocol, the same on every node"),
     Field("beat_ms", integer(1, 1000), default=20,
-          help="candidate round interval (the authority renews its lease this often), ms"),
+          help="candidate round interval, ms (an established authority rounds every 50 ms, or "
+               "an eighth of the vote lease if shorter, but never more often than this)"),
     Field("vote_lease_ms", integer(2, 60_000), default=400,
-          help="vote promise, ms: an authority stalled for less than this minus a beat keeps "
-               "its term; a crashed authority is replaced after it"),
+          help="vote promise, ms: an authority stalled for less than this minus one of its "
+               "rounds keeps its term; a crashed authority is replaced after it"),
     Field("hold_lease_ms", integer(3, 120_000), default=600,
           help="member hold lease, ms: a node whose lock daemon is stalled for less than this "
                "keeps its locks; a crashed node's locks pass on after it (without a fence)"),

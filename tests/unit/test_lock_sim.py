@@ -238,3 +238,49 @@ def test_members_beat_only_the_authority_and_still_elect_a_successor(fault):
     cluster.acquire(session, NAME)
     granted_within(cluster, session, 2000 * MS)
     assert check_history(cluster.records) == []
+
+
+def _settled_at_defaults(size: int) -> SimCluster:
+    cluster = SimCluster(size, timing=Timing(), seed=5)
+    cluster.run(1000 * MS)
+    assert cluster.active_authority() is not None
+    return cluster
+
+
+def test_a_member_cut_from_the_authority_alone_hears_the_others_and_runs_for_nothing():
+    """Lock datagrams between the authority (1) and member 3 are lost, the membership unchanged.
+    Node 2, relayed by the authority, still beats node 3, which the authority does not vouch
+    for: node 3 votes quietly for node 2 rather than propose term after term, and the authority
+    keeps its term through the heal."""
+    cluster = _settled_at_defaults(3)
+    assert cluster.active_authority() == 1
+    cluster.blocked = {(1, 3), (3, 1)}
+    cluster.run(5000 * MS)
+    assert cluster.node(3).highest_term == cluster.node(2).seen_term == 1  # nothing proposed
+    cluster.blocked = set()
+    cluster.run(2000 * MS)
+    assert cluster.active_authority() == 1 and cluster.node(1).auth.term == 1
+
+
+def test_a_node_that_stops_running_says_so_to_every_peer_despite_the_relay():
+    """A restarted node 1 whose view lacks the authority (2) for 500 ms runs for authority in
+    vain, then follows node 2 (and takes its relay) and stops running: every peer hears that at
+    once, none keeps counting it a candidate (nor beating it every idle beat)."""
+    cluster = _settled_at_defaults(5)
+    cluster.kill(1)
+    cluster.run(1500 * MS)
+    assert cluster.active_authority() == 2
+    cluster.boot(1)
+    cluster.set_view(1, {1, 3, 4, 5}, at=cluster.now + 26 * MS)
+    cluster.set_view(1, {1, 2, 3, 4, 5}, at=cluster.now + 500 * MS)
+    cluster.run(1000 * MS)
+    assert cluster.active_authority() == 2 and cluster.node(1).cand_term == 0
+    assert [cluster.node(d).peers[1].candidate_term for d in (3, 4, 5)] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("beat_ms", [20, 60, 100])
+def test_every_beat_the_config_allows_still_makes_a_timing(beat_ms):
+    """lock.cfg beat_ms takes 1-1000: an established authority never rounds more often than
+    the beat, and a beat longer than the idle beat is still a valid timing."""
+    timing = Timing(beat_ns=beat_ms * MS)
+    assert timing.authority_beat_ns == max(beat_ms * MS, 50 * MS)

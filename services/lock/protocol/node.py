@@ -111,9 +111,12 @@ class Node(QuorumRules):
         self.next_round_ns = 0
         self.next_idle_ns = 0
         self.next_peer_beat_ns = 0  # idle beats go to every peer from then on (else: `_close`)
-        #: receipt of the last `live_bits` from the authority this node follows: while recent,
-        #: its idle beats go only to `_close` peers (the authority vouches for the others)
+        #: receipt of the last `live_bits` from the authority this node follows, and those
+        #: bits: while recent, its idle beats go to `_close` peers, and every peer beat to the
+        #: peers the authority does not vouch for (it may not hear them, nor they it: this
+        #: node's beats keep them from campaigning alone)
         self.relay_ns = -1
+        self.relay_bits = 0
         #: peers this instance has sent a beat to: the first idle beat goes to each directly,
         #: whatever the relay (a relay cannot say a peer restarted, nor undo its `leaving`)
         self.greeted: set[int] = set()
@@ -280,7 +283,7 @@ class Node(QuorumRules):
 
     def _take_relay(self, authority: int, bits: int, now: int) -> None:
         """The authority's `live_bits`: each peer in it counts as heard a peer beat ago."""
-        self.relay_ns = now
+        self.relay_ns, self.relay_bits = now, bits
         at = now - self.timing.peer_beat_ns
         while bits:
             low = bits & -bits
@@ -625,7 +628,8 @@ class Node(QuorumRules):
             self.cand_term = 0
             self.rounds.clear()
             self.vote_for = current = 0
-            self.next_idle_ns = self.next_peer_beat_ns = now  # tell everyone it runs no more
+            self.next_idle_ns = now
+            self.greeted.clear()  # tell every peer at once that it runs no more, relay or not
             self.want_tick(now)
         if self.promise_to not in (0, target) and now < self.promise_end:
             self.want_tick(self.promise_end)
@@ -656,13 +660,15 @@ class Node(QuorumRules):
             seq = self._next_seq(now)
             idle = self.timing.idle_beat_ns
             relayed = self.relay_ns >= 0 and now - self.relay_ns < self.timing.peer_beat_ns
-            everyone = now >= self.next_peer_beat_ns and not relayed
-            if everyone:
+            vouched = self.relay_bits if relayed else 0
+            peer_beat = now >= self.next_peer_beat_ns
+            if peer_beat:
                 self.next_peer_beat_ns = now + self.timing.peer_beat_ns
             close = self._close(now)
             for to in self._targets(now):
-                answered = self.answered_ns.get(to, -idle)
-                if (everyone or to in close or to not in self.greeted) and now - answered >= idle:
+                due = (to in close or to not in self.greeted or
+                       (peer_beat and not vouched >> (to - 1) & 1))
+                if due and now - self.answered_ns.get(to, -idle) >= idle:
                     self.out_beats.append((to, self._beat(to, seq, now), True))
                     self.greeted.add(to)
             self.next_idle_ns = now + idle
