@@ -50,7 +50,8 @@ from .links import Links
 from .peer import PeerSocket, run_fence
 from .protocol import MS, Node, Outputs, Timing
 from .transport import ProtocolThread
-from .server import TWO_NODES_UNPROTECTED, LockPeerServicer, LockServicer, SessionItem
+from .server import (STREAMS_END_S, TWO_NODES_UNPROTECTED, LockPeerServicer, LockServicer,
+                     SessionItem, end_streams)
 from .witness import Witness
 
 __all__ = ["FIELDS", "FileStore", "LockApp", "add_arguments", "build"]
@@ -59,8 +60,6 @@ STATE_FILE = "lock.state"
 LONE_CHECK_S = 0.2
 LONE_VALID_NS = 1000 * MS
 MEMBERSHIP_WAIT_S = 5.0
-#: a clean stop waits this long at most for its sessions' streams to carry their Lost out
-STREAMS_END_S = 1.0
 
 logger = logging.getLogger("skyge.lock")
 
@@ -255,7 +254,7 @@ class LockApp(DaemonApp):
         #: the streams of the sessions and of the leader watchers (Campaign, Observe), by id
         self.queues: dict[int, asyncio.Queue[SessionItem]] = {}
         self.watchers: dict[int, asyncio.Queue[lp.LeaderEvent | None]] = {}
-        self._stream_ended = asyncio.Event()  # set by `stream_ended` (see `_streams_ended`)
+        self.stream_gone = asyncio.Event()  # see server.end_streams
         self._left = False  # the last beat is out (clean stop): nothing runs or leaves any more
         self._tasks: list[asyncio.Task[Any]] = []
         self._node_tasks: set[asyncio.Task[None]] = set()  # _make_node runs (see on_view)
@@ -334,44 +333,21 @@ class LockApp(DaemonApp):
                 held = node.stop_sessions(boot_ns())
                 self._flush(boot_ns())
             self._drain()
-            # after the events just delivered: the streams end once they are out
-            asyncio.get_running_loop().call_soon(self._end_streams)
-            told = True
-            if held:
-                told = await self._streams_ended(STREAMS_END_S)
-                if told:
-                    await asyncio.sleep(self.timing.leave_warning_ns / 1e9)
-                else:
-                    logger.warning("sessions still had their streams open %.1f s after being "
-                                   "told to stop: no leaving beat, peers wait for the leases",
-                                   STREAMS_END_S)
+            # after those events; nothing held: nothing to warn of, no need to wait
+            told = await end_streams(self, STREAMS_END_S if held else 0)
+            if held and told:
+                await asyncio.sleep(self.timing.leave_warning_ns / 1e9)
+            elif held:
+                logger.warning("sessions still had their streams open %.1f s after being told "
+                               "to stop: no leaving beat, peers wait for the leases",
+                               STREAMS_END_S)
             with self.lock:
-                if told:
+                if told or not held:
                     node.leave(boot_ns())
                     self._flush(boot_ns())
                 self._left = True
             self._drain()
         self._left = True
-
-    async def _streams_ended(self, bound_s: float) -> bool:
-        """Whether every session and leader stream wrote its last event within `bound_s`."""
-        try:
-            async with asyncio.timeout(bound_s):
-                while self.queues or self.watchers:
-                    self._stream_ended.clear()
-                    await self._stream_ended.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def stream_ended(self) -> None:
-        self._stream_ended.set()
-
-    def _end_streams(self) -> None:
-        for queue in self.queues.values():
-            queue.put_nowait(None)
-        for watcher_queue in self.watchers.values():
-            watcher_queue.put_nowait(None)
 
     # -- node -----------------------------------------------------------------------------------
     async def _make_node(self) -> None:

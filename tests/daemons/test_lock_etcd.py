@@ -324,6 +324,31 @@ async def test_a_clean_stop_tells_the_holders_and_passes_the_locks(nodes: list[N
     assert time.monotonic() - started < a.engine.timing.lease_ttl_s
 
 
+@pytest.mark.parametrize("streams_end", [True, False], ids=["told", "streams stuck"])
+@with_nodes
+async def test_a_clean_stop_revokes_only_after_its_sessions_were_told(
+        nodes: list[Node], streams_end: bool) -> None:
+    """The lease is revoked early_ns after the daemon's streams carried the Lost out, however
+    long that took (a stall before the writes must not eat the warning); when they never do,
+    the lease is left to run out rather than cut the warning short."""
+    a, b = nodes
+    _, waiter, _ = await held_and_awaited(a, b)
+    told_at: list[float] = []
+
+    async def told() -> bool:
+        await asyncio.sleep(0.3)  # the streams take this long
+        told_at.append(time.monotonic())
+        return streams_end
+
+    await a.engine.stop(told=told)
+    await b.event(waiter, "granted")
+    waited = time.monotonic() - told_at[0]
+    if streams_end:
+        assert a.engine.timing.early_ns / 1e9 <= waited < a.engine.timing.lease_ttl_s
+    else:
+        assert waited >= a.engine.timing.lease_ttl_s * 0.9
+
+
 @with_nodes
 async def test_kept_holds_outlive_the_session_and_are_adopted_by_its_label(
         nodes: list[Node]) -> None:

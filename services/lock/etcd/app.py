@@ -28,7 +28,7 @@ from skyge.v1 import lock_pb2_grpc
 
 from ..daemon import MEMBERSHIP_WAIT_S, FileStore, heartbeat_netid
 from ..peer import run_fence
-from ..server import SessionItem
+from ..server import SessionItem, end_streams
 from .client import EtcdClient, EtcdError, EtcdTls
 from .engine import EtcdLocks, EtcdTiming
 from .keys import Layout
@@ -80,6 +80,7 @@ class EtcdLockApp(DaemonApp):
         self.engine: EtcdLocks | None = None
         self.queues: dict[int, asyncio.Queue[SessionItem]] = {}
         self.watchers: dict[int, asyncio.Queue[lp.LeaderEvent | None]] = {}
+        self.stream_gone = asyncio.Event()  # see server.end_streams
         self.domain = 0
         self.netid = 0
         self._session_counter = 0
@@ -134,11 +135,8 @@ class EtcdLockApp(DaemonApp):
 
     async def stop(self) -> None:
         if self.engine is not None:
-            await self.engine.stop()
-        for queue in self.queues.values():
-            queue.put_nowait(None)
-        for watcher_queue in self.watchers.values():
-            watcher_queue.put_nowait(None)
+            await self.engine.stop(told=lambda: end_streams(self))
+        await end_streams(self, 0)
         for task in self._absent.values():
             task.cancel()
         await asyncio.gather(*self._absent.values(), return_exceptions=True)

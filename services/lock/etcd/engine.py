@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -127,8 +127,9 @@ class EtcdLocks:
         self.stopping = False
         #: holder keys (key -> create revision) whose delete failed: tried again until done
         self._stale_holds: dict[bytes, int] = {}
-        #: name -> (its lock, how many hold or await it): see `_serialized`
-        self._name_locks: dict[Name, tuple[asyncio.Lock, list[int]]] = {}
+        #: one asyncio lock per name in use, and how many hold or await it (see `_serialized`)
+        self._name_locks: dict[Name, asyncio.Lock] = {}
+        self._name_users: dict[Name, int] = {}
         self._watchers: dict[int, tuple[str, int]] = {}  # watcher -> (group, session)
         self._leaders: dict[str, tuple[int, int]] = {}  # group -> (session, token) last told
         self._tasks: set[asyncio.Task[None]] = set()
@@ -147,20 +148,28 @@ class EtcdLocks:
                        asyncio.create_task(self._watch_loop(), name="etcd-watch"),
                        asyncio.create_task(self._retry_loop(), name="etcd-retry")]
 
-    async def stop(self) -> None:
-        """Clean stop: sessions are told Lost, then (early_ns later if they held locks) the
-        lease is revoked, so every hold and wait of this node passes on at once."""
+    async def stop(self, told: Callable[[], Awaitable[bool]] | None = None) -> None:
+        """Clean stop: sessions are told Lost, then, if they held locks, early_ns after `told`
+        says the Lost went out (the daemon's streams wrote it), the lease is revoked, so every
+        hold and wait of this node passes on at once. If `told` says it did not, the lease is
+        left to run out (TTL): no warning is cut short."""
         self.stopping = True
         if self._lost_timer is not None:
             self._lost_timer.cancel()
         held = self._lose_all(lp.LOST_NODE_LEFT, "the lock daemon is stopping",
                               lp.FAIL_NO_QUORUM)
+        revoke = True
         if held:
-            await asyncio.sleep(self.timing.early_ns / S)
+            revoke = told is None or await told()
+            if revoke:
+                await asyncio.sleep(self.timing.early_ns / S)
+            else:
+                logger.warning("sessions still had their streams open after being told to "
+                               "stop: the lease is left to run out, not revoked")
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
-        if self.lease_id:
+        if self.lease_id and revoke:
             with contextlib.suppress(EtcdError):
                 await self.client.lease_revoke(self.lease_id)
         self._set_safe_until(0)
@@ -174,18 +183,15 @@ class EtcdLocks:
     async def _serialized(self, name: Name) -> AsyncIterator[None]:
         """One transaction on a lock name at a time from this node. The name's asyncio lock is
         dropped once nobody holds or awaits it: a long-lived daemon meets many names."""
-        entry = self._name_locks.get(name)
-        if entry is None:
-            entry = self._name_locks[name] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
+        lock = self._name_locks.setdefault(name, asyncio.Lock())
+        self._name_users[name] = self._name_users.get(name, 0) + 1
         try:
             async with lock:
                 yield
         finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._name_locks[name]
+            self._name_users[name] -= 1
+            if not self._name_users[name]:
+                del self._name_locks[name], self._name_users[name]
 
     # -- the lease ------------------------------------------------------------------------------
     async def _new_lease(self) -> None:

@@ -13,7 +13,7 @@ from skyge.v1 import lock_pb2 as lp
 from skyge.v1 import lock_pb2_grpc
 
 from ..protocol.table import LOCKS_PER_SLOT, SLOTS
-from ..server import (EOF, LeaderStreams, SessionItem, check_leader_request,
+from ..server import (EOF, LeaderStreams, SessionItem, StreamHost, check_leader_request,
                       distinct_leader_events, read_open, write_session)
 from .client import EtcdError
 from .engine import EtcdLocks, OpenRefused
@@ -21,15 +21,9 @@ from .engine import EtcdLocks, OpenRefused
 __all__ = ["EtcdHost", "EtcdLockServicer"]
 
 
-class EtcdHost(Protocol):
+class EtcdHost(StreamHost, Protocol):
     @property
     def engine(self) -> EtcdLocks | None: ...
-
-    @property
-    def queues(self) -> dict[int, asyncio.Queue[SessionItem]]: ...
-
-    @property
-    def watchers(self) -> dict[int, asyncio.Queue[lp.LeaderEvent | None]]: ...
 
     def new_session_id(self) -> int: ...
 
@@ -77,6 +71,7 @@ class EtcdLockServicer(LeaderStreams, lock_pb2_grpc.LockServicer):
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             app.queues.pop(session, None)
+            app.stream_gone.set()
             engine.close_session(session)
 
     async def _read(self, context: grpc.aio.ServicerContext, engine: EtcdLocks, session: int,
@@ -169,6 +164,7 @@ class EtcdLockServicer(LeaderStreams, lock_pb2_grpc.LockServicer):
                 yield event
         finally:
             app.watchers.pop(watcher, None)
+            app.stream_gone.set()
             engine.unwatch(watcher)
             if session:
                 engine.close_session(session)
